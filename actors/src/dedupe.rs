@@ -1,0 +1,67 @@
+//! Dedupe shards: each owns the numbers whose hash routes to it and remembers, per
+//! batch, which it has already seen. A number is kept as the integer value of its E.164
+//! digits (at most 15, so it fits a u64 exactly): the set is small and compares fast.
+
+use crate::domain::{PhoneNumber, QueueId};
+use actix::prelude::*;
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::hash::{BuildHasher, Hash, Hasher};
+
+#[derive(Default)]
+pub struct Dedupe {
+    seen: FxHashMap<QueueId, FxHashSet<u64>>,
+}
+
+impl Actor for Dedupe {
+    type Context = Context<Self>;
+}
+
+/// The shard responsible for `number` among `shards`.
+pub fn shard_of(number: &PhoneNumber, shards: usize) -> usize {
+    let mut h = rustc_hash::FxBuildHasher.build_hasher();
+    number.as_str().hash(&mut h);
+    (h.finish() % shards as u64) as usize
+}
+
+fn e164_value(number: &PhoneNumber) -> u64 {
+    number
+        .as_str()
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'))
+}
+
+/// Numbers of one batch routed to this shard, each with its position in the batch.
+#[derive(Message)]
+#[rtype(result = "Vec<(u32, PhoneNumber)>")]
+pub struct DedupeChunk {
+    pub batch: QueueId,
+    pub numbers: Vec<(u32, PhoneNumber)>,
+}
+
+/// The batch is complete: drop its set.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ForgetBatch(pub QueueId);
+
+impl Handler<DedupeChunk> for Dedupe {
+    type Result = MessageResult<DedupeChunk>;
+
+    fn handle(&mut self, msg: DedupeChunk, _: &mut Self::Context) -> Self::Result {
+        let seen = self.seen.entry(msg.batch).or_default();
+        let kept = msg
+            .numbers
+            .into_iter()
+            .filter(|(_, n)| seen.insert(e164_value(n)))
+            .collect();
+        MessageResult(kept)
+    }
+}
+
+impl Handler<ForgetBatch> for Dedupe {
+    type Result = ();
+
+    fn handle(&mut self, msg: ForgetBatch, _: &mut Self::Context) {
+        self.seen.remove(&msg.0);
+    }
+}

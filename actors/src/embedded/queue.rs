@@ -1,0 +1,144 @@
+//! The in-process dispatch queue: `P` partitions, each with an OTP lane that is always
+//! drained before the bulk lane. It holds no state of its own worth keeping: on restart
+//! it is rebuilt from the store's `queued` messages.
+
+use crate::domain::MessageType;
+use crate::ports::{DispatchQueue, QueueError, QueueRecord};
+use async_trait::async_trait;
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+#[derive(Default)]
+struct Partition {
+    otp: VecDeque<QueueRecord>,
+    bulk: VecDeque<QueueRecord>,
+}
+
+pub struct InProcessQueue {
+    partitions: Vec<Mutex<Partition>>,
+    depth: AtomicUsize,
+    hasher: rustc_hash::FxBuildHasher,
+}
+
+impl InProcessQueue {
+    pub fn new(partitions: usize) -> Self {
+        Self {
+            partitions: (0..partitions.max(1))
+                .map(|_| Mutex::new(Partition::default()))
+                .collect(),
+            depth: AtomicUsize::new(0),
+            hasher: rustc_hash::FxBuildHasher,
+        }
+    }
+
+    pub fn partition_count(&self) -> usize {
+        self.partitions.len()
+    }
+
+    /// The partition a recipient's messages go to, so one recipient's messages keep order.
+    pub fn partition_of(&self, record: &QueueRecord) -> usize {
+        let mut h = self.hasher.build_hasher();
+        record.recipient.hash(&mut h);
+        (std::hash::Hasher::finish(&h) % self.partitions.len() as u64) as usize
+    }
+
+    fn lock(&self, partition: usize) -> std::sync::MutexGuard<'_, Partition> {
+        self.partitions[partition]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes up to `max` records from `partition`, OTP first.
+    pub fn take(&self, partition: usize, max: usize) -> Vec<QueueRecord> {
+        let mut p = self.lock(partition);
+        let mut out = Vec::with_capacity(max.min(p.otp.len() + p.bulk.len()));
+        while out.len() < max {
+            match p.otp.pop_front().or_else(|| p.bulk.pop_front()) {
+                Some(r) => out.push(r),
+                None => break,
+            }
+        }
+        self.depth.fetch_sub(out.len(), Ordering::Relaxed);
+        out
+    }
+}
+
+#[async_trait]
+impl DispatchQueue for InProcessQueue {
+    async fn publish(&self, records: Vec<QueueRecord>) -> Result<(), QueueError> {
+        let mut by_partition: Vec<Vec<QueueRecord>> = vec![Vec::new(); self.partitions.len()];
+        let n = records.len();
+        for r in records {
+            by_partition[self.partition_of(&r)].push(r);
+        }
+        for (i, recs) in by_partition.into_iter().enumerate() {
+            if recs.is_empty() {
+                continue;
+            }
+            let mut p = self.lock(i);
+            for r in recs {
+                match r.kind {
+                    MessageType::Otp => p.otp.push_back(r),
+                    MessageType::Sms => p.bulk.push_back(r),
+                }
+            }
+        }
+        self.depth.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn depth(&self) -> usize {
+        self.depth.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{MessageId, PhoneNumber};
+
+    fn record(n: u64, kind: MessageType) -> QueueRecord {
+        QueueRecord {
+            message: MessageId::new(),
+            recipient: PhoneNumber::from_trusted(format!("+5730012{n:05}")),
+            kind,
+        }
+    }
+
+    #[tokio::test]
+    async fn otp_records_are_taken_before_bulk_already_waiting() {
+        let q = InProcessQueue::new(1);
+        let bulk: Vec<_> = (0..100).map(|n| record(n, MessageType::Sms)).collect();
+        q.publish(bulk).await.unwrap();
+        let otp = record(7, MessageType::Otp);
+        q.publish(vec![otp.clone()]).await.unwrap();
+        assert_eq!(q.depth(), 101);
+        assert_eq!(q.take(0, 1), vec![otp]);
+        assert_eq!(q.take(0, 1000).len(), 100);
+        assert_eq!(q.depth(), 0);
+    }
+
+    #[tokio::test]
+    async fn records_spread_over_partitions_and_keep_per_recipient_order() {
+        let q = InProcessQueue::new(8);
+        let first: Vec<_> = (0..1000).map(|n| record(n, MessageType::Sms)).collect();
+        let second: Vec<_> = (0..1000).map(|n| record(n, MessageType::Sms)).collect();
+        q.publish(first.clone()).await.unwrap();
+        q.publish(second.clone()).await.unwrap();
+        let mut seen = std::collections::HashMap::new();
+        let mut used = 0;
+        for p in 0..8 {
+            let taken = q.take(p, usize::MAX);
+            used += usize::from(!taken.is_empty());
+            for r in taken {
+                seen.entry(r.recipient.clone()).or_insert_with(Vec::new).push(r.message);
+            }
+        }
+        assert_eq!(used, 8, "every partition gets load");
+        for (a, b) in first.iter().zip(&second) {
+            assert_eq!(seen[&a.recipient], vec![a.message, b.message]);
+        }
+    }
+}

@@ -1,0 +1,602 @@
+//! The embedded store: fjall (an LSM key-value store) in a data directory.
+//!
+//! Keys are fixed-width byte strings that start with the owning id, so every listing is
+//! a prefix or range scan, and UUIDv7 ids make writes land in order. Records are encoded
+//! with postcard. Writes that must survive a crash are committed as one atomic batch and
+//! fsync'd before the call returns.
+
+use crate::domain::*;
+use crate::ports::*;
+use async_trait::async_trait;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use serde::{de::DeserializeOwned, Serialize};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Database,
+    accounts: Keyspace,
+    members: Keyspace,
+    ledger: Keyspace,
+    meta: Keyspace,
+    tags: Keyspace,
+    contacts: Keyspace,
+    contact_phones: Keyspace,
+    tag_contacts: Keyspace,
+    batches: Keyspace,
+    messages: Keyspace,
+    batch_messages: Keyspace,
+    account_messages: Keyspace,
+    pending: Keyspace,
+    idempotency: Keyspace,
+    /// Serializes read-modify-write of balances (one process owns the data dir).
+    ledger_lock: Mutex<()>,
+}
+
+fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+fn encode<T: Serialize>(value: &T) -> StoreResult<Vec<u8>> {
+    postcard::to_allocvec(value).map_err(|e| StoreError::Corrupt(Box::new(e)))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> StoreResult<T> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(Box::new(e)))
+}
+
+fn key2(a: &[u8; 16], b: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(16 + b.len());
+    k.extend_from_slice(a);
+    k.extend_from_slice(b);
+    k
+}
+
+fn key3(a: &[u8; 16], b: &[u8; 16], c: &[u8; 16]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(48);
+    k.extend_from_slice(a);
+    k.extend_from_slice(b);
+    k.extend_from_slice(c);
+    k
+}
+
+const TERMS_KEY: &[u8] = b"terms_version";
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store in `path`. Fails if another process has it open.
+    pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
+        let db = Database::builder(path.as_ref()).open().map_err(backend)?;
+        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(backend);
+        let inner = Inner {
+            accounts: ks("accounts")?,
+            members: ks("members")?,
+            ledger: ks("ledger")?,
+            meta: ks("meta")?,
+            tags: ks("tags")?,
+            contacts: ks("contacts")?,
+            contact_phones: ks("contact_phones")?,
+            tag_contacts: ks("tag_contacts")?,
+            batches: ks("batches")?,
+            messages: ks("messages")?,
+            batch_messages: ks("batch_messages")?,
+            account_messages: ks("account_messages")?,
+            pending: ks("pending")?,
+            idempotency: ks("idempotency")?,
+            ledger_lock: Mutex::new(()),
+            db,
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Runs blocking store work off the async executor.
+    async fn blocking<T, F>(&self, f: F) -> T
+    where
+        F: FnOnce(&Inner) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let inner = self.inner.clone();
+        match tokio::task::spawn_blocking(move || f(&inner)).await {
+            Ok(v) => v,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        }
+    }
+
+    /// A free-form flag in the metadata keyspace (e.g. "demo data was seeded").
+    pub fn flag(&self, name: &str) -> StoreResult<bool> {
+        Ok(self.inner.meta.get(name).map_err(backend)?.is_some())
+    }
+
+    pub fn set_flag(&self, name: &str) -> StoreResult<()> {
+        self.inner.meta.insert(name, b"1").map_err(backend)?;
+        self.inner.persist()
+    }
+}
+
+impl Inner {
+    fn persist(&self) -> StoreResult<()> {
+        self.db.persist(PersistMode::SyncData).map_err(backend)
+    }
+
+    fn get<T: DeserializeOwned>(&self, ks: &Keyspace, key: &[u8]) -> StoreResult<Option<T>> {
+        match ks.get(key).map_err(backend)? {
+            Some(bytes) => decode(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn put<T: Serialize>(&self, ks: &Keyspace, key: &[u8], value: &T) -> StoreResult<()> {
+        ks.insert(key, encode(value)?).map_err(backend)?;
+        self.persist()
+    }
+
+    fn account(&self, id: AccountId) -> StoreResult<Option<Account>> {
+        self.get(&self.accounts, id.as_bytes())
+    }
+
+    /// Applies a balance change and records it in the ledger, atomically and durably.
+    fn move_credits(
+        &self,
+        account: AccountId,
+        kind: LedgerKind,
+        amount: u64,
+        queue: Option<QueueId>,
+        change: impl FnOnce(&mut Account) -> Result<(), LedgerError>,
+    ) -> Result<Account, LedgerError> {
+        let _guard = self.ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut acc = self.account(account)?.ok_or(LedgerError::AccountNotFound)?;
+        change(&mut acc)?;
+        let entry = LedgerEntry {
+            id: LedgerEntryId::new(),
+            account,
+            kind,
+            amount,
+            queue,
+            at: now_millis(),
+        };
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        batch.insert(&self.accounts, account.as_bytes().to_vec(), encode(&acc)?);
+        batch.insert(
+            &self.ledger,
+            key2(account.as_bytes(), entry.id.as_bytes()),
+            encode(&entry)?,
+        );
+        batch.commit().map_err(backend)?;
+        Ok(acc)
+    }
+
+    fn contact_in_account(&self, account: AccountId, id: ContactId) -> StoreResult<Option<Contact>> {
+        self.get(&self.contacts, &key2(account.as_bytes(), id.as_bytes()))
+    }
+
+    fn check_tags(&self, contact: &Contact) -> Result<(), ContactError> {
+        for tag in &contact.tags {
+            if self
+                .tags
+                .get(key2(contact.account.as_bytes(), tag.as_bytes()))
+                .map_err(backend)?
+                .is_none()
+            {
+                return Err(ContactError::UnknownTag(*tag));
+            }
+        }
+        Ok(())
+    }
+
+    fn phone_owner(&self, account: AccountId, phone: &PhoneNumber) -> StoreResult<Option<ContactId>> {
+        let key = key2(account.as_bytes(), phone.as_str().as_bytes());
+        Ok(self
+            .contact_phones
+            .get(key)
+            .map_err(backend)?
+            .and_then(|v| ContactId::from_slice(&v)))
+    }
+
+    /// Writes `new` (and removes the index entries of `old`) in one atomic batch.
+    fn write_contact(&self, old: Option<&Contact>, new: &Contact) -> Result<(), ContactError> {
+        let acc = new.account.as_bytes();
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        if let Some(old) = old {
+            batch.remove(&self.contact_phones, key2(acc, old.phone.as_str().as_bytes()));
+            for tag in &old.tags {
+                batch.remove(&self.tag_contacts, key3(acc, tag.as_bytes(), old.id.as_bytes()));
+            }
+        }
+        batch.insert(&self.contacts, key2(acc, new.id.as_bytes()), encode(new)?);
+        batch.insert(
+            &self.contact_phones,
+            key2(acc, new.phone.as_str().as_bytes()),
+            new.id.as_bytes().to_vec(),
+        );
+        for tag in &new.tags {
+            batch.insert(
+                &self.tag_contacts,
+                key3(acc, tag.as_bytes(), new.id.as_bytes()),
+                new.phone.as_str().as_bytes().to_vec(),
+            );
+        }
+        batch.commit().map_err(backend)?;
+        Ok(())
+    }
+
+    fn upsert_contact(&self, contact: &Contact, must_exist: bool) -> Result<(), ContactError> {
+        self.check_tags(contact)?;
+        let old = self.contact_in_account(contact.account, contact.id)?;
+        if must_exist && old.is_none() {
+            return Err(StoreError::Backend("contact does not exist".into()).into());
+        }
+        if let Some(owner) = self.phone_owner(contact.account, &contact.phone)? {
+            if owner != contact.id {
+                return Err(ContactError::DuplicatePhone(owner));
+            }
+        }
+        self.write_contact(old.as_ref(), contact)
+    }
+}
+
+#[async_trait]
+impl AccountStore for EmbeddedStore {
+    async fn put_account(&self, account: &Account) -> StoreResult<()> {
+        let account = account.clone();
+        self.blocking(move |s| s.put(&s.accounts, account.id.as_bytes(), &account))
+            .await
+    }
+
+    async fn account(&self, id: AccountId) -> StoreResult<Option<Account>> {
+        self.inner.account(id)
+    }
+
+    async fn put_member(&self, member: &Member) -> StoreResult<()> {
+        let member = member.clone();
+        self.blocking(move |s| s.put(&s.members, member.id.as_bytes(), &member))
+            .await
+    }
+
+    async fn member(&self, id: MemberId) -> StoreResult<Option<Member>> {
+        self.inner.get(&self.inner.members, id.as_bytes())
+    }
+
+    async fn terms_version(&self) -> StoreResult<u32> {
+        Ok(self.inner.get(&self.inner.meta, TERMS_KEY)?.unwrap_or(0))
+    }
+
+    async fn publish_terms(&self, version: u32) -> StoreResult<()> {
+        self.blocking(move |s| s.put(&s.meta, TERMS_KEY, &version)).await
+    }
+}
+
+#[async_trait]
+impl Ledger for EmbeddedStore {
+    async fn top_up(&self, account: AccountId, amount: u64) -> Result<Account, LedgerError> {
+        self.blocking(move |s| {
+            s.move_credits(account, LedgerKind::TopUp, amount, None, |acc| {
+                acc.balance += amount;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn reserve_credits(
+        &self,
+        account: AccountId,
+        amount: u64,
+        queue: QueueId,
+    ) -> Result<(), LedgerError> {
+        self.blocking(move |s| {
+            s.move_credits(account, LedgerKind::Reserve, amount, Some(queue), |acc| {
+                if acc.balance < amount {
+                    return Err(LedgerError::InsufficientBalance {
+                        needed: amount,
+                        available: acc.balance,
+                    });
+                }
+                acc.balance -= amount;
+                acc.reserved += amount;
+                Ok(())
+            })
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn release_reservation(
+        &self,
+        account: AccountId,
+        amount: u64,
+        queue: QueueId,
+    ) -> Result<(), LedgerError> {
+        self.blocking(move |s| {
+            s.move_credits(account, LedgerKind::Release, amount, Some(queue), |acc| {
+                let amount = amount.min(acc.reserved);
+                acc.reserved -= amount;
+                acc.balance += amount;
+                Ok(())
+            })
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn entries(&self, account: AccountId) -> StoreResult<Vec<LedgerEntry>> {
+        let s = &self.inner;
+        s.ledger
+            .prefix(account.as_bytes())
+            .map(|g| decode(&g.value().map_err(backend)?))
+            .collect()
+    }
+}
+
+#[async_trait]
+impl ContactStore for EmbeddedStore {
+    async fn create_tag(&self, tag: &Tag) -> StoreResult<()> {
+        let tag = tag.clone();
+        self.blocking(move |s| s.put(&s.tags, &key2(tag.account.as_bytes(), tag.id.as_bytes()), &tag))
+            .await
+    }
+
+    async fn tag(&self, account: AccountId, id: TagId) -> StoreResult<Option<Tag>> {
+        self.inner
+            .get(&self.inner.tags, &key2(account.as_bytes(), id.as_bytes()))
+    }
+
+    async fn tags(&self, account: AccountId) -> StoreResult<Vec<Tag>> {
+        self.inner
+            .tags
+            .prefix(account.as_bytes())
+            .map(|g| decode(&g.value().map_err(backend)?))
+            .collect()
+    }
+
+    async fn create_contact(&self, contact: &Contact) -> Result<(), ContactError> {
+        let contact = contact.clone();
+        self.blocking(move |s| s.upsert_contact(&contact, false)).await
+    }
+
+    async fn update_contact(&self, contact: &Contact) -> Result<(), ContactError> {
+        let contact = contact.clone();
+        self.blocking(move |s| s.upsert_contact(&contact, true)).await
+    }
+
+    async fn contact(&self, account: AccountId, id: ContactId) -> StoreResult<Option<Contact>> {
+        self.inner.contact_in_account(account, id)
+    }
+
+    async fn delete_contact(&self, account: AccountId, id: ContactId) -> StoreResult<bool> {
+        self.blocking(move |s| {
+            let Some(old) = s.contact_in_account(account, id)? else {
+                return Ok(false);
+            };
+            let acc = account.as_bytes();
+            let mut batch = s.db.batch().durability(Some(PersistMode::SyncData));
+            batch.remove(&s.contacts, key2(acc, id.as_bytes()));
+            batch.remove(&s.contact_phones, key2(acc, old.phone.as_str().as_bytes()));
+            for tag in &old.tags {
+                batch.remove(&s.tag_contacts, key3(acc, tag.as_bytes(), id.as_bytes()));
+            }
+            batch.commit().map_err(backend)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn list_contacts(
+        &self,
+        account: AccountId,
+        tag: Option<TagId>,
+        after: Option<ContactId>,
+        limit: usize,
+    ) -> StoreResult<Page<Contact, ContactId>> {
+        let s = &self.inner;
+        let acc = account.as_bytes();
+        let mut items = Vec::with_capacity(limit.min(1024));
+        // Both indexes end with the contact id, so "after" is a range start.
+        let (ks, prefix) = match tag {
+            Some(tag) => (&s.tag_contacts, key2(acc, tag.as_bytes())),
+            None => (&s.contacts, acc.to_vec()),
+        };
+        let start = match after {
+            Some(after) => {
+                // Just past `after` itself.
+                let mut k = prefix.clone();
+                k.extend_from_slice(after.as_bytes());
+                k.push(0);
+                k
+            }
+            None => prefix.clone(),
+        };
+        let mut end = prefix.clone();
+        end.extend_from_slice(&[0xff; 17]);
+        for guard in ks.range(start..end) {
+            let (key, value) = guard.into_inner().map_err(backend)?;
+            if items.len() == limit {
+                break;
+            }
+            let contact: Contact = match tag {
+                Some(_) => {
+                    let id = ContactId::from_slice(&key[key.len() - 16..])
+                        .ok_or_else(|| StoreError::Corrupt("contact id".into()))?;
+                    match s.contact_in_account(account, id)? {
+                        Some(c) => c,
+                        None => continue,
+                    }
+                }
+                None => decode(&value)?,
+            };
+            items.push(contact);
+        }
+        let next = if items.len() == limit {
+            items.last().map(|c| c.id)
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    async fn all_phones(&self, account: AccountId) -> StoreResult<Vec<PhoneNumber>> {
+        self.inner
+            .contact_phones
+            .prefix(account.as_bytes())
+            .map(|g| {
+                let key = g.key().map_err(backend)?;
+                let phone = std::str::from_utf8(&key[16..])
+                    .map_err(|e| StoreError::Corrupt(Box::new(e)))?;
+                Ok(PhoneNumber::from_trusted(phone.to_owned()))
+            })
+            .collect()
+    }
+
+    async fn tagged_phones(
+        &self,
+        account: AccountId,
+        tags: &[TagId],
+    ) -> StoreResult<Vec<PhoneNumber>> {
+        let s = &self.inner;
+        let mut phones = Vec::new();
+        for tag in tags {
+            for g in s.tag_contacts.prefix(key2(account.as_bytes(), tag.as_bytes())) {
+                let value = g.value().map_err(backend)?;
+                let phone =
+                    std::str::from_utf8(&value).map_err(|e| StoreError::Corrupt(Box::new(e)))?;
+                phones.push(PhoneNumber::from_trusted(phone.to_owned()));
+            }
+        }
+        Ok(phones)
+    }
+}
+
+#[async_trait]
+impl MessageStore for EmbeddedStore {
+    async fn write_batch(&self, batch: &Batch, messages: &[Message]) -> StoreResult<()> {
+        // Encode on the caller's thread; only the commit and fsync block.
+        let mut entries = Vec::with_capacity(messages.len());
+        for m in messages {
+            entries.push((m.id, encode(m)?));
+        }
+        let batch_bytes = encode(batch)?;
+        let (queue, account) = (batch.id, batch.account);
+        self.blocking(move |s| {
+            let mut wb = fjall::OwnedWriteBatch::with_capacity(s.db.clone(), 4 * entries.len() + 1)
+                .durability(Some(PersistMode::SyncData));
+            wb.insert(&s.batches, queue.as_bytes().to_vec(), batch_bytes);
+            for (id, bytes) in entries {
+                let id = id.as_bytes();
+                wb.insert(&s.messages, id.to_vec(), bytes);
+                wb.insert(&s.batch_messages, key2(queue.as_bytes(), id), []);
+                wb.insert(&s.account_messages, key2(account.as_bytes(), id), []);
+                wb.insert(&s.pending, id.to_vec(), []);
+            }
+            wb.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn batch(&self, id: QueueId) -> StoreResult<Option<Batch>> {
+        self.inner.get(&self.inner.batches, id.as_bytes())
+    }
+
+    async fn message(&self, id: MessageId) -> StoreResult<Option<Message>> {
+        self.inner.get(&self.inner.messages, id.as_bytes())
+    }
+
+    async fn list_messages(&self, f: &MessageFilter) -> StoreResult<Page<Message, MessageId>> {
+        let f = f.clone();
+        self.blocking(move |s| {
+            let (ks, owner) = match f.queue {
+                Some(q) => (&s.batch_messages, *q.as_bytes()),
+                None => (&s.account_messages, *f.account.as_bytes()),
+            };
+            // UUIDv7 ids start with their creation time, so a time window is a key range.
+            let lo = key2(&owner, &v7_floor(f.from.unwrap_or(0)));
+            let mut hi = key2(&owner, &v7_floor(f.to.map_or(i64::MAX >> 16, |t| t + 1)));
+            if let Some(before) = f.before {
+                let b = key2(&owner, before.as_bytes());
+                if b < hi {
+                    hi = b;
+                }
+            }
+            let mut items = Vec::new();
+            for g in ks.range(lo..hi).rev() {
+                let key = g.key().map_err(backend)?;
+                let Some(msg) = s.get::<Message>(&s.messages, &key[16..])? else {
+                    continue;
+                };
+                let keep = msg.account == f.account
+                    && f.status.is_none_or(|st| st == msg.status)
+                    && f.kind.is_none_or(|k| k == msg.kind)
+                    && f.recipient.as_ref().is_none_or(|r| *r == msg.recipient);
+                if keep {
+                    items.push(msg);
+                    if items.len() == f.limit {
+                        break;
+                    }
+                }
+            }
+            let next = if items.len() == f.limit {
+                items.last().map(|m| m.id)
+            } else {
+                None
+            };
+            Ok(Page { items, next })
+        })
+        .await
+    }
+
+    async fn queued_messages(&self) -> StoreResult<Vec<QueueRecord>> {
+        self.blocking(|s| {
+            let mut out = Vec::new();
+            for g in s.pending.iter() {
+                let key = g.key().map_err(backend)?;
+                if let Some(m) = s.get::<Message>(&s.messages, &key)? {
+                    if m.status == MessageStatus::Queued {
+                        out.push(QueueRecord {
+                            message: m.id,
+                            recipient: m.recipient,
+                            kind: m.kind,
+                        });
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+/// The smallest UUIDv7 created at `millis`.
+fn v7_floor(millis: Millis) -> [u8; 16] {
+    let ms = millis.clamp(0, (1 << 48) - 1) as u64;
+    let mut b = [0u8; 16];
+    b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+    b
+}
+
+#[async_trait]
+impl IdempotencyStore for EmbeddedStore {
+    async fn idempotent_response(
+        &self,
+        account: AccountId,
+        key: &str,
+    ) -> StoreResult<Option<IdempotentResponse>> {
+        self.inner
+            .get(&self.inner.idempotency, &key2(account.as_bytes(), key.as_bytes()))
+    }
+
+    async fn remember_response(
+        &self,
+        account: AccountId,
+        key: &str,
+        response: &IdempotentResponse,
+    ) -> StoreResult<()> {
+        let k = key2(account.as_bytes(), key.as_bytes());
+        let response = response.clone();
+        self.blocking(move |s| s.put(&s.idempotency, &k, &response))
+            .await
+    }
+}

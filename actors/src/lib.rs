@@ -1,0 +1,19 @@
+//! The SendMe engine: everything between "a client asked to send" and "a provider got
+//! the message", with no HTTP, ScyllaDB or Kafka in sight.
+//!
+//! - [`domain`]: the words of the domain. [`domain::PhoneNumber`] can only hold a valid
+//!   E.164 number; ids are UUIDv7; [`domain::segments`] counts GSM-7 / UCS-2 segments.
+//! - [`ports`]: the traits the engine needs from the outside (stores, ledger, queue).
+//!   The same contract tests run against every backend.
+//! - [`embedded`]: the default backends, a fjall store on disk and an in-process
+//!   partitioned queue rebuilt from the store on restart.
+//! - [`supervisor`]: the `BroadcastSupervisor` actor that runs one request through the
+//!   [`normalizer`] pool (a `SyncArbiter`, one metadata copy per thread) and the
+//!   [`dedupe`] shards, reserves credits, persists and publishes.
+
+pub mod dedupe;
+pub mod domain;
+pub mod embedded;
+pub mod normalizer;
+pub mod ports;
+pub mod supervisor;

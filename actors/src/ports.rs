@@ -1,0 +1,181 @@
+//! The ports: what the engine needs from the outside world. Each has an embedded backend
+//! in [`crate::embedded`]; the distributed backends (ScyllaDB, Kafka) live in the `sendme`
+//! crate behind cargo features. Every backend must pass the same contract test suite.
+
+use crate::domain::*;
+use async_trait::async_trait;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage backend failed")]
+    Backend(#[source] BoxError),
+    #[error("a stored record could not be decoded")]
+    Corrupt(#[source] BoxError),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("insufficient balance: {needed} credits needed, {available} available")]
+    InsufficientBalance { needed: u64, available: u64 },
+    #[error("account not found")]
+    AccountNotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContactError {
+    #[error("a contact with this phone number already exists")]
+    DuplicatePhone(ContactId),
+    #[error("tag not found")]
+    UnknownTag(TagId),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Accounts, members and the terms of service.
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    async fn put_account(&self, account: &Account) -> StoreResult<()>;
+    async fn account(&self, id: AccountId) -> StoreResult<Option<Account>>;
+    async fn put_member(&self, member: &Member) -> StoreResult<()>;
+    async fn member(&self, id: MemberId) -> StoreResult<Option<Member>>;
+    /// The terms version members must have accepted to send (0 before any is published).
+    async fn terms_version(&self) -> StoreResult<u32>;
+    async fn publish_terms(&self, version: u32) -> StoreResult<()>;
+}
+
+/// Credits. Every movement is an entry; reservations are atomic, so concurrent requests
+/// can never overdraw an account.
+#[async_trait]
+pub trait Ledger: Send + Sync {
+    async fn top_up(&self, account: AccountId, amount: u64) -> Result<Account, LedgerError>;
+    /// Moves `amount` from balance to reserved, or fails and changes nothing.
+    async fn reserve_credits(
+        &self,
+        account: AccountId,
+        amount: u64,
+        queue: QueueId,
+    ) -> Result<(), LedgerError>;
+    /// Undoes a reservation whose messages were never persisted.
+    async fn release_reservation(
+        &self,
+        account: AccountId,
+        amount: u64,
+        queue: QueueId,
+    ) -> Result<(), LedgerError>;
+    async fn entries(&self, account: AccountId) -> StoreResult<Vec<LedgerEntry>>;
+}
+
+/// A page of a listing and the cursor of the next one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T, C> {
+    pub items: Vec<T>,
+    pub next: Option<C>,
+}
+
+#[async_trait]
+pub trait ContactStore: Send + Sync {
+    async fn create_tag(&self, tag: &Tag) -> StoreResult<()>;
+    async fn tag(&self, account: AccountId, id: TagId) -> StoreResult<Option<Tag>>;
+    async fn tags(&self, account: AccountId) -> StoreResult<Vec<Tag>>;
+    /// Stores a new contact; its phone must be unique in the account and its tags exist.
+    async fn create_contact(&self, contact: &Contact) -> Result<(), ContactError>;
+    /// Replaces a contact (name, phone, tags), keeping the indexes in step.
+    async fn update_contact(&self, contact: &Contact) -> Result<(), ContactError>;
+    async fn contact(&self, account: AccountId, id: ContactId) -> StoreResult<Option<Contact>>;
+    async fn delete_contact(&self, account: AccountId, id: ContactId) -> StoreResult<bool>;
+    /// Contacts in id order after `after`, optionally only those with `tag`.
+    async fn list_contacts(
+        &self,
+        account: AccountId,
+        tag: Option<TagId>,
+        after: Option<ContactId>,
+        limit: usize,
+    ) -> StoreResult<Page<Contact, ContactId>>;
+    /// Every contact's phone number (the `/sms/all` recipients).
+    async fn all_phones(&self, account: AccountId) -> StoreResult<Vec<PhoneNumber>>;
+    /// Phone numbers of contacts carrying any of `tags`; a contact in several appears
+    /// once per tag (the engine dedupes).
+    async fn tagged_phones(
+        &self,
+        account: AccountId,
+        tags: &[TagId],
+    ) -> StoreResult<Vec<PhoneNumber>>;
+}
+
+/// Which messages a listing wants; all filters are optional and combine with AND.
+#[derive(Debug, Clone, Default)]
+pub struct MessageFilter {
+    pub account: AccountId,
+    pub queue: Option<QueueId>,
+    pub status: Option<MessageStatus>,
+    pub recipient: Option<PhoneNumber>,
+    pub kind: Option<MessageType>,
+    pub from: Option<Millis>,
+    pub to: Option<Millis>,
+    /// Newest first: only messages older than this one.
+    pub before: Option<MessageId>,
+    pub limit: usize,
+}
+
+#[async_trait]
+pub trait MessageStore: Send + Sync {
+    /// Writes the batch and every message as `queued`; durable when it returns.
+    async fn write_batch(&self, batch: &Batch, messages: &[Message]) -> StoreResult<()>;
+    async fn batch(&self, id: QueueId) -> StoreResult<Option<Batch>>;
+    async fn message(&self, id: MessageId) -> StoreResult<Option<Message>>;
+    async fn list_messages(&self, filter: &MessageFilter) -> StoreResult<Page<Message, MessageId>>;
+    /// Every message still waiting for dispatch, to rebuild the queue after a restart.
+    async fn queued_messages(&self) -> StoreResult<Vec<QueueRecord>>;
+}
+
+/// A remembered answer to an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IdempotentResponse {
+    pub request_fingerprint: u64,
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub at: Millis,
+}
+
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync {
+    async fn idempotent_response(
+        &self,
+        account: AccountId,
+        key: &str,
+    ) -> StoreResult<Option<IdempotentResponse>>;
+    async fn remember_response(
+        &self,
+        account: AccountId,
+        key: &str,
+        response: &IdempotentResponse,
+    ) -> StoreResult<()>;
+}
+
+/// What the dispatch queue carries: enough to route a message without reading it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct QueueRecord {
+    pub message: MessageId,
+    pub recipient: PhoneNumber,
+    pub kind: MessageType,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("dispatch queue backend failed")]
+    Backend(#[source] BoxError),
+}
+
+#[async_trait]
+pub trait DispatchQueue: Send + Sync {
+    /// Appends records; partition = hash(recipient) % partitions, OTP on its own lane.
+    async fn publish(&self, records: Vec<QueueRecord>) -> Result<(), QueueError>;
+    /// Records published and not yet taken by a dispatcher.
+    fn depth(&self) -> usize;
+}

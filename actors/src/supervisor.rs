@@ -1,0 +1,398 @@
+//! The broadcast supervisor: turns one send request into durable, enqueued messages.
+//!
+//! reserve → persist → publish → answer. Recipients are resolved (the request's list, or
+//! contacts from the store), fanned out in chunks to the normalizer pool, routed by hash
+//! to the dedupe shards, then the ledger reserves `segments × recipients` credits, the
+//! store writes the batch durably and the queue gets the records. If persisting fails
+//! the reservation is released; if publishing fails the messages stay `queued` in the
+//! store, which is the source of truth, and are enqueued again on the next start.
+
+use crate::dedupe::{shard_of, Dedupe, DedupeChunk, ForgetBatch};
+use crate::domain::*;
+use crate::normalizer::{NormalizeChunk, Normalizer};
+use crate::ports::*;
+use actix::prelude::{Actor, Addr, Arbiter, Context, Handler, MailboxError, ResponseFuture};
+use actix::Message as ActixMessage;
+use futures::stream::{self, StreamExt};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// The backends the engine runs on, chosen by configuration.
+#[derive(Clone)]
+pub struct Ports {
+    pub accounts: Arc<dyn AccountStore>,
+    pub ledger: Arc<dyn Ledger>,
+    pub contacts: Arc<dyn ContactStore>,
+    pub messages: Arc<dyn MessageStore>,
+    pub idempotency: Arc<dyn IdempotencyStore>,
+    pub queue: Arc<dyn DispatchQueue>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    pub normalizer_threads: usize,
+    pub dedupe_shards: usize,
+    /// Recipients per normalizer message.
+    pub chunk_size: usize,
+    /// Recipients the engine holds at once across all requests; beyond it, 503.
+    pub max_recipients_in_flight: usize,
+    pub mailbox_capacity: usize,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            normalizer_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            dedupe_shards: 4,
+            chunk_size: 4096,
+            max_recipients_in_flight: 4_000_000,
+            mailbox_capacity: 1024,
+        }
+    }
+}
+
+/// Where a request's recipients come from.
+#[derive(Debug, Clone)]
+pub enum Recipients {
+    /// Numbers as the client wrote them (`/sms/contacts`).
+    Numbers(Vec<String>),
+    /// Every contact of the account (`/sms/all`).
+    AllContacts,
+    /// Contacts carrying any of these tags (`/sms/tags`).
+    Tags(Vec<TagId>),
+}
+
+/// One resolved send request.
+#[derive(ActixMessage)]
+#[rtype(result = "Result<Accepted, BroadcastError>")]
+pub struct Broadcast {
+    pub account: AccountId,
+    pub member: MemberId,
+    /// The request's country, else the account's default.
+    pub country: Country,
+    pub body: MessageBody,
+    pub kind: MessageType,
+    pub recipients: Recipients,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RecipientStats {
+    pub requested: u64,
+    pub invalid: u64,
+    pub duplicates: u64,
+}
+
+/// What was enqueued: `queue` is `None` when no recipient was valid.
+#[derive(Debug)]
+pub struct Accepted {
+    pub queue: Option<QueueId>,
+    pub messages: Vec<(MessageId, PhoneNumber)>,
+    pub stats: RecipientStats,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BroadcastError {
+    #[error("insufficient balance: {needed} credits needed, {available} available")]
+    InsufficientBalance { needed: u64, available: u64 },
+    #[error("the engine is at capacity")]
+    Overloaded,
+    #[error("request has more recipients than the engine can hold")]
+    TooManyRecipients,
+    #[error("account not found")]
+    AccountNotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("engine actor unavailable")]
+    Mailbox(#[from] MailboxError),
+}
+
+impl From<LedgerError> for BroadcastError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::InsufficientBalance { needed, available } => {
+                BroadcastError::InsufficientBalance { needed, available }
+            }
+            LedgerError::AccountNotFound => BroadcastError::AccountNotFound,
+            LedgerError::Store(e) => BroadcastError::Store(e),
+        }
+    }
+}
+
+pub struct BroadcastSupervisor {
+    pipeline: Arc<Pipeline>,
+    mailbox_capacity: usize,
+}
+
+struct Pipeline {
+    ports: Ports,
+    normalizers: Addr<Normalizer>,
+    dedupes: Vec<Addr<Dedupe>>,
+    chunk_size: usize,
+    max_recipients: usize,
+    in_flight: Arc<Semaphore>,
+}
+
+impl BroadcastSupervisor {
+    /// Starts the normalizer pool, the dedupe shards and the supervisor itself.
+    pub fn start(ports: Ports, settings: &EngineSettings) -> Addr<Self> {
+        let normalizers = Normalizer::start_pool(settings.normalizer_threads);
+        let dedupes = (0..settings.dedupe_shards.max(1))
+            .map(|_| Dedupe::start_in_arbiter(&Arbiter::new().handle(), |_| Dedupe::default()))
+            .collect();
+        let pipeline = Pipeline {
+            ports,
+            normalizers,
+            dedupes,
+            chunk_size: settings.chunk_size.max(1),
+            max_recipients: settings.max_recipients_in_flight,
+            in_flight: Arc::new(Semaphore::new(settings.max_recipients_in_flight)),
+        };
+        let capacity = settings.mailbox_capacity;
+        Self {
+            pipeline: Arc::new(pipeline),
+            mailbox_capacity: capacity,
+        }
+        .start()
+    }
+}
+
+impl Actor for BroadcastSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.mailbox_capacity);
+    }
+}
+
+impl Handler<Broadcast> for BroadcastSupervisor {
+    type Result = ResponseFuture<Result<Accepted, BroadcastError>>;
+
+    fn handle(&mut self, msg: Broadcast, _: &mut Self::Context) -> Self::Result {
+        let pipeline = self.pipeline.clone();
+        Box::pin(async move { pipeline.run(msg).await })
+    }
+}
+
+impl Pipeline {
+    async fn run(&self, msg: Broadcast) -> Result<Accepted, BroadcastError> {
+        let batch = QueueId::new();
+        let (unique, stats) = match msg.recipients {
+            Recipients::Numbers(raw) => {
+                let _permit = self.hold(raw.len())?;
+                self.normalize_and_dedupe(batch, raw, msg.country).await?
+            }
+            Recipients::AllContacts => {
+                let phones = self.ports.contacts.all_phones(msg.account).await?;
+                let _permit = self.hold(phones.len())?;
+                self.dedupe(batch, phones).await?
+            }
+            Recipients::Tags(tags) => {
+                let phones = self.ports.contacts.tagged_phones(msg.account, &tags).await?;
+                let _permit = self.hold(phones.len())?;
+                self.dedupe(batch, phones).await?
+            }
+        };
+        if unique.is_empty() {
+            return Ok(Accepted {
+                queue: None,
+                messages: Vec::new(),
+                stats,
+            });
+        }
+        let _permit = self.hold(unique.len())?;
+        let segments = msg.body.segments().count;
+        let cost = u64::from(segments) * unique.len() as u64;
+        self.ports
+            .ledger
+            .reserve_credits(msg.account, cost, batch)
+            .await?;
+
+        let now = now_millis();
+        let messages: Vec<Message> = unique
+            .into_iter()
+            .map(|recipient| Message {
+                id: MessageId::new(),
+                queue: batch,
+                account: msg.account,
+                recipient,
+                kind: msg.kind,
+                status: MessageStatus::Queued,
+                segments,
+                cost: u64::from(segments),
+                created_at: now,
+                updated_at: now,
+                provider: None,
+                attempts: 0,
+                last_error: None,
+                events: vec![MessageEvent {
+                    status: MessageStatus::Queued,
+                    at: now,
+                    detail: None,
+                }],
+            })
+            .collect();
+        let record = Batch {
+            id: batch,
+            account: msg.account,
+            member: msg.member,
+            kind: msg.kind,
+            body: msg.body,
+            segments,
+            total: messages.len() as u64,
+            cost,
+            counts: StatusCounts {
+                queued: messages.len() as u64,
+                ..StatusCounts::default()
+            },
+            created_at: now,
+        };
+        if let Err(e) = self.ports.messages.write_batch(&record, &messages).await {
+            if let Err(release) = self
+                .ports
+                .ledger
+                .release_reservation(msg.account, cost, batch)
+                .await
+            {
+                tracing::error!(error = ?release, %batch, "releasing a reservation after a failed write");
+            }
+            return Err(e.into());
+        }
+
+        let records = messages
+            .iter()
+            .map(|m| QueueRecord {
+                message: m.id,
+                recipient: m.recipient.clone(),
+                kind: m.kind,
+            })
+            .collect();
+        if let Err(e) = self.ports.queue.publish(records).await {
+            // Durable and `queued`: the next start enqueues them again.
+            tracing::error!(error = ?e, %batch, "publishing failed; messages stay queued in the store");
+        }
+        Ok(Accepted {
+            queue: Some(batch),
+            messages: messages.into_iter().map(|m| (m.id, m.recipient)).collect(),
+            stats,
+        })
+    }
+
+    /// Holds room for `n` recipients while they are in flight, or answers "overloaded".
+    fn hold(&self, n: usize) -> Result<tokio::sync::OwnedSemaphorePermit, BroadcastError> {
+        if n > self.max_recipients {
+            return Err(BroadcastError::TooManyRecipients);
+        }
+        let permits = u32::try_from(n.max(1)).map_err(|_| BroadcastError::TooManyRecipients)?;
+        self.in_flight
+            .clone()
+            .try_acquire_many_owned(permits)
+            .map_err(|_| BroadcastError::Overloaded)
+    }
+
+    async fn normalize_and_dedupe(
+        &self,
+        batch: QueueId,
+        raw: Vec<String>,
+        country: Country,
+    ) -> Result<(Vec<PhoneNumber>, RecipientStats), BroadcastError> {
+        let requested = raw.len() as u64;
+        let mut chunks = Vec::with_capacity(raw.len().div_ceil(self.chunk_size));
+        let mut rest = raw.into_iter();
+        loop {
+            let chunk: Vec<String> = rest.by_ref().take(self.chunk_size).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            chunks.push(chunk);
+        }
+        let parallel = self.dedupes.len().max(2) * 2;
+        let mut normalized = stream::iter(chunks)
+            .map(|raw| {
+                self.normalizers.send(NormalizeChunk {
+                    raw,
+                    country: Some(country),
+                })
+            })
+            .buffered(parallel);
+        let mut unique = Vec::new();
+        let mut invalid = 0;
+        let mut offset = 0u32;
+        let result = async {
+            while let Some(chunk) = normalized.next().await {
+                let chunk = chunk?;
+                invalid += chunk.invalid;
+                let n = chunk.valid.len() as u32;
+                unique.extend(self.dedupe_chunk(batch, chunk.valid, offset).await?);
+                offset += n;
+            }
+            Ok::<_, BroadcastError>(())
+        }
+        .await;
+        self.forget(batch);
+        result?;
+        let duplicates = requested - invalid - unique.len() as u64;
+        Ok((
+            unique,
+            RecipientStats {
+                requested,
+                invalid,
+                duplicates,
+            },
+        ))
+    }
+
+    async fn dedupe(
+        &self,
+        batch: QueueId,
+        phones: Vec<PhoneNumber>,
+    ) -> Result<(Vec<PhoneNumber>, RecipientStats), BroadcastError> {
+        let requested = phones.len() as u64;
+        let result = self.dedupe_chunk(batch, phones, 0).await;
+        self.forget(batch);
+        let unique = result?;
+        let duplicates = requested - unique.len() as u64;
+        Ok((
+            unique,
+            RecipientStats {
+                requested,
+                invalid: 0,
+                duplicates,
+            },
+        ))
+    }
+
+    /// Routes each number to its shard and returns the first occurrences, in input order.
+    async fn dedupe_chunk(
+        &self,
+        batch: QueueId,
+        numbers: Vec<PhoneNumber>,
+        offset: u32,
+    ) -> Result<Vec<PhoneNumber>, BroadcastError> {
+        let shards = self.dedupes.len();
+        let mut routed: Vec<Vec<(u32, PhoneNumber)>> = vec![Vec::new(); shards];
+        for (i, n) in numbers.into_iter().enumerate() {
+            routed[shard_of(&n, shards)].push((offset + i as u32, n));
+        }
+        let replies = futures::future::join_all(
+            routed
+                .into_iter()
+                .zip(&self.dedupes)
+                .filter(|(numbers, _)| !numbers.is_empty())
+                .map(|(numbers, shard)| shard.send(DedupeChunk { batch, numbers })),
+        )
+        .await;
+        let mut kept = Vec::new();
+        for reply in replies {
+            kept.extend(reply?);
+        }
+        kept.sort_unstable_by_key(|(i, _)| *i);
+        Ok(kept.into_iter().map(|(_, n)| n).collect())
+    }
+
+    fn forget(&self, batch: QueueId) {
+        for shard in &self.dedupes {
+            // Fire-and-forget is right here: a lost ForgetBatch only delays freeing a set.
+            shard.do_send(ForgetBatch(batch));
+        }
+    }
+}

@@ -1,1 +1,87 @@
-fn main(){}
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sendme::configuration::{get_configuration, StoreKind};
+use sendme::demo::{demo_member, DEMO_ADMIN, DEMO_MEMBER};
+use sendme::startup::{jwt_keys, Application};
+use sendme_actors::domain::{MemberId, Role};
+use sendme_actors::embedded::EmbeddedStore;
+use sendme_actors::ports::AccountStore;
+use std::io::Write;
+
+/// SendMe: a high-throughput SMS broadcast engine.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP API and the engine (the default).
+    Serve,
+    /// Print a bearer token (only the JWT, for scripts).
+    Token {
+        /// The demo member's token.
+        #[arg(long, conflicts_with_all = ["admin", "member"])]
+        demo: bool,
+        /// The demo admin's token.
+        #[arg(long, conflicts_with = "member")]
+        admin: bool,
+        /// A member's token, by id (reads the store: stop the server first).
+        #[arg(long)]
+        member: Option<MemberId>,
+    },
+    /// Apply database migrations (the embedded store needs none).
+    Migrate,
+}
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = get_configuration().context("reading configuration")?;
+    sendme::telemetry::init(settings.log.format);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let app = Application::build(settings).await?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "SENDME_LISTENING=http://127.0.0.1:{}", app.port())?;
+            if let Some(demo) = app.demo() {
+                writeln!(out, "SENDME_DEMO_TOKEN={}", demo.member_token)?;
+                writeln!(out, "SENDME_ADMIN_TOKEN={}", demo.admin_token)?;
+            }
+            out.flush()?;
+            drop(out);
+            tracing::info!(port = app.port(), "SendMe is listening");
+            app.run_until_stopped().await?;
+        }
+        Command::Token {
+            demo,
+            admin,
+            member,
+        } => {
+            let keys = jwt_keys(&settings)?;
+            let member = match (demo, admin, member) {
+                (_, true, _) => demo_member(DEMO_ADMIN, Role::Admin),
+                (_, _, Some(id)) => {
+                    anyhow::ensure!(
+                        settings.store.kind == StoreKind::Embedded,
+                        "`token --member` reads the embedded store; use POST /api/admin/members/{{id}}/tokens"
+                    );
+                    let store = EmbeddedStore::open(&settings.store.path)
+                        .context("opening the store (stop the running server first, or use POST /api/admin/members/{id}/tokens)")?;
+                    store.member(id).await?.context("no such member")?
+                }
+                _ => demo_member(DEMO_MEMBER, Role::Member),
+            };
+            println!("{}", keys.issue(&member)?);
+        }
+        Command::Migrate => match settings.store.kind {
+            StoreKind::Embedded => println!("the embedded store needs no migrations"),
+            StoreKind::Scylla => {
+                anyhow::bail!("this binary was built without the `scylla` feature")
+            }
+        },
+    }
+    Ok(())
+}

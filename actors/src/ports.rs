@@ -98,14 +98,10 @@ pub trait ContactStore: Send + Sync {
         limit: usize,
     ) -> StoreResult<Page<Contact, ContactId>>;
     /// Every contact's phone number (the `/sms/all` recipients).
-    async fn all_phones(&self, account: AccountId) -> StoreResult<Vec<PhoneNumber>>;
+    async fn all_phones(&self, account: AccountId) -> StoreResult<Vec<String>>;
     /// Phone numbers of contacts carrying any of `tags`; a contact in several appears
     /// once per tag (the engine dedupes).
-    async fn tagged_phones(
-        &self,
-        account: AccountId,
-        tags: &[TagId],
-    ) -> StoreResult<Vec<PhoneNumber>>;
+    async fn tagged_phones(&self, account: AccountId, tags: &[TagId]) -> StoreResult<Vec<String>>;
 }
 
 /// Which messages a listing wants; all filters are optional and combine with AND.

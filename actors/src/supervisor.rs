@@ -176,21 +176,19 @@ impl Handler<Broadcast> for BroadcastSupervisor {
 impl Pipeline {
     async fn run(&self, msg: Broadcast) -> Result<Accepted, BroadcastError> {
         let batch = QueueId::new();
-        let (unique, stats) = match msg.recipients {
-            Recipients::Numbers(raw) => {
-                let _permit = self.hold(raw.len())?;
-                self.normalize_and_dedupe(batch, raw, msg.country).await?
-            }
-            Recipients::AllContacts => {
-                let phones = self.ports.contacts.all_phones(msg.account).await?;
-                let _permit = self.hold(phones.len())?;
-                self.dedupe(batch, phones).await?
-            }
+        let raw = match msg.recipients {
+            Recipients::Numbers(raw) => raw,
+            Recipients::AllContacts => self.ports.contacts.all_phones(msg.account).await?,
             Recipients::Tags(tags) => {
-                let phones = self.ports.contacts.tagged_phones(msg.account, &tags).await?;
-                let _permit = self.hold(phones.len())?;
-                self.dedupe(batch, phones).await?
+                self.ports
+                    .contacts
+                    .tagged_phones(msg.account, &tags)
+                    .await?
             }
+        };
+        let (unique, stats) = {
+            let _permit = self.hold(raw.len())?;
+            self.normalize_and_dedupe(batch, raw, msg.country).await?
         };
         if unique.is_empty() {
             return Ok(Accepted {
@@ -336,26 +334,6 @@ impl Pipeline {
             RecipientStats {
                 requested,
                 invalid,
-                duplicates,
-            },
-        ))
-    }
-
-    async fn dedupe(
-        &self,
-        batch: QueueId,
-        phones: Vec<PhoneNumber>,
-    ) -> Result<(Vec<PhoneNumber>, RecipientStats), BroadcastError> {
-        let requested = phones.len() as u64;
-        let result = self.dedupe_chunk(batch, phones, 0).await;
-        self.forget(batch);
-        let unique = result?;
-        let duplicates = requested - unique.len() as u64;
-        Ok((
-            unique,
-            RecipientStats {
-                requested,
-                invalid: 0,
                 duplicates,
             },
         ))

@@ -163,7 +163,9 @@ pub struct Member {
 pub struct Contact {
     pub id: ContactId,
     pub account: AccountId,
-    pub phone: PhoneNumber,
+    /// E.164 when created through the API; imported or legacy data may hold other
+    /// formats (or invalid numbers), so sends normalize it like any raw recipient.
+    pub phone: String,
     pub name: Option<String>,
     pub tags: Vec<TagId>,
     pub created_at: Millis,

@@ -128,8 +128,16 @@ mod tests {
 
     #[test]
     fn colombian_national_numbers_become_e164() {
-        for raw in ["3001234567", "300 123 4567", "300-123-4567", "(300) 123-4567"] {
-            assert_eq!(PhoneNumber::parse(raw, co()).unwrap().as_str(), "+573001234567");
+        for raw in [
+            "3001234567",
+            "300 123 4567",
+            "300-123-4567",
+            "(300) 123-4567",
+        ] {
+            assert_eq!(
+                PhoneNumber::parse(raw, co()).unwrap().as_str(),
+                "+573001234567"
+            );
         }
     }
 

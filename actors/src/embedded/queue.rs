@@ -133,7 +133,9 @@ mod tests {
             let taken = q.take(p, usize::MAX);
             used += usize::from(!taken.is_empty());
             for r in taken {
-                seen.entry(r.recipient.clone()).or_insert_with(Vec::new).push(r.message);
+                seen.entry(r.recipient.clone())
+                    .or_insert_with(Vec::new)
+                    .push(r.message);
             }
         }
         assert_eq!(used, 8, "every partition gets load");

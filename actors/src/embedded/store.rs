@@ -71,7 +71,10 @@ impl EmbeddedStore {
     /// Opens (or creates) the store in `path`. Fails if another process has it open.
     pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
         let db = Database::builder(path.as_ref()).open().map_err(backend)?;
-        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(backend);
+        let ks = |name: &str| {
+            db.keyspace(name, KeyspaceCreateOptions::default)
+                .map_err(backend)
+        };
         let inner = Inner {
             accounts: ks("accounts")?,
             members: ks("members")?,
@@ -171,7 +174,11 @@ impl Inner {
         Ok(acc)
     }
 
-    fn contact_in_account(&self, account: AccountId, id: ContactId) -> StoreResult<Option<Contact>> {
+    fn contact_in_account(
+        &self,
+        account: AccountId,
+        id: ContactId,
+    ) -> StoreResult<Option<Contact>> {
         self.get(&self.contacts, &key2(account.as_bytes(), id.as_bytes()))
     }
 
@@ -189,8 +196,8 @@ impl Inner {
         Ok(())
     }
 
-    fn phone_owner(&self, account: AccountId, phone: &PhoneNumber) -> StoreResult<Option<ContactId>> {
-        let key = key2(account.as_bytes(), phone.as_str().as_bytes());
+    fn phone_owner(&self, account: AccountId, phone: &str) -> StoreResult<Option<ContactId>> {
+        let key = key2(account.as_bytes(), phone.as_bytes());
         Ok(self
             .contact_phones
             .get(key)
@@ -203,22 +210,25 @@ impl Inner {
         let acc = new.account.as_bytes();
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
         if let Some(old) = old {
-            batch.remove(&self.contact_phones, key2(acc, old.phone.as_str().as_bytes()));
+            batch.remove(&self.contact_phones, key2(acc, old.phone.as_bytes()));
             for tag in &old.tags {
-                batch.remove(&self.tag_contacts, key3(acc, tag.as_bytes(), old.id.as_bytes()));
+                batch.remove(
+                    &self.tag_contacts,
+                    key3(acc, tag.as_bytes(), old.id.as_bytes()),
+                );
             }
         }
         batch.insert(&self.contacts, key2(acc, new.id.as_bytes()), encode(new)?);
         batch.insert(
             &self.contact_phones,
-            key2(acc, new.phone.as_str().as_bytes()),
+            key2(acc, new.phone.as_bytes()),
             new.id.as_bytes().to_vec(),
         );
         for tag in &new.tags {
             batch.insert(
                 &self.tag_contacts,
                 key3(acc, tag.as_bytes(), new.id.as_bytes()),
-                new.phone.as_str().as_bytes().to_vec(),
+                new.phone.as_bytes().to_vec(),
             );
         }
         batch.commit().map_err(backend)?;
@@ -267,7 +277,8 @@ impl AccountStore for EmbeddedStore {
     }
 
     async fn publish_terms(&self, version: u32) -> StoreResult<()> {
-        self.blocking(move |s| s.put(&s.meta, TERMS_KEY, &version)).await
+        self.blocking(move |s| s.put(&s.meta, TERMS_KEY, &version))
+            .await
     }
 }
 
@@ -337,8 +348,14 @@ impl Ledger for EmbeddedStore {
 impl ContactStore for EmbeddedStore {
     async fn create_tag(&self, tag: &Tag) -> StoreResult<()> {
         let tag = tag.clone();
-        self.blocking(move |s| s.put(&s.tags, &key2(tag.account.as_bytes(), tag.id.as_bytes()), &tag))
-            .await
+        self.blocking(move |s| {
+            s.put(
+                &s.tags,
+                &key2(tag.account.as_bytes(), tag.id.as_bytes()),
+                &tag,
+            )
+        })
+        .await
     }
 
     async fn tag(&self, account: AccountId, id: TagId) -> StoreResult<Option<Tag>> {
@@ -356,12 +373,14 @@ impl ContactStore for EmbeddedStore {
 
     async fn create_contact(&self, contact: &Contact) -> Result<(), ContactError> {
         let contact = contact.clone();
-        self.blocking(move |s| s.upsert_contact(&contact, false)).await
+        self.blocking(move |s| s.upsert_contact(&contact, false))
+            .await
     }
 
     async fn update_contact(&self, contact: &Contact) -> Result<(), ContactError> {
         let contact = contact.clone();
-        self.blocking(move |s| s.upsert_contact(&contact, true)).await
+        self.blocking(move |s| s.upsert_contact(&contact, true))
+            .await
     }
 
     async fn contact(&self, account: AccountId, id: ContactId) -> StoreResult<Option<Contact>> {
@@ -376,7 +395,7 @@ impl ContactStore for EmbeddedStore {
             let acc = account.as_bytes();
             let mut batch = s.db.batch().durability(Some(PersistMode::SyncData));
             batch.remove(&s.contacts, key2(acc, id.as_bytes()));
-            batch.remove(&s.contact_phones, key2(acc, old.phone.as_str().as_bytes()));
+            batch.remove(&s.contact_phones, key2(acc, old.phone.as_bytes()));
             for tag in &old.tags {
                 batch.remove(&s.tag_contacts, key3(acc, tag.as_bytes(), id.as_bytes()));
             }
@@ -439,7 +458,7 @@ impl ContactStore for EmbeddedStore {
         Ok(Page { items, next })
     }
 
-    async fn all_phones(&self, account: AccountId) -> StoreResult<Vec<PhoneNumber>> {
+    async fn all_phones(&self, account: AccountId) -> StoreResult<Vec<String>> {
         self.inner
             .contact_phones
             .prefix(account.as_bytes())
@@ -447,24 +466,23 @@ impl ContactStore for EmbeddedStore {
                 let key = g.key().map_err(backend)?;
                 let phone = std::str::from_utf8(&key[16..])
                     .map_err(|e| StoreError::Corrupt(Box::new(e)))?;
-                Ok(PhoneNumber::from_trusted(phone.to_owned()))
+                Ok(phone.to_owned())
             })
             .collect()
     }
 
-    async fn tagged_phones(
-        &self,
-        account: AccountId,
-        tags: &[TagId],
-    ) -> StoreResult<Vec<PhoneNumber>> {
+    async fn tagged_phones(&self, account: AccountId, tags: &[TagId]) -> StoreResult<Vec<String>> {
         let s = &self.inner;
         let mut phones = Vec::new();
         for tag in tags {
-            for g in s.tag_contacts.prefix(key2(account.as_bytes(), tag.as_bytes())) {
+            for g in s
+                .tag_contacts
+                .prefix(key2(account.as_bytes(), tag.as_bytes()))
+            {
                 let value = g.value().map_err(backend)?;
                 let phone =
                     std::str::from_utf8(&value).map_err(|e| StoreError::Corrupt(Box::new(e)))?;
-                phones.push(PhoneNumber::from_trusted(phone.to_owned()));
+                phones.push(phone.to_owned());
             }
         }
         Ok(phones)
@@ -584,8 +602,10 @@ impl IdempotencyStore for EmbeddedStore {
         account: AccountId,
         key: &str,
     ) -> StoreResult<Option<IdempotentResponse>> {
-        self.inner
-            .get(&self.inner.idempotency, &key2(account.as_bytes(), key.as_bytes()))
+        self.inner.get(
+            &self.inner.idempotency,
+            &key2(account.as_bytes(), key.as_bytes()),
+        )
     }
 
     async fn remember_response(

@@ -1,0 +1,137 @@
+//! Layered configuration: `config/base.yaml`, then `config/<environment>.yaml`, then
+//! `SENDME__SECTION__KEY` environment variables. The environment name comes from
+//! `SENDME_ENVIRONMENT` (default `local`); the folder from `SENDME_CONFIG_DIR`
+//! (default `./config`).
+
+use sendme_actors::supervisor::EngineSettings;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    #[serde(default = "local")]
+    pub environment: String,
+    pub server: ServerSettings,
+    pub store: StoreSettings,
+    pub queue: QueueSettings,
+    pub auth: AuthSettings,
+    pub engine: EngineConfig,
+    pub limits: LimitSettings,
+    pub log: LogSettings,
+    pub demo: DemoSettings,
+}
+
+fn local() -> String {
+    "local".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    Embedded,
+    Scylla,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StoreSettings {
+    pub kind: StoreKind,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueKind {
+    InProcess,
+    Kafka,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct QueueSettings {
+    pub kind: QueueKind,
+    pub partitions: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthSettings {
+    pub jwt_secret: Option<String>,
+    pub token_ttl_seconds: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct EngineConfig {
+    pub normalizer_threads: Option<usize>,
+    pub dedupe_shards: usize,
+    pub chunk_size: usize,
+    pub max_recipients_in_flight: usize,
+    pub mailbox_capacity: usize,
+}
+
+impl EngineConfig {
+    pub fn engine_settings(&self) -> EngineSettings {
+        let defaults = EngineSettings::default();
+        EngineSettings {
+            normalizer_threads: self
+                .normalizer_threads
+                .unwrap_or(defaults.normalizer_threads),
+            dedupe_shards: self.dedupe_shards,
+            chunk_size: self.chunk_size,
+            max_recipients_in_flight: self.max_recipients_in_flight,
+            mailbox_capacity: self.mailbox_capacity,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LimitSettings {
+    pub max_recipients_per_request: usize,
+    pub requests_per_second_per_account: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogSettings {
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DemoSettings {
+    pub seed: bool,
+}
+
+impl Settings {
+    pub fn is_local(&self) -> bool {
+        self.environment == "local"
+    }
+}
+
+/// Reads the layered configuration.
+pub fn get_configuration() -> Result<Settings, config::ConfigError> {
+    let dir = std::env::var_os("SENDME_CONFIG_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("config"));
+    let environment = std::env::var("SENDME_ENVIRONMENT").unwrap_or_else(|_| local());
+    config::Config::builder()
+        .add_source(config::File::from(dir.join("base.yaml")))
+        .add_source(config::File::from(dir.join(format!("{environment}.yaml"))).required(false))
+        .set_override("environment", environment)?
+        .add_source(
+            config::Environment::with_prefix("SENDME")
+                .prefix_separator("__")
+                .separator("__"),
+        )
+        .build()?
+        .try_deserialize()
+}

@@ -1,0 +1,166 @@
+//! The one JSON error shape of the API: `{"statusCode", "code", "message"}`.
+//!
+//! Each route maps its own failures into [`ApiError`]; internal errors are logged with
+//! their context and answered with a generic 500, never with their detail.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use sendme_actors::ports::{ContactError, LedgerError, StoreError};
+use sendme_actors::supervisor::BroadcastError;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("the current terms of service must be accepted first (POST /api/terms/accept)")]
+    TermsNotAccepted,
+    #[error("this action needs the admin role")]
+    Forbidden,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("insufficient balance: {needed} credits needed, {available} available")]
+    InsufficientBalance { needed: u64, available: u64 },
+    #[error("{0}")]
+    Conflict(&'static str, String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    #[error("too many requests for this account; retry after {retry_after} s")]
+    RateLimited { retry_after: u64 },
+    #[error("the engine is at capacity; retry after {retry_after} s")]
+    Overloaded { retry_after: u64 },
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorBody<'a> {
+    status_code: u16,
+    code: &'a str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn internal(e: impl Into<anyhow::Error>) -> Self {
+        ApiError::Internal(e.into())
+    }
+
+    pub fn code(&self) -> &str {
+        match self {
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::TermsNotAccepted => "terms_not_accepted",
+            ApiError::Forbidden => "forbidden",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::InsufficientBalance { .. } => "insufficient_balance",
+            ApiError::Conflict(code, _) => code,
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Overloaded { .. } => "overloaded",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::TermsNotAccepted | ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::InsufficientBalance { .. } => StatusCode::PAYMENT_REQUIRED,
+            ApiError::Conflict(..) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ApiError::Internal(e) = self {
+            tracing::error!(error = ?e, "request failed");
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        if let ApiError::RateLimited { retry_after } | ApiError::Overloaded { retry_after } = self {
+            response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
+        }
+        if let ApiError::Unauthorized(_) = self {
+            response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        response.json(ErrorBody {
+            status_code: self.status_code().as_u16(),
+            code: self.code(),
+            message: self.to_string(),
+        })
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::InsufficientBalance { needed, available } => {
+                ApiError::InsufficientBalance { needed, available }
+            }
+            LedgerError::AccountNotFound => ApiError::NotFound("account"),
+            LedgerError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<ContactError> for ApiError {
+    fn from(e: ContactError) -> Self {
+        match e {
+            ContactError::DuplicatePhone(id) => ApiError::Conflict(
+                "contact_exists",
+                format!("a contact with this phone number already exists: {id}"),
+            ),
+            ContactError::UnknownTag(id) => ApiError::InvalidRequest(format!("unknown tag {id}")),
+            ContactError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<BroadcastError> for ApiError {
+    fn from(e: BroadcastError) -> Self {
+        match e {
+            BroadcastError::InsufficientBalance { needed, available } => {
+                ApiError::InsufficientBalance { needed, available }
+            }
+            BroadcastError::Overloaded => ApiError::Overloaded { retry_after: 1 },
+            BroadcastError::TooManyRecipients => ApiError::PayloadTooLarge(
+                "more recipients than the engine accepts in one request".into(),
+            ),
+            BroadcastError::AccountNotFound => ApiError::NotFound("account"),
+            BroadcastError::Store(e) => e.into(),
+            BroadcastError::Mailbox(e) => ApiError::internal(e),
+        }
+    }
+}
+
+/// Turns actix's JSON extractor failures into the API's error shape.
+pub fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
+    use actix_web::error::JsonPayloadError as E;
+    match err {
+        E::ContentType => ApiError::UnsupportedMediaType,
+        E::Overflow { limit } | E::OverflowKnownLength { limit, .. } => {
+            ApiError::PayloadTooLarge(format!("request body is larger than {limit} bytes"))
+        }
+        E::Deserialize(e) => ApiError::InvalidRequest(format!("invalid JSON body: {e}")),
+        other => ApiError::InvalidRequest(format!("invalid JSON body: {other}")),
+    }
+}

@@ -1,0 +1,22 @@
+//! SendMe: an actor-based SMS broadcast engine behind an HTTP API.
+//!
+//! A tour, in the order a request travels:
+//!
+//! - [`configuration`] layers `config/base.yaml`, `config/<env>.yaml` and `SENDME__*`
+//!   environment variables into [`configuration::Settings`].
+//! - [`startup`] opens the backends the settings name (the embedded fjall store and the
+//!   in-process queue by default), seeds the [`demo`] account, re-enqueues messages a
+//!   previous run left `queued`, starts the engine actors and binds the HTTP server.
+//! - [`auth`] turns a bearer JWT into a member, and checks terms acceptance for sends.
+//! - [`routes`] holds one file per resource; `routes/send.rs` is the seed contract.
+//!   Every failure leaves as the JSON of [`error::ApiError`].
+//! - The engine itself (supervisor, normalizer pool, dedupe shards, ports and embedded
+//!   backends) is the `sendme-actors` crate in `actors/`.
+
+pub mod auth;
+pub mod configuration;
+pub mod demo;
+pub mod error;
+pub mod routes;
+pub mod startup;
+pub mod telemetry;

@@ -1,0 +1,159 @@
+//! Platform administration (role `admin`): accounts, credits, members, tokens, terms.
+
+use super::account::AccountView;
+use crate::auth::Admin;
+use crate::error::ApiError;
+use crate::startup::AppState;
+use actix_web::{post, web, HttpResponse};
+use sendme_actors::domain::*;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(create_account)
+        .service(add_credits)
+        .service(create_member)
+        .service(issue_token)
+        .service(publish_terms);
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NewAccount {
+    name: String,
+    default_country: String,
+    #[serde(default)]
+    credits: u64,
+}
+
+#[post("/admin/accounts")]
+async fn create_account(
+    state: web::Data<AppState>,
+    _admin: Admin,
+    body: web::Json<NewAccount>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    if body.name.trim().is_empty() {
+        return Err(ApiError::InvalidRequest("`name` must not be blank".into()));
+    }
+    let default_country: Country = body
+        .default_country
+        .parse()
+        .map_err(|e: UnknownCountry| ApiError::InvalidRequest(format!("`defaultCountry`: {e}")))?;
+    let account = Account {
+        id: AccountId::new(),
+        name: body.name.trim().to_owned(),
+        default_country,
+        balance: 0,
+        reserved: 0,
+        created_at: now_millis(),
+    };
+    state.ports.accounts.put_account(&account).await?;
+    let account = if body.credits > 0 {
+        state.ports.ledger.top_up(account.id, body.credits).await?
+    } else {
+        account
+    };
+    Ok(HttpResponse::Created().json(AccountView::from(account)))
+}
+
+#[derive(Deserialize)]
+struct Credits {
+    amount: u64,
+}
+
+#[post("/admin/accounts/{id}/credits")]
+async fn add_credits(
+    state: web::Data<AppState>,
+    _admin: Admin,
+    path: web::Path<String>,
+    body: web::Json<Credits>,
+) -> Result<HttpResponse, ApiError> {
+    let id: AccountId = path.parse().map_err(|_| ApiError::NotFound("account"))?;
+    if body.amount == 0 {
+        return Err(ApiError::InvalidRequest("`amount` must be positive".into()));
+    }
+    let account = state.ports.ledger.top_up(id, body.amount).await?;
+    Ok(HttpResponse::Ok().json(AccountView::from(account)))
+}
+
+#[derive(Deserialize)]
+struct NewMember {
+    role: Role,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MemberView {
+    id: MemberId,
+    account_id: AccountId,
+    role: Role,
+    accepted_terms: Option<u32>,
+}
+
+#[post("/admin/accounts/{id}/members")]
+async fn create_member(
+    state: web::Data<AppState>,
+    _admin: Admin,
+    path: web::Path<String>,
+    body: web::Json<NewMember>,
+) -> Result<HttpResponse, ApiError> {
+    let account: AccountId = path.parse().map_err(|_| ApiError::NotFound("account"))?;
+    state
+        .ports
+        .accounts
+        .account(account)
+        .await?
+        .ok_or(ApiError::NotFound("account"))?;
+    let member = Member {
+        id: MemberId::new(),
+        account,
+        role: body.role,
+        accepted_terms: None,
+        created_at: now_millis(),
+    };
+    state.ports.accounts.put_member(&member).await?;
+    Ok(HttpResponse::Created().json(MemberView {
+        id: member.id,
+        account_id: member.account,
+        role: member.role,
+        accepted_terms: None,
+    }))
+}
+
+#[post("/admin/members/{id}/tokens")]
+async fn issue_token(
+    state: web::Data<AppState>,
+    _admin: Admin,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: MemberId = path.parse().map_err(|_| ApiError::NotFound("member"))?;
+    let member = state
+        .ports
+        .accounts
+        .member(id)
+        .await?
+        .ok_or(ApiError::NotFound("member"))?;
+    Ok(HttpResponse::Created().json(json!({ "token": state.keys.issue(&member)? })))
+}
+
+#[derive(Deserialize)]
+struct NewTerms {
+    version: u32,
+}
+
+#[post("/admin/terms")]
+async fn publish_terms(
+    state: web::Data<AppState>,
+    _admin: Admin,
+    body: web::Json<NewTerms>,
+) -> Result<HttpResponse, ApiError> {
+    let current = state.ports.accounts.terms_version().await?;
+    if body.version <= current {
+        return Err(ApiError::InvalidRequest(format!(
+            "`version` must be greater than the current version {current}"
+        )));
+    }
+    state.ports.accounts.publish_terms(body.version).await?;
+    Ok(HttpResponse::Created().json(json!({ "version": body.version })))
+}

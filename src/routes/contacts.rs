@@ -1,0 +1,275 @@
+//! Contacts and tags, the recipients of `/sms/all` and `/sms/tags`.
+
+use super::{page_limit, rfc3339, Listing};
+use crate::auth::Authenticated;
+use crate::error::ApiError;
+use crate::startup::AppState;
+use actix_web::{delete, get, patch, post, put, web, HttpResponse};
+use sendme_actors::domain::*;
+use serde::{Deserialize, Serialize};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(create_contact)
+        .service(list_contacts)
+        .service(get_contact)
+        .service(update_contact)
+        .service(delete_contact)
+        .service(set_contact_tags)
+        .service(create_tag)
+        .service(list_tags);
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContactView<'a> {
+    id: ContactId,
+    phone: &'a str,
+    name: Option<&'a str>,
+    tag_ids: &'a [TagId],
+    created_at: String,
+}
+
+impl<'a> From<&'a Contact> for ContactView<'a> {
+    fn from(c: &'a Contact) -> Self {
+        ContactView {
+            id: c.id,
+            phone: &c.phone,
+            name: c.name.as_deref(),
+            tag_ids: &c.tags,
+            created_at: rfc3339(c.created_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct TagView<'a> {
+    id: TagId,
+    name: &'a str,
+}
+
+impl<'a> From<&'a Tag> for TagView<'a> {
+    fn from(t: &'a Tag) -> Self {
+        TagView {
+            id: t.id,
+            name: &t.name,
+        }
+    }
+}
+
+fn parse_tag_ids(ids: Option<Vec<String>>) -> Result<Vec<TagId>, ApiError> {
+    let mut tags = ids
+        .unwrap_or_default()
+        .iter()
+        .map(|t| t.parse::<TagId>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| ApiError::InvalidRequest("`tagIds` must be UUIDs".into()))?;
+    tags.sort_unstable();
+    tags.dedup();
+    Ok(tags)
+}
+
+/// Normalizes a contact's phone with the account's default country.
+async fn parse_phone(
+    state: &AppState,
+    account: AccountId,
+    raw: &str,
+) -> Result<PhoneNumber, ApiError> {
+    let acc = state
+        .ports
+        .accounts
+        .account(account)
+        .await?
+        .ok_or(ApiError::NotFound("account"))?;
+    PhoneNumber::parse(raw, Some(acc.default_country))
+        .map_err(|_| ApiError::InvalidRequest(format!("`phone` is not a valid number: {raw:?}")))
+}
+
+async fn own_contact(state: &AppState, account: AccountId, id: &str) -> Result<Contact, ApiError> {
+    let id: ContactId = id.parse().map_err(|_| ApiError::NotFound("contact"))?;
+    state
+        .ports
+        .contacts
+        .contact(account, id)
+        .await?
+        .ok_or(ApiError::NotFound("contact"))
+}
+
+fn non_blank(field: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(v) if v.trim().is_empty() => Err(ApiError::InvalidRequest(format!(
+            "`{field}` must not be blank"
+        ))),
+        Some(v) if v.chars().count() > 200 => Err(ApiError::InvalidRequest(format!(
+            "`{field}` is longer than 200 characters"
+        ))),
+        other => Ok(other),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NewContact {
+    phone: String,
+    name: Option<String>,
+    tag_ids: Option<Vec<String>>,
+}
+
+#[post("/contacts")]
+async fn create_contact(
+    state: web::Data<AppState>,
+    Authenticated(member): Authenticated,
+    body: web::Json<NewContact>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.into_inner();
+    let phone = parse_phone(&state, member.account, &body.phone).await?;
+    let contact = Contact {
+        id: ContactId::new(),
+        account: member.account,
+        phone: phone.into_string(),
+        name: non_blank("name", body.name)?,
+        tags: parse_tag_ids(body.tag_ids)?,
+        created_at: now_millis(),
+    };
+    state.ports.contacts.create_contact(&contact).await?;
+    Ok(HttpResponse::Created().json(ContactView::from(&contact)))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ContactQuery {
+    tag_id: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+#[get("/contacts")]
+async fn list_contacts(
+    state: web::Data<AppState>,
+    Authenticated(member): Authenticated,
+    query: web::Query<ContactQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let tag = q
+        .tag_id
+        .map(|t| t.parse::<TagId>())
+        .transpose()
+        .map_err(|_| ApiError::InvalidRequest("`tagId` must be a UUID".into()))?;
+    let after = q
+        .cursor
+        .map(|c| c.parse::<ContactId>())
+        .transpose()
+        .map_err(|_| ApiError::InvalidRequest("`cursor` is not valid".into()))?;
+    let page = state
+        .ports
+        .contacts
+        .list_contacts(member.account, tag, after, page_limit(q.limit)?)
+        .await?;
+    Ok(HttpResponse::Ok().json(Listing {
+        items: page.items.iter().map(ContactView::from).collect(),
+        next_cursor: page.next.map(|c| c.to_string()),
+    }))
+}
+
+#[get("/contacts/{id}")]
+async fn get_contact(
+    state: web::Data<AppState>,
+    Authenticated(member): Authenticated,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let contact = own_contact(&state, member.account, &path).await?;
+    Ok(HttpResponse::Ok().json(ContactView::from(&contact)))
+}
+
+#[derive(Deserialize)]
+struct ContactChanges {
+    phone: Option<String>,
+    name: Option<String>,
+}
+
+#[patch("/contacts/{id}")]
+async fn update_contact(
+    state: web::Data<AppState>,
+    Authenticated(member): Authenticated,
+    path: web::Path<String>,
+    body: web::Json<ContactChanges>,
+) -> Result<HttpResponse, ApiError> {
+    let mut contact = own_contact(&state, member.account, &path).await?;
+    let changes = body.into_inner();
+    if let Some(phone) = changes.phone {
+        contact.phone = parse_phone(&state, member.account, &phone)
+            .await?
+            .into_string();
+    }
+    if let Some(name) = non_blank("name", changes.name)? {
+        contact.name = Some(name);
+    }
+    state.ports.contacts.update_contact(&contact).await?;
+    Ok(HttpResponse::Ok().json(ContactView::from(&contact)))
+}
+
+#[delete("/contacts/{id}")]
+async fn delete_contact(
+    state: web::Data<AppState>,
+    Authenticated(member): Authenticated,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let contact = own_contact(&state, member.account, &path).await?;
+    state
+        .ports
+        .contacts
+        .delete_contact(member.account, contact.id)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TagAssignment {
+    tag_ids: Vec<String>,
+}
+
+#[put("/contacts/{id}/tags")]
+async fn set_contact_tags(
+    state: web::Data<AppState>,
+    Authenticated(member): Authenticated,
+    path: web::Path<String>,
+    body: web::Json<TagAssignment>,
+) -> Result<HttpResponse, ApiError> {
+    let mut contact = own_contact(&state, member.account, &path).await?;
+    contact.tags = parse_tag_ids(Some(body.into_inner().tag_ids))?;
+    state.ports.contacts.update_contact(&contact).await?;
+    Ok(HttpResponse::Ok().json(ContactView::from(&contact)))
+}
+
+#[derive(Deserialize)]
+struct NewTag {
+    name: String,
+}
+
+#[post("/tags")]
+async fn create_tag(
+    state: web::Data<AppState>,
+    Authenticated(member): Authenticated,
+    body: web::Json<NewTag>,
+) -> Result<HttpResponse, ApiError> {
+    let name = non_blank("name", Some(body.into_inner().name))?.unwrap_or_default();
+    let tag = Tag {
+        id: TagId::new(),
+        account: member.account,
+        name: name.trim().to_owned(),
+    };
+    state.ports.contacts.create_tag(&tag).await?;
+    Ok(HttpResponse::Created().json(TagView::from(&tag)))
+}
+
+#[get("/tags")]
+async fn list_tags(
+    state: web::Data<AppState>,
+    Authenticated(member): Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let tags = state.ports.contacts.tags(member.account).await?;
+    Ok(HttpResponse::Ok().json(Listing {
+        items: tags.iter().map(TagView::from).collect(),
+        next_cursor: None,
+    }))
+}

@@ -1,0 +1,73 @@
+//! HTTP routes, one file per resource. Each file owns its request and response types.
+
+mod account;
+mod admin;
+mod contacts;
+mod health;
+mod send;
+mod status;
+
+use actix_web::web;
+use sendme_actors::domain::Millis;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(health::healthz)
+        .service(health::readyz)
+        .service(
+            web::scope("/api")
+                .configure(send::configure)
+                .configure(status::configure)
+                .configure(contacts::configure)
+                .configure(account::configure)
+                .configure(admin::configure),
+        )
+        .default_service(web::to(|| async {
+            Err::<actix_web::HttpResponse, _>(crate::error::ApiError::NotFound("route"))
+        }));
+}
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn rfc3339(millis: Millis) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// Parses an RFC 3339 timestamp from a query parameter.
+pub fn parse_rfc3339(field: &str, value: &str) -> Result<Millis, crate::error::ApiError> {
+    time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as Millis)
+        .map_err(|_| {
+            crate::error::ApiError::InvalidRequest(format!(
+                "`{field}` must be an RFC 3339 timestamp"
+            ))
+        })
+}
+
+/// Parses a UUID-typed id from the path or query, answering 404 or 400 as asked.
+pub fn parse_id<T: std::str::FromStr>(value: &str) -> Option<T> {
+    value.parse().ok()
+}
+
+/// A page of a listing: `{items, nextCursor}`.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Listing<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// `limit` query parameter: default 50, at most 1000.
+pub fn page_limit(limit: Option<usize>) -> Result<usize, crate::error::ApiError> {
+    match limit {
+        None => Ok(50),
+        Some(n @ 1..=1000) => Ok(n),
+        Some(_) => Err(crate::error::ApiError::InvalidRequest(
+            "`limit` must be between 1 and 1000".into(),
+        )),
+    }
+}

@@ -1,0 +1,298 @@
+//! The seed contract: `POST /api/messages/sms/{contacts,all,tags}`.
+//!
+//! 201 `{queueId, channel: "sms", messages: [{id, recipient}]}` when at least one message
+//! was enqueued; 200 with `queueId: ""` and `messages: []` when no recipient was valid.
+//! An `Idempotency-Key` header makes a retry return the first answer and send nothing.
+
+use crate::auth::TermsAccepted;
+use crate::error::ApiError;
+use crate::startup::AppState;
+use actix_web::{http::StatusCode, post, web, HttpRequest, HttpResponse};
+use sendme_actors::domain::*;
+use sendme_actors::ports::IdempotentResponse;
+use sendme_actors::supervisor::{Broadcast, Recipients};
+use serde::{Deserialize, Serialize};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(send_to_contacts)
+        .service(send_to_all)
+        .service(send_to_tags);
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ContactsPayload {
+    message: String,
+    contacts: Vec<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    country: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AllPayload {
+    message: String,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    country: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TagsPayload {
+    message: String,
+    tag_ids: Vec<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    country: Option<String>,
+}
+
+/// The fields every send request shares, parsed into domain types.
+struct SendRequest {
+    body: MessageBody,
+    kind: MessageType,
+    country: Option<Country>,
+}
+
+impl SendRequest {
+    fn parse(
+        message: String,
+        kind: Option<String>,
+        country: Option<String>,
+    ) -> Result<Self, ApiError> {
+        let body =
+            MessageBody::parse(message).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+        let kind = match kind.as_deref().map(str::to_ascii_uppercase).as_deref() {
+            None | Some("SMS") => MessageType::Sms,
+            Some("OTP") => MessageType::Otp,
+            Some(_) => {
+                return Err(ApiError::InvalidRequest(
+                    "`type` must be \"SMS\" or \"OTP\"".into(),
+                ))
+            }
+        };
+        let country = country
+            .map(|c| c.parse::<Country>())
+            .transpose()
+            .map_err(|e| ApiError::InvalidRequest(format!("`country`: {e}")))?;
+        Ok(Self {
+            body,
+            kind,
+            country,
+        })
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EnqueueResult<'a> {
+    queue_id: String,
+    channel: &'static str,
+    messages: Vec<EnqueuedMessage<'a>>,
+}
+
+#[derive(Serialize)]
+struct EnqueuedMessage<'a> {
+    id: MessageId,
+    recipient: &'a str,
+}
+
+#[post("/messages/sms/contacts")]
+async fn send_to_contacts(
+    state: web::Data<AppState>,
+    TermsAccepted(member): TermsAccepted,
+    req: HttpRequest,
+    payload: web::Json<ContactsPayload>,
+) -> Result<HttpResponse, ApiError> {
+    let payload = payload.into_inner();
+    let max = state.settings.limits.max_recipients_per_request;
+    if payload.contacts.len() > max {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "at most {max} contacts per request"
+        )));
+    }
+    let idempotency = Idempotency::from_request(&req, "contacts", &payload)?;
+    let request = SendRequest::parse(payload.message, payload.kind, payload.country)?;
+    enqueue(
+        &state,
+        &member,
+        idempotency,
+        request,
+        Recipients::Numbers(payload.contacts),
+    )
+    .await
+}
+
+#[post("/messages/sms/all")]
+async fn send_to_all(
+    state: web::Data<AppState>,
+    TermsAccepted(member): TermsAccepted,
+    req: HttpRequest,
+    payload: web::Json<AllPayload>,
+) -> Result<HttpResponse, ApiError> {
+    let payload = payload.into_inner();
+    let idempotency = Idempotency::from_request(&req, "all", &payload)?;
+    let request = SendRequest::parse(payload.message, payload.kind, payload.country)?;
+    enqueue(
+        &state,
+        &member,
+        idempotency,
+        request,
+        Recipients::AllContacts,
+    )
+    .await
+}
+
+#[post("/messages/sms/tags")]
+async fn send_to_tags(
+    state: web::Data<AppState>,
+    TermsAccepted(member): TermsAccepted,
+    req: HttpRequest,
+    payload: web::Json<TagsPayload>,
+) -> Result<HttpResponse, ApiError> {
+    let payload = payload.into_inner();
+    let idempotency = Idempotency::from_request(&req, "tags", &payload)?;
+    let tags = payload
+        .tag_ids
+        .iter()
+        .map(|t| t.parse::<TagId>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| ApiError::InvalidRequest("`tagIds` must be UUIDs".into()))?;
+    let request = SendRequest::parse(payload.message, payload.kind, payload.country)?;
+    enqueue(
+        &state,
+        &member,
+        idempotency,
+        request,
+        Recipients::Tags(tags),
+    )
+    .await
+}
+
+/// An `Idempotency-Key` and the fingerprint of the request it came with.
+struct Idempotency {
+    key: String,
+    fingerprint: u64,
+}
+
+impl Idempotency {
+    fn from_request<T: Serialize>(
+        req: &HttpRequest,
+        endpoint: &str,
+        payload: &T,
+    ) -> Result<Option<Self>, ApiError> {
+        let Some(value) = req.headers().get("Idempotency-Key") else {
+            return Ok(None);
+        };
+        let key = value
+            .to_str()
+            .ok()
+            .filter(|k| !k.is_empty() && k.len() <= 255)
+            .ok_or_else(|| {
+                ApiError::InvalidRequest(
+                    "`Idempotency-Key` must be 1 to 255 visible ASCII characters".into(),
+                )
+            })?;
+        let bytes = serde_json::to_vec(payload).map_err(ApiError::internal)?;
+        Ok(Some(Self {
+            key: format!("{endpoint}:{key}"),
+            fingerprint: fnv1a(&bytes),
+        }))
+    }
+}
+
+/// FNV-1a: a fingerprint that stays the same across builds and releases.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("application/json")
+        .body(body)
+}
+
+async fn enqueue(
+    state: &AppState,
+    member: &Member,
+    idempotency: Option<Idempotency>,
+    request: SendRequest,
+    recipients: Recipients,
+) -> Result<HttpResponse, ApiError> {
+    if state.rate_limiter.check_key(&member.account).is_err() {
+        return Err(ApiError::RateLimited { retry_after: 1 });
+    }
+    let idempotency_store = &state.ports.idempotency;
+    if let Some(idem) = &idempotency {
+        if let Some(previous) = idempotency_store
+            .idempotent_response(member.account, &idem.key)
+            .await?
+        {
+            if previous.request_fingerprint != idem.fingerprint {
+                return Err(ApiError::Conflict(
+                    "idempotency_conflict",
+                    "this Idempotency-Key was used with a different request".into(),
+                ));
+            }
+            let status = StatusCode::from_u16(previous.status).map_err(ApiError::internal)?;
+            return Ok(json_response(status, previous.body));
+        }
+    }
+
+    let account = state
+        .ports
+        .accounts
+        .account(member.account)
+        .await?
+        .ok_or(ApiError::NotFound("account"))?;
+    let accepted = state
+        .supervisor
+        .send(Broadcast {
+            account: member.account,
+            member: member.id,
+            country: request.country.unwrap_or(account.default_country),
+            body: request.body,
+            kind: request.kind,
+            recipients,
+        })
+        .await
+        .map_err(ApiError::internal)??;
+
+    let status = if accepted.queue.is_some() {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let body = serde_json::to_vec(&EnqueueResult {
+        queue_id: accepted.queue.map(|q| q.to_string()).unwrap_or_default(),
+        channel: "sms",
+        messages: accepted
+            .messages
+            .iter()
+            .map(|(id, recipient)| EnqueuedMessage {
+                id: *id,
+                recipient: recipient.as_str(),
+            })
+            .collect(),
+    })
+    .map_err(ApiError::internal)?;
+    if let Some(idem) = idempotency {
+        let remembered = IdempotentResponse {
+            request_fingerprint: idem.fingerprint,
+            status: status.as_u16(),
+            body: body.clone(),
+            at: now_millis(),
+        };
+        // The messages are already durable: failing to remember only loses replay safety.
+        if let Err(e) = idempotency_store
+            .remember_response(member.account, &idem.key, &remembered)
+            .await
+        {
+            tracing::error!(error = ?e, "remembering an idempotent response");
+        }
+    }
+    Ok(json_response(status, body))
+}

@@ -1,0 +1,277 @@
+//! Status and audit: queues (batches) and messages, always scoped to the caller's account.
+
+use super::{page_limit, parse_rfc3339, rfc3339, Listing};
+use crate::auth::Authenticated;
+use crate::error::ApiError;
+use crate::startup::AppState;
+use actix_web::{get, web, HttpResponse};
+use sendme_actors::domain::*;
+use sendme_actors::ports::MessageFilter;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(get_queue)
+        .service(list_queue_messages)
+        .service(get_message)
+        .service(list_messages);
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueView {
+    queue_id: QueueId,
+    channel: &'static str,
+    #[serde(rename = "type")]
+    kind: MessageType,
+    state: &'static str,
+    created_at: String,
+    total: u64,
+    segments: u32,
+    cost: u64,
+    counts: StatusCounts,
+}
+
+impl From<&Batch> for QueueView {
+    fn from(b: &Batch) -> Self {
+        let waiting = b.counts.queued + b.counts.sending;
+        let state = if b.counts.queued == b.total {
+            "accepted"
+        } else if waiting == 0 {
+            "completed"
+        } else {
+            "dispatching"
+        };
+        QueueView {
+            queue_id: b.id,
+            channel: "sms",
+            kind: b.kind,
+            state,
+            created_at: rfc3339(b.created_at),
+            total: b.total,
+            segments: b.segments,
+            cost: b.cost,
+            counts: b.counts,
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ProviderView<'a> {
+    name: &'a str,
+    message_id: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EventView<'a> {
+    status: MessageStatus,
+    at: String,
+    detail: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MessageView<'a> {
+    id: MessageId,
+    queue_id: QueueId,
+    recipient: &'a str,
+    #[serde(rename = "type")]
+    kind: MessageType,
+    status: MessageStatus,
+    body: &'a str,
+    segments: u32,
+    cost: u64,
+    created_at: String,
+    updated_at: String,
+    provider: Option<ProviderView<'a>>,
+    attempts: u32,
+    last_error: Option<&'a str>,
+    events: Vec<EventView<'a>>,
+}
+
+fn message_view<'a>(m: &'a Message, body: &'a str) -> MessageView<'a> {
+    MessageView {
+        id: m.id,
+        queue_id: m.queue,
+        recipient: m.recipient.as_str(),
+        kind: m.kind,
+        status: m.status,
+        body,
+        segments: m.segments,
+        cost: m.cost,
+        created_at: rfc3339(m.created_at),
+        updated_at: rfc3339(m.updated_at),
+        provider: m.provider.as_ref().map(|p| ProviderView {
+            name: &p.name,
+            message_id: p.message_id.as_deref(),
+        }),
+        attempts: m.attempts,
+        last_error: m.last_error.as_deref(),
+        events: m
+            .events
+            .iter()
+            .map(|e| EventView {
+                status: e.status,
+                at: rfc3339(e.at),
+                detail: e.detail.as_deref(),
+            })
+            .collect(),
+    }
+}
+
+/// The caller's batch, or 404 (also for another account's batch or a malformed id).
+async fn own_batch(state: &AppState, account: AccountId, id: &str) -> Result<Batch, ApiError> {
+    let id: QueueId = id.parse().map_err(|_| ApiError::NotFound("queue"))?;
+    state
+        .ports
+        .messages
+        .batch(id)
+        .await?
+        .filter(|b| b.account == account)
+        .ok_or(ApiError::NotFound("queue"))
+}
+
+#[get("/queues/{queue_id}")]
+async fn get_queue(
+    state: web::Data<AppState>,
+    Authenticated(member): Authenticated,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let batch = own_batch(&state, member.account, &path).await?;
+    Ok(HttpResponse::Ok().json(QueueView::from(&batch)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MessageQuery {
+    queue_id: Option<String>,
+    status: Option<String>,
+    recipient: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+impl MessageQuery {
+    fn into_filter(
+        self,
+        account: AccountId,
+        default_country: Country,
+    ) -> Result<MessageFilter, ApiError> {
+        let invalid = |what: &str| ApiError::InvalidRequest(what.to_owned());
+        Ok(MessageFilter {
+            account,
+            queue: self
+                .queue_id
+                .map(|q| q.parse().map_err(|_| invalid("`queueId` must be a UUID")))
+                .transpose()?,
+            status: self
+                .status
+                .map(|s| MessageStatus::parse(&s).ok_or_else(|| invalid("unknown `status`")))
+                .transpose()?,
+            recipient: self
+                .recipient
+                .map(|r| {
+                    PhoneNumber::parse(&r, Some(default_country))
+                        .map_err(|_| invalid("`recipient` is not a valid phone number"))
+                })
+                .transpose()?,
+            kind: match self.kind.as_deref() {
+                None => None,
+                Some("SMS") => Some(MessageType::Sms),
+                Some("OTP") => Some(MessageType::Otp),
+                Some(_) => return Err(invalid("`type` must be SMS or OTP")),
+            },
+            from: self.from.map(|f| parse_rfc3339("from", &f)).transpose()?,
+            to: self.to.map(|t| parse_rfc3339("to", &t)).transpose()?,
+            before: self
+                .cursor
+                .map(|c| c.parse().map_err(|_| invalid("`cursor` is not valid")))
+                .transpose()?,
+            limit: page_limit(self.limit)?,
+        })
+    }
+}
+
+async fn message_listing(
+    state: &AppState,
+    filter: MessageFilter,
+) -> Result<HttpResponse, ApiError> {
+    let page = state.ports.messages.list_messages(&filter).await?;
+    let mut bodies: HashMap<QueueId, Batch> = HashMap::new();
+    for m in &page.items {
+        if !bodies.contains_key(&m.queue) {
+            if let Some(b) = state.ports.messages.batch(m.queue).await? {
+                bodies.insert(m.queue, b);
+            }
+        }
+    }
+    let items = page
+        .items
+        .iter()
+        .map(|m| message_view(m, bodies.get(&m.queue).map_or("", |b| b.body.as_str())))
+        .collect();
+    Ok(HttpResponse::Ok().json(Listing {
+        items,
+        next_cursor: page.next.map(|id| id.to_string()),
+    }))
+}
+
+async fn default_country(state: &AppState, account: AccountId) -> Result<Country, ApiError> {
+    Ok(state
+        .ports
+        .accounts
+        .account(account)
+        .await?
+        .ok_or(ApiError::NotFound("account"))?
+        .default_country)
+}
+
+#[get("/queues/{queue_id}/messages")]
+async fn list_queue_messages(
+    state: web::Data<AppState>,
+    Authenticated(member): Authenticated,
+    path: web::Path<String>,
+    query: web::Query<MessageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let batch = own_batch(&state, member.account, &path).await?;
+    let country = default_country(&state, member.account).await?;
+    let mut filter = query.into_inner().into_filter(member.account, country)?;
+    filter.queue = Some(batch.id);
+    message_listing(&state, filter).await
+}
+
+#[get("/messages/{id}")]
+async fn get_message(
+    state: web::Data<AppState>,
+    Authenticated(member): Authenticated,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id: MessageId = path.parse().map_err(|_| ApiError::NotFound("message"))?;
+    let message = state
+        .ports
+        .messages
+        .message(id)
+        .await?
+        .filter(|m| m.account == member.account)
+        .ok_or(ApiError::NotFound("message"))?;
+    let batch = state.ports.messages.batch(message.queue).await?;
+    let body = batch.as_ref().map_or("", |b| b.body.as_str());
+    Ok(HttpResponse::Ok().json(message_view(&message, body)))
+}
+
+#[get("/messages")]
+async fn list_messages(
+    state: web::Data<AppState>,
+    Authenticated(member): Authenticated,
+    query: web::Query<MessageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let country = default_country(&state, member.account).await?;
+    let filter = query.into_inner().into_filter(member.account, country)?;
+    message_listing(&state, filter).await
+}

@@ -1,0 +1,161 @@
+//! Wiring: configuration → backends → engine → HTTP server. `Application::build` binds the
+//! listener (port 0 in tests) and returns before serving, so callers learn the port.
+
+use crate::auth::JwtKeys;
+use crate::configuration::{QueueKind, Settings, StoreKind};
+use crate::demo::{self, DemoCredentials};
+use crate::error::json_error;
+use crate::routes;
+use actix::Addr;
+use actix_web::{dev::Server, web, App, HttpServer};
+use anyhow::{bail, Context};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use sendme_actors::domain::AccountId;
+use sendme_actors::embedded::{EmbeddedStore, InProcessQueue};
+use sendme_actors::ports::DispatchQueue;
+use sendme_actors::supervisor::{BroadcastSupervisor, Ports};
+use std::net::TcpListener;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub settings: Settings,
+    pub ports: Ports,
+    pub supervisor: Addr<BroadcastSupervisor>,
+    pub keys: JwtKeys,
+    pub rate_limiter: DefaultKeyedRateLimiter<AccountId>,
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    demo: Option<DemoCredentials>,
+}
+
+/// Used only when running locally without a configured secret.
+const DEV_JWT_SECRET: &str = "sendme-local-development-secret-not-for-production";
+
+pub fn jwt_keys(settings: &Settings) -> anyhow::Result<JwtKeys> {
+    let secret = match &settings.auth.jwt_secret {
+        Some(secret) if secret.len() >= 32 => secret.clone(),
+        Some(_) => bail!("auth.jwt_secret must be at least 32 bytes"),
+        None if settings.is_local() => {
+            tracing::warn!(
+                "no auth.jwt_secret configured: using the built-in development secret \
+                 (set SENDME__AUTH__JWT_SECRET outside local development)"
+            );
+            DEV_JWT_SECRET.to_owned()
+        }
+        None => bail!(
+            "environment `{}` needs a JWT secret: set SENDME__AUTH__JWT_SECRET",
+            settings.environment
+        ),
+    };
+    Ok(JwtKeys::new(
+        secret.as_bytes(),
+        settings.auth.token_ttl_seconds,
+    ))
+}
+
+/// Opens the backends the configuration names; a backend not compiled in is an error.
+async fn open_ports(settings: &Settings) -> anyhow::Result<(Ports, Option<EmbeddedStore>)> {
+    let store = match settings.store.kind {
+        StoreKind::Embedded => EmbeddedStore::open(&settings.store.path).with_context(|| {
+            format!(
+                "opening the embedded store in {} (is another SendMe using it?)",
+                settings.store.path.display()
+            )
+        })?,
+        StoreKind::Scylla => {
+            bail!("store.kind is `scylla`, but this binary was built without the `scylla` feature")
+        }
+    };
+    let queue: Arc<dyn DispatchQueue> = match settings.queue.kind {
+        QueueKind::InProcess => Arc::new(InProcessQueue::new(settings.queue.partitions)),
+        QueueKind::Kafka => {
+            bail!("queue.kind is `kafka`, but this binary was built without the `kafka` feature")
+        }
+    };
+    let shared = Arc::new(store.clone());
+    let ports = Ports {
+        accounts: shared.clone(),
+        ledger: shared.clone(),
+        contacts: shared.clone(),
+        messages: shared.clone(),
+        idempotency: shared,
+        queue,
+    };
+    Ok((ports, Some(store)))
+}
+
+impl Application {
+    /// Opens the backends, seeds demo data if configured, re-enqueues messages left
+    /// `queued` by a previous run, starts the engine and binds the listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let keys = jwt_keys(&settings)?;
+        let (ports, embedded) = open_ports(&settings).await?;
+
+        let demo = match embedded {
+            Some(store) if settings.demo.seed => Some(demo::seed(&store, &ports, &keys).await?),
+            _ => None,
+        };
+
+        let queued = ports.messages.queued_messages().await?;
+        if !queued.is_empty() {
+            tracing::info!(messages = queued.len(), "re-enqueuing messages left queued");
+            ports.queue.publish(queued).await?;
+        }
+
+        let supervisor =
+            BroadcastSupervisor::start(ports.clone(), &settings.engine.engine_settings());
+        let per_second = NonZeroU32::new(settings.limits.requests_per_second_per_account)
+            .context("limits.requests_per_second_per_account must be positive")?;
+        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
+            .with_context(|| {
+                format!("binding {}:{}", settings.server.host, settings.server.port)
+            })?;
+        let port = listener.local_addr()?.port();
+
+        let max_body = settings.server.max_body_bytes;
+        let state = web::Data::new(AppState {
+            settings,
+            ports,
+            supervisor,
+            keys,
+            rate_limiter: RateLimiter::keyed(Quota::per_second(per_second)),
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(max_body)
+                        .content_type_required(true)
+                        .error_handler(|err, _| json_error(err).into()),
+                )
+                .app_data(web::PathConfig::default().error_handler(|err, _| {
+                    crate::error::ApiError::InvalidRequest(format!("invalid path: {err}")).into()
+                }))
+                .app_data(web::QueryConfig::default().error_handler(|err, _| {
+                    crate::error::ApiError::InvalidRequest(format!("invalid query: {err}")).into()
+                }))
+                .configure(routes::configure)
+        })
+        .listen(listener)?
+        .run();
+        Ok(Self { port, server, demo })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn demo(&self) -> Option<&DemoCredentials> {
+        self.demo.as_ref()
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

@@ -1,0 +1,133 @@
+//! 401 for every bad token, 403 for terms not accepted.
+
+use crate::helpers::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const SENDS: [&str; 3] = [
+    "/api/messages/sms/contacts",
+    "/api/messages/sms/all",
+    "/api/messages/sms/tags",
+];
+
+fn send_body() -> Value {
+    json!({"message": HELLO, "contacts": ["3001234567"], "tagIds": ["0190d3e0-0000-7000-8000-00000000c001"]})
+}
+
+fn claims(exp_offset: i64) -> Value {
+    let now = jsonwebtoken::get_current_timestamp() as i64;
+    json!({
+        "sub": "0190d3e0-0000-7000-8000-00000000b001",
+        "account": "0190d3e0-0000-7000-8000-00000000a001",
+        "role": "member",
+        "iat": now - 3600,
+        "exp": now + exp_offset,
+    })
+}
+
+#[actix_web::test]
+async fn missing_malformed_expired_or_wrongly_signed_tokens_answer_401() {
+    let app = spawn_app().await;
+    let expired = sign(&claims(-60), TEST_JWT_SECRET);
+    let wrong_key = sign(&claims(3600), "another-secret-that-is-also-32-bytes-long!");
+    let valid_for_unknown_member = sign(
+        &json!({
+            "sub": uuid::Uuid::now_v7(), "account": "0190d3e0-0000-7000-8000-00000000a001",
+            "role": "member", "iat": 0, "exp": jsonwebtoken::get_current_timestamp() + 60
+        }),
+        TEST_JWT_SECRET,
+    );
+    for path in SENDS {
+        let r = app
+            .client
+            .post(app.url(path))
+            .json(&send_body())
+            .send()
+            .await
+            .unwrap();
+        assert_error(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
+        for token in [
+            "garbage",
+            "a.b.c",
+            &expired,
+            &wrong_key,
+            &valid_for_unknown_member,
+        ] {
+            let r = app.post(path, token, &send_body()).await;
+            assert_error(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
+        }
+        let r = app
+            .client
+            .post(app.url(path))
+            .header("Authorization", format!("Basic {}", app.token))
+            .json(&send_body())
+            .send()
+            .await
+            .unwrap();
+        assert_error(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    }
+    let r = app.get("/api/account", &expired).await;
+    assert_error(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    assert_eq!(app.balance(&app.token).await, (100_000, 0));
+}
+
+#[actix_web::test]
+async fn a_valid_token_with_the_right_key_is_accepted() {
+    let app = spawn_app().await;
+    let token = sign(&claims(3600), TEST_JWT_SECRET);
+    let r = app.post(SENDS[0], &token, &send_body()).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+}
+
+#[actix_web::test]
+async fn a_member_who_has_not_accepted_the_terms_gets_403_on_every_send() {
+    let app = spawn_app().await;
+    let token = app.new_account(100, "CO", false).await;
+    for path in SENDS {
+        let r = app.post(path, &token, &send_body()).await;
+        assert_error(r, StatusCode::FORBIDDEN, "terms_not_accepted").await;
+    }
+    let terms: Value = app.get("/api/terms", &token).await.json().await.unwrap();
+    assert_eq!(terms["accepted"], false);
+    assert_eq!(app.balance(&token).await, (100, 0));
+
+    let r = app.post("/api/terms/accept", &token, &json!({})).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app.post(SENDS[0], &token, &send_body()).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+}
+
+#[actix_web::test]
+async fn publishing_new_terms_makes_every_member_accept_again() {
+    let app = spawn_app().await;
+    let r = app
+        .post("/api/admin/terms", &app.admin_token, &json!({"version": 2}))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = app.send_to_contacts(&send_body()).await;
+    assert_error(r, StatusCode::FORBIDDEN, "terms_not_accepted").await;
+    app.post("/api/terms/accept", &app.token, &json!({})).await;
+    let r = app.send_to_contacts(&send_body()).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+}
+
+#[actix_web::test]
+async fn admin_endpoints_need_the_admin_role() {
+    let app = spawn_app().await;
+    let r = app
+        .post(
+            "/api/admin/accounts",
+            &app.token,
+            &json!({"name": "x", "defaultCountry": "CO", "credits": 5}),
+        )
+        .await;
+    assert_error(r, StatusCode::FORBIDDEN, "forbidden").await;
+    let r = app
+        .post(
+            "/api/admin/accounts",
+            &app.admin_token,
+            &json!({"name": "x", "defaultCountry": "XX", "credits": 5}),
+        )
+        .await;
+    assert_error(r, StatusCode::BAD_REQUEST, "invalid_request").await;
+}

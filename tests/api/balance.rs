@@ -1,0 +1,128 @@
+//! Credits: segments × recipients are reserved atomically, or 402 and nothing happens.
+
+use crate::helpers::*;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+#[actix_web::test]
+async fn insufficient_balance_answers_402_and_leaves_balance_and_store_unchanged() {
+    let app = spawn_app().await;
+    let token = app.new_account(2, "CO", true).await;
+    let r = app
+        .post(
+            "/api/messages/sms/contacts",
+            &token,
+            &json!({"message": HELLO, "contacts": ["3001110001", "3001110002", "3001110003"]}),
+        )
+        .await;
+    let error = assert_error(r, StatusCode::PAYMENT_REQUIRED, "insufficient_balance").await;
+    assert!(error["message"]
+        .as_str()
+        .unwrap()
+        .contains("3 credits needed"));
+    assert_eq!(app.balance(&token).await, (2, 0));
+    assert!(app.all_messages(&token, "").await.is_empty());
+
+    let r = app
+        .post(
+            "/api/messages/sms/contacts",
+            &token,
+            &json!({"message": HELLO, "contacts": ["3001110001", "3001110002"]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(app.balance(&token).await, (0, 2));
+}
+
+/// Sends `body` to one recipient and returns the queue's segment count and cost.
+async fn charge_for(app: &TestApp, body: &str) -> (u64, u64) {
+    let before = app.balance(&app.token).await.0;
+    let r = app
+        .send_to_contacts(&json!({"message": body, "contacts": ["3001234567"]}))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let sent: Value = r.json().await.unwrap();
+    let queue: Value = app
+        .get(
+            &format!("/api/queues/{}", sent["queueId"].as_str().unwrap()),
+            &app.token,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let after = app.balance(&app.token).await.0;
+    assert_eq!(before - after, queue["cost"].as_u64().unwrap());
+    (queue["segments"].as_u64().unwrap(), before - after)
+}
+
+#[actix_web::test]
+async fn messages_are_charged_by_gsm7_and_ucs2_segments() {
+    let app = spawn_app().await;
+    assert_eq!(charge_for(&app, &"a".repeat(160)).await, (1, 1));
+    assert_eq!(charge_for(&app, &"a".repeat(161)).await, (2, 2));
+    // Extension-table characters take two septets: 80 € fill one SMS, 81 need two.
+    assert_eq!(charge_for(&app, &"€".repeat(80)).await, (1, 1));
+    assert_eq!(charge_for(&app, &"€".repeat(81)).await, (2, 2));
+    // A Spanish message with `á` is UCS-2: 70 per SMS, 67 per part.
+    let spanish = "Hola, tu cita está confirmada";
+    assert_eq!(charge_for(&app, spanish).await, (1, 1));
+    assert_eq!(charge_for(&app, &"á".repeat(70)).await, (1, 1));
+    assert_eq!(charge_for(&app, &"á".repeat(71)).await, (2, 2));
+    assert_eq!(charge_for(&app, &"á".repeat(135)).await, (3, 3));
+    // An emoji is UCS-2 too, and takes two code units.
+    assert_eq!(
+        charge_for(&app, &format!("{}🎉", "a".repeat(68))).await,
+        (1, 1)
+    );
+    assert_eq!(
+        charge_for(&app, &format!("{}🎉", "a".repeat(69))).await,
+        (2, 2)
+    );
+}
+
+#[actix_web::test]
+async fn segments_multiply_by_recipients() {
+    let app = spawn_app().await;
+    let r = app
+        .send_to_contacts(&json!({"message": "a".repeat(200), "contacts": ["3001110001", "3001110002", "3001110003"]}))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(app.balance(&app.token).await, (100_000 - 6, 6));
+}
+
+#[actix_web::test]
+async fn concurrent_requests_never_overdraw_and_charge_exactly_what_was_accepted() {
+    let app = spawn_app().await;
+    // 100 requests of 5 recipients (5 credits each) race for 237 credits.
+    let token = app.new_account(237, "CO", true).await;
+    let requests = (0..100).map(|i| {
+        let contacts: Vec<String> = (0..5).map(|j| format!("3001{i:03}{j:03}")).collect();
+        let body = json!({"message": HELLO, "contacts": contacts});
+        let (app, token) = (&app, &token);
+        async move { app.post("/api/messages/sms/contacts", token, &body).await }
+    });
+    let responses = futures::future::join_all(requests).await;
+    let mut accepted = 0u64;
+    let mut refused = 0u64;
+    for r in responses {
+        match r.status() {
+            StatusCode::CREATED => accepted += 1,
+            StatusCode::PAYMENT_REQUIRED => refused += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(accepted + refused, 100);
+    assert_eq!(accepted, 47, "237 credits pay for 47 requests of 5");
+    let (balance, reserved) = app.balance(&token).await;
+    assert_eq!(
+        reserved,
+        accepted * 5,
+        "credits charged equal messages accepted"
+    );
+    assert_eq!(balance, 237 - accepted * 5);
+    assert_eq!(
+        app.all_messages(&token, "").await.len() as u64,
+        accepted * 5
+    );
+}

@@ -1,0 +1,11 @@
+//! API tests: each spawns SendMe on port 0 with its own data directory.
+
+mod auth;
+mod balance;
+mod contacts;
+mod helpers;
+mod restart;
+mod send_all_and_tags;
+mod send_contacts;
+mod status;
+mod validation;

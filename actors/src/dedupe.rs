@@ -5,7 +5,7 @@
 use crate::domain::{PhoneNumber, QueueId};
 use actix::prelude::*;
 use rustc_hash::{FxHashMap, FxHashSet};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 
 #[derive(Default)]
 pub struct Dedupe {
@@ -18,9 +18,7 @@ impl Actor for Dedupe {
 
 /// The shard responsible for `number` among `shards`.
 pub fn shard_of(number: &PhoneNumber, shards: usize) -> usize {
-    let mut h = rustc_hash::FxBuildHasher.build_hasher();
-    number.as_str().hash(&mut h);
-    (h.finish() % shards as u64) as usize
+    (rustc_hash::FxBuildHasher.hash_one(number.as_str()) % shards as u64) as usize
 }
 
 fn e164_value(number: &PhoneNumber) -> u64 {

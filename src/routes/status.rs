@@ -205,9 +205,9 @@ async fn message_listing(
     let page = state.ports.messages.list_messages(&filter).await?;
     let mut bodies: HashMap<QueueId, Batch> = HashMap::new();
     for m in &page.items {
-        if !bodies.contains_key(&m.queue) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = bodies.entry(m.queue) {
             if let Some(b) = state.ports.messages.batch(m.queue).await? {
-                bodies.insert(m.queue, b);
+                slot.insert(b);
             }
         }
     }

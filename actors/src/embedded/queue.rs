@@ -6,7 +6,7 @@ use crate::domain::MessageType;
 use crate::ports::{DispatchQueue, QueueError, QueueRecord};
 use async_trait::async_trait;
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, Hash};
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -39,9 +39,7 @@ impl InProcessQueue {
 
     /// The partition a recipient's messages go to, so one recipient's messages keep order.
     pub fn partition_of(&self, record: &QueueRecord) -> usize {
-        let mut h = self.hasher.build_hasher();
-        record.recipient.hash(&mut h);
-        (std::hash::Hasher::finish(&h) % self.partitions.len() as u64) as usize
+        (self.hasher.hash_one(&record.recipient) % self.partitions.len() as u64) as usize
     }
 
     fn lock(&self, partition: usize) -> std::sync::MutexGuard<'_, Partition> {

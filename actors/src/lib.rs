@@ -10,10 +10,17 @@
 //! - [`supervisor`]: the `BroadcastSupervisor` actor that runs one request through the
 //!   [`normalizer`] pool (a `SyncArbiter`, one metadata copy per thread) and the
 //!   [`dedupe`] shards, reserves credits, persists and publishes.
+//! - [`dispatcher`]: consumes the queue, claims each message (`queued → sending`) and
+//!   hands it to a rate-limited [`provider`] actor; outcomes and receipts are persisted
+//!   in groups by one status writer, with their ledger effects, before the queue
+//!   position is committed. [`clock`] lets tests drive all of it on paused tokio time.
 
+pub mod clock;
 pub mod dedupe;
+pub mod dispatcher;
 pub mod domain;
 pub mod embedded;
 pub mod normalizer;
 pub mod ports;
+pub mod provider;
 pub mod supervisor;

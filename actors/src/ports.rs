@@ -128,6 +128,65 @@ pub trait MessageStore: Send + Sync {
     async fn list_messages(&self, filter: &MessageFilter) -> StoreResult<Page<Message, MessageId>>;
     /// Every message still waiting for dispatch, to rebuild the queue after a restart.
     async fn queued_messages(&self) -> StoreResult<Vec<QueueRecord>>;
+    /// Applies status changes in order, each only if the message is in its `from`
+    /// status, together with their ledger effects (capture on `sent`, refund on `failed`
+    /// and `canceled`) and batch counts; durable when it returns. Returns the updated
+    /// message for each applied change, `None` for a skipped one.
+    async fn apply(&self, changes: Vec<StatusChange>) -> StoreResult<Vec<Option<Message>>>;
+    /// Messages in `sending` claimed before `claimed_before` (their dispatcher is gone).
+    async fn stale_claims(&self, claimed_before: Millis) -> StoreResult<Vec<MessageId>>;
+    /// `sent` messages whose receipt deadline is before `now`.
+    async fn receipts_overdue(&self, now: Millis, max: usize) -> StoreResult<Vec<MessageId>>;
+    /// Ids of a batch's messages that are still `queued`.
+    async fn queued_in_batch(&self, queue: QueueId) -> StoreResult<Vec<MessageId>>;
+    /// Messages that ended `failed`, with the reason (the dead-letter records).
+    async fn dead_letters(&self, account: AccountId) -> StoreResult<Vec<DeadLetter>>;
+}
+
+/// One conditional status transition and what it records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    pub message: MessageId,
+    pub from: MessageStatus,
+    pub to: MessageStatus,
+    pub at: Millis,
+    pub detail: Option<String>,
+    pub provider: Option<ProviderRef>,
+    /// A send attempt was made (counts in `attempts`); its error, if it failed.
+    pub attempt: Option<Option<String>>,
+    /// Receipt deadline, set when the message becomes `sent`.
+    pub dlr_deadline: Option<Millis>,
+    /// For a `delivered` receipt of one part of a multipart message (1-based).
+    pub part: Option<u32>,
+}
+
+impl StatusChange {
+    pub fn new(message: MessageId, from: MessageStatus, to: MessageStatus, at: Millis) -> Self {
+        Self {
+            message,
+            from,
+            to,
+            at,
+            detail: None,
+            provider: None,
+            attempt: None,
+            dlr_deadline: None,
+            part: None,
+        }
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeadLetter {
+    pub message: MessageId,
+    pub account: AccountId,
+    pub reason: String,
+    pub at: Millis,
 }
 
 /// A remembered answer to an `Idempotency-Key`.
@@ -172,6 +231,59 @@ pub enum QueueError {
 pub trait DispatchQueue: Send + Sync {
     /// Appends records; partition = hash(recipient) % partitions, OTP on its own lane.
     async fn publish(&self, records: Vec<QueueRecord>) -> Result<(), QueueError>;
+    /// Up to `max` records from the partitions this consumer owns, OTP before bulk;
+    /// waits at most `wait` for the first one.
+    async fn poll(
+        &self,
+        max: usize,
+        wait: std::time::Duration,
+    ) -> Result<Vec<QueueRecord>, QueueError>;
+    /// The records' outcome is persisted: their queue positions may be committed.
+    async fn commit(&self, records: &[QueueRecord]) -> Result<(), QueueError>;
     /// Records published and not yet taken by a dispatcher.
     fn depth(&self) -> usize;
+}
+
+/// One SMS handed to a provider. The message id is the provider's idempotency key.
+#[derive(Debug, Clone)]
+pub struct OutboundSms {
+    pub id: MessageId,
+    pub to: PhoneNumber,
+    pub body: std::sync::Arc<str>,
+    pub segments: u32,
+    pub kind: MessageType,
+    /// 1 for the first try.
+    pub attempt: u32,
+}
+
+/// The provider took the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderAck {
+    pub provider_message_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Worth retrying: timeouts, 5xx, throttling.
+    #[error("transient provider error: {0}")]
+    Transient(String),
+    /// Retrying cannot help: invalid destination, rejected content, 4xx.
+    #[error("permanent provider error: {0}")]
+    Permanent(String),
+}
+
+#[async_trait]
+pub trait SmsProvider: Send + Sync {
+    fn name(&self) -> &str;
+    async fn send(&self, sms: &OutboundSms) -> Result<ProviderAck, SendError>;
+}
+
+/// A delivery receipt (DLR) for a sent message, or for one part of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub message: MessageId,
+    pub delivered: bool,
+    /// 1-based part of a multipart message; `None` for the whole message.
+    pub part: Option<u32>,
+    pub detail: Option<String>,
 }

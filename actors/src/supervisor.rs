@@ -227,6 +227,8 @@ impl Pipeline {
                     at: now,
                     detail: None,
                 }],
+                delivered_parts: 0,
+                dlr_deadline: None,
             })
             .collect();
         let record = Batch {

@@ -266,9 +266,13 @@ pub struct Message {
     pub attempts: u32,
     pub last_error: Option<String>,
     pub events: Vec<MessageEvent>,
+    /// Parts confirmed delivered by receipts (bit `n` = part `n + 1`).
+    pub delivered_parts: u32,
+    /// When a `sent` message with no receipt becomes `expired`.
+    pub dlr_deadline: Option<Millis>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LedgerKind {
     TopUp,

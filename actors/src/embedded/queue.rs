@@ -20,6 +20,9 @@ pub struct InProcessQueue {
     partitions: Vec<Mutex<Partition>>,
     depth: AtomicUsize,
     hasher: rustc_hash::FxBuildHasher,
+    published: tokio::sync::Notify,
+    /// Where the next bulk poll starts, so partitions are served round-robin.
+    next_partition: AtomicUsize,
 }
 
 impl InProcessQueue {
@@ -30,6 +33,8 @@ impl InProcessQueue {
                 .collect(),
             depth: AtomicUsize::new(0),
             hasher: rustc_hash::FxBuildHasher,
+            published: tokio::sync::Notify::new(),
+            next_partition: AtomicUsize::new(0),
         }
     }
 
@@ -61,6 +66,43 @@ impl InProcessQueue {
         self.depth.fetch_sub(out.len(), Ordering::Relaxed);
         out
     }
+
+    /// Up to `max` records from all partitions: every OTP lane first, then bulk lanes
+    /// round-robin.
+    fn take_any(&self, max: usize) -> Vec<QueueRecord> {
+        let n = self.partitions.len();
+        let mut out = Vec::new();
+        for i in 0..n {
+            let mut p = self.lock(i);
+            while out.len() < max {
+                match p.otp.pop_front() {
+                    Some(r) => out.push(r),
+                    None => break,
+                }
+            }
+        }
+        let start = self.next_partition.fetch_add(1, Ordering::Relaxed);
+        let share = max.div_ceil(n).max(1);
+        for round in 0..2 {
+            for k in 0..n {
+                if out.len() >= max {
+                    break;
+                }
+                let mut p = self.lock((start + k) % n);
+                let quota = if round == 0 { share } else { max };
+                let mut taken = 0;
+                while out.len() < max && taken < quota {
+                    match p.bulk.pop_front() {
+                        Some(r) => out.push(r),
+                        None => break,
+                    }
+                    taken += 1;
+                }
+            }
+        }
+        self.depth.fetch_sub(out.len(), Ordering::Relaxed);
+        out
+    }
 }
 
 #[async_trait]
@@ -84,6 +126,33 @@ impl DispatchQueue for InProcessQueue {
             }
         }
         self.depth.fetch_add(n, Ordering::Relaxed);
+        self.published.notify_waiters();
+        Ok(())
+    }
+
+    async fn poll(
+        &self,
+        max: usize,
+        wait: std::time::Duration,
+    ) -> Result<Vec<QueueRecord>, QueueError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Register for the wake-up before looking, so a publish in between is not lost.
+            let published = self.published.notified();
+            tokio::pin!(published);
+            published.as_mut().enable();
+            let records = self.take_any(max);
+            if !records.is_empty() {
+                return Ok(records);
+            }
+            if tokio::time::timeout_at(deadline, published).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    /// Nothing to commit: the store is the durable copy and rebuilds the queue on start.
+    async fn commit(&self, _records: &[QueueRecord]) -> Result<(), QueueError> {
         Ok(())
     }
 

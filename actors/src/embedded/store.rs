@@ -32,10 +32,18 @@ struct Inner {
     messages: Keyspace,
     batch_messages: Keyspace,
     account_messages: Keyspace,
+    /// `queued` messages: id → ().
     pending: Keyspace,
+    /// `sending` messages: id → claim time (big-endian millis).
+    inflight: Keyspace,
+    /// `sent` messages waiting for a receipt: deadline ++ id → ().
+    awaiting_receipt: Keyspace,
+    dead_letters: Keyspace,
     idempotency: Keyspace,
     /// Serializes read-modify-write of balances (one process owns the data dir).
     ledger_lock: Mutex<()>,
+    /// Serializes status transitions, which read, check and rewrite messages and batches.
+    status_lock: Mutex<()>,
 }
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -89,8 +97,12 @@ impl EmbeddedStore {
             batch_messages: ks("batch_messages")?,
             account_messages: ks("account_messages")?,
             pending: ks("pending")?,
+            inflight: ks("inflight")?,
+            awaiting_receipt: ks("awaiting_receipt")?,
+            dead_letters: ks("dead_letters")?,
             idempotency: ks("idempotency")?,
             ledger_lock: Mutex::new(()),
+            status_lock: Mutex::new(()),
             db,
         };
         Ok(Self {
@@ -584,6 +596,241 @@ impl MessageStore for EmbeddedStore {
             Ok(out)
         })
         .await
+    }
+
+    async fn apply(&self, changes: Vec<StatusChange>) -> StoreResult<Vec<Option<Message>>> {
+        self.blocking(move |s| s.apply_changes(changes)).await
+    }
+
+    async fn stale_claims(&self, claimed_before: Millis) -> StoreResult<Vec<MessageId>> {
+        let mut out = Vec::new();
+        for g in self.inner.inflight.iter() {
+            let (key, value) = g.into_inner().map_err(backend)?;
+            let claimed = value
+                .as_ref()
+                .try_into()
+                .map(i64::from_be_bytes)
+                .unwrap_or(Millis::MIN);
+            if claimed < claimed_before {
+                out.extend(MessageId::from_slice(&key));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn receipts_overdue(&self, now: Millis, max: usize) -> StoreResult<Vec<MessageId>> {
+        let end = now.to_be_bytes();
+        let mut out = Vec::new();
+        for g in self
+            .inner
+            .awaiting_receipt
+            .range(..end.as_slice())
+            .take(max)
+        {
+            let key = g.key().map_err(backend)?;
+            out.extend(MessageId::from_slice(&key[8..]));
+        }
+        Ok(out)
+    }
+
+    async fn queued_in_batch(&self, queue: QueueId) -> StoreResult<Vec<MessageId>> {
+        self.blocking(move |s| {
+            let mut out = Vec::new();
+            for g in s.batch_messages.prefix(queue.as_bytes()) {
+                let key = g.key().map_err(backend)?;
+                let id = &key[16..];
+                if s.pending.get(id).map_err(backend)?.is_some() {
+                    out.extend(MessageId::from_slice(id));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn dead_letters(&self, account: AccountId) -> StoreResult<Vec<DeadLetter>> {
+        self.inner
+            .dead_letters
+            .prefix(account.as_bytes())
+            .map(|g| decode(&g.value().map_err(backend)?))
+            .collect()
+    }
+}
+
+fn receipt_key(deadline: Millis, id: MessageId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(24);
+    k.extend_from_slice(&deadline.to_be_bytes());
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+impl Inner {
+    /// See [`MessageStore::apply`].
+    fn apply_changes(&self, changes: Vec<StatusChange>) -> StoreResult<Vec<Option<Message>>> {
+        use std::collections::HashMap;
+        let _status = self.status_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut messages: HashMap<MessageId, Message> = HashMap::new();
+        let mut batches: HashMap<QueueId, Batch> = HashMap::new();
+        let mut credits: HashMap<(AccountId, QueueId, LedgerKind), u64> = HashMap::new();
+        let mut wb = self.db.batch().durability(Some(PersistMode::SyncData));
+        let mut results = Vec::with_capacity(changes.len());
+
+        for change in changes {
+            let msg = match messages.entry(change.message) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    match self.get::<Message>(&self.messages, change.message.as_bytes())? {
+                        Some(m) => e.insert(m),
+                        None => {
+                            results.push(None);
+                            continue;
+                        }
+                    }
+                }
+            };
+            if msg.status != change.from {
+                results.push(None);
+                continue;
+            }
+            let id = msg.id;
+            let mut to = change.to;
+            // A receipt for one part of a multipart message: delivered once all parts are.
+            if let (MessageStatus::Delivered, Some(part)) = (to, change.part) {
+                if (1..=32).contains(&part) {
+                    msg.delivered_parts |= 1 << (part - 1);
+                }
+                if msg.delivered_parts.count_ones() < msg.segments {
+                    to = MessageStatus::Sent;
+                }
+            }
+            if let Some(error) = change.attempt {
+                msg.attempts += 1;
+                msg.last_error = error;
+            }
+            if change.provider.is_some() {
+                msg.provider = change.provider;
+            }
+            msg.updated_at = change.at;
+            if to != msg.status || change.detail.is_some() {
+                msg.events.push(MessageEvent {
+                    status: to,
+                    at: change.at,
+                    detail: change.detail.clone(),
+                });
+            }
+            let from = msg.status;
+            if to != from {
+                // Leave the index of the old status, enter the new one's.
+                match from {
+                    MessageStatus::Queued => wb.remove(&self.pending, id.as_bytes().to_vec()),
+                    MessageStatus::Sending => wb.remove(&self.inflight, id.as_bytes().to_vec()),
+                    MessageStatus::Sent => {
+                        if let Some(d) = msg.dlr_deadline {
+                            wb.remove(&self.awaiting_receipt, receipt_key(d, id));
+                        }
+                    }
+                    _ => {}
+                }
+                match to {
+                    MessageStatus::Queued => wb.insert(&self.pending, id.as_bytes().to_vec(), []),
+                    MessageStatus::Sending => wb.insert(
+                        &self.inflight,
+                        id.as_bytes().to_vec(),
+                        change.at.to_be_bytes().to_vec(),
+                    ),
+                    MessageStatus::Sent => {
+                        msg.dlr_deadline = change.dlr_deadline;
+                        if let Some(d) = change.dlr_deadline {
+                            wb.insert(&self.awaiting_receipt, receipt_key(d, id), []);
+                        }
+                    }
+                    MessageStatus::Failed => {
+                        let dead = DeadLetter {
+                            message: id,
+                            account: msg.account,
+                            reason: msg
+                                .last_error
+                                .clone()
+                                .or(change.detail.clone())
+                                .unwrap_or_default(),
+                            at: change.at,
+                        };
+                        wb.insert(
+                            &self.dead_letters,
+                            key2(msg.account.as_bytes(), id.as_bytes()),
+                            encode(&dead)?,
+                        );
+                    }
+                    _ => {}
+                }
+                // Credits: captured when handed to a provider, refunded when it never was.
+                let movement = match (from, to) {
+                    (MessageStatus::Sending, MessageStatus::Sent) => Some(LedgerKind::Capture),
+                    (MessageStatus::Sending, MessageStatus::Failed)
+                    | (MessageStatus::Queued, MessageStatus::Canceled) => Some(LedgerKind::Refund),
+                    _ => None,
+                };
+                if let Some(kind) = movement {
+                    *credits.entry((msg.account, msg.queue, kind)).or_default() += msg.cost;
+                }
+                let batch = match batches.entry(msg.queue) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        match self.get::<Batch>(&self.batches, msg.queue.as_bytes())? {
+                            Some(b) => e.insert(b),
+                            None => {
+                                return Err(StoreError::Corrupt("message without batch".into()))
+                            }
+                        }
+                    }
+                };
+                *batch.counts.get_mut(from) -= 1;
+                *batch.counts.get_mut(to) += 1;
+                msg.status = to;
+            }
+            results.push(Some(msg.clone()));
+        }
+
+        for (id, msg) in &messages {
+            wb.insert(&self.messages, id.as_bytes().to_vec(), encode(msg)?);
+        }
+        for (id, batch) in &batches {
+            wb.insert(&self.batches, id.as_bytes().to_vec(), encode(batch)?);
+        }
+        let _ledger = self.ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut accounts: HashMap<AccountId, Account> = HashMap::new();
+        for ((account, queue, kind), amount) in credits {
+            let acc = match accounts.entry(account) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => match self.account(account)? {
+                    Some(a) => e.insert(a),
+                    None => continue,
+                },
+            };
+            let amount = amount.min(acc.reserved);
+            acc.reserved -= amount;
+            if kind == LedgerKind::Refund {
+                acc.balance += amount;
+            }
+            let entry = LedgerEntry {
+                id: LedgerEntryId::new(),
+                account,
+                kind,
+                amount,
+                queue: Some(queue),
+                at: now_millis(),
+            };
+            wb.insert(
+                &self.ledger,
+                key2(account.as_bytes(), entry.id.as_bytes()),
+                encode(&entry)?,
+            );
+        }
+        for (id, acc) in &accounts {
+            wb.insert(&self.accounts, id.as_bytes().to_vec(), encode(acc)?);
+        }
+        wb.commit().map_err(backend)?;
+        Ok(results)
     }
 }
 

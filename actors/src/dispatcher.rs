@@ -1,0 +1,410 @@
+//! The dispatcher: consumes the queue partitions it owns, claims each message
+//! (`queued → sending`, conditional, so a redelivered record or a second dispatcher never
+//! sends it twice) and hands it to its route's [`ProviderActor`]. Status changes go
+//! through one [`StatusWriter`] that commits them in groups: many claims, outcomes and
+//! receipts share one durable write.
+//!
+//! Also here: receipts (`sent → delivered | undelivered`), the expiry sweep (`sent` with
+//! no receipt before its deadline → `expired`), cancel, recovery of claims left by a dead
+//! process, and graceful shutdown.
+
+use crate::clock::EngineClock;
+use crate::domain::*;
+use crate::ports::*;
+use crate::provider::{Deliver, ProviderActor, RouteSettings};
+use actix::{Actor, Addr};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+
+type Pending = (
+    Vec<StatusChange>,
+    oneshot::Sender<StoreResult<Vec<Option<Message>>>>,
+);
+
+/// Group commit for status changes: callers submit and wait; the writer applies
+/// whatever has accumulated in one durable `MessageStore::apply`.
+#[derive(Clone)]
+pub struct StatusWriter {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl StatusWriter {
+    pub fn start(store: Arc<dyn MessageStore>, max_group: usize) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Pending>(max_group.max(1) * 4);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut group = vec![first];
+                let mut count = group[0].0.len();
+                while count < max_group {
+                    match rx.try_recv() {
+                        Ok(p) => {
+                            count += p.0.len();
+                            group.push(p);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let sizes: Vec<usize> = group.iter().map(|(c, _)| c.len()).collect();
+                let (changes, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+                let result = store.apply(changes.into_iter().flatten().collect()).await;
+                match result {
+                    Ok(mut all) => {
+                        for (reply, n) in replies.into_iter().zip(sizes).rev() {
+                            let mine = all.split_off(all.len() - n);
+                            let _ = reply.send(Ok(mine));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = ?e, "persisting status changes");
+                        for reply in replies {
+                            let _ =
+                                reply.send(Err(StoreError::Backend("status write failed".into())));
+                        }
+                    }
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    pub async fn submit_many(
+        &self,
+        changes: Vec<StatusChange>,
+    ) -> StoreResult<Vec<Option<Message>>> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        let closed = || StoreError::Backend("status writer stopped".into());
+        self.tx.send((changes, reply)).await.map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    pub async fn submit(&self, change: StatusChange) -> StoreResult<Option<Message>> {
+        Ok(self.submit_many(vec![change]).await?.pop().flatten())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DispatchSettings {
+    /// Messages claimed and not yet finished, per dispatcher. Small enough that an OTP
+    /// published behind a big broadcast waits for at most this many sends.
+    pub window: usize,
+    /// Records taken from the queue at once.
+    pub poll_batch: usize,
+    /// Status changes per durable write.
+    pub max_status_group: usize,
+    /// How often overdue receipts are looked for.
+    pub expiry_sweep: Duration,
+    pub route: RouteSettings,
+}
+
+impl Default for DispatchSettings {
+    fn default() -> Self {
+        Self {
+            window: 512,
+            poll_batch: 256,
+            max_status_group: 4096,
+            expiry_sweep: Duration::from_secs(1),
+            route: RouteSettings::default(),
+        }
+    }
+}
+
+/// What a receipt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptOutcome {
+    Applied,
+    /// Already recorded, or the message is not `sent`: nothing changed.
+    Ignored,
+    UnknownMessage,
+}
+
+/// A running delivery engine.
+#[derive(Clone)]
+pub struct DeliveryHandle {
+    ports: Ports,
+    writer: StatusWriter,
+    clock: EngineClock,
+    shutdown: watch::Sender<bool>,
+    window: Arc<Semaphore>,
+    window_size: usize,
+}
+
+use crate::supervisor::Ports;
+
+impl DeliveryHandle {
+    /// Records a receipt (from the DLR endpoint or the simulated provider).
+    pub async fn record_receipt(&self, receipt: Receipt) -> StoreResult<ReceiptOutcome> {
+        if self
+            .ports
+            .messages
+            .message(receipt.message)
+            .await?
+            .is_none()
+        {
+            return Ok(ReceiptOutcome::UnknownMessage);
+        }
+        let to = if receipt.delivered {
+            MessageStatus::Delivered
+        } else {
+            MessageStatus::Undelivered
+        };
+        let mut change =
+            StatusChange::new(receipt.message, MessageStatus::Sent, to, self.clock.now());
+        change.part = receipt.part;
+        change.detail = receipt.detail;
+        Ok(match self.writer.submit(change).await? {
+            Some(_) => ReceiptOutcome::Applied,
+            None => ReceiptOutcome::Ignored,
+        })
+    }
+
+    /// Cancels every message of a batch that no dispatcher has claimed; their credits
+    /// are refunded. Returns how many were canceled.
+    pub async fn cancel(&self, queue: QueueId) -> StoreResult<u64> {
+        let ids = self.ports.messages.queued_in_batch(queue).await?;
+        let now = self.clock.now();
+        let changes = ids
+            .into_iter()
+            .map(|id| {
+                StatusChange::new(id, MessageStatus::Queued, MessageStatus::Canceled, now)
+                    .detail("canceled by the client")
+            })
+            .collect();
+        let applied = self.writer.submit_many(changes).await?;
+        Ok(applied.iter().filter(|m| m.is_some()).count() as u64)
+    }
+
+    /// Marks `sent` messages whose receipt deadline passed as `expired`.
+    pub async fn expire_overdue(&self) -> StoreResult<u64> {
+        let now = self.clock.now();
+        let ids = self.ports.messages.receipts_overdue(now, 10_000).await?;
+        let changes = ids
+            .into_iter()
+            .map(|id| {
+                StatusChange::new(id, MessageStatus::Sent, MessageStatus::Expired, now)
+                    .detail("no delivery receipt before the deadline")
+            })
+            .collect();
+        let applied = self.writer.submit_many(changes).await?;
+        Ok(applied.iter().filter(|m| m.is_some()).count() as u64)
+    }
+
+    /// Stops taking new messages, waits up to `grace` for in-flight sends to be
+    /// persisted, and returns whether everything finished in time.
+    pub async fn shutdown(&self, grace: Duration) -> bool {
+        let _ = self.shutdown.send(true);
+        let all = u32::try_from(self.window_size).unwrap_or(u32::MAX);
+        tokio::time::timeout(grace, self.window.acquire_many(all))
+            .await
+            .is_ok()
+    }
+}
+
+/// Puts messages left `sending` by a process that is gone back to `queued`. With the
+/// embedded store the data directory is locked by one process, so at start every claim
+/// is stale; a shared store passes the claim timeout instead.
+pub async fn requeue_stale_claims(
+    messages: &Arc<dyn MessageStore>,
+    claimed_before: Millis,
+) -> StoreResult<usize> {
+    let ids = messages.stale_claims(claimed_before).await?;
+    let changes: Vec<_> = ids
+        .into_iter()
+        .map(|id| {
+            StatusChange::new(
+                id,
+                MessageStatus::Sending,
+                MessageStatus::Queued,
+                claimed_before,
+            )
+            .detail("claim expired; re-queued")
+        })
+        .collect();
+    let applied = messages.apply(changes).await?;
+    Ok(applied.iter().filter(|m| m.is_some()).count())
+}
+
+/// Starts the dispatcher, its provider route, the receipt inbox and the expiry sweep.
+/// `receipts` is where the provider's receipts arrive (see `SimulatedProvider`).
+pub fn start_delivery(
+    ports: Ports,
+    provider: Arc<dyn SmsProvider>,
+    receipts: Option<mpsc::UnboundedReceiver<Receipt>>,
+    settings: DispatchSettings,
+    clock: EngineClock,
+) -> DeliveryHandle {
+    let writer = StatusWriter::start(ports.messages.clone(), settings.max_status_group);
+    let route = ProviderActor::new(
+        provider,
+        settings.route.clone(),
+        writer.clone(),
+        ports.queue.clone(),
+        clock,
+    )
+    .start();
+    let (shutdown, stopping) = watch::channel(false);
+    let window_size = settings.window.max(1);
+    let handle = DeliveryHandle {
+        ports: ports.clone(),
+        writer: writer.clone(),
+        clock,
+        shutdown,
+        window: Arc::new(Semaphore::new(window_size)),
+        window_size,
+    };
+    tokio::spawn(dispatch_loop(
+        handle.clone(),
+        route,
+        settings.clone(),
+        stopping.clone(),
+    ));
+    if let Some(mut inbox) = receipts {
+        let h = handle.clone();
+        tokio::spawn(async move {
+            while let Some(receipt) = inbox.recv().await {
+                if let Err(e) = h.record_receipt(receipt).await {
+                    tracing::error!(error = ?e, "recording a receipt");
+                }
+            }
+        });
+    }
+    let h = handle.clone();
+    let mut stop = stopping;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(settings.expiry_sweep);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(e) = h.expire_overdue().await {
+                        tracing::error!(error = ?e, "expiring overdue messages");
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    });
+    handle
+}
+
+async fn dispatch_loop(
+    h: DeliveryHandle,
+    route: Addr<ProviderActor>,
+    settings: DispatchSettings,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let mut bodies: HashMap<QueueId, Arc<str>> = HashMap::new();
+    loop {
+        if *stopping.borrow() {
+            return;
+        }
+        // Take only as many records as there are free slots in the window.
+        let first = tokio::select! {
+            p = h.window.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = stopping.changed() => return,
+        };
+        let mut slots = vec![first];
+        while slots.len() < settings.poll_batch {
+            match h.window.clone().try_acquire_owned() {
+                Ok(p) => slots.push(p),
+                Err(_) => break,
+            }
+        }
+        let records = tokio::select! {
+            r = h.ports.queue.poll(slots.len(), Duration::from_millis(250)) => r,
+            _ = stopping.changed() => return,
+        };
+        let records = match records {
+            Ok(r) if !r.is_empty() => r,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::error!(error = ?e, "polling the dispatch queue");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+        };
+        let now = h.clock.now();
+        let claims = records
+            .iter()
+            .map(|r| {
+                StatusChange::new(
+                    r.message,
+                    MessageStatus::Queued,
+                    MessageStatus::Sending,
+                    now,
+                )
+            })
+            .collect();
+        let claimed = match h.writer.submit_many(claims).await {
+            Ok(c) => c,
+            Err(e) => {
+                // Not claimed: the records stay `queued` in the store and come back on restart.
+                tracing::error!(error = ?e, "claiming messages");
+                continue;
+            }
+        };
+        let mut skipped = Vec::new();
+        for ((record, claim), window) in records.into_iter().zip(claimed).zip(slots) {
+            let Some(message) = claim else {
+                // Canceled, or already claimed by someone else: never send it twice.
+                skipped.push(record);
+                continue;
+            };
+            let body = match body_of(&h.ports, &mut bodies, message.queue).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = ?e, "loading a message body");
+                    continue;
+                }
+            };
+            let sms = OutboundSms {
+                id: message.id,
+                to: message.recipient,
+                body,
+                segments: message.segments,
+                kind: message.kind,
+                attempt: message.attempts + 1,
+            };
+            if route
+                .send(Deliver {
+                    sms,
+                    record,
+                    window,
+                })
+                .await
+                .is_err()
+            {
+                tracing::error!("provider actor stopped");
+                return;
+            }
+        }
+        if !skipped.is_empty() {
+            let _ = h.ports.queue.commit(&skipped).await;
+        }
+    }
+}
+
+/// Message bodies live on their batch; keep the recent ones at hand.
+async fn body_of(
+    ports: &Ports,
+    cache: &mut HashMap<QueueId, Arc<str>>,
+    queue: QueueId,
+) -> StoreResult<Arc<str>> {
+    if let Some(b) = cache.get(&queue) {
+        return Ok(b.clone());
+    }
+    let batch = ports
+        .messages
+        .batch(queue)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("message without batch".into()))?;
+    if cache.len() >= 1024 {
+        cache.clear();
+    }
+    let body: Arc<str> = Arc::from(batch.body.as_str());
+    cache.insert(queue, body.clone());
+    Ok(body)
+}

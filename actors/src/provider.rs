@@ -1,0 +1,222 @@
+//! Provider actors: one per provider route. Each paces its sends with a `governor`
+//! rate limit, caps concurrent sends, retries transient errors with exponential backoff
+//! and jitter, and records every outcome through the status writer before the queue
+//! position is committed.
+
+use crate::clock::EngineClock;
+use crate::dispatcher::StatusWriter;
+use crate::domain::{MessageStatus, ProviderRef};
+use crate::ports::{DispatchQueue, OutboundSms, QueueRecord, SendError, SmsProvider, StatusChange};
+use actix::prelude::{Actor, Context, Handler, Message as ActixMessage};
+use governor::{Quota, RateLimiter};
+use std::hash::BuildHasher;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+#[derive(Debug, Clone)]
+pub struct RouteSettings {
+    /// Messages per second for this route across the cluster; `None` for no limit.
+    pub rate_per_second: Option<u32>,
+    /// Sends in flight at once.
+    pub concurrency: usize,
+    /// Attempts before a transient error becomes `failed`.
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// How long a `sent` message waits for its receipt before it is `expired`.
+    pub receipt_ttl: Duration,
+}
+
+impl Default for RouteSettings {
+    fn default() -> Self {
+        Self {
+            rate_per_second: None,
+            concurrency: 256,
+            max_attempts: 5,
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(30),
+            receipt_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+type Limiter = RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    EngineClock,
+    governor::middleware::NoOpMiddleware<std::time::Duration>,
+>;
+
+/// Paces sends to a rate, on the engine clock (so paused test time drives it).
+pub struct Pacer {
+    limiter: Option<Limiter>,
+    clock: EngineClock,
+}
+
+impl Pacer {
+    /// A burst of 1 % of the rate keeps every second within 1 % of it.
+    pub fn new(rate_per_second: Option<u32>, clock: EngineClock) -> Self {
+        let limiter = rate_per_second.and_then(NonZeroU32::new).map(|rate| {
+            let burst = NonZeroU32::new(rate.get() / 100).unwrap_or(NonZeroU32::MIN);
+            RateLimiter::direct_with_clock(Quota::per_second(rate).allow_burst(burst), clock)
+        });
+        Self { limiter, clock }
+    }
+
+    /// Waits until one more send is allowed.
+    pub async fn ready(&self) {
+        let Some(limiter) = &self.limiter else {
+            return;
+        };
+        while let Err(not_until) = limiter.check() {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(&self.clock));
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// Exponential backoff with "equal jitter": between half and all of base × 2^(attempt-1),
+/// capped; the jitter is derived from the message so runs are reproducible.
+pub fn backoff(settings: &RouteSettings, sms: &OutboundSms) -> Duration {
+    let exp = settings
+        .backoff_base
+        .saturating_mul(1 << sms.attempt.saturating_sub(1).min(20))
+        .min(settings.backoff_max);
+    let jitter = rustc_hash::FxBuildHasher.hash_one((sms.id, sms.attempt)) % 1000;
+    exp / 2 + exp / 2 * jitter as u32 / 1000
+}
+
+pub struct ProviderActor {
+    route: Arc<Route>,
+}
+
+struct Route {
+    provider: Arc<dyn SmsProvider>,
+    settings: RouteSettings,
+    pacer: Pacer,
+    concurrency: Arc<Semaphore>,
+    writer: StatusWriter,
+    queue: Arc<dyn DispatchQueue>,
+    clock: EngineClock,
+}
+
+impl ProviderActor {
+    pub fn new(
+        provider: Arc<dyn SmsProvider>,
+        settings: RouteSettings,
+        writer: StatusWriter,
+        queue: Arc<dyn DispatchQueue>,
+        clock: EngineClock,
+    ) -> Self {
+        let route = Route {
+            pacer: Pacer::new(settings.rate_per_second, clock),
+            concurrency: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+            provider,
+            settings,
+            writer,
+            queue,
+            clock,
+        };
+        Self {
+            route: Arc::new(route),
+        }
+    }
+}
+
+impl Actor for ProviderActor {
+    type Context = Context<Self>;
+}
+
+/// A claimed message to send. `window` is the dispatcher's in-flight slot, released
+/// once the outcome is persisted and the queue position committed.
+#[derive(ActixMessage)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    pub sms: OutboundSms,
+    pub record: QueueRecord,
+    pub window: OwnedSemaphorePermit,
+}
+
+impl Handler<Deliver> for ProviderActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, _: &mut Self::Context) {
+        let route = self.route.clone();
+        actix::spawn(async move { route.deliver(msg).await });
+    }
+}
+
+impl Route {
+    async fn deliver(
+        &self,
+        Deliver {
+            mut sms,
+            record,
+            window,
+        }: Deliver,
+    ) {
+        loop {
+            self.pacer.ready().await;
+            let result = {
+                let _slot = self.concurrency.acquire().await;
+                self.provider.send(&sms).await
+            };
+            let now = self.clock.now();
+            let change = match result {
+                Ok(ack) => {
+                    let mut c =
+                        StatusChange::new(sms.id, MessageStatus::Sending, MessageStatus::Sent, now);
+                    c.provider = Some(ProviderRef {
+                        name: self.provider.name().to_owned(),
+                        message_id: Some(ack.provider_message_id),
+                    });
+                    c.attempt = Some(None);
+                    c.dlr_deadline = Some(now + self.settings.receipt_ttl.as_millis() as i64);
+                    c
+                }
+                Err(SendError::Transient(error)) if sms.attempt < self.settings.max_attempts => {
+                    let mut c = StatusChange::new(
+                        sms.id,
+                        MessageStatus::Sending,
+                        MessageStatus::Sending,
+                        now,
+                    )
+                    .detail(format!("attempt {} failed, retrying: {error}", sms.attempt));
+                    c.attempt = Some(Some(error));
+                    if self.writer.submit(c).await.is_err() {
+                        return; // the claim times out and the message is re-queued
+                    }
+                    tokio::time::sleep(backoff(&self.settings, &sms)).await;
+                    sms.attempt += 1;
+                    continue;
+                }
+                Err(e) => {
+                    let error = match e {
+                        SendError::Transient(e) => {
+                            format!("gave up after {} attempts: {e}", sms.attempt)
+                        }
+                        SendError::Permanent(e) => e,
+                    };
+                    let mut c = StatusChange::new(
+                        sms.id,
+                        MessageStatus::Sending,
+                        MessageStatus::Failed,
+                        now,
+                    )
+                    .detail(error.clone());
+                    c.attempt = Some(Some(error));
+                    c
+                }
+            };
+            if self.writer.submit(change).await.is_ok() {
+                if let Err(e) = self.queue.commit(std::slice::from_ref(&record)).await {
+                    tracing::warn!(error = ?e, "committing a queue position");
+                }
+            }
+            drop(window);
+            return;
+        }
+    }
+}

@@ -1,0 +1,532 @@
+//! Delivery end to end on the embedded backends, on paused tokio time: every status
+//! transition, retries, refunds, receipts, expiry, cancel, the OTP lane, the books and
+//! the rate limiter. Nothing here sleeps in real time.
+
+use sendme_actors::clock::EngineClock;
+use sendme_actors::dispatcher::{
+    requeue_stale_claims, start_delivery, DeliveryHandle, DispatchSettings,
+};
+use sendme_actors::domain::*;
+use sendme_actors::embedded::{
+    EmbeddedStore, InProcessQueue, SimulatedProvider, SimulatedSettings,
+};
+use sendme_actors::ports::*;
+use sendme_actors::provider::{Pacer, RouteSettings};
+use sendme_actors::supervisor::{
+    Broadcast, BroadcastSupervisor, EngineSettings, Ports, Recipients,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+const CREDITS: u64 = 1_000_000;
+
+struct Harness {
+    ports: Ports,
+    supervisor: actix::Addr<BroadcastSupervisor>,
+    delivery: DeliveryHandle,
+    provider: Arc<SimulatedProvider>,
+    account: AccountId,
+    clock: EngineClock,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness(sim: SimulatedSettings, route: RouteSettings) -> Harness {
+    harness_with(
+        sim,
+        DispatchSettings {
+            route,
+            ..DispatchSettings::default()
+        },
+    )
+    .await
+}
+
+async fn harness_with(sim: SimulatedSettings, settings: DispatchSettings) -> Harness {
+    tokio::time::pause();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let ports = Ports {
+        accounts: store.clone(),
+        ledger: store.clone(),
+        contacts: store.clone(),
+        messages: store.clone(),
+        idempotency: store.clone(),
+        queue: Arc::new(InProcessQueue::new(8)),
+    };
+    let account = AccountId::new();
+    ports
+        .accounts
+        .put_account(&Account {
+            id: account,
+            name: "test".into(),
+            default_country: "CO".parse().unwrap(),
+            balance: 0,
+            reserved: 0,
+            created_at: 0,
+        })
+        .await
+        .unwrap();
+    ports.ledger.top_up(account, CREDITS).await.unwrap();
+    let clock = EngineClock::start();
+    let (receipts, inbox) = tokio::sync::mpsc::unbounded_channel();
+    let provider = Arc::new(
+        SimulatedProvider::new("simulated", sim, clock)
+            .with_receipts(receipts)
+            .with_log(),
+    );
+    let delivery = start_delivery(
+        ports.clone(),
+        provider.clone(),
+        Some(inbox),
+        settings,
+        clock,
+    );
+    let supervisor = BroadcastSupervisor::start(
+        ports.clone(),
+        &EngineSettings {
+            normalizer_threads: 1,
+            ..EngineSettings::default()
+        },
+    );
+    Harness {
+        ports,
+        supervisor,
+        delivery,
+        provider,
+        account,
+        clock,
+        _dir: dir,
+    }
+}
+
+fn numbers(n: usize, offset: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| format!("3{:02}{:07}", 10 + (i + offset) % 14, i + offset))
+        .collect()
+}
+
+impl Harness {
+    async fn broadcast(
+        &self,
+        body: &str,
+        kind: MessageType,
+        recipients: Vec<String>,
+    ) -> (QueueId, Vec<MessageId>) {
+        let accepted = self
+            .supervisor
+            .send(Broadcast {
+                account: self.account,
+                member: MemberId::new(),
+                country: "CO".parse().unwrap(),
+                body: MessageBody::parse(body.into()).unwrap(),
+                kind,
+                recipients: Recipients::Numbers(recipients),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        (
+            accepted.queue.unwrap(),
+            accepted.messages.iter().map(|(id, _)| *id).collect(),
+        )
+    }
+
+    async fn batch(&self, queue: QueueId) -> Batch {
+        self.ports.messages.batch(queue).await.unwrap().unwrap()
+    }
+
+    async fn message(&self, id: MessageId) -> Message {
+        self.ports.messages.message(id).await.unwrap().unwrap()
+    }
+
+    async fn account(&self) -> Account {
+        self.ports
+            .accounts
+            .account(self.account)
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Advances simulated time until `done` holds for the batch, at most 10 simulated minutes.
+    async fn settle(&self, queue: QueueId, done: impl Fn(&StatusCounts) -> bool) -> Batch {
+        for _ in 0..6000 {
+            let batch = self.batch(queue).await;
+            if done(&batch.counts) {
+                return batch;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("batch did not settle: {:?}", self.batch(queue).await.counts);
+    }
+
+    /// balance = top-ups − captured − reserved, from the ledger's own entries.
+    async fn assert_books_balance(&self) {
+        let account = self.account().await;
+        let entries = self.ports.ledger.entries(self.account).await.unwrap();
+        let sum = |kind| {
+            entries
+                .iter()
+                .filter(|e| e.kind == kind)
+                .map(|e| e.amount)
+                .sum::<u64>()
+        };
+        let top_ups = sum(LedgerKind::TopUp);
+        let captured = sum(LedgerKind::Capture);
+        assert_eq!(
+            account.balance,
+            top_ups - captured - account.reserved,
+            "{account:?}"
+        );
+        let reserved = sum(LedgerKind::Reserve)
+            - sum(LedgerKind::Release)
+            - sum(LedgerKind::Refund)
+            - captured;
+        assert_eq!(account.reserved, reserved, "{account:?}");
+    }
+}
+
+fn all_final(c: &StatusCounts) -> bool {
+    c.in_final_status() == c.total()
+}
+
+fn statuses(m: &Message) -> Vec<MessageStatus> {
+    m.events.iter().map(|e| e.status).collect()
+}
+
+#[actix::test]
+async fn a_message_goes_queued_sending_sent_delivered_and_its_credits_are_captured() {
+    let h = harness(SimulatedSettings::default(), RouteSettings::default()).await;
+    let (queue, ids) = h.broadcast("hello", MessageType::Sms, numbers(20, 0)).await;
+    let batch = h.settle(queue, all_final).await;
+    assert_eq!(batch.counts.delivered, 20);
+    let m = h.message(ids[0]).await;
+    assert_eq!(m.status, MessageStatus::Delivered);
+    use MessageStatus::*;
+    assert_eq!(statuses(&m), [Queued, Sending, Sent, Delivered]);
+    let provider = m.provider.unwrap();
+    assert_eq!(provider.name, "simulated");
+    assert_eq!(provider.message_id.unwrap(), format!("sim-{}", m.id));
+    assert_eq!(m.attempts, 1);
+    let account = h.account().await;
+    assert_eq!((account.balance, account.reserved), (CREDITS - 20, 0));
+    h.assert_books_balance().await;
+}
+
+#[actix::test]
+async fn a_multipart_message_is_delivered_when_every_part_is() {
+    let h = harness(SimulatedSettings::default(), RouteSettings::default()).await;
+    let (queue, ids) = h
+        .broadcast(&"a".repeat(400), MessageType::Sms, numbers(1, 0))
+        .await;
+    h.settle(queue, all_final).await;
+    let m = h.message(ids[0]).await;
+    assert_eq!(m.segments, 3);
+    assert_eq!(m.delivered_parts, 0b111);
+    assert_eq!(m.status, MessageStatus::Delivered);
+    // Receipts replayed for a delivered message change nothing.
+    let receipt = Receipt {
+        message: ids[0],
+        delivered: true,
+        part: Some(1),
+        detail: None,
+    };
+    assert_eq!(
+        h.delivery.record_receipt(receipt).await.unwrap(),
+        sendme_actors::dispatcher::ReceiptOutcome::Ignored,
+        "replayed receipts change nothing"
+    );
+}
+
+#[actix::test]
+async fn undelivered_receipts_end_undelivered() {
+    let sim = SimulatedSettings {
+        undelivered_rate: 1.0,
+        ..SimulatedSettings::default()
+    };
+    let h = harness(sim, RouteSettings::default()).await;
+    let (queue, ids) = h.broadcast("hello", MessageType::Sms, numbers(5, 0)).await;
+    let batch = h.settle(queue, all_final).await;
+    assert_eq!(batch.counts.undelivered, 5);
+    use MessageStatus::*;
+    assert_eq!(
+        statuses(&h.message(ids[0]).await),
+        [Queued, Sending, Sent, Undelivered]
+    );
+    // Handed to the provider: captured, not refunded.
+    assert_eq!(h.account().await.balance, CREDITS - 5);
+    h.assert_books_balance().await;
+}
+
+#[actix::test]
+async fn a_sent_message_with_no_receipt_before_its_ttl_expires() {
+    let sim = SimulatedSettings {
+        receipt_delay: None,
+        ..SimulatedSettings::default()
+    };
+    let route = RouteSettings {
+        receipt_ttl: Duration::from_secs(30),
+        ..RouteSettings::default()
+    };
+    let h = harness(sim, route).await;
+    let start = h.clock.elapsed();
+    let (queue, ids) = h.broadcast("hello", MessageType::Sms, numbers(3, 0)).await;
+    let batch = h.settle(queue, |c| c.sent == 3).await;
+    assert_eq!(batch.counts.sent, 3);
+    let batch = h.settle(queue, all_final).await;
+    assert_eq!(batch.counts.expired, 3);
+    assert!(h.clock.elapsed() - start >= Duration::from_secs(30));
+    use MessageStatus::*;
+    assert_eq!(
+        statuses(&h.message(ids[0]).await),
+        [Queued, Sending, Sent, Expired]
+    );
+}
+
+#[actix::test]
+async fn transient_errors_are_retried_with_backoff_then_sent() {
+    let sim = SimulatedSettings {
+        fail_first_attempts: 2,
+        ..SimulatedSettings::default()
+    };
+    let route = RouteSettings {
+        max_attempts: 5,
+        backoff_base: Duration::from_secs(1),
+        ..RouteSettings::default()
+    };
+    let h = harness(sim, route).await;
+    let start = h.clock.elapsed();
+    let (queue, ids) = h.broadcast("hello", MessageType::Sms, numbers(4, 0)).await;
+    h.settle(queue, |c| c.sent + c.delivered == 4).await;
+    // Backoff: at least 0.5 s after the first failure and 1 s after the second.
+    assert!(h.clock.elapsed() - start >= Duration::from_millis(1500));
+    let m = h.message(ids[0]).await;
+    assert_eq!(m.attempts, 3);
+    assert_eq!(m.last_error, None, "the last attempt succeeded");
+    let retries = m
+        .events
+        .iter()
+        .filter(|e| e.detail.as_deref().is_some_and(|d| d.contains("retrying")))
+        .count();
+    assert_eq!(retries, 2);
+    h.settle(queue, all_final).await;
+    assert_eq!(h.account().await.balance, CREDITS - 4);
+    h.assert_books_balance().await;
+}
+
+#[actix::test]
+async fn a_permanent_failure_ends_failed_dead_lettered_and_refunded() {
+    let sim = SimulatedSettings {
+        permanent_failure_rate: 1.0,
+        ..SimulatedSettings::default()
+    };
+    let h = harness(sim, RouteSettings::default()).await;
+    let (queue, ids) = h.broadcast("hello", MessageType::Sms, numbers(6, 0)).await;
+    let batch = h.settle(queue, all_final).await;
+    assert_eq!(batch.counts.failed, 6);
+    let m = h.message(ids[0]).await;
+    assert_eq!(m.attempts, 1, "permanent errors are not retried");
+    assert!(m.last_error.unwrap().contains("rejected"));
+    let account = h.account().await;
+    assert_eq!(
+        (account.balance, account.reserved),
+        (CREDITS, 0),
+        "fully refunded"
+    );
+    assert_eq!(
+        h.ports
+            .messages
+            .dead_letters(h.account)
+            .await
+            .unwrap()
+            .len(),
+        6
+    );
+    h.assert_books_balance().await;
+}
+
+#[actix::test]
+async fn exhausted_retries_end_failed_and_refunded() {
+    let sim = SimulatedSettings {
+        fail_first_attempts: 100,
+        ..SimulatedSettings::default()
+    };
+    let route = RouteSettings {
+        max_attempts: 3,
+        ..RouteSettings::default()
+    };
+    let h = harness(sim, route).await;
+    let (queue, ids) = h.broadcast("hello", MessageType::Sms, numbers(2, 0)).await;
+    h.settle(queue, all_final).await;
+    let m = h.message(ids[0]).await;
+    assert_eq!(m.status, MessageStatus::Failed);
+    assert_eq!(m.attempts, 3);
+    assert!(m.last_error.unwrap().contains("gave up after 3 attempts"));
+    assert_eq!(h.account().await.balance, CREDITS);
+    h.assert_books_balance().await;
+}
+
+#[actix::test]
+async fn cancel_refunds_exactly_the_messages_not_yet_claimed() {
+    let route = RouteSettings {
+        rate_per_second: Some(10),
+        ..RouteSettings::default()
+    };
+    let settings = DispatchSettings {
+        window: 5,
+        poll_batch: 5,
+        route,
+        ..DispatchSettings::default()
+    };
+    let h = harness_with(SimulatedSettings::default(), settings).await;
+    let (queue, _) = h
+        .broadcast(&"a".repeat(200), MessageType::Sms, numbers(100, 0))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let canceled = h.delivery.cancel(queue).await.unwrap();
+    assert!(canceled > 50 && canceled < 100, "{canceled} canceled");
+    let batch = h.settle(queue, all_final).await;
+    assert_eq!(batch.counts.canceled, canceled);
+    assert_eq!(batch.counts.delivered, 100 - canceled);
+    let account = h.account().await;
+    // Two segments each: exactly the canceled messages' credits came back.
+    assert_eq!(
+        (account.balance, account.reserved),
+        (CREDITS - 2 * (100 - canceled), 0)
+    );
+    assert_eq!(
+        h.delivery.cancel(queue).await.unwrap(),
+        0,
+        "nothing left to cancel"
+    );
+    h.assert_books_balance().await;
+}
+
+#[actix::test]
+async fn an_otp_overtakes_a_bulk_broadcast_already_waiting() {
+    let sim = SimulatedSettings {
+        receipt_delay: None,
+        ..SimulatedSettings::default()
+    };
+    let h = harness(sim, RouteSettings::default()).await;
+    let (bulk, _) = h
+        .broadcast("promo", MessageType::Sms, numbers(50_000, 0))
+        .await;
+    let (otp_queue, otp) = h
+        .broadcast("code 123456", MessageType::Otp, vec!["3209999999".into()])
+        .await;
+    h.settle(otp_queue, |c| c.sent == 1).await;
+    let sent = h.provider.sent();
+    let position = sent.iter().position(|(id, _)| *id == otp[0]).unwrap();
+    assert!(position < 1000, "the OTP left as send #{position}");
+    let batch = h.settle(bulk, |c| c.sent == 50_000).await;
+    assert_eq!(batch.counts.sent, 50_000);
+    let unique: std::collections::HashSet<_> =
+        h.provider.sent().iter().map(|(id, _)| *id).collect();
+    assert_eq!(unique.len(), 50_001, "every message sent exactly once");
+}
+
+#[actix::test]
+async fn the_books_balance_through_a_mixed_run() {
+    let sim = SimulatedSettings {
+        transient_failure_rate: 0.3,
+        permanent_failure_rate: 0.1,
+        undelivered_rate: 0.2,
+        ..SimulatedSettings::default()
+    };
+    let route = RouteSettings {
+        max_attempts: 2,
+        ..RouteSettings::default()
+    };
+    let h = harness(sim, route).await;
+    let (queue, _) = h
+        .broadcast(&"x".repeat(170), MessageType::Sms, numbers(500, 0))
+        .await;
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        h.assert_books_balance().await;
+    }
+    let batch = h.settle(queue, all_final).await;
+    let c = batch.counts;
+    assert!(
+        c.failed > 0 && c.delivered > 0 && c.undelivered > 0,
+        "{c:?}"
+    );
+    let account = h.account().await;
+    assert_eq!(account.reserved, 0);
+    assert_eq!(account.balance, CREDITS - 2 * (c.delivered + c.undelivered));
+    h.assert_books_balance().await;
+}
+
+#[actix::test]
+async fn claims_left_by_a_dead_process_are_requeued() {
+    let h = harness(SimulatedSettings::default(), RouteSettings::default()).await;
+    h.delivery.shutdown(Duration::from_secs(1)).await;
+    let (_, ids) = h.broadcast("hello", MessageType::Sms, numbers(3, 0)).await;
+    // Simulate a dispatcher that claimed two messages and died.
+    let now = h.clock.now();
+    let claims = ids[..2]
+        .iter()
+        .map(|id| StatusChange::new(*id, MessageStatus::Queued, MessageStatus::Sending, now))
+        .collect();
+    h.ports.messages.apply(claims).await.unwrap();
+    assert_eq!(
+        h.ports.messages.stale_claims(now + 1).await.unwrap().len(),
+        2
+    );
+    assert_eq!(
+        requeue_stale_claims(&h.ports.messages, now + 1)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(h.ports.messages.queued_messages().await.unwrap().len(), 3);
+    let m = h.message(ids[0]).await;
+    assert_eq!(m.status, MessageStatus::Queued);
+    assert!(m
+        .events
+        .last()
+        .unwrap()
+        .detail
+        .as_deref()
+        .unwrap()
+        .contains("re-queued"));
+}
+
+#[actix::test]
+async fn a_provider_limited_to_500_per_second_sends_500_each_second() {
+    tokio::time::pause();
+    let clock = EngineClock::start();
+    let provider =
+        SimulatedProvider::new("simulated", SimulatedSettings::default(), clock).with_log();
+    let pacer = Pacer::new(Some(500), clock);
+    let mut n = 0;
+    while clock.elapsed() < Duration::from_secs(10) {
+        pacer.ready().await;
+        let sms = OutboundSms {
+            id: MessageId::new(),
+            to: PhoneNumber::parse("3001234567", Some("CO".parse().unwrap())).unwrap(),
+            body: Arc::from("hi"),
+            segments: 1,
+            kind: MessageType::Sms,
+            attempt: 1,
+        };
+        provider.send(&sms).await.unwrap();
+        n += 1;
+    }
+    let start = clock.now() - clock.elapsed().as_millis() as i64;
+    let mut per_second = [0u32; 10];
+    for (_, at) in provider.sent() {
+        let second = ((at - start) / 1000) as usize;
+        if second < 10 {
+            per_second[second] += 1;
+        }
+    }
+    for (second, sent) in per_second.iter().enumerate() {
+        assert!(
+            (490..=510).contains(sent),
+            "second {second}: {sent} sends ({per_second:?})"
+        );
+    }
+    assert!((4900..=5100).contains(&n), "{n} in 10 s");
+}

@@ -3,9 +3,13 @@
 //! `SENDME_ENVIRONMENT` (default `local`); the folder from `SENDME_CONFIG_DIR`
 //! (default `./config`).
 
+use sendme_actors::dispatcher::DispatchSettings;
+use sendme_actors::embedded::SimulatedSettings;
+use sendme_actors::provider::RouteSettings;
 use sendme_actors::supervisor::EngineSettings;
 use serde::Deserialize;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Settings {
@@ -19,6 +23,8 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub log: LogSettings,
     pub demo: DemoSettings,
+    pub delivery: DeliveryConfig,
+    pub provider: ProviderConfig,
 }
 
 fn local() -> String {
@@ -109,6 +115,88 @@ pub struct LogSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct DemoSettings {
     pub seed: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeliveryConfig {
+    pub dispatch: bool,
+    pub window: usize,
+    pub poll_batch: usize,
+    pub max_status_group: usize,
+    pub expiry_sweep_ms: u64,
+    pub shutdown_grace_seconds: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    Simulated,
+    Http,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    pub name: String,
+    pub rate_per_second: Option<u32>,
+    pub concurrency: usize,
+    pub max_attempts: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    pub receipt_ttl_seconds: u64,
+    pub dlr_secret: Option<String>,
+    pub simulated: SimulatedConfig,
+    pub http: HttpProviderConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct SimulatedConfig {
+    pub latency_ms: u64,
+    pub transient_failure_rate: f64,
+    pub permanent_failure_rate: f64,
+    pub fail_first_attempts: u32,
+    pub receipt_delay_ms: Option<u64>,
+    pub undelivered_rate: f64,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpProviderConfig {
+    pub url: String,
+    pub timeout_ms: u64,
+}
+
+impl DeliveryConfig {
+    pub fn dispatch_settings(&self, provider: &ProviderConfig) -> DispatchSettings {
+        DispatchSettings {
+            window: self.window,
+            poll_batch: self.poll_batch,
+            max_status_group: self.max_status_group,
+            expiry_sweep: Duration::from_millis(self.expiry_sweep_ms.max(1)),
+            route: RouteSettings {
+                rate_per_second: provider.rate_per_second,
+                concurrency: provider.concurrency,
+                max_attempts: provider.max_attempts.max(1),
+                backoff_base: Duration::from_millis(provider.backoff_base_ms),
+                backoff_max: Duration::from_millis(provider.backoff_max_ms),
+                receipt_ttl: Duration::from_secs(provider.receipt_ttl_seconds),
+            },
+        }
+    }
+}
+
+impl SimulatedConfig {
+    pub fn simulated_settings(&self) -> SimulatedSettings {
+        SimulatedSettings {
+            latency: Duration::from_millis(self.latency_ms),
+            transient_failure_rate: self.transient_failure_rate,
+            permanent_failure_rate: self.permanent_failure_rate,
+            fail_first_attempts: self.fail_first_attempts,
+            receipt_delay: self.receipt_delay_ms.map(Duration::from_millis),
+            undelivered_rate: self.undelivered_rate,
+            seed: self.seed,
+        }
+    }
 }
 
 impl Settings {

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod configuration;
 pub mod demo;
 pub mod error;
+pub mod providers;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;

@@ -2,28 +2,38 @@
 //! listener (port 0 in tests) and returns before serving, so callers learn the port.
 
 use crate::auth::JwtKeys;
-use crate::configuration::{QueueKind, Settings, StoreKind};
+use crate::configuration::{ProviderKind, QueueKind, Settings, StoreKind};
 use crate::demo::{self, DemoCredentials};
 use crate::error::json_error;
+use crate::providers::http::HttpProvider;
 use crate::routes;
 use actix::Addr;
 use actix_web::{dev::Server, web, App, HttpServer};
 use anyhow::{bail, Context};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use sendme_actors::clock::EngineClock;
+use sendme_actors::dispatcher::{requeue_stale_claims, start_delivery_with, DeliveryHandle};
 use sendme_actors::domain::AccountId;
+use sendme_actors::embedded::SimulatedProvider;
 use sendme_actors::embedded::{EmbeddedStore, InProcessQueue};
 use sendme_actors::ports::DispatchQueue;
+use sendme_actors::ports::{Receipt, SmsProvider};
 use sendme_actors::supervisor::{BroadcastSupervisor, Ports};
 use std::net::TcpListener;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
 
 /// What every handler can reach.
 pub struct AppState {
     pub settings: Settings,
     pub ports: Ports,
     pub supervisor: Addr<BroadcastSupervisor>,
+    pub delivery: DeliveryHandle,
     pub keys: JwtKeys,
+    /// The key that signs delivery receipts, if any is configured.
+    pub dlr_secret: Option<Vec<u8>>,
     pub rate_limiter: DefaultKeyedRateLimiter<AccountId>,
 }
 
@@ -31,6 +41,50 @@ pub struct Application {
     port: u16,
     server: Server,
     demo: Option<DemoCredentials>,
+    delivery: DeliveryHandle,
+    shutdown_grace: Duration,
+}
+
+const DEV_DLR_SECRET: &str = "sendme-local-development-dlr-secret";
+
+fn dlr_secret(settings: &Settings) -> anyhow::Result<Option<Vec<u8>>> {
+    Ok(match &settings.provider.dlr_secret {
+        Some(secret) => Some(secret.as_bytes().to_vec()),
+        None if settings.is_local() => Some(DEV_DLR_SECRET.as_bytes().to_vec()),
+        None if settings.provider.kind == ProviderKind::Http => bail!(
+            "provider `{}` sends receipts: set SENDME__PROVIDER__DLR_SECRET",
+            settings.provider.name
+        ),
+        None => None,
+    })
+}
+
+/// A provider and, for the simulated one, where its receipts arrive.
+type ProviderWithReceipts = (
+    Arc<dyn SmsProvider>,
+    Option<mpsc::UnboundedReceiver<Receipt>>,
+);
+
+/// The configured provider.
+fn provider(settings: &Settings, clock: EngineClock) -> anyhow::Result<ProviderWithReceipts> {
+    let p = &settings.provider;
+    Ok(match p.kind {
+        ProviderKind::Simulated => {
+            let (receipts, inbox) = mpsc::unbounded_channel();
+            let sim = SimulatedProvider::new(&p.name, p.simulated.simulated_settings(), clock)
+                .with_receipts(receipts);
+            (Arc::new(sim), Some(inbox))
+        }
+        ProviderKind::Http => {
+            let http = HttpProvider::new(
+                &p.name,
+                &p.http.url,
+                Duration::from_millis(p.http.timeout_ms),
+            )
+            .context("building the HTTP provider client")?;
+            (Arc::new(http), None)
+        }
+    })
 }
 
 /// Used only when running locally without a configured secret.
@@ -101,6 +155,16 @@ impl Application {
             _ => None,
         };
 
+        // This process holds the data directory's lock: any claim in it is from a
+        // process that is gone, so every `sending` message goes back to `queued`.
+        let clock = EngineClock::start();
+        let requeued = requeue_stale_claims(&ports.messages, clock.now() + 1).await?;
+        if requeued > 0 {
+            tracing::info!(
+                messages = requeued,
+                "re-queued messages claimed by a previous run"
+            );
+        }
         let queued = ports.messages.queued_messages().await?;
         if !queued.is_empty() {
             tracing::info!(messages = queued.len(), "re-enqueuing messages left queued");
@@ -109,6 +173,17 @@ impl Application {
 
         let supervisor =
             BroadcastSupervisor::start(ports.clone(), &settings.engine.engine_settings());
+        let (provider, receipts) = provider(&settings, clock)?;
+        let delivery = start_delivery_with(
+            ports.clone(),
+            provider,
+            receipts,
+            settings.delivery.dispatch_settings(&settings.provider),
+            clock,
+            settings.delivery.dispatch,
+        );
+        let shutdown_grace = Duration::from_secs(settings.delivery.shutdown_grace_seconds);
+        let dlr_secret = dlr_secret(&settings)?;
         let per_second = NonZeroU32::new(settings.limits.requests_per_second_per_account)
             .context("limits.requests_per_second_per_account must be positive")?;
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
@@ -122,7 +197,9 @@ impl Application {
             settings,
             ports,
             supervisor,
+            delivery: delivery.clone(),
             keys,
+            dlr_secret,
             rate_limiter: RateLimiter::keyed(Quota::per_second(per_second)),
         });
         let server = HttpServer::new(move || {
@@ -144,7 +221,13 @@ impl Application {
         })
         .listen(listener)?
         .run();
-        Ok(Self { port, server, demo })
+        Ok(Self {
+            port,
+            server,
+            demo,
+            delivery,
+            shutdown_grace,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -155,7 +238,16 @@ impl Application {
         self.demo.as_ref()
     }
 
+    /// Serves until SIGTERM/Ctrl-C (actix-web stops accepting and drains connections),
+    /// then lets in-flight sends finish and persist within the grace period.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        tracing::info!("stopping: finishing in-flight sends");
+        if self.delivery.shutdown(self.shutdown_grace).await {
+            tracing::info!("every in-flight send finished and was persisted");
+        } else {
+            tracing::warn!("grace period over; unfinished sends are re-queued on the next start");
+        }
+        served
     }
 }

@@ -117,8 +117,11 @@ impl Default for DispatchSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReceiptOutcome {
     Applied,
-    /// Already recorded, or the message is not `sent`: nothing changed.
+    /// Already recorded, or the message is already final: nothing changed.
     Ignored,
+    /// The receipt overtook the send's own outcome (still `queued` or `sending`): nothing
+    /// changed, and the receipt must be offered again later.
+    NotYetSent,
     UnknownMessage,
 }
 
@@ -131,6 +134,7 @@ pub struct DeliveryHandle {
     shutdown: watch::Sender<bool>,
     window: Arc<Semaphore>,
     window_size: usize,
+    dispatching: bool,
 }
 
 use crate::supervisor::Ports;
@@ -147,19 +151,37 @@ impl DeliveryHandle {
         {
             return Ok(ReceiptOutcome::UnknownMessage);
         }
+        let message = receipt.message;
         let to = if receipt.delivered {
             MessageStatus::Delivered
         } else {
             MessageStatus::Undelivered
         };
-        let mut change =
-            StatusChange::new(receipt.message, MessageStatus::Sent, to, self.clock.now());
+        let mut change = StatusChange::new(message, MessageStatus::Sent, to, self.clock.now());
         change.part = receipt.part;
         change.detail = receipt.detail;
-        Ok(match self.writer.submit(change).await? {
-            Some(_) => ReceiptOutcome::Applied,
-            None => ReceiptOutcome::Ignored,
-        })
+        // The send's own `sent` may land between our attempt and our look: try again then.
+        for _ in 0..3 {
+            if self.writer.submit(change.clone()).await?.is_some() {
+                return Ok(ReceiptOutcome::Applied);
+            }
+            let status = self
+                .ports
+                .messages
+                .message(message)
+                .await?
+                .map(|m| m.status);
+            match status {
+                Some(MessageStatus::Sent) => continue,
+                Some(MessageStatus::Queued | MessageStatus::Sending) => {
+                    return Ok(ReceiptOutcome::NotYetSent)
+                }
+                Some(_) => return Ok(ReceiptOutcome::Ignored),
+                None => return Ok(ReceiptOutcome::UnknownMessage),
+            }
+        }
+        // Still `sent` after three tries: a partial receipt already recorded for this part.
+        Ok(ReceiptOutcome::Ignored)
     }
 
     /// Cancels every message of a batch that no dispatcher has claimed; their credits
@@ -176,6 +198,11 @@ impl DeliveryHandle {
             .collect();
         let applied = self.writer.submit_many(changes).await?;
         Ok(applied.iter().filter(|m| m.is_some()).count() as u64)
+    }
+
+    /// Whether the dispatch loop runs in this process (role `all` or `dispatcher`).
+    pub fn dispatching(&self) -> bool {
+        self.dispatching
     }
 
     /// Marks `sent` messages whose receipt deadline passed as `expired`.
@@ -237,6 +264,19 @@ pub fn start_delivery(
     settings: DispatchSettings,
     clock: EngineClock,
 ) -> DeliveryHandle {
+    start_delivery_with(ports, provider, receipts, settings, clock, true)
+}
+
+/// Like [`start_delivery`]; with `dispatch` false only receipts, cancel and the
+/// expiry sweep run here (an `api` replica), and messages wait for a dispatcher.
+pub fn start_delivery_with(
+    ports: Ports,
+    provider: Arc<dyn SmsProvider>,
+    receipts: Option<mpsc::UnboundedReceiver<Receipt>>,
+    settings: DispatchSettings,
+    clock: EngineClock,
+    dispatch: bool,
+) -> DeliveryHandle {
     let writer = StatusWriter::start(ports.messages.clone(), settings.max_status_group);
     let route = ProviderActor::new(
         provider,
@@ -255,19 +295,36 @@ pub fn start_delivery(
         shutdown,
         window: Arc::new(Semaphore::new(window_size)),
         window_size,
+        dispatching: dispatch,
     };
-    tokio::spawn(dispatch_loop(
-        handle.clone(),
-        route,
-        settings.clone(),
-        stopping.clone(),
-    ));
+    if dispatch {
+        tokio::spawn(dispatch_loop(
+            handle.clone(),
+            route,
+            settings.clone(),
+            stopping.clone(),
+        ));
+    }
     if let Some(mut inbox) = receipts {
         let h = handle.clone();
         tokio::spawn(async move {
             while let Some(receipt) = inbox.recv().await {
-                if let Err(e) = h.record_receipt(receipt).await {
-                    tracing::error!(error = ?e, "recording a receipt");
+                match h.record_receipt(receipt.clone()).await {
+                    Ok(ReceiptOutcome::NotYetSent) => {
+                        // Offer it again once the send's outcome is persisted.
+                        let h = h.clone();
+                        tokio::spawn(async move {
+                            for _ in 0..100 {
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                                match h.record_receipt(receipt.clone()).await {
+                                    Ok(ReceiptOutcome::NotYetSent) => continue,
+                                    _ => return,
+                                }
+                            }
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = ?e, "recording a receipt"),
                 }
             }
         });

@@ -4,6 +4,7 @@ mod account;
 mod admin;
 mod contacts;
 mod health;
+mod receipts;
 mod send;
 mod status;
 
@@ -19,7 +20,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(status::configure)
                 .configure(contacts::configure)
                 .configure(account::configure)
-                .configure(admin::configure),
+                .configure(admin::configure)
+                .configure(receipts::configure),
         )
         .default_service(web::to(|| async {
             Err::<actix_web::HttpResponse, _>(crate::error::ApiError::NotFound("route"))

@@ -4,7 +4,7 @@ use super::{page_limit, parse_rfc3339, rfc3339, Listing};
 use crate::auth::Authenticated;
 use crate::error::ApiError;
 use crate::startup::AppState;
-use actix_web::{get, web, HttpResponse};
+use actix_web::{get, post, web, HttpResponse};
 use sendme_actors::domain::*;
 use sendme_actors::ports::MessageFilter;
 use serde::{Deserialize, Serialize};
@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(get_queue)
+        .service(cancel_queue)
         .service(list_queue_messages)
         .service(get_message)
         .service(list_messages);
@@ -141,6 +142,31 @@ async fn get_queue(
 ) -> Result<HttpResponse, ApiError> {
     let batch = own_batch(&state, member.account, &path).await?;
     Ok(HttpResponse::Ok().json(QueueView::from(&batch)))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Canceled {
+    canceled: u64,
+    #[serde(flatten)]
+    queue: QueueView,
+}
+
+/// Cancels every message of the queue that no dispatcher has claimed yet and refunds
+/// their credits; messages already on their way are not recalled.
+#[post("/queues/{queue_id}/cancel")]
+async fn cancel_queue(
+    state: web::Data<AppState>,
+    Authenticated(member): Authenticated,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let batch = own_batch(&state, member.account, &path).await?;
+    let canceled = state.delivery.cancel(batch.id).await?;
+    let batch = own_batch(&state, member.account, &path).await?;
+    Ok(HttpResponse::Ok().json(Canceled {
+        canceled,
+        queue: QueueView::from(&batch),
+    }))
 }
 
 #[derive(Debug, Deserialize)]

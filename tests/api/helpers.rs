@@ -31,6 +31,9 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     settings.auth.jwt_secret = Some(TEST_JWT_SECRET.into());
     settings.demo.seed = true;
     settings.engine.normalizer_threads = Some(2);
+    // An API-only replica: accepted messages stay `queued` unless a test turns
+    // dispatching on, so the acceptance tests see exactly what was accepted.
+    settings.delivery.dispatch = false;
     customize(&mut settings);
     let app = Application::build(settings)
         .await

@@ -23,6 +23,7 @@ impl Server {
             )
             .env("SENDME__SERVER__PORT", "0")
             .env("SENDME__STORE__PATH", data_dir)
+            .env("SENDME__DELIVERY__DISPATCH", "false")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

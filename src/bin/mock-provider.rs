@@ -1,0 +1,102 @@
+//! A mock SMS provider for crash and load tests: accepts `POST /sms`, appends every
+//! message id it receives to a file (one per line, duplicates included) and, when given a
+//! receipt URL, posts a signed `delivered` receipt for each message, retrying while
+//! SendMe is down.
+
+use actix_web::{post, web, App, HttpResponse, HttpServer};
+use clap::Parser;
+use sendme::providers::signature::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use serde::Deserialize;
+use serde_json::json;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+#[derive(Parser, Clone)]
+struct Args {
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Where every received message id is appended.
+    #[arg(long)]
+    ids_file: PathBuf,
+    /// SendMe's receipt endpoint, e.g. http://127.0.0.1:8080/api/providers/mock/dlr
+    #[arg(long)]
+    dlr_url: Option<String>,
+    #[arg(long, default_value = "")]
+    dlr_secret: String,
+    #[arg(long, default_value_t = 20)]
+    receipt_delay_ms: u64,
+}
+
+struct State {
+    ids: Mutex<File>,
+    args: Args,
+    client: reqwest::Client,
+}
+
+#[derive(Deserialize)]
+struct Sms {
+    id: String,
+}
+
+#[post("/sms")]
+async fn sms(state: web::Data<State>, body: web::Json<Sms>) -> HttpResponse {
+    let id = body.into_inner().id;
+    {
+        let mut ids = state.ids.lock().unwrap_or_else(|p| p.into_inner());
+        if writeln!(ids, "{id}").and_then(|_| ids.flush()).is_err() {
+            return HttpResponse::InternalServerError().finish();
+        }
+    }
+    if let Some(url) = state.args.dlr_url.clone() {
+        let state = state.clone();
+        let id = id.clone();
+        actix_web::rt::spawn(async move { send_receipt(&state, &url, &id).await });
+    }
+    HttpResponse::Ok().json(json!({ "providerMessageId": format!("mock-{id}") }))
+}
+
+async fn send_receipt(state: &State, url: &str, id: &str) {
+    tokio::time::sleep(Duration::from_millis(state.args.receipt_delay_ms)).await;
+    let body =
+        serde_json::to_vec(&json!({"messageId": id, "status": "delivered"})).unwrap_or_default();
+    for _ in 0..120 {
+        let ts = signature::unix_now();
+        let sig = signature::sign(state.args.dlr_secret.as_bytes(), ts, &body);
+        let sent = state
+            .client
+            .post(url)
+            .header("Content-Type", "application/json")
+            .header(TIMESTAMP_HEADER, ts.to_string())
+            .header(SIGNATURE_HEADER, sig)
+            .body(body.clone())
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() || r.status() == 404 => return,
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+#[actix_web::main]
+async fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    let ids = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.ids_file)?;
+    let state = web::Data::new(State {
+        ids: Mutex::new(ids),
+        args: args.clone(),
+        client: reqwest::Client::new(),
+    });
+    let server = HttpServer::new(move || App::new().app_data(state.clone()).service(sms))
+        .bind(("127.0.0.1", args.port))?;
+    let port = server.addrs()[0].port();
+    println!("MOCK_PROVIDER_LISTENING=http://127.0.0.1:{port}");
+    std::io::stdout().flush()?;
+    server.run().await
+}

@@ -1,0 +1,97 @@
+//! `POST /api/providers/{name}/dlr`: delivery receipts from a provider, signed with
+//! HMAC-SHA256 (see `providers::signature`). Replays are idempotent: a receipt that was
+//! already recorded answers 200 and changes nothing.
+
+use crate::error::ApiError;
+use crate::providers::signature::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use crate::startup::AppState;
+use actix_web::{post, web, HttpRequest, HttpResponse};
+use sendme_actors::dispatcher::ReceiptOutcome;
+use sendme_actors::domain::MessageId;
+use sendme_actors::ports::Receipt;
+use serde::Deserialize;
+use serde_json::json;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(receive_receipt);
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReceiptBody {
+    /// The SendMe message id, sent to the provider as its reference.
+    message_id: String,
+    status: String,
+    /// 1-based part of a multipart message.
+    part: Option<u32>,
+    detail: Option<String>,
+}
+
+#[post("/providers/{name}/dlr")]
+async fn receive_receipt(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    if *path != state.settings.provider.name {
+        return Err(ApiError::NotFound("provider"));
+    }
+    let secret = state.dlr_secret.as_deref().ok_or(ApiError::Unauthorized(
+        "no receipt key is configured for this provider",
+    ))?;
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    signature::verify(
+        secret,
+        header(TIMESTAMP_HEADER),
+        header(SIGNATURE_HEADER),
+        &body,
+        signature::unix_now(),
+    )
+    .map_err(|e| match e {
+        signature::SignatureError::Missing => {
+            ApiError::Unauthorized("missing or malformed receipt signature")
+        }
+        signature::SignatureError::Stale => {
+            ApiError::Unauthorized("the receipt timestamp is stale")
+        }
+        signature::SignatureError::Mismatch => {
+            ApiError::Unauthorized("the receipt signature does not match")
+        }
+    })?;
+    let receipt: ReceiptBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::InvalidRequest(format!("invalid receipt: {e}")))?;
+    let message: MessageId = receipt
+        .message_id
+        .parse()
+        .map_err(|_| ApiError::NotFound("message"))?;
+    let delivered = match receipt.status.as_str() {
+        "delivered" => true,
+        "undelivered" | "failed" => false,
+        _ => {
+            return Err(ApiError::InvalidRequest(
+                "`status` must be delivered or undelivered".into(),
+            ))
+        }
+    };
+    let outcome = state
+        .delivery
+        .record_receipt(Receipt {
+            message,
+            delivered,
+            part: receipt.part,
+            detail: receipt.detail,
+        })
+        .await?;
+    match outcome {
+        ReceiptOutcome::Applied => Ok(HttpResponse::Ok().json(json!({"result": "recorded"}))),
+        ReceiptOutcome::Ignored => {
+            Ok(HttpResponse::Ok().json(json!({"result": "already recorded"})))
+        }
+        ReceiptOutcome::NotYetSent => Err(ApiError::Conflict(
+            "receipt_before_send",
+            "the message's send is still being recorded; retry the receipt shortly".into(),
+        )),
+        ReceiptOutcome::UnknownMessage => Err(ApiError::NotFound("message")),
+    }
+}

@@ -3,6 +3,7 @@
 mod auth;
 mod balance;
 mod contacts;
+mod delivery;
 mod helpers;
 mod restart;
 mod send_all_and_tags;

@@ -231,3 +231,101 @@ async fn a_kill_9_during_delivery_loses_nothing_and_resends_only_what_was_in_fli
         "each message charged once"
     );
 }
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_sends_so_a_restart_sends_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let ids_file = dir.path().join("received.txt");
+    let port = free_port();
+    let mut mock = Command::new(env!("CARGO_BIN_EXE_mock-provider"));
+    mock.arg("--ids-file")
+        .arg(&ids_file)
+        .arg("--dlr-url")
+        .arg(format!("http://127.0.0.1:{port}/api/providers/mock/dlr"))
+        .arg("--dlr-secret")
+        .arg(SECRET);
+    let (_mock, provider) = start(mock, "MOCK_PROVIDER_LISTENING");
+    let (mut server, base) = sendme(&data, port, &provider);
+    let token = String::from_utf8(
+        Command::new(env!("CARGO_BIN_EXE_sendme"))
+            .args(["token", "--demo"])
+            .env(
+                "SENDME_CONFIG_DIR",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
+            )
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let contacts: Vec<String> = (0..5000)
+        .map(|i| format!("3{:02}{:07}", 10 + i % 14, i))
+        .collect();
+    let accepted: Value = client
+        .post(format!("{base}/api/messages/sms/contacts"))
+        .bearer_auth(&token)
+        .json(&json!({"message": "Graceful", "contacts": contacts}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let queue_id = accepted["queueId"].as_str().unwrap().to_owned();
+    while received(&ids_file).len() < 500 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopped_at = Instant::now();
+    let term = Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = server.0.wait().unwrap();
+    assert!(status.success(), "exited cleanly: {status}");
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(15),
+        "exited within the grace period"
+    );
+    let at_stop = received(&ids_file).len();
+    assert!(at_stop < 5000, "stopped mid-delivery");
+
+    let (_server, base) = sendme(&data, port, &provider);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let queue: Value = client
+            .get(format!("{base}/api/queues/{queue_id}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if queue["counts"]["delivered"] == 5000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "delivery did not finish: {queue}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let received = received(&ids_file);
+    assert_eq!(received.len(), 5000);
+    assert!(
+        received.values().all(|n| *n == 1),
+        "a graceful stop sends nothing twice"
+    );
+}

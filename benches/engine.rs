@@ -15,6 +15,9 @@
 //! the measured work is timed; building inputs and cleaning up happen off the clock.
 
 use actix::{Actor, Addr, Arbiter, System};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use futures::future::join_all;
 use sendme_actors::dedupe::{shard_of, Dedupe, DedupeChunk, ForgetBatch};
@@ -656,12 +659,94 @@ fn bench_pipeline(c: &mut Criterion) {
     drop(dir);
 }
 
+// ---------------------------------------------------------------------------------------
+// delivery/*
+// ---------------------------------------------------------------------------------------
+
+const DELIVERY_N: usize = 100_000;
+
+/// From "100,000 messages queued" to "all 100,000 durably `sent`" through the real
+/// dispatcher (claims and outcomes group-committed with fsync) and the simulated provider
+/// with no rate limit and no receipts.
+fn bench_delivery(c: &mut Criterion) {
+    use sendme_actors::clock::EngineClock;
+    use sendme_actors::dispatcher::{start_delivery, DispatchSettings};
+    use sendme_actors::embedded::{SimulatedProvider, SimulatedSettings};
+    use sendme_actors::ports::QueueRecord;
+
+    let mut rng = Rng::new(0xde11_7e55);
+    let recipients: Vec<PhoneNumber> = colombian_mobiles(DELIVERY_N, &mut rng)
+        .into_iter()
+        .map(|(p, s)| PhoneNumber::parse(&co_e164(p, s), None).expect("valid"))
+        .collect();
+    let system = System::new();
+    let mut group = c.benchmark_group("delivery");
+    group.throughput(Throughput::Elements(DELIVERY_N as u64));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+    group.sampling_mode(SamplingMode::Flat);
+    group.bench_function("simulated_100k_durable", |b| {
+        b.iter_custom(|iters| {
+            system.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let dir = tempfile::tempdir().expect("a temp dir");
+                    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+                    let queue = Arc::new(InProcessQueue::new(8));
+                    let ports = Ports {
+                        accounts: store.clone(),
+                        ledger: store.clone(),
+                        contacts: store.clone(),
+                        messages: store.clone(),
+                        idempotency: store.clone(),
+                        queue: queue.clone() as Arc<dyn DispatchQueue>,
+                    };
+                    let account = AccountId::new();
+                    let (batch, messages) = queued_batch(account, &recipients);
+                    store.write_batch(&batch, &messages).await.expect("write");
+                    let records = messages
+                        .iter()
+                        .map(|m| QueueRecord {
+                            message: m.id,
+                            recipient: m.recipient.clone(),
+                            kind: m.kind,
+                        })
+                        .collect();
+                    queue.publish(records).await.expect("publish");
+                    drop(messages);
+                    let clock = EngineClock::start();
+                    let sim = SimulatedSettings {
+                        receipt_delay: None,
+                        ..SimulatedSettings::default()
+                    };
+                    let provider = Arc::new(SimulatedProvider::new("simulated", sim, clock));
+                    let start = Instant::now();
+                    let delivery =
+                        start_delivery(ports, provider, None, DispatchSettings::default(), clock);
+                    loop {
+                        let b = store.batch(batch.id).await.expect("read").expect("batch");
+                        if b.counts.sent == DELIVERY_N as u64 {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    total += start.elapsed();
+                    delivery.shutdown(Duration::from_secs(5)).await;
+                }
+                total
+            })
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     bench_normalize,
     bench_dedupe,
     bench_segments,
     bench_store,
-    bench_pipeline
+    bench_pipeline,
+    bench_delivery
 );
 criterion_main!(benches);

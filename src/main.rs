@@ -1,4 +1,10 @@
 use anyhow::Context;
+
+/// mimalloc: the engine allocates many small, short-lived buffers across threads, where
+/// glibc's malloc spent a quarter of the delivery benchmark (see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use sendme::configuration::{get_configuration, StoreKind};
 use sendme::demo::{demo_member, DEMO_ADMIN, DEMO_MEMBER};

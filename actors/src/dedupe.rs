@@ -21,6 +21,18 @@ pub fn shard_of(number: &PhoneNumber, shards: usize) -> usize {
     (rustc_hash::FxBuildHasher.hash_one(number.as_str()) % shards as u64) as usize
 }
 
+/// Keeps the first occurrence of each number not already in `seen`, in order.
+pub fn keep_first<T>(
+    seen: &mut FxHashSet<u64>,
+    items: impl IntoIterator<Item = T>,
+    number: impl Fn(&T) -> &PhoneNumber,
+) -> Vec<T> {
+    items
+        .into_iter()
+        .filter(|item| seen.insert(e164_value(number(item))))
+        .collect()
+}
+
 fn e164_value(number: &PhoneNumber) -> u64 {
     number
         .as_str()
@@ -47,12 +59,7 @@ impl Handler<DedupeChunk> for Dedupe {
 
     fn handle(&mut self, msg: DedupeChunk, _: &mut Self::Context) -> Self::Result {
         let seen = self.seen.entry(msg.batch).or_default();
-        let kept = msg
-            .numbers
-            .into_iter()
-            .filter(|(_, n)| seen.insert(e164_value(n)))
-            .collect();
-        MessageResult(kept)
+        MessageResult(keep_first(seen, msg.numbers, |(_, n)| n))
     }
 }
 

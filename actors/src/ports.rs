@@ -49,25 +49,11 @@ pub trait AccountStore: Send + Sync {
     async fn publish_terms(&self, version: u32) -> StoreResult<()>;
 }
 
-/// Credits. Every movement is an entry; reservations are atomic, so concurrent requests
-/// can never overdraw an account.
+/// Credits. Every movement is an entry. Reservations happen in
+/// [`MessageStore::accept_batch`], atomically with the messages they pay for.
 #[async_trait]
 pub trait Ledger: Send + Sync {
     async fn top_up(&self, account: AccountId, amount: u64) -> Result<Account, LedgerError>;
-    /// Moves `amount` from balance to reserved, or fails and changes nothing.
-    async fn reserve_credits(
-        &self,
-        account: AccountId,
-        amount: u64,
-        queue: QueueId,
-    ) -> Result<(), LedgerError>;
-    /// Undoes a reservation whose messages were never persisted.
-    async fn release_reservation(
-        &self,
-        account: AccountId,
-        amount: u64,
-        queue: QueueId,
-    ) -> Result<(), LedgerError>;
     async fn entries(&self, account: AccountId) -> StoreResult<Vec<LedgerEntry>>;
 }
 
@@ -123,6 +109,10 @@ pub struct MessageFilter {
 pub trait MessageStore: Send + Sync {
     /// Writes the batch and every message as `queued`; durable when it returns.
     async fn write_batch(&self, batch: &Batch, messages: &[Message]) -> StoreResult<()>;
+    /// Reserves the batch's cost from its account and writes it, all or nothing: with
+    /// too little balance nothing is written. Concurrent calls can never overdraw.
+    /// Durable when it returns.
+    async fn accept_batch(&self, batch: &Batch, messages: &[Message]) -> Result<(), LedgerError>;
     async fn batch(&self, id: QueueId) -> StoreResult<Option<Batch>>;
     async fn message(&self, id: MessageId) -> StoreResult<Option<Message>>;
     async fn list_messages(&self, filter: &MessageFilter) -> StoreResult<Page<Message, MessageId>>;

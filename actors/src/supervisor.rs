@@ -1,13 +1,13 @@
 //! The broadcast supervisor: turns one send request into durable, enqueued messages.
 //!
-//! reserve → persist → publish → answer. Recipients are resolved (the request's list, or
+//! reserve + persist (atomically) → publish → answer. Recipients are resolved (the request's list, or
 //! contacts from the store), fanned out in chunks to the normalizer pool, routed by hash
-//! to the dedupe shards, then the ledger reserves `segments × recipients` credits, the
-//! store writes the batch durably and the queue gets the records. If persisting fails
-//! the reservation is released; if publishing fails the messages stay `queued` in the
-//! store, which is the source of truth, and are enqueued again on the next start.
+//! to the dedupe shards, then the store reserves `segments × recipients` credits and
+//! writes the batch in one durable step and the queue gets the records. If publishing
+//! fails the messages stay `queued` in the store, which is the source of truth, and are
+//! enqueued again on the next start.
 
-use crate::dedupe::{shard_of, Dedupe, DedupeChunk, ForgetBatch};
+use crate::dedupe::{keep_first, shard_of, Dedupe, DedupeChunk, ForgetBatch};
 use crate::domain::*;
 use crate::normalizer::{NormalizeChunk, Normalizer};
 use crate::ports::*;
@@ -200,10 +200,6 @@ impl Pipeline {
         let _permit = self.hold(unique.len())?;
         let segments = msg.body.segments().count;
         let cost = u64::from(segments) * unique.len() as u64;
-        self.ports
-            .ledger
-            .reserve_credits(msg.account, cost, batch)
-            .await?;
 
         let now = now_millis();
         let messages: Vec<Message> = unique
@@ -246,17 +242,9 @@ impl Pipeline {
             },
             created_at: now,
         };
-        if let Err(e) = self.ports.messages.write_batch(&record, &messages).await {
-            if let Err(release) = self
-                .ports
-                .ledger
-                .release_reservation(msg.account, cost, batch)
-                .await
-            {
-                tracing::error!(error = ?release, %batch, "releasing a reservation after a failed write");
-            }
-            return Err(e.into());
-        }
+        // Reserve and persist in one step: 402 writes nothing, a crash leaves no orphan
+        // reservation, and the answer waits until both are durable.
+        self.ports.messages.accept_batch(&record, &messages).await?;
 
         let records = messages
             .iter()
@@ -304,6 +292,28 @@ impl Pipeline {
                 break;
             }
             chunks.push(chunk);
+        }
+        if chunks.len() == 1 {
+            // One chunk: one normalizer trip, and dedupe here rather than a trip to every
+            // shard (the shards pay off when many chunks stream through them).
+            let raw = chunks.pop().unwrap_or_default();
+            let chunk = self
+                .normalizers
+                .send(NormalizeChunk {
+                    raw,
+                    country: Some(country),
+                })
+                .await?;
+            let unique = keep_first(&mut Default::default(), chunk.valid, |n| n);
+            let duplicates = requested - chunk.invalid - unique.len() as u64;
+            return Ok((
+                unique,
+                RecipientStats {
+                    requested,
+                    invalid: chunk.invalid,
+                    duplicates,
+                },
+            ));
         }
         let parallel = self.dedupes.len().max(2) * 2;
         let mut normalized = stream::iter(chunks)

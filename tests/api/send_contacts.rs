@@ -212,3 +212,28 @@ async fn an_idempotent_retry_returns_the_first_answer_and_sends_nothing() {
     assert_error(different, StatusCode::CONFLICT, "idempotency_conflict").await;
     assert_eq!(app.balance(&app.token).await, (99_998, 2));
 }
+
+#[actix_web::test]
+async fn duplicates_are_found_across_chunks_and_shards_in_input_order() {
+    // Chunks of two: the numbers travel through several normalizer and dedupe messages.
+    let app = spawn_app_with(|s| s.engine.chunk_size = 2).await;
+    let r = app
+        .send_to_contacts(&json!({
+            "message": HELLO,
+            "contacts": ["3001110001", "3001110002", "300 111 0001", "3061234567",
+                         "3001110003", "+57 300-111-0002", "3001110004", "3001110003"],
+        }))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        recipients(&body),
+        [
+            "+573001110001",
+            "+573001110002",
+            "+573001110003",
+            "+573001110004"
+        ]
+    );
+    assert_eq!(app.balance(&app.token).await, (99_996, 4));
+}

@@ -44,6 +44,26 @@ struct Inner {
     ledger_lock: Mutex<()>,
     /// Serializes status transitions, which read, check and rewrite messages and batches.
     status_lock: Mutex<()>,
+    group_sync: GroupSync,
+}
+
+/// Group commit: writers commit to the journal's OS buffers, then wait for one fsync that
+/// covers their write. Whoever finds no fsync running starts one for everything written so
+/// far; the others wait for it (or the next), so concurrent requests share fsyncs instead
+/// of queuing for one each.
+#[derive(Default)]
+struct GroupSync {
+    state: Mutex<SyncState>,
+    synced: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Writes committed to the journal buffer so far.
+    written: u64,
+    /// Writes known to be on disk.
+    durable: u64,
+    syncing: bool,
 }
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -103,6 +123,7 @@ impl EmbeddedStore {
             idempotency: ks("idempotency")?,
             ledger_lock: Mutex::new(()),
             status_lock: Mutex::new(()),
+            group_sync: GroupSync::default(),
             db,
         };
         Ok(Self {
@@ -135,8 +156,41 @@ impl EmbeddedStore {
 }
 
 impl Inner {
+    /// Makes every write committed before this call durable (sharing the fsync).
     fn persist(&self) -> StoreResult<()> {
-        self.db.persist(PersistMode::SyncData).map_err(backend)
+        let g = &self.group_sync;
+        let lock = || g.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = {
+            let mut st = lock();
+            st.written += 1;
+            st.written
+        };
+        let mut st = lock();
+        loop {
+            if st.durable >= mine {
+                return Ok(());
+            }
+            if st.syncing {
+                st = g.synced.wait(st).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            st.syncing = true;
+            let covers = st.written;
+            drop(st);
+            let result = self.db.persist(PersistMode::SyncData);
+            st = lock();
+            st.syncing = false;
+            if result.is_ok() {
+                st.durable = st.durable.max(covers);
+            }
+            g.synced.notify_all();
+            result.map_err(backend)?;
+        }
+    }
+
+    /// A write batch that reaches the OS on commit; call [`Inner::persist`] after it.
+    fn buffered_batch(&self) -> fjall::OwnedWriteBatch {
+        self.db.batch().durability(Some(PersistMode::Buffer))
     }
 
     fn get<T: DeserializeOwned>(&self, ks: &Keyspace, key: &[u8]) -> StoreResult<Option<T>> {
@@ -164,7 +218,7 @@ impl Inner {
         queue: Option<QueueId>,
         change: impl FnOnce(&mut Account) -> Result<(), LedgerError>,
     ) -> Result<Account, LedgerError> {
-        let _guard = self.ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = self.ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut acc = self.account(account)?.ok_or(LedgerError::AccountNotFound)?;
         change(&mut acc)?;
         let entry = LedgerEntry {
@@ -175,7 +229,7 @@ impl Inner {
             queue,
             at: now_millis(),
         };
-        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        let mut batch = self.buffered_batch();
         batch.insert(&self.accounts, account.as_bytes().to_vec(), encode(&acc)?);
         batch.insert(
             &self.ledger,
@@ -183,6 +237,10 @@ impl Inner {
             encode(&entry)?,
         );
         batch.commit().map_err(backend)?;
+        // Later reservations may read this balance before it is on disk; they are
+        // answered only after their own, later, fsync, which covers this write too.
+        drop(guard);
+        self.persist()?;
         Ok(acc)
     }
 
@@ -220,7 +278,7 @@ impl Inner {
     /// Writes `new` (and removes the index entries of `old`) in one atomic batch.
     fn write_contact(&self, old: Option<&Contact>, new: &Contact) -> Result<(), ContactError> {
         let acc = new.account.as_bytes();
-        let mut batch = self.db.batch().durability(Some(PersistMode::SyncData));
+        let mut batch = self.buffered_batch();
         if let Some(old) = old {
             batch.remove(&self.contact_phones, key2(acc, old.phone.as_bytes()));
             for tag in &old.tags {
@@ -244,6 +302,7 @@ impl Inner {
             );
         }
         batch.commit().map_err(backend)?;
+        self.persist()?;
         Ok(())
     }
 
@@ -306,47 +365,6 @@ impl Ledger for EmbeddedStore {
         .await
     }
 
-    async fn reserve_credits(
-        &self,
-        account: AccountId,
-        amount: u64,
-        queue: QueueId,
-    ) -> Result<(), LedgerError> {
-        self.blocking(move |s| {
-            s.move_credits(account, LedgerKind::Reserve, amount, Some(queue), |acc| {
-                if acc.balance < amount {
-                    return Err(LedgerError::InsufficientBalance {
-                        needed: amount,
-                        available: acc.balance,
-                    });
-                }
-                acc.balance -= amount;
-                acc.reserved += amount;
-                Ok(())
-            })
-        })
-        .await
-        .map(|_| ())
-    }
-
-    async fn release_reservation(
-        &self,
-        account: AccountId,
-        amount: u64,
-        queue: QueueId,
-    ) -> Result<(), LedgerError> {
-        self.blocking(move |s| {
-            s.move_credits(account, LedgerKind::Release, amount, Some(queue), |acc| {
-                let amount = amount.min(acc.reserved);
-                acc.reserved -= amount;
-                acc.balance += amount;
-                Ok(())
-            })
-        })
-        .await
-        .map(|_| ())
-    }
-
     async fn entries(&self, account: AccountId) -> StoreResult<Vec<LedgerEntry>> {
         let s = &self.inner;
         s.ledger
@@ -405,13 +423,14 @@ impl ContactStore for EmbeddedStore {
                 return Ok(false);
             };
             let acc = account.as_bytes();
-            let mut batch = s.db.batch().durability(Some(PersistMode::SyncData));
+            let mut batch = s.buffered_batch();
             batch.remove(&s.contacts, key2(acc, id.as_bytes()));
             batch.remove(&s.contact_phones, key2(acc, old.phone.as_bytes()));
             for tag in &old.tags {
                 batch.remove(&s.tag_contacts, key3(acc, tag.as_bytes(), id.as_bytes()));
             }
             batch.commit().map_err(backend)?;
+            s.persist()?;
             Ok(true)
         })
         .await
@@ -504,25 +523,47 @@ impl ContactStore for EmbeddedStore {
 #[async_trait]
 impl MessageStore for EmbeddedStore {
     async fn write_batch(&self, batch: &Batch, messages: &[Message]) -> StoreResult<()> {
-        // Encode on the caller's thread; only the commit and fsync block.
-        let mut entries = Vec::with_capacity(messages.len());
-        for m in messages {
-            entries.push((m.id, encode(m)?));
-        }
-        let batch_bytes = encode(batch)?;
-        let (queue, account) = (batch.id, batch.account);
+        let writes = BatchWrites::encode(batch, messages)?;
         self.blocking(move |s| {
-            let mut wb = fjall::OwnedWriteBatch::with_capacity(s.db.clone(), 4 * entries.len() + 1)
-                .durability(Some(PersistMode::SyncData));
-            wb.insert(&s.batches, queue.as_bytes().to_vec(), batch_bytes);
-            for (id, bytes) in entries {
-                let id = id.as_bytes();
-                wb.insert(&s.messages, id.to_vec(), bytes);
-                wb.insert(&s.batch_messages, key2(queue.as_bytes(), id), []);
-                wb.insert(&s.account_messages, key2(account.as_bytes(), id), []);
-                wb.insert(&s.pending, id.to_vec(), []);
+            writes.into_write_batch(s).commit().map_err(backend)?;
+            s.persist()
+        })
+        .await
+    }
+
+    async fn accept_batch(&self, batch: &Batch, messages: &[Message]) -> Result<(), LedgerError> {
+        let writes = BatchWrites::encode(batch, messages)?;
+        let (account, amount, queue) = (batch.account, batch.cost, batch.id);
+        self.blocking(move |s| {
+            // Everything but the balance is prepared before taking the ledger lock.
+            let mut wb = writes.into_write_batch(s);
+            let guard = s.ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let mut acc = s.account(account)?.ok_or(LedgerError::AccountNotFound)?;
+            if acc.balance < amount {
+                return Err(LedgerError::InsufficientBalance {
+                    needed: amount,
+                    available: acc.balance,
+                });
             }
-            wb.commit().map_err(backend)
+            acc.balance -= amount;
+            acc.reserved += amount;
+            let entry = LedgerEntry {
+                id: LedgerEntryId::new(),
+                account,
+                kind: LedgerKind::Reserve,
+                amount,
+                queue: Some(queue),
+                at: now_millis(),
+            };
+            wb.insert(&s.accounts, account.as_bytes().to_vec(), encode(&acc)?);
+            wb.insert(
+                &s.ledger,
+                key2(account.as_bytes(), entry.id.as_bytes()),
+                encode(&entry)?,
+            );
+            wb.commit().map_err(backend)?;
+            drop(guard);
+            Ok(s.persist()?)
         })
         .await
     }
@@ -668,11 +709,11 @@ impl Inner {
     /// See [`MessageStore::apply`].
     fn apply_changes(&self, changes: Vec<StatusChange>) -> StoreResult<Vec<Option<Message>>> {
         use std::collections::HashMap;
-        let _status = self.status_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let status_guard = self.status_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut messages: HashMap<MessageId, Message> = HashMap::new();
         let mut batches: HashMap<QueueId, Batch> = HashMap::new();
         let mut credits: HashMap<(AccountId, QueueId, LedgerKind), u64> = HashMap::new();
-        let mut wb = self.db.batch().durability(Some(PersistMode::SyncData));
+        let mut wb = self.buffered_batch();
         let mut results = Vec::with_capacity(changes.len());
 
         for change in changes {
@@ -797,7 +838,7 @@ impl Inner {
         for (id, batch) in &batches {
             wb.insert(&self.batches, id.as_bytes().to_vec(), encode(batch)?);
         }
-        let _ledger = self.ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let ledger_guard = self.ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut accounts: HashMap<AccountId, Account> = HashMap::new();
         for ((account, queue, kind), amount) in credits {
             let acc = match accounts.entry(account) {
@@ -830,7 +871,48 @@ impl Inner {
             wb.insert(&self.accounts, id.as_bytes().to_vec(), encode(acc)?);
         }
         wb.commit().map_err(backend)?;
+        drop(ledger_guard);
+        drop(status_guard);
+        self.persist()?;
         Ok(results)
+    }
+}
+
+/// A batch and its messages encoded on the caller's thread, ready to be written.
+struct BatchWrites {
+    queue: QueueId,
+    account: AccountId,
+    batch: Vec<u8>,
+    messages: Vec<(MessageId, Vec<u8>)>,
+}
+
+impl BatchWrites {
+    fn encode(batch: &Batch, messages: &[Message]) -> StoreResult<Self> {
+        Ok(Self {
+            queue: batch.id,
+            account: batch.account,
+            batch: encode(batch)?,
+            messages: messages
+                .iter()
+                .map(|m| Ok((m.id, encode(m)?)))
+                .collect::<StoreResult<_>>()?,
+        })
+    }
+
+    /// The batch record, every message and its index entries (batch, account, pending).
+    fn into_write_batch(self, s: &Inner) -> fjall::OwnedWriteBatch {
+        let mut wb =
+            fjall::OwnedWriteBatch::with_capacity(s.db.clone(), 4 * self.messages.len() + 3)
+                .durability(Some(PersistMode::Buffer));
+        wb.insert(&s.batches, self.queue.as_bytes().to_vec(), self.batch);
+        for (id, bytes) in self.messages {
+            let id = id.as_bytes();
+            wb.insert(&s.messages, id.to_vec(), bytes);
+            wb.insert(&s.batch_messages, key2(self.queue.as_bytes(), id), []);
+            wb.insert(&s.account_messages, key2(self.account.as_bytes(), id), []);
+            wb.insert(&s.pending, id.to_vec(), []);
+        }
+        wb
     }
 }
 

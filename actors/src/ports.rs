@@ -107,12 +107,15 @@ pub struct MessageFilter {
 
 #[async_trait]
 pub trait MessageStore: Send + Sync {
-    /// Writes the batch and every message as `queued`; durable when it returns.
-    async fn write_batch(&self, batch: &Batch, messages: &[Message]) -> StoreResult<()>;
-    /// Reserves the batch's cost from its account and writes it, all or nothing: with
-    /// too little balance nothing is written. Concurrent calls can never overdraw.
-    /// Durable when it returns.
-    async fn accept_batch(&self, batch: &Batch, messages: &[Message]) -> Result<(), LedgerError>;
+    /// Reserves the batch's cost from its account and writes the batch with one `queued`
+    /// message per recipient, all or nothing: with too little balance nothing is written,
+    /// and concurrent calls can never overdraw. Durable when it returns; hands the
+    /// recipients back for the answer.
+    async fn accept_batch(
+        &self,
+        batch: &Batch,
+        recipients: Vec<(MessageId, PhoneNumber)>,
+    ) -> Result<Vec<(MessageId, PhoneNumber)>, LedgerError>;
     async fn batch(&self, id: QueueId) -> StoreResult<Option<Batch>>;
     async fn message(&self, id: MessageId) -> StoreResult<Option<Message>>;
     async fn list_messages(&self, filter: &MessageFilter) -> StoreResult<Page<Message, MessageId>>;

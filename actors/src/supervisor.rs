@@ -201,32 +201,7 @@ impl Pipeline {
         let segments = msg.body.segments().count;
         let cost = u64::from(segments) * unique.len() as u64;
 
-        let now = now_millis();
-        let messages: Vec<Message> = unique
-            .into_iter()
-            .map(|recipient| Message {
-                id: MessageId::new(),
-                queue: batch,
-                account: msg.account,
-                recipient,
-                kind: msg.kind,
-                status: MessageStatus::Queued,
-                segments,
-                cost: u64::from(segments),
-                created_at: now,
-                updated_at: now,
-                provider: None,
-                attempts: 0,
-                last_error: None,
-                events: vec![MessageEvent {
-                    status: MessageStatus::Queued,
-                    at: now,
-                    detail: None,
-                }],
-                delivered_parts: 0,
-                dlr_deadline: None,
-            })
-            .collect();
+        let total = unique.len() as u64;
         let record = Batch {
             id: batch,
             account: msg.account,
@@ -234,24 +209,32 @@ impl Pipeline {
             kind: msg.kind,
             body: msg.body,
             segments,
-            total: messages.len() as u64,
+            total,
             cost,
             counts: StatusCounts {
-                queued: messages.len() as u64,
+                queued: total,
                 ..StatusCounts::default()
             },
-            created_at: now,
+            created_at: now_millis(),
         };
+        let recipients: Vec<(MessageId, PhoneNumber)> = unique
+            .into_iter()
+            .map(|recipient| (MessageId::new(), recipient))
+            .collect();
         // Reserve and persist in one step: 402 writes nothing, a crash leaves no orphan
         // reservation, and the answer waits until both are durable.
-        self.ports.messages.accept_batch(&record, &messages).await?;
+        let messages = self
+            .ports
+            .messages
+            .accept_batch(&record, recipients)
+            .await?;
 
         let records = messages
             .iter()
-            .map(|m| QueueRecord {
-                message: m.id,
-                recipient: m.recipient.clone(),
-                kind: m.kind,
+            .map(|(id, recipient)| QueueRecord {
+                message: *id,
+                recipient: recipient.clone(),
+                kind: msg.kind,
             })
             .collect();
         if let Err(e) = self.ports.queue.publish(records).await {
@@ -260,7 +243,7 @@ impl Pipeline {
         }
         Ok(Accepted {
             queue: Some(batch),
-            messages: messages.into_iter().map(|m| (m.id, m.recipient)).collect(),
+            messages,
             stats,
         })
     }

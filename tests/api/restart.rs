@@ -86,6 +86,12 @@ async fn messages_accepted_before_a_kill_9_survive_the_restart_queued_and_charge
     server.kill_9();
 
     let server = Server::start(data.path());
+    // A fresh client: pooled connections died with the first process, and the new one
+    // may have been given the same port.
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap();
     let account: Value = client
         .get(format!("{}/api/account", server.address))
         .bearer_auth(&server.token)

@@ -272,6 +272,34 @@ pub struct Message {
     pub dlr_deadline: Option<Millis>,
 }
 
+impl Message {
+    /// A newly accepted message of `batch`: `queued`, with its first event.
+    pub fn queued(id: MessageId, batch: &Batch, recipient: PhoneNumber) -> Self {
+        Message {
+            id,
+            queue: batch.id,
+            account: batch.account,
+            recipient,
+            kind: batch.kind,
+            status: MessageStatus::Queued,
+            segments: batch.segments,
+            cost: u64::from(batch.segments),
+            created_at: batch.created_at,
+            updated_at: batch.created_at,
+            provider: None,
+            attempts: 0,
+            last_error: None,
+            events: vec![MessageEvent {
+                status: MessageStatus::Queued,
+                at: batch.created_at,
+                detail: None,
+            }],
+            delivered_parts: 0,
+            dlr_deadline: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LedgerKind {

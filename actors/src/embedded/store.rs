@@ -126,6 +126,13 @@ impl EmbeddedStore {
             group_sync: GroupSync::default(),
             db,
         };
+        let removed = inner.remove_orphans()?;
+        if removed > 0 {
+            tracing::warn!(
+                messages = removed,
+                "removed messages of an accept that never committed"
+            );
+        }
         Ok(Self {
             inner: Arc::new(inner),
         })
@@ -522,50 +529,13 @@ impl ContactStore for EmbeddedStore {
 
 #[async_trait]
 impl MessageStore for EmbeddedStore {
-    async fn write_batch(&self, batch: &Batch, messages: &[Message]) -> StoreResult<()> {
-        let writes = BatchWrites::encode(batch, messages)?;
-        self.blocking(move |s| {
-            writes.into_write_batch(s).commit().map_err(backend)?;
-            s.persist()
-        })
-        .await
-    }
-
-    async fn accept_batch(&self, batch: &Batch, messages: &[Message]) -> Result<(), LedgerError> {
-        let writes = BatchWrites::encode(batch, messages)?;
-        let (account, amount, queue) = (batch.account, batch.cost, batch.id);
-        self.blocking(move |s| {
-            // Everything but the balance is prepared before taking the ledger lock.
-            let mut wb = writes.into_write_batch(s);
-            let guard = s.ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
-            let mut acc = s.account(account)?.ok_or(LedgerError::AccountNotFound)?;
-            if acc.balance < amount {
-                return Err(LedgerError::InsufficientBalance {
-                    needed: amount,
-                    available: acc.balance,
-                });
-            }
-            acc.balance -= amount;
-            acc.reserved += amount;
-            let entry = LedgerEntry {
-                id: LedgerEntryId::new(),
-                account,
-                kind: LedgerKind::Reserve,
-                amount,
-                queue: Some(queue),
-                at: now_millis(),
-            };
-            wb.insert(&s.accounts, account.as_bytes().to_vec(), encode(&acc)?);
-            wb.insert(
-                &s.ledger,
-                key2(account.as_bytes(), entry.id.as_bytes()),
-                encode(&entry)?,
-            );
-            wb.commit().map_err(backend)?;
-            drop(guard);
-            Ok(s.persist()?)
-        })
-        .await
+    async fn accept_batch(
+        &self,
+        batch: &Batch,
+        recipients: Vec<(MessageId, PhoneNumber)>,
+    ) -> Result<Vec<(MessageId, PhoneNumber)>, LedgerError> {
+        let batch = batch.clone();
+        self.blocking(move |s| s.accept(&batch, recipients)).await
     }
 
     async fn batch(&self, id: QueueId) -> StoreResult<Option<Batch>> {
@@ -593,11 +563,15 @@ impl MessageStore for EmbeddedStore {
                 }
             }
             let mut items = Vec::new();
+            let mut committed = std::collections::HashMap::new();
             for g in ks.range(lo..hi).rev() {
                 let key = g.key().map_err(backend)?;
                 let Some(msg) = s.get::<Message>(&s.messages, &key[16..])? else {
                     continue;
                 };
+                if !s.batch_committed(&mut committed, msg.queue)? {
+                    continue; // an accept still in progress
+                }
                 let keep = msg.account == f.account
                     && f.status.is_none_or(|st| st == msg.status)
                     && f.kind.is_none_or(|k| k == msg.kind)
@@ -878,41 +852,139 @@ impl Inner {
     }
 }
 
-/// A batch and its messages encoded on the caller's thread, ready to be written.
-struct BatchWrites {
-    queue: QueueId,
-    account: AccountId,
-    batch: Vec<u8>,
-    messages: Vec<(MessageId, Vec<u8>)>,
-}
+/// Messages per write batch while accepting: bounds the memory a huge batch holds.
+const ACCEPT_CHUNK: usize = 16_384;
 
-impl BatchWrites {
-    fn encode(batch: &Batch, messages: &[Message]) -> StoreResult<Self> {
-        Ok(Self {
-            queue: batch.id,
+impl Inner {
+    /// See [`MessageStore::accept_batch`]. Messages are written first, in chunks; the batch
+    /// record and the reservation are the commit marker, written atomically last. Until
+    /// then the messages are invisible (listings skip messages without a batch, nothing
+    /// publishes them) and a crash leaves them as orphans that [`Inner::remove_orphans`]
+    /// deletes on the next open.
+    fn accept(
+        &self,
+        batch: &Batch,
+        recipients: Vec<(MessageId, PhoneNumber)>,
+    ) -> Result<Vec<(MessageId, PhoneNumber)>, LedgerError> {
+        let needed = batch.cost;
+        let insufficient = |available| LedgerError::InsufficientBalance { needed, available };
+        let acc = self
+            .account(batch.account)?
+            .ok_or(LedgerError::AccountNotFound)?;
+        if acc.balance < needed {
+            return Err(insufficient(acc.balance));
+        }
+        for chunk in recipients.chunks(ACCEPT_CHUNK) {
+            let mut wb = self.buffered_batch();
+            for (id, phone) in chunk {
+                let message = Message::queued(*id, batch, phone.clone());
+                let id = id.as_bytes();
+                wb.insert(&self.messages, id.to_vec(), encode(&message)?);
+                wb.insert(&self.batch_messages, key2(batch.id.as_bytes(), id), []);
+                wb.insert(
+                    &self.account_messages,
+                    key2(batch.account.as_bytes(), id),
+                    [],
+                );
+                wb.insert(&self.pending, id.to_vec(), []);
+            }
+            wb.commit().map_err(backend)?;
+        }
+
+        let guard = self.ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut acc = self
+            .account(batch.account)?
+            .ok_or(LedgerError::AccountNotFound)?;
+        if acc.balance < needed {
+            drop(guard);
+            // Another request spent the credits meanwhile: take the messages back.
+            for chunk in recipients.chunks(ACCEPT_CHUNK) {
+                let mut wb = self.buffered_batch();
+                for (id, _) in chunk {
+                    self.remove_message(&mut wb, batch.id, batch.account, *id);
+                }
+                wb.commit().map_err(backend)?;
+            }
+            return Err(insufficient(acc.balance));
+        }
+        acc.balance -= needed;
+        acc.reserved += needed;
+        let entry = LedgerEntry {
+            id: LedgerEntryId::new(),
             account: batch.account,
-            batch: encode(batch)?,
-            messages: messages
-                .iter()
-                .map(|m| Ok((m.id, encode(m)?)))
-                .collect::<StoreResult<_>>()?,
-        })
+            kind: LedgerKind::Reserve,
+            amount: needed,
+            queue: Some(batch.id),
+            at: now_millis(),
+        };
+        let mut wb = self.buffered_batch();
+        wb.insert(
+            &self.accounts,
+            batch.account.as_bytes().to_vec(),
+            encode(&acc)?,
+        );
+        wb.insert(
+            &self.ledger,
+            key2(batch.account.as_bytes(), entry.id.as_bytes()),
+            encode(&entry)?,
+        );
+        wb.insert(&self.batches, batch.id.as_bytes().to_vec(), encode(batch)?);
+        wb.commit().map_err(backend)?;
+        drop(guard);
+        self.persist()?;
+        Ok(recipients)
     }
 
-    /// The batch record, every message and its index entries (batch, account, pending).
-    fn into_write_batch(self, s: &Inner) -> fjall::OwnedWriteBatch {
-        let mut wb =
-            fjall::OwnedWriteBatch::with_capacity(s.db.clone(), 4 * self.messages.len() + 3)
-                .durability(Some(PersistMode::Buffer));
-        wb.insert(&s.batches, self.queue.as_bytes().to_vec(), self.batch);
-        for (id, bytes) in self.messages {
-            let id = id.as_bytes();
-            wb.insert(&s.messages, id.to_vec(), bytes);
-            wb.insert(&s.batch_messages, key2(self.queue.as_bytes(), id), []);
-            wb.insert(&s.account_messages, key2(self.account.as_bytes(), id), []);
-            wb.insert(&s.pending, id.to_vec(), []);
+    fn remove_message(
+        &self,
+        wb: &mut fjall::OwnedWriteBatch,
+        queue: QueueId,
+        account: AccountId,
+        id: MessageId,
+    ) {
+        let id = id.as_bytes();
+        wb.remove(&self.messages, id.to_vec());
+        wb.remove(&self.batch_messages, key2(queue.as_bytes(), id));
+        wb.remove(&self.account_messages, key2(account.as_bytes(), id));
+        wb.remove(&self.pending, id.to_vec());
+    }
+
+    /// Deletes messages whose batch was never committed (a crash during an accept).
+    fn remove_orphans(&self) -> StoreResult<usize> {
+        let mut batches: std::collections::HashMap<QueueId, bool> = Default::default();
+        let mut wb = self.buffered_batch();
+        let mut removed = 0;
+        for g in self.pending.iter() {
+            let key = g.key().map_err(backend)?;
+            let Some(m) = self.get::<Message>(&self.messages, &key)? else {
+                wb.remove(&self.pending, key.to_vec());
+                continue;
+            };
+            if !self.batch_committed(&mut batches, m.queue)? {
+                self.remove_message(&mut wb, m.queue, m.account, m.id);
+                removed += 1;
+            }
         }
-        wb
+        wb.commit().map_err(backend)?;
+        self.persist()?;
+        Ok(removed)
+    }
+
+    fn batch_committed(
+        &self,
+        cache: &mut std::collections::HashMap<QueueId, bool>,
+        queue: QueueId,
+    ) -> StoreResult<bool> {
+        if let Some(c) = cache.get(&queue) {
+            return Ok(*c);
+        }
+        let c = self
+            .batches
+            .get(queue.as_bytes())
+            .map_err(backend)?
+            .is_some();
+        cache.insert(queue, c);
+        Ok(c)
     }
 }
 
@@ -947,5 +1019,105 @@ impl IdempotencyStore for EmbeddedStore {
         let response = response.clone();
         self.blocking(move |s| s.put(&s.idempotency, &k, &response))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(account: AccountId, total: u64) -> Batch {
+        Batch {
+            id: QueueId::new(),
+            account,
+            member: MemberId::new(),
+            kind: MessageType::Sms,
+            body: MessageBody::parse("hi".into()).unwrap(),
+            segments: 1,
+            total,
+            cost: total,
+            counts: StatusCounts {
+                queued: total,
+                ..StatusCounts::default()
+            },
+            created_at: now_millis(),
+        }
+    }
+
+    #[tokio::test]
+    async fn messages_of_an_accept_that_never_committed_are_removed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let account = AccountId::new();
+        let (committed, orphan_ids) = {
+            let store = EmbeddedStore::open(dir.path()).unwrap();
+            store
+                .put_account(&Account {
+                    id: account,
+                    name: "a".into(),
+                    default_country: "CO".parse().unwrap(),
+                    balance: 0,
+                    reserved: 0,
+                    created_at: 0,
+                })
+                .await
+                .unwrap();
+            store.top_up(account, 10).await.unwrap();
+            let phone = PhoneNumber::from_trusted("+573001234567".into());
+            let committed = batch(account, 1);
+            store
+                .accept_batch(&committed, vec![(MessageId::new(), phone.clone())])
+                .await
+                .unwrap();
+            // A crash between the message chunks and the commit marker: messages only.
+            let orphan = batch(account, 2);
+            let ids = [MessageId::new(), MessageId::new()];
+            let s = &store.inner;
+            let mut wb = s.buffered_batch();
+            for id in ids {
+                let m = Message::queued(id, &orphan, phone.clone());
+                wb.insert(&s.messages, id.as_bytes().to_vec(), encode(&m).unwrap());
+                wb.insert(
+                    &s.batch_messages,
+                    key2(orphan.id.as_bytes(), id.as_bytes()),
+                    [],
+                );
+                wb.insert(
+                    &s.account_messages,
+                    key2(account.as_bytes(), id.as_bytes()),
+                    [],
+                );
+                wb.insert(&s.pending, id.as_bytes().to_vec(), []);
+            }
+            wb.commit().unwrap();
+            s.persist().unwrap();
+            assert_eq!(store.queued_messages().await.unwrap().len(), 3);
+            (committed, ids)
+        };
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let queued = store.queued_messages().await.unwrap();
+        assert_eq!(
+            queued.len(),
+            1,
+            "only the committed batch's message is left"
+        );
+        for id in orphan_ids {
+            assert!(store.message(id).await.unwrap().is_none());
+        }
+        let listed = store
+            .list_messages(&MessageFilter {
+                account,
+                limit: 10,
+                ..MessageFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(listed.items.len(), 1);
+        assert_eq!(listed.items[0].queue, committed.id);
+        let acc = store.account(account).await.unwrap().unwrap();
+        assert_eq!(
+            (acc.balance, acc.reserved),
+            (9, 1),
+            "the orphans were never charged"
+        );
     }
 }

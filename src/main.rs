@@ -50,13 +50,15 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let app = Application::build(settings).await?;
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "SENDME_LISTENING=http://127.0.0.1:{}", app.port())?;
+            // For scripts and tests; best effort, since whoever started us may have
+            // stopped reading, and that is no reason to stop serving.
+            let mut lines = format!("SENDME_LISTENING=http://127.0.0.1:{}\n", app.port());
             if let Some(demo) = app.demo() {
-                writeln!(out, "SENDME_DEMO_TOKEN={}", demo.member_token)?;
-                writeln!(out, "SENDME_ADMIN_TOKEN={}", demo.admin_token)?;
+                lines.push_str(&format!("SENDME_DEMO_TOKEN={}\n", demo.member_token));
+                lines.push_str(&format!("SENDME_ADMIN_TOKEN={}\n", demo.admin_token));
             }
-            out.flush()?;
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(lines.as_bytes()).and_then(|_| out.flush());
             drop(out);
             tracing::info!(port = app.port(), "SendMe is listening");
             app.run_until_stopped().await?;

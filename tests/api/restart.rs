@@ -44,6 +44,8 @@ impl Server {
                 token = Some(t.to_owned());
             }
         }
+        // Keep reading, so the server never writes into a closed pipe.
+        std::thread::spawn(move || lines.for_each(drop));
         Server {
             child,
             address: address.unwrap(),

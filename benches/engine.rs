@@ -703,11 +703,7 @@ fn bench_delivery(c: &mut Criterion) {
                     let messages = store.accept_batch(&batch, messages).await.expect("write");
                     let records = messages
                         .iter()
-                        .map(|(id, recipient)| QueueRecord {
-                            message: *id,
-                            recipient: recipient.clone(),
-                            kind: MessageType::Sms,
-                        })
+                        .map(|(id, recipient)| QueueRecord::new(*id, recipient, MessageType::Sms))
                         .collect();
                     queue.publish(records).await.expect("publish");
                     drop(messages);

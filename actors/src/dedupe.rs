@@ -1,6 +1,6 @@
 //! Dedupe shards: each owns the numbers whose hash routes to it and remembers, per
-//! batch, which it has already seen. A number is kept as the integer value of its E.164
-//! digits (at most 15, so it fits a u64 exactly): the set is small and compares fast.
+//! batch, which it has already seen. A number is kept as [`PhoneNumber::as_u64`], so the
+//! set is small and compares fast.
 
 use crate::domain::{PhoneNumber, QueueId};
 use actix::prelude::*;
@@ -29,16 +29,8 @@ pub fn keep_first<T>(
 ) -> Vec<T> {
     items
         .into_iter()
-        .filter(|item| seen.insert(e164_value(number(item))))
+        .filter(|item| seen.insert(number(item).as_u64()))
         .collect()
-}
-
-fn e164_value(number: &PhoneNumber) -> u64 {
-    number
-        .as_str()
-        .bytes()
-        .filter(u8::is_ascii_digit)
-        .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'))
 }
 
 /// Numbers of one batch routed to this shard, each with its position in the batch.

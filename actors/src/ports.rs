@@ -206,12 +206,24 @@ pub trait IdempotencyStore: Send + Sync {
     ) -> StoreResult<()>;
 }
 
-/// What the dispatch queue carries: enough to route a message without reading it.
+/// What the dispatch queue carries: the message, its lane, and its recipient as the
+/// partition key (so one recipient's messages keep their order).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueueRecord {
     pub message: MessageId,
-    pub recipient: PhoneNumber,
     pub kind: MessageType,
+    /// [`PhoneNumber::as_u64`] of the recipient.
+    pub key: u64,
+}
+
+impl QueueRecord {
+    pub fn new(message: MessageId, recipient: &PhoneNumber, kind: MessageType) -> Self {
+        Self {
+            message,
+            kind,
+            key: recipient.as_u64(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -231,11 +231,7 @@ impl Pipeline {
 
         let records = messages
             .iter()
-            .map(|(id, recipient)| QueueRecord {
-                message: *id,
-                recipient: recipient.clone(),
-                kind: msg.kind,
-            })
+            .map(|(id, recipient)| QueueRecord::new(*id, recipient, msg.kind))
             .collect();
         if let Err(e) = self.ports.queue.publish(records).await {
             // Durable and `queued`: the next start enqueues them again.

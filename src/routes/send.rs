@@ -10,8 +10,9 @@ use crate::startup::AppState;
 use actix_web::{http::StatusCode, post, web, HttpRequest, HttpResponse};
 use sendme_actors::domain::*;
 use sendme_actors::ports::IdempotentResponse;
-use sendme_actors::supervisor::{Broadcast, Recipients};
+use sendme_actors::supervisor::{Accepted, Broadcast, Recipients};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(send_to_contacts)
@@ -209,6 +210,40 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// Messages per streamed chunk of a 201 body.
+const STREAM_CHUNK: usize = 8192;
+
+/// The `EnqueueResult` JSON, produced a chunk at a time. Ids are UUIDs and recipients
+/// E.164 (`+` and digits), so nothing needs escaping.
+fn enqueue_result_stream(
+    accepted: Accepted,
+) -> impl futures_util::Stream<Item = Result<web::Bytes, std::convert::Infallible>> {
+    use std::fmt::Write;
+    let head = format!(
+        r#"{{"queueId":"{}","channel":"sms","messages":["#,
+        accepted.queue.map(|q| q.to_string()).unwrap_or_default()
+    );
+    let messages = Arc::new(accepted.messages);
+    let chunks = messages.len().div_ceil(STREAM_CHUNK);
+    let body = (0..chunks).map(move |c| {
+        let part = &messages[c * STREAM_CHUNK..((c + 1) * STREAM_CHUNK).min(messages.len())];
+        let mut out = String::with_capacity(part.len() * 72);
+        for (i, (id, recipient)) in part.iter().enumerate() {
+            if c > 0 || i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, r#"{{"id":"{id}","recipient":"{recipient}"}}"#);
+        }
+        web::Bytes::from(out)
+    });
+    futures_util::stream::iter(
+        std::iter::once(web::Bytes::from(head))
+            .chain(body)
+            .chain(std::iter::once(web::Bytes::from_static(b"]}")))
+            .map(Ok),
+    )
+}
+
 fn json_response(status: StatusCode, body: Vec<u8>) -> HttpResponse {
     HttpResponse::build(status)
         .content_type("application/json")
@@ -266,6 +301,12 @@ async fn enqueue(
     } else {
         StatusCode::OK
     };
+    let Some(idem) = idempotency else {
+        // Nothing to remember: stream the answer rather than building it in memory.
+        return Ok(HttpResponse::build(status)
+            .content_type("application/json")
+            .streaming(enqueue_result_stream(accepted)));
+    };
     let body = serde_json::to_vec(&EnqueueResult {
         queue_id: accepted.queue.map(|q| q.to_string()).unwrap_or_default(),
         channel: "sms",
@@ -279,20 +320,18 @@ async fn enqueue(
             .collect(),
     })
     .map_err(ApiError::internal)?;
-    if let Some(idem) = idempotency {
-        let remembered = IdempotentResponse {
-            request_fingerprint: idem.fingerprint,
-            status: status.as_u16(),
-            body: body.clone(),
-            at: now_millis(),
-        };
-        // The messages are already durable: failing to remember only loses replay safety.
-        if let Err(e) = idempotency_store
-            .remember_response(member.account, &idem.key, &remembered)
-            .await
-        {
-            tracing::error!(error = ?e, "remembering an idempotent response");
-        }
+    let remembered = IdempotentResponse {
+        request_fingerprint: idem.fingerprint,
+        status: status.as_u16(),
+        body: body.clone(),
+        at: now_millis(),
+    };
+    // The messages are already durable: failing to remember only loses replay safety.
+    if let Err(e) = idempotency_store
+        .remember_response(member.account, &idem.key, &remembered)
+        .await
+    {
+        tracing::error!(error = ?e, "remembering an idempotent response");
     }
     Ok(json_response(status, body))
 }

@@ -101,6 +101,15 @@ impl PhoneNumber {
         &self.0
     }
 
+    /// The number's digits as an integer: exact (E.164 has at most 15 digits), cheap to
+    /// compare and hash, and stable across releases (a queue key).
+    pub fn as_u64(&self) -> u64 {
+        self.0
+            .bytes()
+            .filter(u8::is_ascii_digit)
+            .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'))
+    }
+
     pub fn into_string(self) -> String {
         self.0
     }

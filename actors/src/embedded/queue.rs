@@ -44,7 +44,7 @@ impl InProcessQueue {
 
     /// The partition a recipient's messages go to, so one recipient's messages keep order.
     pub fn partition_of(&self, record: &QueueRecord) -> usize {
-        (self.hasher.hash_one(&record.recipient) % self.partitions.len() as u64) as usize
+        (self.hasher.hash_one(record.key) % self.partitions.len() as u64) as usize
     }
 
     fn lock(&self, partition: usize) -> std::sync::MutexGuard<'_, Partition> {
@@ -167,11 +167,11 @@ mod tests {
     use crate::domain::{MessageId, PhoneNumber};
 
     fn record(n: u64, kind: MessageType) -> QueueRecord {
-        QueueRecord {
-            message: MessageId::new(),
-            recipient: PhoneNumber::from_trusted(format!("+5730012{n:05}")),
+        QueueRecord::new(
+            MessageId::new(),
+            &PhoneNumber::from_trusted(format!("+5730012{n:05}")),
             kind,
-        }
+        )
     }
 
     #[tokio::test]
@@ -200,14 +200,12 @@ mod tests {
             let taken = q.take(p, usize::MAX);
             used += usize::from(!taken.is_empty());
             for r in taken {
-                seen.entry(r.recipient.clone())
-                    .or_insert_with(Vec::new)
-                    .push(r.message);
+                seen.entry(r.key).or_insert_with(Vec::new).push(r.message);
             }
         }
         assert_eq!(used, 8, "every partition gets load");
         for (a, b) in first.iter().zip(&second) {
-            assert_eq!(seen[&a.recipient], vec![a.message, b.message]);
+            assert_eq!(seen[&a.key], vec![a.message, b.message]);
         }
     }
 }

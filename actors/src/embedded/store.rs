@@ -600,11 +600,7 @@ impl MessageStore for EmbeddedStore {
                 let key = g.key().map_err(backend)?;
                 if let Some(m) = s.get::<Message>(&s.messages, &key)? {
                     if m.status == MessageStatus::Queued {
-                        out.push(QueueRecord {
-                            message: m.id,
-                            recipient: m.recipient,
-                            kind: m.kind,
-                        });
+                        out.push(QueueRecord::new(m.id, &m.recipient, m.kind));
                     }
                 }
             }

@@ -64,6 +64,15 @@ pub fn describe() {
         OVERLOADED,
         "Send requests refused with 503 because the engine held too many recipients."
     );
+    // Rare events exist from the start at 0, so `rate()` and alerts see them.
+    for name in [
+        OVERLOADED,
+        CREDITS_RESERVED,
+        CREDITS_CAPTURED,
+        CREDITS_REFUNDED,
+    ] {
+        counter!(name).increment(0);
+    }
 }
 
 /// One accepted request: its recipients, its new `queued` messages and its reservation.

@@ -14,6 +14,7 @@ use sendme_actors::domain::Millis;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(health::healthz)
         .service(health::readyz)
+        .service(health::metrics)
         .service(
             web::scope("/api")
                 .configure(send::configure)

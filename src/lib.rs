@@ -12,6 +12,7 @@
 //!   Every failure leaves as the JSON of [`error::ApiError`].
 //! - [`metrics`] installs the Prometheus recorder and times every request by its route
 //!   pattern; [`telemetry`] sets up logs and gives every request an id.
+//! - [`openapi`] is the OpenAPI 3.1 document, generated from the handlers' own types.
 //! - The engine itself (supervisor, normalizer pool, dedupe shards, ports and embedded
 //!   backends) is the `sendme-actors` crate in `actors/`.
 
@@ -20,6 +21,7 @@ pub mod configuration;
 pub mod demo;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 pub mod providers;
 pub mod routes;
 pub mod startup;

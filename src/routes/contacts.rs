@@ -162,6 +162,7 @@ pub(crate) struct ContactQuery {
     /// `nextCursor` of the previous page.
     cursor: Option<String>,
     /// 1 to 1000, default 50.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 

@@ -25,6 +25,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ContactsPayload {
     /// 1 to 1,600 characters.
+    #[schema(min_length = 1, max_length = 1600)]
     #[schema(example = "Hello, this is a message from SendMe")]
     message: String,
     /// Phone numbers in any common format; invalid ones are skipped, duplicates sent once.
@@ -32,9 +33,11 @@ pub(crate) struct ContactsPayload {
     contacts: Vec<String>,
     /// `SMS` (default) or `OTP`, case-insensitive.
     #[serde(rename = "type")]
+    #[schema(pattern = "^([sS][mM][sS]|[oO][tT][pP])$")]
     #[schema(example = "SMS")]
     kind: Option<String>,
     /// ISO 3166-1 alpha-2 country for numbers without `+`; default: the account's.
+    #[schema(pattern = "^[A-Za-z]{2}$")]
     #[schema(example = "CO")]
     country: Option<String>,
 }
@@ -44,11 +47,14 @@ pub(crate) struct ContactsPayload {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct AllPayload {
     /// 1 to 1,600 characters.
+    #[schema(min_length = 1, max_length = 1600)]
     message: String,
     /// `SMS` (default) or `OTP`, case-insensitive.
     #[serde(rename = "type")]
+    #[schema(pattern = "^([sS][mM][sS]|[oO][tT][pP])$")]
     kind: Option<String>,
     /// ISO 3166-1 alpha-2 country for numbers without `+`; default: the account's.
+    #[schema(pattern = "^[A-Za-z]{2}$")]
     country: Option<String>,
 }
 
@@ -57,13 +63,16 @@ pub(crate) struct AllPayload {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct TagsPayload {
     /// 1 to 1,600 characters.
+    #[schema(min_length = 1, max_length = 1600)]
     message: String,
     /// Tag ids (UUIDs).
     tag_ids: Vec<String>,
     /// `SMS` (default) or `OTP`, case-insensitive.
     #[serde(rename = "type")]
+    #[schema(pattern = "^([sS][mM][sS]|[oO][tT][pP])$")]
     kind: Option<String>,
     /// ISO 3166-1 alpha-2 country for numbers without `+`; default: the account's.
+    #[schema(pattern = "^[A-Za-z]{2}$")]
     country: Option<String>,
 }
 

@@ -207,3 +207,114 @@ async fn metrics_after_real_traffic_cover_every_dashboard_query() {
         "dashboard queries use metrics the scrape lacks: {missing:?}"
     );
 }
+
+#[actix_web::test]
+async fn every_response_carries_a_request_id_and_a_sane_caller_id_is_kept() {
+    let app = crate::helpers::spawn_app().await;
+    let r = app.client.get(app.url("/healthz")).send().await.unwrap();
+    let generated = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(uuid::Uuid::parse_str(&generated).is_ok(), "{generated}");
+
+    let r = app
+        .client
+        .get(app.url("/api/account"))
+        .header("x-request-id", "lb-7f3a-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers()["x-request-id"], "lb-7f3a-42");
+
+    let r = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "has spaces and is not kept")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.headers()["x-request-id"], "has spaces and is not kept");
+}
+
+#[actix_web::test]
+async fn the_openapi_document_describes_every_public_endpoint_and_the_error_shape() {
+    let app = crate::helpers::spawn_app().await;
+    let r = app
+        .client
+        .get(app.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let doc: Value = r.json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let expected = [
+        ("post", "/api/messages/sms/contacts"),
+        ("post", "/api/messages/sms/all"),
+        ("post", "/api/messages/sms/tags"),
+        ("get", "/api/queues/{queueId}"),
+        ("post", "/api/queues/{queueId}/cancel"),
+        ("get", "/api/queues/{queueId}/messages"),
+        ("get", "/api/messages/{id}"),
+        ("get", "/api/messages"),
+        ("post", "/api/contacts"),
+        ("get", "/api/contacts"),
+        ("get", "/api/contacts/{id}"),
+        ("patch", "/api/contacts/{id}"),
+        ("delete", "/api/contacts/{id}"),
+        ("put", "/api/contacts/{id}/tags"),
+        ("post", "/api/tags"),
+        ("get", "/api/tags"),
+        ("get", "/api/account"),
+        ("get", "/api/terms"),
+        ("post", "/api/terms/accept"),
+        ("post", "/api/admin/accounts"),
+        ("post", "/api/admin/accounts/{id}/credits"),
+        ("post", "/api/admin/accounts/{id}/members"),
+        ("post", "/api/admin/members/{id}/tokens"),
+        ("post", "/api/admin/terms"),
+        ("post", "/api/providers/{name}/dlr"),
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/metrics"),
+        ("get", "/api/openapi.json"),
+    ];
+    let described: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|item| item.as_object().unwrap().len())
+        .sum();
+    assert_eq!(
+        described,
+        expected.len(),
+        "undocumented or unknown operations"
+    );
+    let error = json!({"$ref": "#/components/schemas/ErrorBody"});
+    for (method, path) in expected {
+        let op = &doc["paths"][path][method];
+        assert!(op.is_object(), "{method} {path} is not described");
+        if path.starts_with("/api/") && path != "/api/openapi.json" {
+            for status in ["400", "404", "500", "401"] {
+                assert_eq!(
+                    op["responses"][status]["content"]["application/json"]["schema"], error,
+                    "{method} {path} {status}"
+                );
+            }
+            let bearer = op["security"] == json!([{"bearer": []}]);
+            assert_eq!(
+                bearer,
+                !path.starts_with("/api/providers/"),
+                "{method} {path}"
+            );
+        }
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"],
+        json!({"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
+    );
+    let error_body = &doc["components"]["schemas"]["ErrorBody"];
+    assert_eq!(
+        error_body["required"],
+        json!(["statusCode", "code", "message"])
+    );
+}

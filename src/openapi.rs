@@ -5,6 +5,7 @@
 //! error shape ([`crate::error::ErrorBody`]), instead of repeating them per handler.
 
 use crate::routes::{account, admin, contacts, health, receipts, send, status};
+use std::sync::OnceLock;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
@@ -63,6 +64,23 @@ use utoipa::{Modify, OpenApi};
     )
 )]
 pub struct ApiDoc;
+
+/// The document as JSON, built once per process.
+pub fn document() -> &'static str {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        ApiDoc::openapi()
+            .to_json()
+            .expect("the OpenAPI document serializes")
+    })
+}
+
+/// An interactive reference at `GET /api/docs` (Scalar; its script loads from a CDN in
+/// the reader's browser, nothing is fetched by the server).
+pub fn docs_page() -> utoipa_scalar::Scalar<utoipa::openapi::OpenApi> {
+    use utoipa_scalar::Servable;
+    utoipa_scalar::Scalar::with_url("/api/docs", ApiDoc::openapi())
+}
 
 const BEARER: &str = "bearer";
 

@@ -1,11 +1,10 @@
 //! Operations: liveness, readiness, metrics and the OpenAPI document (no auth).
 
-use crate::openapi::ApiDoc;
 use crate::startup::AppState;
 use actix_web::{get, web, HttpResponse};
 use serde::Serialize;
 use std::sync::atomic::Ordering;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::ToSchema;
 
 /// Liveness or readiness.
 #[derive(Serialize, ToSchema)]
@@ -84,5 +83,7 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     responses((status = 200, description = "OpenAPI 3.1", body = Object)))]
 #[get("/api/openapi.json")]
 pub(crate) async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(crate::openapi::document())
 }

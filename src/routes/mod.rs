@@ -17,6 +17,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(health::metrics)
         // Before the `/api` scope, which would otherwise take the path and 404.
         .service(health::openapi)
+        .service(crate::openapi::docs_page())
         .service(
             web::scope("/api")
                 .configure(send::configure)

@@ -317,4 +317,8 @@ async fn the_openapi_document_describes_every_public_endpoint_and_the_error_shap
         error_body["required"],
         json!(["statusCode", "code", "message"])
     );
+
+    let page = app.client.get(app.url("/api/docs")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("api-reference"));
 }

@@ -11,6 +11,33 @@ const DASHBOARD: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/k8s/grafana/sendme-dashboard.json"
 );
+const ALERTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/k8s/prometheus/alerts.yaml");
+
+/// The `expr:` values of a Prometheus rules file, inline or as indented blocks.
+fn rule_exprs(yaml: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut lines = yaml.lines().peekable();
+    while let Some(line) = lines.next() {
+        let Some((indent, rest)) = line.split_once("expr:") else {
+            continue;
+        };
+        let depth = indent.len();
+        let mut expr = rest.trim().trim_start_matches(['|', '>']).to_owned();
+        while let Some(next) = lines.peek() {
+            let next_depth = next.len() - next.trim_start().len();
+            if next.trim().is_empty() || next_depth <= depth {
+                break;
+            }
+            if !expr.is_empty() {
+                expr.push(' ');
+            }
+            expr.push_str(next.trim());
+            lines.next();
+        }
+        out.push(expr);
+    }
+    out
+}
 
 /// The metric families of a Prometheus text scrape: name → type.
 fn families(scrape: &str) -> HashMap<String, String> {
@@ -104,8 +131,17 @@ fn metric_names_are_parsed_out_of_promql() {
     );
 }
 
+#[test]
+fn rule_expressions_are_read_inline_and_as_blocks() {
+    let yaml = "      - alert: A\n        expr: |\n          sum(rate(sendme_a_total[5m]))\n            > 1\n        for: 5m\n      - alert: B\n        expr: absent(sendme_b)\n";
+    assert_eq!(
+        rule_exprs(yaml),
+        ["sum(rate(sendme_a_total[5m])) > 1", "absent(sendme_b)"]
+    );
+}
+
 #[actix_web::test]
-async fn metrics_after_real_traffic_cover_every_dashboard_query() {
+async fn metrics_after_real_traffic_cover_every_dashboard_and_alert_query() {
     let app = spawn_app_with(|s| {
         s.delivery.dispatch = true;
         s.provider.rate_per_second = Some(200);
@@ -196,6 +232,9 @@ async fn metrics_after_real_traffic_cover_every_dashboard_query() {
     let mut all = Vec::new();
     exprs(&dashboard, &mut all);
     assert!(all.len() >= 10, "the dashboard has queries");
+    let alerts = rule_exprs(&std::fs::read_to_string(ALERTS).expect("alert rules file"));
+    assert!(alerts.len() >= 5, "the alert rules have expressions");
+    all.extend(alerts);
     let mut missing = BTreeSet::new();
     for expr in &all {
         let names = metric_names(expr);
@@ -204,7 +243,7 @@ async fn metrics_after_real_traffic_cover_every_dashboard_query() {
     }
     assert!(
         missing.is_empty(),
-        "dashboard queries use metrics the scrape lacks: {missing:?}"
+        "dashboard or alert queries use metrics the scrape lacks: {missing:?}"
     );
 }
 

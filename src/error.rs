@@ -37,11 +37,18 @@ pub enum ApiError {
     Internal(#[source] anyhow::Error),
 }
 
-#[derive(Serialize)]
+/// Every error of the API: `{statusCode, code, message}`.
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct ErrorBody<'a> {
+pub struct ErrorBody<'a> {
+    /// The HTTP status, repeated.
+    #[schema(example = 402)]
     status_code: u16,
+    /// A stable, machine-readable code, e.g. `invalid_request`, `unauthorized`,
+    /// `insufficient_balance`, `terms_not_accepted`, `not_found`, `overloaded`.
+    #[schema(example = "insufficient_balance")]
     code: &'a str,
+    /// For humans; never internal detail.
     message: String,
 }
 

@@ -10,6 +10,9 @@
 //! - [`auth`] turns a bearer JWT into a member, and checks terms acceptance for sends.
 //! - [`routes`] holds one file per resource; `routes/send.rs` is the seed contract.
 //!   Every failure leaves as the JSON of [`error::ApiError`].
+//! - [`metrics`] installs the Prometheus recorder and times every request by its route
+//!   pattern; [`telemetry`] sets up logs and gives every request an id.
+//! - [`openapi`] is the OpenAPI 3.1 document, generated from the handlers' own types.
 //! - The engine itself (supervisor, normalizer pool, dedupe shards, ports and embedded
 //!   backends) is the `sendme-actors` crate in `actors/`.
 
@@ -17,6 +20,8 @@ pub mod auth;
 pub mod configuration;
 pub mod demo;
 pub mod error;
+pub mod metrics;
+pub mod openapi;
 pub mod providers;
 pub mod routes;
 pub mod startup;

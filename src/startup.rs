@@ -8,6 +8,7 @@ use crate::error::json_error;
 use crate::providers::http::HttpProvider;
 use crate::routes;
 use actix::Addr;
+use actix_web::middleware::from_fn;
 use actix_web::{dev::Server, web, App, HttpServer};
 use anyhow::{bail, Context};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -21,6 +22,7 @@ use sendme_actors::ports::{Receipt, SmsProvider};
 use sendme_actors::supervisor::{BroadcastSupervisor, Ports};
 use std::net::TcpListener;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -35,6 +37,8 @@ pub struct AppState {
     /// The key that signs delivery receipts, if any is configured.
     pub dlr_secret: Option<Vec<u8>>,
     pub rate_limiter: DefaultKeyedRateLimiter<AccountId>,
+    /// Set once SIGTERM/Ctrl-C arrived: `/readyz` answers 503 while connections drain.
+    pub shutting_down: Arc<AtomicBool>,
 }
 
 pub struct Application {
@@ -43,6 +47,7 @@ pub struct Application {
     demo: Option<DemoCredentials>,
     delivery: DeliveryHandle,
     shutdown_grace: Duration,
+    shutting_down: Arc<AtomicBool>,
 }
 
 const DEV_DLR_SECRET: &str = "sendme-local-development-dlr-secret";
@@ -148,6 +153,8 @@ impl Application {
     /// `queued` by a previous run, starts the engine and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let keys = jwt_keys(&settings)?;
+        // Before the engine starts, so its metric handles bind to the real recorder.
+        crate::metrics::handle();
         let (ports, embedded) = open_ports(&settings).await?;
 
         let demo = match embedded {
@@ -193,6 +200,7 @@ impl Application {
         let port = listener.local_addr()?.port();
 
         let max_body = settings.server.max_body_bytes;
+        let shutting_down = Arc::new(AtomicBool::new(false));
         let state = web::Data::new(AppState {
             settings,
             ports,
@@ -201,9 +209,13 @@ impl Application {
             keys,
             dlr_secret,
             rate_limiter: RateLimiter::keyed(Quota::per_second(per_second)),
+            shutting_down: shutting_down.clone(),
         });
         let server = HttpServer::new(move || {
             App::new()
+                // Outermost last: the request id span covers the metrics and the handler.
+                .wrap(from_fn(crate::metrics::track_http))
+                .wrap(from_fn(crate::telemetry::with_request_id))
                 .app_data(state.clone())
                 .app_data(
                     web::JsonConfig::default()
@@ -227,6 +239,7 @@ impl Application {
             demo,
             delivery,
             shutdown_grace,
+            shutting_down,
         })
     }
 
@@ -241,7 +254,14 @@ impl Application {
     /// Serves until SIGTERM/Ctrl-C (actix-web stops accepting and drains connections),
     /// then lets in-flight sends finish and persist within the grace period.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let flag = self.shutting_down.clone();
+        let watcher = actix_web::rt::spawn(async move {
+            shutdown_signal().await;
+            flag.store(true, Ordering::Relaxed);
+            tracing::info!("shutdown signal received: /readyz now answers 503");
+        });
         let served = self.server.await;
+        watcher.abort();
         tracing::info!("stopping: finishing in-flight sends");
         if self.delivery.shutdown(self.shutdown_grace).await {
             tracing::info!("every in-flight send finished and was persisted");
@@ -250,4 +270,20 @@ impl Application {
         }
         served
     }
+}
+
+/// Resolves on the signals actix-web itself stops on (SIGTERM, SIGINT, SIGQUIT).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let kinds = [
+        SignalKind::terminate(),
+        SignalKind::interrupt(),
+        SignalKind::quit(),
+    ];
+    let mut streams: Vec<_> = kinds.into_iter().filter_map(|k| signal(k).ok()).collect();
+    if streams.is_empty() {
+        return std::future::pending().await;
+    }
+    let waits = streams.iter_mut().map(|s| Box::pin(s.recv()));
+    futures_util::future::select_all(waits).await;
 }

@@ -48,9 +48,12 @@ impl StatusWriter {
                 }
                 let sizes: Vec<usize> = group.iter().map(|(c, _)| c.len()).collect();
                 let (changes, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-                let result = store.apply(changes.into_iter().flatten().collect()).await;
+                let changes: Vec<StatusChange> = changes.into_iter().flatten().collect();
+                let from: Vec<MessageStatus> = changes.iter().map(|c| c.from).collect();
+                let result = store.apply(changes).await;
                 match result {
                     Ok(mut all) => {
+                        crate::metrics::record_applied(&from, &all);
                         for (reply, n) in replies.into_iter().zip(sizes).rev() {
                             let mine = all.split_off(all.len() - n);
                             let _ = reply.send(Ok(mine));

@@ -14,12 +14,15 @@
 //!   hands it to a rate-limited [`provider`] actor; outcomes and receipts are persisted
 //!   in groups by one status writer, with their ledger effects, before the queue
 //!   position is committed. [`clock`] lets tests drive all of it on paused tokio time.
+//! - [`metrics`]: the engine's Prometheus metrics, recorded through the `metrics` facade
+//!   (a no-op until the application installs a recorder).
 
 pub mod clock;
 pub mod dedupe;
 pub mod dispatcher;
 pub mod domain;
 pub mod embedded;
+pub mod metrics;
 pub mod normalizer;
 pub mod ports;
 pub mod provider;

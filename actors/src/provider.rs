@@ -6,6 +6,7 @@
 use crate::clock::EngineClock;
 use crate::dispatcher::StatusWriter;
 use crate::domain::{MessageStatus, ProviderRef};
+use crate::metrics::{AttemptOutcome, RouteMetrics};
 use crate::ports::{DispatchQueue, OutboundSms, QueueRecord, SendError, SmsProvider, StatusChange};
 use actix::prelude::{Actor, Context, Handler, Message as ActixMessage};
 use governor::{Quota, RateLimiter};
@@ -65,15 +66,18 @@ impl Pacer {
         Self { limiter, clock }
     }
 
-    /// Waits until one more send is allowed.
-    pub async fn ready(&self) {
+    /// Waits until one more send is allowed; returns how long it waited.
+    pub async fn ready(&self) -> Duration {
+        let mut waited = Duration::ZERO;
         let Some(limiter) = &self.limiter else {
-            return;
+            return waited;
         };
         while let Err(not_until) = limiter.check() {
             let wait = not_until.wait_time_from(governor::clock::Clock::now(&self.clock));
             tokio::time::sleep(wait).await;
+            waited += wait;
         }
+        waited
     }
 }
 
@@ -100,6 +104,7 @@ struct Route {
     writer: StatusWriter,
     queue: Arc<dyn DispatchQueue>,
     clock: EngineClock,
+    metrics: RouteMetrics,
 }
 
 impl ProviderActor {
@@ -113,6 +118,7 @@ impl ProviderActor {
         let route = Route {
             pacer: Pacer::new(settings.rate_per_second, clock),
             concurrency: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+            metrics: RouteMetrics::new(provider.name()),
             provider,
             settings,
             writer,
@@ -158,10 +164,18 @@ impl Route {
         }: Deliver,
     ) {
         loop {
-            self.pacer.ready().await;
+            self.metrics.rate_wait(self.pacer.ready().await);
             let result = {
                 let _slot = self.concurrency.acquire().await;
-                self.provider.send(&sms).await
+                let started = tokio::time::Instant::now();
+                let result = self.provider.send(&sms).await;
+                let outcome = match &result {
+                    Ok(_) => AttemptOutcome::Sent,
+                    Err(SendError::Transient(_)) => AttemptOutcome::Transient,
+                    Err(SendError::Permanent(_)) => AttemptOutcome::Permanent,
+                };
+                self.metrics.attempt(outcome, started.elapsed());
+                result
             };
             let now = self.clock.now();
             let change = match result {

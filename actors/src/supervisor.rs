@@ -191,6 +191,7 @@ impl Pipeline {
             self.normalize_and_dedupe(batch, raw, msg.country).await?
         };
         if unique.is_empty() {
+            crate::metrics::record_accepted(&stats, 0, 0);
             return Ok(Accepted {
                 queue: None,
                 messages: Vec::new(),
@@ -237,6 +238,7 @@ impl Pipeline {
             // Durable and `queued`: the next start enqueues them again.
             tracing::error!(error = ?e, %batch, "publishing failed; messages stay queued in the store");
         }
+        crate::metrics::record_accepted(&stats, messages.len() as u64, cost);
         Ok(Accepted {
             queue: Some(batch),
             messages,
@@ -253,7 +255,10 @@ impl Pipeline {
         self.in_flight
             .clone()
             .try_acquire_many_owned(permits)
-            .map_err(|_| BroadcastError::Overloaded)
+            .map_err(|_| {
+                crate::metrics::record_overload();
+                BroadcastError::Overloaded
+            })
     }
 
     async fn normalize_and_dedupe(

@@ -6,7 +6,7 @@ use crate::startup::AppState;
 use actix_web::{get, post, web, HttpResponse};
 use sendme_actors::domain::{Account, AccountId, Country};
 use serde::Serialize;
-use serde_json::json;
+use utoipa::ToSchema;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(get_account)
@@ -14,13 +14,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(accept_terms);
 }
 
-#[derive(Serialize)]
+/// An account and its credits.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AccountView {
     id: AccountId,
     name: String,
+    /// ISO 3166-1 alpha-2.
+    #[schema(value_type = String, example = "CO")]
     default_country: Country,
+    /// Credits available to reserve.
     balance: u64,
+    /// Credits held for messages not yet handed to a provider.
     reserved: u64,
 }
 
@@ -36,8 +41,17 @@ impl From<Account> for AccountView {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/account",
+    tag = "account",
+    description = "The caller's account.",
+    responses(
+        (status = 200, description = "The account", body = AccountView),
+    )
+)]
 #[get("/account")]
-async fn get_account(
+pub(crate) async fn get_account(
     state: web::Data<AppState>,
     Authenticated(member): Authenticated,
 ) -> Result<HttpResponse, ApiError> {
@@ -50,30 +64,60 @@ async fn get_account(
     Ok(HttpResponse::Ok().json(AccountView::from(account)))
 }
 
+/// The current terms of service and whether the caller accepted them.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct TermsView {
+    /// The current version.
+    version: u32,
+    /// Whether the caller accepted the current version (needed to send).
+    accepted: bool,
+    /// The version the caller last accepted, if any.
+    accepted_version: Option<u32>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/terms",
+    tag = "account",
+    description = "The current terms version and the caller's acceptance.",
+    responses(
+        (status = 200, description = "The terms", body = TermsView),
+    )
+)]
 #[get("/terms")]
-async fn get_terms(
+pub(crate) async fn get_terms(
     state: web::Data<AppState>,
     Authenticated(member): Authenticated,
 ) -> Result<HttpResponse, ApiError> {
     let version = state.ports.accounts.terms_version().await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "version": version,
-        "accepted": member.accepted_terms == Some(version),
-        "acceptedVersion": member.accepted_terms,
-    })))
+    Ok(HttpResponse::Ok().json(TermsView {
+        version,
+        accepted: member.accepted_terms == Some(version),
+        accepted_version: member.accepted_terms,
+    }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/terms/accept",
+    tag = "account",
+    description = "Accepts the current terms for the calling member.",
+    responses(
+        (status = 200, description = "Accepted", body = TermsView),
+    )
+)]
 #[post("/terms/accept")]
-async fn accept_terms(
+pub(crate) async fn accept_terms(
     state: web::Data<AppState>,
     Authenticated(mut member): Authenticated,
 ) -> Result<HttpResponse, ApiError> {
     let version = state.ports.accounts.terms_version().await?;
     member.accepted_terms = Some(version);
     state.ports.accounts.put_member(&member).await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "version": version,
-        "accepted": true,
-        "acceptedVersion": version,
-    })))
+    Ok(HttpResponse::Ok().json(TermsView {
+        version,
+        accepted: true,
+        accepted_version: Some(version),
+    }))
 }

@@ -2,12 +2,12 @@
 
 use super::account::AccountView;
 use crate::auth::Admin;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::startup::AppState;
 use actix_web::{post, web, HttpResponse};
 use sendme_actors::domain::*;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use utoipa::ToSchema;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(create_account)
@@ -17,17 +17,31 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(publish_terms);
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct NewAccount {
+pub(crate) struct NewAccount {
     name: String,
+    /// ISO 3166-1 alpha-2.
+    #[schema(example = "CO")]
     default_country: String,
+    /// Initial credits (default 0).
     #[serde(default)]
     credits: u64,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/admin/accounts",
+    tag = "admin",
+    description = "Creates an account.",
+    request_body = NewAccount,
+    responses(
+        (status = 201, description = "Created", body = AccountView),
+        (status = 403, description = "Not an admin (`forbidden`)", body = ErrorBody),
+    )
+)]
 #[post("/admin/accounts")]
-async fn create_account(
+pub(crate) async fn create_account(
     state: web::Data<AppState>,
     _admin: Admin,
     body: web::Json<NewAccount>,
@@ -57,13 +71,26 @@ async fn create_account(
     Ok(HttpResponse::Created().json(AccountView::from(account)))
 }
 
-#[derive(Deserialize)]
-struct Credits {
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct Credits {
+    /// Positive.
     amount: u64,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/admin/accounts/{id}/credits",
+    tag = "admin",
+    description = "Adds credits to an account.",
+    request_body = Credits,
+    params(("id" = String, Path, description = "The account id")),
+    responses(
+        (status = 200, description = "The account after the top-up", body = AccountView),
+        (status = 403, description = "Not an admin (`forbidden`)", body = ErrorBody),
+    )
+)]
 #[post("/admin/accounts/{id}/credits")]
-async fn add_credits(
+pub(crate) async fn add_credits(
     state: web::Data<AppState>,
     _admin: Admin,
     path: web::Path<String>,
@@ -77,22 +104,34 @@ async fn add_credits(
     Ok(HttpResponse::Ok().json(AccountView::from(account)))
 }
 
-#[derive(Deserialize)]
-struct NewMember {
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct NewMember {
     role: Role,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct MemberView {
+pub(crate) struct MemberView {
     id: MemberId,
     account_id: AccountId,
     role: Role,
     accepted_terms: Option<u32>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/admin/accounts/{id}/members",
+    tag = "admin",
+    description = "Adds a member to an account; a new member has accepted no terms.",
+    request_body = NewMember,
+    params(("id" = String, Path, description = "The account id")),
+    responses(
+        (status = 201, description = "Created", body = MemberView),
+        (status = 403, description = "Not an admin (`forbidden`)", body = ErrorBody),
+    )
+)]
 #[post("/admin/accounts/{id}/members")]
-async fn create_member(
+pub(crate) async fn create_member(
     state: web::Data<AppState>,
     _admin: Admin,
     path: web::Path<String>,
@@ -121,8 +160,25 @@ async fn create_member(
     }))
 }
 
+/// A bearer token (JWT).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct IssuedToken {
+    token: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/admin/members/{id}/tokens",
+    tag = "admin",
+    description = "Issues a bearer token for a member.",
+    params(("id" = String, Path, description = "The member id")),
+    responses(
+        (status = 201, description = "Issued", body = IssuedToken),
+        (status = 403, description = "Not an admin (`forbidden`)", body = ErrorBody),
+    )
+)]
 #[post("/admin/members/{id}/tokens")]
-async fn issue_token(
+pub(crate) async fn issue_token(
     state: web::Data<AppState>,
     _admin: Admin,
     path: web::Path<String>,
@@ -134,16 +190,31 @@ async fn issue_token(
         .member(id)
         .await?
         .ok_or(ApiError::NotFound("member"))?;
-    Ok(HttpResponse::Created().json(json!({ "token": state.keys.issue(&member)? })))
+    Ok(HttpResponse::Created().json(IssuedToken {
+        token: state.keys.issue(&member)?,
+    }))
 }
 
-#[derive(Deserialize)]
-struct NewTerms {
+/// A terms version.
+#[derive(Deserialize, Serialize, ToSchema)]
+pub(crate) struct NewTerms {
+    /// Greater than the current version.
     version: u32,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/admin/terms",
+    tag = "admin",
+    description = "Publishes a new terms version: every member must accept again.",
+    request_body = NewTerms,
+    responses(
+        (status = 201, description = "Published", body = NewTerms),
+        (status = 403, description = "Not an admin (`forbidden`)", body = ErrorBody),
+    )
+)]
 #[post("/admin/terms")]
-async fn publish_terms(
+pub(crate) async fn publish_terms(
     state: web::Data<AppState>,
     _admin: Admin,
     body: web::Json<NewTerms>,
@@ -155,5 +226,7 @@ async fn publish_terms(
         )));
     }
     state.ports.accounts.publish_terms(body.version).await?;
-    Ok(HttpResponse::Created().json(json!({ "version": body.version })))
+    Ok(HttpResponse::Created().json(NewTerms {
+        version: body.version,
+    }))
 }

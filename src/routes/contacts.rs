@@ -2,11 +2,12 @@
 
 use super::{page_limit, rfc3339, Listing};
 use crate::auth::Authenticated;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::startup::AppState;
 use actix_web::{delete, get, patch, post, put, web, HttpResponse};
 use sendme_actors::domain::*;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(create_contact)
@@ -19,10 +20,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(list_tags);
 }
 
-#[derive(Serialize)]
+/// A contact of the account.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct ContactView<'a> {
+pub(crate) struct ContactView<'a> {
     id: ContactId,
+    /// E.164.
+    #[schema(example = "+573001234567")]
     phone: &'a str,
     name: Option<&'a str>,
     tag_ids: &'a [TagId],
@@ -41,8 +45,8 @@ impl<'a> From<&'a Contact> for ContactView<'a> {
     }
 }
 
-#[derive(Serialize)]
-struct TagView<'a> {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct TagView<'a> {
     id: TagId,
     name: &'a str,
 }
@@ -106,16 +110,31 @@ fn non_blank(field: &str, value: Option<String>) -> Result<Option<String>, ApiEr
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct NewContact {
+pub(crate) struct NewContact {
+    /// Normalized with the account's default country; invalid → 400.
+    #[schema(example = "3001234567")]
     phone: String,
+    /// Up to 200 characters, not blank.
     name: Option<String>,
+    /// Tag ids (UUIDs) of existing tags.
     tag_ids: Option<Vec<String>>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/contacts",
+    tag = "contacts",
+    description = "Creates a contact.",
+    request_body = NewContact,
+    responses(
+        (status = 201, description = "Created", body = ContactView),
+        (status = 409, description = "A contact with this phone exists (`contact_exists`)", body = ErrorBody),
+    )
+)]
 #[post("/contacts")]
-async fn create_contact(
+pub(crate) async fn create_contact(
     state: web::Data<AppState>,
     Authenticated(member): Authenticated,
     body: web::Json<NewContact>,
@@ -134,16 +153,31 @@ async fn create_contact(
     Ok(HttpResponse::Created().json(ContactView::from(&contact)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
-struct ContactQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct ContactQuery {
+    /// Only contacts with this tag (UUID).
     tag_id: Option<String>,
+    /// `nextCursor` of the previous page.
     cursor: Option<String>,
+    /// 1 to 1000, default 50.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/contacts",
+    tag = "contacts",
+    description = "The account's contacts, paged.",
+    params(ContactQuery),
+    responses(
+        (status = 200, description = "A page of contacts", body = Listing<ContactView>),
+    )
+)]
 #[get("/contacts")]
-async fn list_contacts(
+pub(crate) async fn list_contacts(
     state: web::Data<AppState>,
     Authenticated(member): Authenticated,
     query: web::Query<ContactQuery>,
@@ -170,8 +204,18 @@ async fn list_contacts(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/contacts/{id}",
+    tag = "contacts",
+    description = "One contact.",
+    params(("id" = String, Path, description = "The contact id")),
+    responses(
+        (status = 200, description = "The contact", body = ContactView),
+    )
+)]
 #[get("/contacts/{id}")]
-async fn get_contact(
+pub(crate) async fn get_contact(
     state: web::Data<AppState>,
     Authenticated(member): Authenticated,
     path: web::Path<String>,
@@ -180,14 +224,28 @@ async fn get_contact(
     Ok(HttpResponse::Ok().json(ContactView::from(&contact)))
 }
 
-#[derive(Deserialize)]
-struct ContactChanges {
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct ContactChanges {
+    /// A new phone, normalized with the account's default country.
     phone: Option<String>,
+    /// A new name, up to 200 characters, not blank.
     name: Option<String>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/contacts/{id}",
+    tag = "contacts",
+    description = "Changes a contact's phone or name.",
+    request_body = ContactChanges,
+    params(("id" = String, Path, description = "The contact id")),
+    responses(
+        (status = 200, description = "The contact after the change", body = ContactView),
+        (status = 409, description = "Another contact has this phone (`contact_exists`)", body = ErrorBody),
+    )
+)]
 #[patch("/contacts/{id}")]
-async fn update_contact(
+pub(crate) async fn update_contact(
     state: web::Data<AppState>,
     Authenticated(member): Authenticated,
     path: web::Path<String>,
@@ -207,8 +265,18 @@ async fn update_contact(
     Ok(HttpResponse::Ok().json(ContactView::from(&contact)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/contacts/{id}",
+    tag = "contacts",
+    description = "Deletes a contact.",
+    params(("id" = String, Path, description = "The contact id")),
+    responses(
+        (status = 204, description = "Deleted"),
+    )
+)]
 #[delete("/contacts/{id}")]
-async fn delete_contact(
+pub(crate) async fn delete_contact(
     state: web::Data<AppState>,
     Authenticated(member): Authenticated,
     path: web::Path<String>,
@@ -222,14 +290,26 @@ async fn delete_contact(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct TagAssignment {
+pub(crate) struct TagAssignment {
+    /// The contact's complete set of tags (UUIDs of existing tags).
     tag_ids: Vec<String>,
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/contacts/{id}/tags",
+    tag = "contacts",
+    description = "Replaces a contact's tags.",
+    request_body = TagAssignment,
+    params(("id" = String, Path, description = "The contact id")),
+    responses(
+        (status = 200, description = "The contact with its new tags", body = ContactView),
+    )
+)]
 #[put("/contacts/{id}/tags")]
-async fn set_contact_tags(
+pub(crate) async fn set_contact_tags(
     state: web::Data<AppState>,
     Authenticated(member): Authenticated,
     path: web::Path<String>,
@@ -241,13 +321,25 @@ async fn set_contact_tags(
     Ok(HttpResponse::Ok().json(ContactView::from(&contact)))
 }
 
-#[derive(Deserialize)]
-struct NewTag {
+#[derive(Deserialize, ToSchema)]
+pub(crate) struct NewTag {
+    /// Up to 200 characters, not blank.
+    #[schema(example = "customers")]
     name: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/tags",
+    tag = "contacts",
+    description = "Creates a tag.",
+    request_body = NewTag,
+    responses(
+        (status = 201, description = "Created", body = TagView),
+    )
+)]
 #[post("/tags")]
-async fn create_tag(
+pub(crate) async fn create_tag(
     state: web::Data<AppState>,
     Authenticated(member): Authenticated,
     body: web::Json<NewTag>,
@@ -262,8 +354,17 @@ async fn create_tag(
     Ok(HttpResponse::Created().json(TagView::from(&tag)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/tags",
+    tag = "contacts",
+    description = "Every tag of the account (one page, `nextCursor` null).",
+    responses(
+        (status = 200, description = "The tags", body = Listing<TagView>),
+    )
+)]
 #[get("/tags")]
-async fn list_tags(
+pub(crate) async fn list_tags(
     state: web::Data<AppState>,
     Authenticated(member): Authenticated,
 ) -> Result<HttpResponse, ApiError> {

@@ -1,23 +1,89 @@
+//! Operations: liveness, readiness, metrics and the OpenAPI document (no auth).
+
 use crate::startup::AppState;
 use actix_web::{get, web, HttpResponse};
-use serde_json::json;
+use serde::Serialize;
+use std::sync::atomic::Ordering;
+use utoipa::ToSchema;
 
-/// The process is alive and serving HTTP.
-#[get("/healthz")]
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+/// Liveness or readiness.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Health {
+    /// `ok` (alive), `ready`, or `unavailable`.
+    #[schema(example = "ready")]
+    status: &'static str,
+    /// Records waiting in the dispatch queue (when ready).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queue_depth: Option<usize>,
+    /// Why the instance is not ready: `store` or `shutting_down`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
 }
 
-/// The store answers: the instance can take traffic.
-#[get("/readyz")]
-async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match state.ports.accounts.terms_version().await {
-        Ok(_) => HttpResponse::Ok()
-            .json(json!({"status": "ready", "queueDepth": state.ports.queue.depth()})),
-        Err(e) => {
-            tracing::warn!(error = ?e, "readiness check failed");
-            HttpResponse::ServiceUnavailable()
-                .json(json!({"status": "unavailable", "reason": "store"}))
+impl Health {
+    fn unavailable(reason: &'static str) -> Self {
+        Health {
+            status: "unavailable",
+            queue_depth: None,
+            reason: Some(reason),
         }
     }
+}
+
+/// The process is alive and serving HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = Health)))]
+#[get("/healthz")]
+pub(crate) async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Health {
+        status: "ok",
+        queue_depth: None,
+        reason: None,
+    })
+}
+
+/// The store answers and no shutdown has begun: the instance can take traffic.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Health),
+        (status = 503, description = "Not ready: the store does not answer, or shutting down", body = Health),
+    ))]
+#[get("/readyz")]
+pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.shutting_down.load(Ordering::Relaxed) {
+        return HttpResponse::ServiceUnavailable().json(Health::unavailable("shutting_down"));
+    }
+    match state.ports.accounts.terms_version().await {
+        Ok(_) => HttpResponse::Ok().json(Health {
+            status: "ready",
+            queue_depth: Some(state.ports.queue.depth()),
+            reason: None,
+        }),
+        Err(e) => {
+            tracing::warn!(error = ?e, "readiness check failed");
+            HttpResponse::ServiceUnavailable().json(Health::unavailable("store"))
+        }
+    }
+}
+
+/// Prometheus text exposition of every metric of this process.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
+#[get("/metrics")]
+pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    ::metrics::gauge!(sendme_actors::metrics::QUEUE_DEPTH).set(state.ports.queue.depth() as f64);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(crate::metrics::handle().render())
+}
+
+/// This document: the API described by the handlers' own types.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3.1", body = Object)))]
+#[get("/api/openapi.json")]
+pub(crate) async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(crate::openapi::document())
 }

@@ -1,12 +1,12 @@
 //! HTTP routes, one file per resource. Each file owns its request and response types.
 
-mod account;
-mod admin;
-mod contacts;
-mod health;
-mod receipts;
-mod send;
-mod status;
+pub(crate) mod account;
+pub(crate) mod admin;
+pub(crate) mod contacts;
+pub(crate) mod health;
+pub(crate) mod receipts;
+pub(crate) mod send;
+pub(crate) mod status;
 
 use actix_web::web;
 use sendme_actors::domain::Millis;
@@ -14,6 +14,10 @@ use sendme_actors::domain::Millis;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(health::healthz)
         .service(health::readyz)
+        .service(health::metrics)
+        // Before the `/api` scope, which would otherwise take the path and 404.
+        .service(health::openapi)
+        .service(crate::openapi::docs_page())
         .service(
             web::scope("/api")
                 .configure(send::configure)
@@ -56,10 +60,11 @@ pub fn parse_id<T: std::str::FromStr>(value: &str) -> Option<T> {
 }
 
 /// A page of a listing: `{items, nextCursor}`.
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Listing<T> {
     pub items: Vec<T>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
     pub next_cursor: Option<String>,
 }
 

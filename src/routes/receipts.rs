@@ -2,33 +2,56 @@
 //! HMAC-SHA256 (see `providers::signature`). Replays are idempotent: a receipt that was
 //! already recorded answers 200 and changes nothing.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::providers::signature::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::startup::AppState;
 use actix_web::{post, web, HttpRequest, HttpResponse};
 use sendme_actors::dispatcher::ReceiptOutcome;
 use sendme_actors::domain::MessageId;
 use sendme_actors::ports::Receipt;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(receive_receipt);
 }
 
-#[derive(Deserialize)]
+/// A delivery receipt.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct ReceiptBody {
+pub(crate) struct ReceiptBody {
     /// The SendMe message id, sent to the provider as its reference.
     message_id: String,
+    /// `delivered`, `undelivered` or `failed`.
+    #[schema(example = "delivered")]
     status: String,
     /// 1-based part of a multipart message.
     part: Option<u32>,
     detail: Option<String>,
 }
 
+/// What a receipt did: `recorded`, or `already recorded` for a replay.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ReceiptResult {
+    #[schema(example = "recorded")]
+    result: &'static str,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/providers/{name}/dlr",
+    tag = "providers",
+    description = "A provider's delivery receipt, authenticated by an HMAC-SHA256 signature of the timestamp and body (no bearer token).",
+    request_body = ReceiptBody,
+    params(("name" = String, Path, description = "The provider name"), ("X-SendMe-Timestamp" = String, Header, description = "Unix seconds"), ("X-SendMe-Signature" = String, Header, description = "hex HMAC-SHA256")),
+    security(()),
+    responses(
+        (status = 200, description = "Recorded (or already recorded)", body = ReceiptResult),
+        (status = 409, description = "The send is still being recorded (`receipt_before_send`): retry shortly", body = ErrorBody),
+    )
+)]
 #[post("/providers/{name}/dlr")]
-async fn receive_receipt(
+pub(crate) async fn receive_receipt(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
@@ -84,10 +107,12 @@ async fn receive_receipt(
         })
         .await?;
     match outcome {
-        ReceiptOutcome::Applied => Ok(HttpResponse::Ok().json(json!({"result": "recorded"}))),
-        ReceiptOutcome::Ignored => {
-            Ok(HttpResponse::Ok().json(json!({"result": "already recorded"})))
+        ReceiptOutcome::Applied => {
+            Ok(HttpResponse::Ok().json(ReceiptResult { result: "recorded" }))
         }
+        ReceiptOutcome::Ignored => Ok(HttpResponse::Ok().json(ReceiptResult {
+            result: "already recorded",
+        })),
         ReceiptOutcome::NotYetSent => Err(ApiError::Conflict(
             "receipt_before_send",
             "the message's send is still being recorded; retry the receipt shortly".into(),

@@ -5,7 +5,7 @@
 //! An `Idempotency-Key` header makes a retry return the first answer and send nothing.
 
 use crate::auth::TermsAccepted;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::startup::AppState;
 use actix_web::{http::StatusCode, post, web, HttpRequest, HttpResponse};
 use sendme_actors::domain::*;
@@ -13,6 +13,7 @@ use sendme_actors::ports::IdempotentResponse;
 use sendme_actors::supervisor::{Accepted, Broadcast, Recipients};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use utoipa::ToSchema;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(send_to_contacts)
@@ -20,32 +21,59 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(send_to_tags);
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// Send one message to a list of numbers, as the client wrote them.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct ContactsPayload {
+pub(crate) struct ContactsPayload {
+    /// 1 to 1,600 characters.
+    #[schema(min_length = 1, max_length = 1600)]
+    #[schema(example = "Hello, this is a message from SendMe")]
     message: String,
+    /// Phone numbers in any common format; invalid ones are skipped, duplicates sent once.
+    #[schema(example = json!(["3001234567", "+57 300 987 6543"]))]
     contacts: Vec<String>,
+    /// `SMS` (default) or `OTP`, case-insensitive.
     #[serde(rename = "type")]
+    #[schema(pattern = "^([sS][mM][sS]|[oO][tT][pP])$")]
+    #[schema(example = "SMS")]
     kind: Option<String>,
+    /// ISO 3166-1 alpha-2 country for numbers without `+`; default: the account's.
+    #[schema(pattern = "^[A-Za-z]{2}$")]
+    #[schema(example = "CO")]
     country: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// Send one message to every contact of the account.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct AllPayload {
+pub(crate) struct AllPayload {
+    /// 1 to 1,600 characters.
+    #[schema(min_length = 1, max_length = 1600)]
     message: String,
+    /// `SMS` (default) or `OTP`, case-insensitive.
     #[serde(rename = "type")]
+    #[schema(pattern = "^([sS][mM][sS]|[oO][tT][pP])$")]
     kind: Option<String>,
+    /// ISO 3166-1 alpha-2 country for numbers without `+`; default: the account's.
+    #[schema(pattern = "^[A-Za-z]{2}$")]
     country: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// Send one message to the contacts carrying any of the tags (each contact once).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct TagsPayload {
+pub(crate) struct TagsPayload {
+    /// 1 to 1,600 characters.
+    #[schema(min_length = 1, max_length = 1600)]
     message: String,
+    /// Tag ids (UUIDs).
     tag_ids: Vec<String>,
+    /// `SMS` (default) or `OTP`, case-insensitive.
     #[serde(rename = "type")]
+    #[schema(pattern = "^([sS][mM][sS]|[oO][tT][pP])$")]
     kind: Option<String>,
+    /// ISO 3166-1 alpha-2 country for numbers without `+`; default: the account's.
+    #[schema(pattern = "^[A-Za-z]{2}$")]
     country: Option<String>,
 }
 
@@ -85,22 +113,45 @@ impl SendRequest {
     }
 }
 
-#[derive(Serialize)]
+/// The enqueued messages, in request order.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct EnqueueResult<'a> {
+pub(crate) struct EnqueueResult<'a> {
+    /// The batch id (UUIDv7), or "" when nothing was enqueued.
     queue_id: String,
+    /// Always `sms`.
+    #[schema(example = "sms")]
     channel: &'static str,
     messages: Vec<EnqueuedMessage<'a>>,
 }
 
-#[derive(Serialize)]
-struct EnqueuedMessage<'a> {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct EnqueuedMessage<'a> {
     id: MessageId,
+    /// E.164.
+    #[schema(example = "+573001234567")]
     recipient: &'a str,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/messages/sms/contacts",
+    tag = "send",
+    description = "Normalizes the numbers to E.164, drops invalid ones and duplicates, reserves credits, persists and enqueues.",
+    request_body = ContactsPayload,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer and send nothing (1 to 255 visible ASCII characters)")),
+    responses(
+        (status = 201, description = "At least one message enqueued", body = EnqueueResult),
+        (status = 200, description = "No valid recipient: `queueId` is \"\" and `messages` is empty", body = EnqueueResult),
+        (status = 402, description = "Credits below the cost; nothing persisted or enqueued", body = ErrorBody),
+        (status = 403, description = "The member has not accepted the current terms (`terms_not_accepted`)", body = ErrorBody),
+        (status = 409, description = "Same `Idempotency-Key` with a different body (`idempotency_conflict`)", body = ErrorBody),
+        (status = 429, description = "Per-account request rate exceeded (`rate_limited`), with `Retry-After`", body = ErrorBody),
+        (status = 503, description = "Engine at capacity (`overloaded`), with `Retry-After`", body = ErrorBody),
+    )
+)]
 #[post("/messages/sms/contacts")]
-async fn send_to_contacts(
+pub(crate) async fn send_to_contacts(
     state: web::Data<AppState>,
     TermsAccepted(member): TermsAccepted,
     req: HttpRequest,
@@ -125,8 +176,25 @@ async fn send_to_contacts(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/messages/sms/all",
+    tag = "send",
+    description = "Sends to every contact of the account. No contacts: 200 with nothing enqueued.",
+    request_body = AllPayload,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer and send nothing (1 to 255 visible ASCII characters)")),
+    responses(
+        (status = 201, description = "At least one message enqueued", body = EnqueueResult),
+        (status = 200, description = "No valid recipient: `queueId` is \"\" and `messages` is empty", body = EnqueueResult),
+        (status = 402, description = "Credits below the cost; nothing persisted or enqueued", body = ErrorBody),
+        (status = 403, description = "The member has not accepted the current terms (`terms_not_accepted`)", body = ErrorBody),
+        (status = 409, description = "Same `Idempotency-Key` with a different body (`idempotency_conflict`)", body = ErrorBody),
+        (status = 429, description = "Per-account request rate exceeded (`rate_limited`), with `Retry-After`", body = ErrorBody),
+        (status = 503, description = "Engine at capacity (`overloaded`), with `Retry-After`", body = ErrorBody),
+    )
+)]
 #[post("/messages/sms/all")]
-async fn send_to_all(
+pub(crate) async fn send_to_all(
     state: web::Data<AppState>,
     TermsAccepted(member): TermsAccepted,
     req: HttpRequest,
@@ -145,8 +213,25 @@ async fn send_to_all(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/messages/sms/tags",
+    tag = "send",
+    description = "Sends to the contacts carrying any of the tags. Unknown or empty tags: 200 with nothing enqueued.",
+    request_body = TagsPayload,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer and send nothing (1 to 255 visible ASCII characters)")),
+    responses(
+        (status = 201, description = "At least one message enqueued", body = EnqueueResult),
+        (status = 200, description = "No valid recipient: `queueId` is \"\" and `messages` is empty", body = EnqueueResult),
+        (status = 402, description = "Credits below the cost; nothing persisted or enqueued", body = ErrorBody),
+        (status = 403, description = "The member has not accepted the current terms (`terms_not_accepted`)", body = ErrorBody),
+        (status = 409, description = "Same `Idempotency-Key` with a different body (`idempotency_conflict`)", body = ErrorBody),
+        (status = 429, description = "Per-account request rate exceeded (`rate_limited`), with `Retry-After`", body = ErrorBody),
+        (status = 503, description = "Engine at capacity (`overloaded`), with `Retry-After`", body = ErrorBody),
+    )
+)]
 #[post("/messages/sms/tags")]
-async fn send_to_tags(
+pub(crate) async fn send_to_tags(
     state: web::Data<AppState>,
     TermsAccepted(member): TermsAccepted,
     req: HttpRequest,

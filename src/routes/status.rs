@@ -9,6 +9,7 @@ use sendme_actors::domain::*;
 use sendme_actors::ports::MessageFilter;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use utoipa::{IntoParams, ToSchema};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(get_queue)
@@ -18,13 +19,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(list_messages);
 }
 
-#[derive(Serialize)]
+/// A queue (one accepted send request) and where its messages are.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueView {
     queue_id: QueueId,
     channel: &'static str,
     #[serde(rename = "type")]
     kind: MessageType,
+    /// `accepted` (nothing dispatched yet), `dispatching` or `completed`.
+    #[schema(example = "dispatching")]
     state: &'static str,
     created_at: String,
     total: u64,
@@ -57,14 +61,14 @@ impl From<&Batch> for QueueView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ProviderView<'a> {
     name: &'a str,
     message_id: Option<&'a str>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct EventView<'a> {
     status: MessageStatus,
@@ -72,9 +76,10 @@ struct EventView<'a> {
     detail: Option<&'a str>,
 }
 
-#[derive(Serialize)]
+/// One SMS to one recipient, with its timeline.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct MessageView<'a> {
+pub(crate) struct MessageView<'a> {
     id: MessageId,
     queue_id: QueueId,
     recipient: &'a str,
@@ -134,8 +139,18 @@ async fn own_batch(state: &AppState, account: AccountId, id: &str) -> Result<Bat
         .ok_or(ApiError::NotFound("queue"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/queues/{queueId}",
+    tag = "status",
+    description = "Counts per status, cost and state of one of the caller's queues.",
+    params(("queueId" = String, Path, description = "The queue (batch) id")),
+    responses(
+        (status = 200, description = "The queue", body = QueueView),
+    )
+)]
 #[get("/queues/{queue_id}")]
-async fn get_queue(
+pub(crate) async fn get_queue(
     state: web::Data<AppState>,
     Authenticated(member): Authenticated,
     path: web::Path<String>,
@@ -144,9 +159,10 @@ async fn get_queue(
     Ok(HttpResponse::Ok().json(QueueView::from(&batch)))
 }
 
-#[derive(Serialize)]
+/// How many messages were canceled, and the queue afterwards.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Canceled {
+pub(crate) struct Canceled {
     canceled: u64,
     #[serde(flatten)]
     queue: QueueView,
@@ -154,8 +170,18 @@ struct Canceled {
 
 /// Cancels every message of the queue that no dispatcher has claimed yet and refunds
 /// their credits; messages already on their way are not recalled.
+#[utoipa::path(
+    post,
+    path = "/api/queues/{queueId}/cancel",
+    tag = "status",
+    description = "Cancels the queue's messages no dispatcher has claimed yet and refunds their credits.",
+    params(("queueId" = String, Path, description = "The queue (batch) id")),
+    responses(
+        (status = 200, description = "Canceled", body = Canceled),
+    )
+)]
 #[post("/queues/{queue_id}/cancel")]
-async fn cancel_queue(
+pub(crate) async fn cancel_queue(
     state: web::Data<AppState>,
     Authenticated(member): Authenticated,
     path: web::Path<String>,
@@ -169,17 +195,28 @@ async fn cancel_queue(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
-struct MessageQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct MessageQuery {
+    /// Only this queue's messages (UUID).
     queue_id: Option<String>,
+    /// `queued`, `sending`, `sent`, `delivered`, `undelivered`, `failed`, `expired` or `canceled`.
     status: Option<String>,
+    /// A phone number, normalized with the account's default country.
     recipient: Option<String>,
+    /// `SMS` or `OTP`.
     #[serde(rename = "type")]
+    #[param(rename = "type")]
     kind: Option<String>,
+    /// Created at or after (RFC 3339).
     from: Option<String>,
+    /// Created before (RFC 3339).
     to: Option<String>,
+    /// `nextCursor` of the previous page.
     cursor: Option<String>,
+    /// 1 to 1000, default 50.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
@@ -258,8 +295,18 @@ async fn default_country(state: &AppState, account: AccountId) -> Result<Country
         .default_country)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/queues/{queueId}/messages",
+    tag = "status",
+    description = "The queue's messages, newest first, with the same filters as `GET /api/messages`.",
+    params(("queueId" = String, Path, description = "The queue (batch) id"), MessageQuery),
+    responses(
+        (status = 200, description = "A page of messages", body = Listing<MessageView>),
+    )
+)]
 #[get("/queues/{queue_id}/messages")]
-async fn list_queue_messages(
+pub(crate) async fn list_queue_messages(
     state: web::Data<AppState>,
     Authenticated(member): Authenticated,
     path: web::Path<String>,
@@ -272,8 +319,18 @@ async fn list_queue_messages(
     message_listing(&state, filter).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/messages/{id}",
+    tag = "status",
+    description = "One message: status, timeline of events, provider metadata.",
+    params(("id" = String, Path, description = "The message id")),
+    responses(
+        (status = 200, description = "The message", body = MessageView),
+    )
+)]
 #[get("/messages/{id}")]
-async fn get_message(
+pub(crate) async fn get_message(
     state: web::Data<AppState>,
     Authenticated(member): Authenticated,
     path: web::Path<String>,
@@ -291,8 +348,18 @@ async fn get_message(
     Ok(HttpResponse::Ok().json(message_view(&message, body)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/messages",
+    tag = "status",
+    description = "The caller's messages, newest first, filtered and paged.",
+    params(MessageQuery),
+    responses(
+        (status = 200, description = "A page of messages", body = Listing<MessageView>),
+    )
+)]
 #[get("/messages")]
-async fn list_messages(
+pub(crate) async fn list_messages(
     state: web::Data<AppState>,
     Authenticated(member): Authenticated,
     query: web::Query<MessageQuery>,

@@ -5,6 +5,7 @@ mod balance;
 mod contacts;
 mod delivery;
 mod helpers;
+mod operations;
 mod restart;
 mod send_all_and_tags;
 mod send_contacts;

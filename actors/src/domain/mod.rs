@@ -22,6 +22,7 @@ pub fn now_millis() -> Millis {
 }
 
 /// `SMS` for bulk traffic, `OTP` for one-time passwords on the priority lane.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum MessageType {
     #[default]
@@ -41,6 +42,7 @@ impl MessageType {
 }
 
 /// queued → sending → sent → delivered | undelivered | expired, or failed / canceled.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageStatus {
@@ -130,6 +132,7 @@ impl MessageBody {
     }
 }
 
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -179,6 +182,7 @@ pub struct Tag {
 }
 
 /// How many messages of a batch are in each status.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusCounts {
     pub queued: u64,

@@ -1,0 +1,183 @@
+//! The engine's Prometheus metrics, through the `metrics` facade: the application
+//! installs the recorder; without one (unit tests, benches) every call is a no-op.
+//!
+//! Labels are bounded sets only (status, provider route, outcome): never a phone
+//! number, a message id or an account. Hot paths record per group, or through handles
+//! created once, so the cost stays a few atomic adds per durable write.
+
+use crate::domain::{Message, MessageStatus};
+use crate::supervisor::RecipientStats;
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, Counter, Histogram};
+use std::time::Duration;
+
+pub const RECIPIENTS: &str = "sendme_recipients_total";
+pub const MESSAGES: &str = "sendme_messages_total";
+pub const PROVIDER_SEND_DURATION: &str = "sendme_provider_send_duration_seconds";
+pub const PROVIDER_SEND_ERRORS: &str = "sendme_provider_send_errors_total";
+pub const RATE_LIMITER_WAIT: &str = "sendme_rate_limiter_wait_seconds";
+pub const QUEUE_DEPTH: &str = "sendme_queue_depth";
+pub const CREDITS_RESERVED: &str = "sendme_credits_reserved_total";
+pub const CREDITS_CAPTURED: &str = "sendme_credits_captured_total";
+pub const CREDITS_REFUNDED: &str = "sendme_credits_refunded_total";
+pub const OVERLOADED: &str = "sendme_supervisor_overloaded_total";
+
+/// HELP texts for the engine's metrics (call once, after installing the recorder).
+pub fn describe() {
+    describe_counter!(
+        RECIPIENTS,
+        "Recipients of send requests by outcome: accepted, invalid or duplicate."
+    );
+    describe_counter!(
+        MESSAGES,
+        "Messages entering a status (queued, sending, sent, delivered, ...), by the \
+         provider that acknowledged them (`none` before any did)."
+    );
+    describe_histogram!(
+        PROVIDER_SEND_DURATION,
+        metrics::Unit::Seconds,
+        "Time a provider took to answer one send attempt, by outcome."
+    );
+    describe_counter!(
+        PROVIDER_SEND_ERRORS,
+        "Failed send attempts by provider and kind (transient or permanent)."
+    );
+    describe_histogram!(
+        RATE_LIMITER_WAIT,
+        metrics::Unit::Seconds,
+        "Time a send waited for the provider route's rate limit (waits only)."
+    );
+    describe_gauge!(
+        QUEUE_DEPTH,
+        "Records published to the dispatch queue and not yet committed."
+    );
+    describe_counter!(CREDITS_RESERVED, "Credits reserved for accepted messages.");
+    describe_counter!(
+        CREDITS_CAPTURED,
+        "Reserved credits captured when a provider took the message."
+    );
+    describe_counter!(
+        CREDITS_REFUNDED,
+        "Reserved credits given back (failed before a provider took it, or canceled)."
+    );
+    describe_counter!(
+        OVERLOADED,
+        "Send requests refused with 503 because the engine held too many recipients."
+    );
+    // Rare events exist from the start at 0, so `rate()` and alerts see them.
+    for name in [
+        OVERLOADED,
+        CREDITS_RESERVED,
+        CREDITS_CAPTURED,
+        CREDITS_REFUNDED,
+    ] {
+        counter!(name).increment(0);
+    }
+}
+
+/// One accepted request: its recipients, its new `queued` messages and its reservation.
+pub(crate) fn record_accepted(stats: &RecipientStats, accepted: u64, reserved: u64) {
+    counter!(RECIPIENTS, "outcome" => "accepted").increment(accepted);
+    counter!(RECIPIENTS, "outcome" => "invalid").increment(stats.invalid);
+    counter!(RECIPIENTS, "outcome" => "duplicate").increment(stats.duplicates);
+    if accepted > 0 {
+        counter!(MESSAGES, "status" => "queued", "provider" => "none").increment(accepted);
+        counter!(CREDITS_RESERVED).increment(reserved);
+    }
+}
+
+pub(crate) fn record_overload() {
+    counter!(OVERLOADED).increment(1);
+}
+
+/// Status changes one durable write applied. `from[i]` is the status change `i` expected;
+/// `applied[i]` the message after it, `None` when it was skipped. The ledger effects
+/// mirror `MessageStore::apply`: capture on `sending → sent`, refund on
+/// `sending → failed` and `queued → canceled`.
+pub(crate) fn record_applied(from: &[MessageStatus], applied: &[Option<Message>]) {
+    // A group has a handful of (status, provider) pairs: one registry lookup each.
+    let mut entered: Vec<(MessageStatus, &str, u64)> = Vec::new();
+    let (mut captured, mut refunded) = (0u64, 0u64);
+    for (from, message) in from.iter().zip(applied) {
+        let Some(m) = message else { continue };
+        if *from == m.status {
+            continue; // a retry recorded on a message still `sending`
+        }
+        let provider = m.provider.as_ref().map_or("none", |p| p.name.as_str());
+        match entered
+            .iter_mut()
+            .find(|(s, p, _)| *s == m.status && *p == provider)
+        {
+            Some(e) => e.2 += 1,
+            None => entered.push((m.status, provider, 1)),
+        }
+        match (from, m.status) {
+            (MessageStatus::Sending, MessageStatus::Sent) => captured += m.cost,
+            (MessageStatus::Sending, MessageStatus::Failed)
+            | (MessageStatus::Queued, MessageStatus::Canceled) => refunded += m.cost,
+            _ => {}
+        }
+    }
+    for (status, provider, n) in entered {
+        counter!(MESSAGES, "status" => status.as_str(), "provider" => provider.to_owned())
+            .increment(n);
+    }
+    if captured > 0 {
+        counter!(CREDITS_CAPTURED).increment(captured);
+    }
+    if refunded > 0 {
+        counter!(CREDITS_REFUNDED).increment(refunded);
+    }
+}
+
+/// A provider route's handles, created once so a send records without lookups.
+pub(crate) struct RouteMetrics {
+    sent: Histogram,
+    transient: Histogram,
+    permanent: Histogram,
+    transient_errors: Counter,
+    permanent_errors: Counter,
+    rate_wait: Histogram,
+}
+
+/// How one send attempt ended, for the metrics.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum AttemptOutcome {
+    Sent,
+    Transient,
+    Permanent,
+}
+
+impl RouteMetrics {
+    pub(crate) fn new(provider: &str) -> Self {
+        let p = provider.to_owned();
+        Self {
+            sent: metrics::histogram!(PROVIDER_SEND_DURATION, "provider" => p.clone(), "outcome" => "sent"),
+            transient: metrics::histogram!(PROVIDER_SEND_DURATION, "provider" => p.clone(), "outcome" => "transient_error"),
+            permanent: metrics::histogram!(PROVIDER_SEND_DURATION, "provider" => p.clone(), "outcome" => "permanent_error"),
+            transient_errors: counter!(PROVIDER_SEND_ERRORS, "provider" => p.clone(), "kind" => "transient"),
+            permanent_errors: counter!(PROVIDER_SEND_ERRORS, "provider" => p.clone(), "kind" => "permanent"),
+            rate_wait: metrics::histogram!(RATE_LIMITER_WAIT, "provider" => p),
+        }
+    }
+
+    pub(crate) fn attempt(&self, outcome: AttemptOutcome, took: Duration) {
+        let seconds = took.as_secs_f64();
+        match outcome {
+            AttemptOutcome::Sent => self.sent.record(seconds),
+            AttemptOutcome::Transient => {
+                self.transient.record(seconds);
+                self.transient_errors.increment(1);
+            }
+            AttemptOutcome::Permanent => {
+                self.permanent.record(seconds);
+                self.permanent_errors.increment(1);
+            }
+        }
+    }
+
+    pub(crate) fn rate_wait(&self, waited: Duration) {
+        if !waited.is_zero() {
+            self.rate_wait.record(waited.as_secs_f64());
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The OpenAPI 3.1 document, served at `GET /api/openapi.json`, generated from the
+//! handlers' own request and response types (`#[utoipa::path]` on each handler).
+//!
+//! The errors every endpoint can answer are added here once, all with the one JSON
+//! error shape ([`crate::error::ErrorBody`]), instead of repeating them per handler.
+
+use crate::routes::{account, admin, contacts, health, receipts, send, status};
+use std::sync::OnceLock;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "SendMe",
+        description = "An SMS broadcast engine: send one message to many recipients, follow \
+                       every message, manage contacts. Errors are always \
+                       `{statusCode, code, message}`.",
+        license(name = "MIT OR Apache-2.0"),
+    ),
+    paths(
+        send::send_to_contacts,
+        send::send_to_all,
+        send::send_to_tags,
+        status::get_queue,
+        status::cancel_queue,
+        status::list_queue_messages,
+        status::get_message,
+        status::list_messages,
+        contacts::create_contact,
+        contacts::list_contacts,
+        contacts::get_contact,
+        contacts::update_contact,
+        contacts::delete_contact,
+        contacts::set_contact_tags,
+        contacts::create_tag,
+        contacts::list_tags,
+        account::get_account,
+        account::get_terms,
+        account::accept_terms,
+        admin::create_account,
+        admin::add_credits,
+        admin::create_member,
+        admin::issue_token,
+        admin::publish_terms,
+        receipts::receive_receipt,
+        health::healthz,
+        health::readyz,
+        health::metrics,
+        health::openapi,
+    ),
+    components(schemas(crate::error::ErrorBody)),
+    modifiers(&CommonResponses),
+    tags(
+        (name = "send", description = "The seed contract: send one message to many recipients"),
+        (name = "status", description = "Queues and messages"),
+        (name = "contacts", description = "Contacts and tags"),
+        (name = "account", description = "The caller's account and the terms of service"),
+        (name = "admin", description = "Platform administration (role `admin`)"),
+        (name = "providers", description = "Callbacks from SMS providers"),
+        (name = "operations", description = "Health, readiness, metrics, this document"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document as JSON, built once per process.
+pub fn document() -> &'static str {
+    static DOCUMENT: OnceLock<String> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        ApiDoc::openapi()
+            .to_json()
+            .expect("the OpenAPI document serializes")
+    })
+}
+
+/// An interactive reference at `GET /api/docs` (Scalar; its script loads from a CDN in
+/// the reader's browser, nothing is fetched by the server).
+pub fn docs_page() -> utoipa_scalar::Scalar<utoipa::openapi::OpenApi> {
+    use utoipa_scalar::Servable;
+    utoipa_scalar::Scalar::with_url("/api/docs", ApiDoc::openapi())
+}
+
+const BEARER: &str = "bearer";
+
+/// Adds the bearer scheme, and to each `/api` operation the errors any of them can
+/// answer: 400 (malformed path, query or body), 404, 500, plus 401 where a token is
+/// needed and 413 / 415 where a JSON body is read.
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut bearer = Http::new(HttpAuthScheme::Bearer);
+        bearer.bearer_format = Some("JWT".into());
+        components.add_security_scheme(BEARER, SecurityScheme::Http(bearer));
+
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/api/") || path == "/api/openapi.json" {
+                continue;
+            }
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                add_common(operation);
+            }
+        }
+    }
+}
+
+fn error(description: &str) -> RefOr<Response> {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+fn add_common(operation: &mut Operation) {
+    // An operation that declared its own security (the signed receipts) keeps it.
+    let needs_token = operation.security.is_none();
+    if needs_token {
+        operation.security = Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);
+    }
+    let has_body = operation.request_body.is_some();
+    let responses = &mut operation.responses.responses;
+    let mut add = |status: &str, description: &str| {
+        responses
+            .entry(status.to_owned())
+            .or_insert_with(|| error(description));
+    };
+    add(
+        "400",
+        "Invalid request (`invalid_request`): malformed path, query or body",
+    );
+    add("404", "Not found (`not_found`), also another account's");
+    add(
+        "500",
+        "Internal error (`internal_error`); details are only logged",
+    );
+    if needs_token {
+        add(
+            "401",
+            "Missing, malformed, expired or wrongly signed token (`unauthorized`)",
+        );
+    } else {
+        add("401", "Missing or wrong signature (`unauthorized`)");
+    }
+    if has_body {
+        add(
+            "413",
+            "Body or recipient count above the limits (`payload_too_large`)",
+        );
+        add(
+            "415",
+            "Content-Type is not application/json (`unsupported_media_type`)",
+        );
+    }
+}

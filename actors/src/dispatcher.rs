@@ -143,6 +143,37 @@ pub struct DeliveryHandle {
 use crate::supervisor::Ports;
 
 impl DeliveryHandle {
+    fn receipt_change(&self, receipt: &Receipt) -> StatusChange {
+        let to = if receipt.delivered {
+            MessageStatus::Delivered
+        } else {
+            MessageStatus::Undelivered
+        };
+        let mut change =
+            StatusChange::new(receipt.message, MessageStatus::Sent, to, self.clock.now());
+        change.part = receipt.part;
+        change.detail = receipt.detail.clone();
+        change
+    }
+
+    /// Records many receipts in one durable write; the few that do not apply at once are
+    /// looked at one by one, as [`DeliveryHandle::record_receipt`] does.
+    pub async fn record_receipts(
+        &self,
+        receipts: Vec<Receipt>,
+    ) -> StoreResult<Vec<ReceiptOutcome>> {
+        let changes = receipts.iter().map(|r| self.receipt_change(r)).collect();
+        let applied = self.writer.submit_many(changes).await?;
+        let mut outcomes = Vec::with_capacity(receipts.len());
+        for (receipt, applied) in receipts.into_iter().zip(applied) {
+            outcomes.push(match applied {
+                Some(_) => ReceiptOutcome::Applied,
+                None => self.record_receipt(receipt).await?,
+            });
+        }
+        Ok(outcomes)
+    }
+
     /// Records a receipt (from the DLR endpoint or the simulated provider).
     pub async fn record_receipt(&self, receipt: Receipt) -> StoreResult<ReceiptOutcome> {
         if self
@@ -155,14 +186,7 @@ impl DeliveryHandle {
             return Ok(ReceiptOutcome::UnknownMessage);
         }
         let message = receipt.message;
-        let to = if receipt.delivered {
-            MessageStatus::Delivered
-        } else {
-            MessageStatus::Undelivered
-        };
-        let mut change = StatusChange::new(message, MessageStatus::Sent, to, self.clock.now());
-        change.part = receipt.part;
-        change.detail = receipt.detail;
+        let change = self.receipt_change(&receipt);
         // The send's own `sent` may land between our attempt and our look: try again then.
         for _ in 0..3 {
             if self.writer.submit(change.clone()).await?.is_some() {
@@ -311,23 +335,20 @@ pub fn start_delivery_with(
     if let Some(mut inbox) = receipts {
         let h = handle.clone();
         tokio::spawn(async move {
-            while let Some(receipt) = inbox.recv().await {
-                match h.record_receipt(receipt.clone()).await {
-                    Ok(ReceiptOutcome::NotYetSent) => {
-                        // Offer it again once the send's outcome is persisted.
-                        let h = h.clone();
-                        tokio::spawn(async move {
-                            for _ in 0..100 {
-                                tokio::time::sleep(Duration::from_millis(100)).await;
-                                match h.record_receipt(receipt.clone()).await {
-                                    Ok(ReceiptOutcome::NotYetSent) => continue,
-                                    _ => return,
-                                }
+            // Receipts arrive as fast as messages are sent: take them in groups so one
+            // durable write records many.
+            let mut arrived = Vec::new();
+            while inbox.recv_many(&mut arrived, 4096).await > 0 {
+                let group = std::mem::take(&mut arrived);
+                match h.record_receipts(group.clone()).await {
+                    Ok(outcomes) => {
+                        for (receipt, outcome) in group.into_iter().zip(outcomes) {
+                            if outcome == ReceiptOutcome::NotYetSent {
+                                retry_receipt_later(h.clone(), receipt);
                             }
-                        });
+                        }
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::error!(error = ?e, "recording a receipt"),
+                    Err(e) => tracing::error!(error = ?e, "recording receipts"),
                 }
             }
         });
@@ -348,6 +369,19 @@ pub fn start_delivery_with(
         }
     });
     handle
+}
+
+/// Offers a receipt that overtook its send again, until the send's outcome is persisted.
+fn retry_receipt_later(h: DeliveryHandle, receipt: Receipt) {
+    tokio::spawn(async move {
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            match h.record_receipt(receipt.clone()).await {
+                Ok(ReceiptOutcome::NotYetSent) => continue,
+                _ => return,
+            }
+        }
+    });
 }
 
 async fn dispatch_loop(

@@ -16,6 +16,7 @@ pub const PROVIDER_SEND_DURATION: &str = "sendme_provider_send_duration_seconds"
 pub const PROVIDER_SEND_ERRORS: &str = "sendme_provider_send_errors_total";
 pub const RATE_LIMITER_WAIT: &str = "sendme_rate_limiter_wait_seconds";
 pub const QUEUE_DEPTH: &str = "sendme_queue_depth";
+pub const QUEUE_PARTITION_DEPTH: &str = "sendme_queue_partition_depth";
 pub const CREDITS_RESERVED: &str = "sendme_credits_reserved_total";
 pub const CREDITS_CAPTURED: &str = "sendme_credits_captured_total";
 pub const CREDITS_REFUNDED: &str = "sendme_credits_refunded_total";
@@ -49,6 +50,10 @@ pub fn describe() {
     describe_gauge!(
         QUEUE_DEPTH,
         "Records published to the dispatch queue and not yet committed."
+    );
+    describe_gauge!(
+        QUEUE_PARTITION_DEPTH,
+        "Records waiting in each dispatch queue partition (the consumer lag per partition)."
     );
     describe_counter!(CREDITS_RESERVED, "Credits reserved for accepted messages.");
     describe_counter!(

@@ -247,6 +247,10 @@ pub trait DispatchQueue: Send + Sync {
     async fn commit(&self, records: &[QueueRecord]) -> Result<(), QueueError>;
     /// Records published and not yet taken by a dispatcher.
     fn depth(&self) -> usize;
+    /// The same, per partition this process can see (its consumer lag).
+    fn partition_depths(&self) -> Vec<usize> {
+        Vec::new()
+    }
 }
 
 /// One SMS handed to a provider. The message id is the provider's idempotency key.

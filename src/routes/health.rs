@@ -72,7 +72,12 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
 #[get("/metrics")]
 pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    ::metrics::gauge!(sendme_actors::metrics::QUEUE_DEPTH).set(state.ports.queue.depth() as f64);
+    use sendme_actors::metrics::{QUEUE_DEPTH, QUEUE_PARTITION_DEPTH};
+    ::metrics::gauge!(QUEUE_DEPTH).set(state.ports.queue.depth() as f64);
+    for (partition, depth) in state.ports.queue.partition_depths().into_iter().enumerate() {
+        ::metrics::gauge!(QUEUE_PARTITION_DEPTH, "partition" => partition.to_string())
+            .set(depth as f64);
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(crate::metrics::handle().render())

@@ -159,6 +159,15 @@ impl DispatchQueue for InProcessQueue {
     fn depth(&self) -> usize {
         self.depth.load(Ordering::Relaxed)
     }
+
+    fn partition_depths(&self) -> Vec<usize> {
+        (0..self.partitions.len())
+            .map(|i| {
+                let p = self.lock(i);
+                p.otp.len() + p.bulk.len()
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -4,12 +4,15 @@
 //! keeps a regex cache behind a mutex inside each database, and a shared one would make
 //! the threads queue on that lock.
 
-use crate::domain::{load_metadata, Country, PhoneNumber};
+use crate::domain::{load_metadata, Country, FastPath, PhoneNumber};
 use actix::prelude::*;
 use phonenumber::metadata::Database;
+use std::sync::Arc;
 
 pub struct Normalizer {
-    metadata: Database,
+    metadata: Arc<Database>,
+    /// Common national and `+cc` formats without the full parser (see [`FastPath`]).
+    fast: FastPath,
 }
 
 impl Actor for Normalizer {
@@ -19,8 +22,12 @@ impl Actor for Normalizer {
 impl Normalizer {
     /// Starts `threads` normalizer threads, each loading its metadata once.
     pub fn start_pool(threads: usize) -> Addr<Normalizer> {
-        SyncArbiter::start(threads.max(1), || Normalizer {
-            metadata: load_metadata(),
+        SyncArbiter::start(threads.max(1), || {
+            let metadata = Arc::new(load_metadata());
+            Normalizer {
+                fast: FastPath::new(metadata.clone()),
+                metadata,
+            }
         })
     }
 }
@@ -49,7 +56,11 @@ impl Handler<NormalizeChunk> for Normalizer {
             invalid: 0,
         };
         for raw in &msg.raw {
-            match PhoneNumber::parse_with(&self.metadata, raw, msg.country) {
+            let fast = msg.country.and_then(|c| self.fast.parse(raw, c));
+            match fast.map_or_else(
+                || PhoneNumber::parse_with(&self.metadata, raw, msg.country),
+                Ok,
+            ) {
                 Ok(n) => out.valid.push(n),
                 Err(_) => out.invalid += 1,
             }

@@ -6,7 +6,9 @@ mod phone;
 pub mod segments;
 
 pub use ids::*;
-pub use phone::{load_metadata, Country, InvalidPhoneNumber, PhoneNumber, UnknownCountry};
+pub use phone::{
+    load_metadata, Country, FastPath, InvalidPhoneNumber, PhoneNumber, UnknownCountry,
+};
 pub use segments::{count_segments, Encoding, Segments};
 
 use serde::{Deserialize, Serialize};

@@ -4,78 +4,81 @@
 //! and then: no message lost, every message final, and any id the provider received twice
 //! was one of the few in flight at the kill, carrying the same message id.
 
+mod common;
+
+use common::{client, demo_token, free_port, get_json, start, Process};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const MESSAGES: usize = 20_000;
 /// Claimed-but-unfinished messages per dispatcher: the most that can be in flight.
 const WINDOW: usize = 64;
 const SECRET: &str = "crash-test-receipt-secret";
 
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A mock provider and a SendMe sending to it, sharing one temp directory.
+struct Delivery {
+    dir: tempfile::TempDir,
+    port: u16,
+    provider: String,
+    _mock: Process,
 }
 
-/// Starts `cmd` and returns it with the value of the first stdout line starting with `key=`.
-fn start(mut cmd: Command, key: &str) -> (Process, String) {
-    let mut process = Process(
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn"),
-    );
-    let stdout = process.0.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let prefix = format!("{key}=");
-    loop {
-        let line = lines
-            .next()
-            .expect("process exited before it was ready")
-            .unwrap();
-        if let Some(value) = line.strip_prefix(&prefix) {
-            let value = value.to_owned();
-            // Keep draining stdout so the process never blocks on a full pipe.
-            std::thread::spawn(move || lines.for_each(drop));
-            return (process, value);
+impl Delivery {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut mock = Command::new(env!("CARGO_BIN_EXE_mock-provider"));
+        mock.arg("--ids-file")
+            .arg(dir.path().join("received.txt"))
+            .arg("--dlr-url")
+            .arg(format!("http://127.0.0.1:{port}/api/providers/mock/dlr"))
+            .arg("--dlr-secret")
+            .arg(SECRET);
+        let (mock, provider) = start(mock, "MOCK_PROVIDER_LISTENING");
+        Self {
+            dir,
+            port,
+            provider,
+            _mock: mock,
         }
     }
-}
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
 
-fn sendme(data: &Path, port: u16, provider: &str) -> (Process, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sendme"));
-    cmd.env(
-        "SENDME_CONFIG_DIR",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
-    )
-    .env("SENDME__SERVER__PORT", port.to_string())
-    .env("SENDME__STORE__PATH", data)
-    .env("SENDME__PROVIDER__KIND", "http")
-    .env("SENDME__PROVIDER__NAME", "mock")
-    .env("SENDME__PROVIDER__HTTP__URL", format!("{provider}/sms"))
-    .env("SENDME__PROVIDER__DLR_SECRET", SECRET)
-    .env("SENDME__PROVIDER__CONCURRENCY", WINDOW.to_string())
-    .env("SENDME__DELIVERY__WINDOW", WINDOW.to_string())
-    .env("RUST_LOG", "warn");
-    let (process, _) = start(cmd, "SENDME_LISTENING");
-    (process, format!("http://127.0.0.1:{port}"))
+    /// SendMe on the same port and data directory every time, so receipts find it again.
+    fn sendme(&self) -> (Process, String) {
+        let mut cmd = common::sendme(&self.data(), self.port);
+        cmd.env("SENDME__PROVIDER__KIND", "http")
+            .env("SENDME__PROVIDER__NAME", "mock")
+            .env(
+                "SENDME__PROVIDER__HTTP__URL",
+                format!("{}/sms", self.provider),
+            )
+            .env("SENDME__PROVIDER__DLR_SECRET", SECRET)
+            .env("SENDME__PROVIDER__CONCURRENCY", WINDOW.to_string())
+            .env("SENDME__DELIVERY__WINDOW", WINDOW.to_string());
+        let (process, _) = start(cmd, "SENDME_LISTENING");
+        (process, format!("http://127.0.0.1:{}", self.port))
+    }
+
+    /// How many times the provider received each message id.
+    fn received(&self) -> HashMap<String, usize> {
+        received(&self.dir.path().join("received.txt"))
+    }
+
+    /// Waits (bounded) until the provider has received `n` distinct ids.
+    async fn wait_received(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.received().len() < n {
+            assert!(Instant::now() < deadline, "delivery did not start");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 fn received(ids_file: &Path) -> HashMap<String, usize> {
@@ -89,103 +92,69 @@ fn received(ids_file: &Path) -> HashMap<String, usize> {
     counts
 }
 
-#[tokio::test]
-async fn a_kill_9_during_delivery_loses_nothing_and_resends_only_what_was_in_flight() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let ids_file = dir.path().join("received.txt");
-    let port = free_port();
-    let mut mock = Command::new(env!("CARGO_BIN_EXE_mock-provider"));
-    mock.arg("--ids-file")
-        .arg(&ids_file)
-        .arg("--dlr-url")
-        .arg(format!("http://127.0.0.1:{port}/api/providers/mock/dlr"))
-        .arg("--dlr-secret")
-        .arg(SECRET);
-    let (_mock, provider) = start(mock, "MOCK_PROVIDER_LISTENING");
-
-    let (server, base) = sendme(&data, port, &provider);
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .unwrap();
-    let token = String::from_utf8(
-        Command::new(env!("CARGO_BIN_EXE_sendme"))
-            .args(["token", "--demo"])
-            .env(
-                "SENDME_CONFIG_DIR",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
-            )
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_owned();
-    let contacts: Vec<String> = (0..MESSAGES)
+/// Sends one broadcast to `n` recipients; returns its queue id and message ids.
+async fn broadcast(base: &str, token: &str, n: usize) -> (String, Vec<String>) {
+    let contacts: Vec<String> = (0..n)
         .map(|i| format!("3{:02}{:07}", 10 + i % 14, i))
         .collect();
-    let r = client
+    let r = client()
         .post(format!("{base}/api/messages/sms/contacts"))
-        .bearer_auth(&token)
+        .bearer_auth(token)
         .json(&json!({"message": "Crash test", "contacts": contacts}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     let accepted: Value = r.json().await.unwrap();
-    let queue_id = accepted["queueId"].as_str().unwrap().to_owned();
-    let ids: Vec<String> = accepted["messages"]
+    let ids = accepted["messages"]
         .as_array()
         .unwrap()
         .iter()
         .map(|m| m["id"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(ids.len(), MESSAGES);
+    (accepted["queueId"].as_str().unwrap().to_owned(), ids)
+}
 
-    // Kill once the provider has seen part of the broadcast, mid-delivery.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while received(&ids_file).len() < MESSAGES / 5 {
-        assert!(Instant::now() < deadline, "delivery did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    drop(server); // SIGKILL
-    let at_kill = received(&ids_file).len();
-    assert!(
-        at_kill < MESSAGES,
-        "the kill came before the end of delivery"
-    );
-
-    let (_server, base) = sendme(&data, port, &provider);
-    // A fresh client: the old one's pooled connections died with the first process.
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .unwrap();
+/// Waits (bounded) until every message of the queue is delivered.
+async fn wait_delivered(base: &str, token: &str, queue_id: &str, n: usize) -> Value {
+    let client = client();
     let deadline = Instant::now() + Duration::from_secs(300);
-    let queue = loop {
-        let queue: Value = client
-            .get(format!("{base}/api/queues/{queue_id}"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if queue["counts"]["delivered"] == MESSAGES {
-            break queue;
+    loop {
+        let queue = get_json(&client, &format!("{base}/api/queues/{queue_id}"), token).await;
+        if queue["counts"]["delivered"] == n {
+            return queue;
         }
         assert!(
             Instant::now() < deadline,
             "delivery did not finish: {queue}"
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_kill_9_during_delivery_loses_nothing_and_resends_only_what_was_in_flight() {
+    const MESSAGES: usize = 20_000;
+    let delivery = Delivery::start();
+    let token = demo_token();
+    let (server, base) = delivery.sendme();
+    let (queue_id, ids) = broadcast(&base, &token, MESSAGES).await;
+    assert_eq!(ids.len(), MESSAGES);
+
+    // Kill once the provider has seen part of the broadcast, mid-delivery.
+    delivery.wait_received(MESSAGES / 5).await;
+    server.kill_9();
+    let at_kill = delivery.received().len();
+    assert!(
+        at_kill < MESSAGES,
+        "the kill came before the end of delivery"
+    );
+
+    let (_server, base) = delivery.sendme();
+    let queue = wait_delivered(&base, &token, &queue_id, MESSAGES).await;
     assert_eq!(queue["state"], "completed");
 
-    let received = received(&ids_file);
+    let received = delivery.received();
     let lost: Vec<_> = ids
         .iter()
         .filter(|id| !received.contains_key(*id))
@@ -215,15 +184,7 @@ async fn a_kill_9_during_delivery_loses_nothing_and_resends_only_what_was_in_fli
         twice.len()
     );
 
-    let account: Value = client
-        .get(format!("{base}/api/account"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let account = get_json(&client(), &format!("{base}/api/account"), &token).await;
     assert_eq!(account["reserved"], 0);
     assert_eq!(
         account["balance"],
@@ -234,54 +195,13 @@ async fn a_kill_9_during_delivery_loses_nothing_and_resends_only_what_was_in_fli
 
 #[tokio::test]
 async fn sigterm_finishes_in_flight_sends_so_a_restart_sends_nothing_twice() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let ids_file = dir.path().join("received.txt");
-    let port = free_port();
-    let mut mock = Command::new(env!("CARGO_BIN_EXE_mock-provider"));
-    mock.arg("--ids-file")
-        .arg(&ids_file)
-        .arg("--dlr-url")
-        .arg(format!("http://127.0.0.1:{port}/api/providers/mock/dlr"))
-        .arg("--dlr-secret")
-        .arg(SECRET);
-    let (_mock, provider) = start(mock, "MOCK_PROVIDER_LISTENING");
-    let (mut server, base) = sendme(&data, port, &provider);
-    let token = String::from_utf8(
-        Command::new(env!("CARGO_BIN_EXE_sendme"))
-            .args(["token", "--demo"])
-            .env(
-                "SENDME_CONFIG_DIR",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
-            )
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_owned();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .unwrap();
-    let contacts: Vec<String> = (0..5000)
-        .map(|i| format!("3{:02}{:07}", 10 + i % 14, i))
-        .collect();
-    let accepted: Value = client
-        .post(format!("{base}/api/messages/sms/contacts"))
-        .bearer_auth(&token)
-        .json(&json!({"message": "Graceful", "contacts": contacts}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let queue_id = accepted["queueId"].as_str().unwrap().to_owned();
-    while received(&ids_file).len() < 500 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    const MESSAGES: usize = 5000;
+    let delivery = Delivery::start();
+    let token = demo_token();
+    let (mut server, base) = delivery.sendme();
+    let (queue_id, _) = broadcast(&base, &token, MESSAGES).await;
+    delivery.wait_received(500).await;
+
     let stopped_at = Instant::now();
     let term = Command::new("kill")
         .args(["-TERM", &server.0.id().to_string()])
@@ -294,36 +214,12 @@ async fn sigterm_finishes_in_flight_sends_so_a_restart_sends_nothing_twice() {
         stopped_at.elapsed() < Duration::from_secs(15),
         "exited within the grace period"
     );
-    let at_stop = received(&ids_file).len();
-    assert!(at_stop < 5000, "stopped mid-delivery");
+    assert!(delivery.received().len() < MESSAGES, "stopped mid-delivery");
 
-    let (_server, base) = sendme(&data, port, &provider);
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let queue: Value = client
-            .get(format!("{base}/api/queues/{queue_id}"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if queue["counts"]["delivered"] == 5000 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "delivery did not finish: {queue}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let received = received(&ids_file);
-    assert_eq!(received.len(), 5000);
+    let (_server, base) = delivery.sendme();
+    wait_delivered(&base, &token, &queue_id, MESSAGES).await;
+    let received = delivery.received();
+    assert_eq!(received.len(), MESSAGES);
     assert!(
         received.values().all(|n| *n == 1),
         "a graceful stop sends nothing twice"

@@ -2,6 +2,8 @@
 
 mod auth;
 mod balance;
+#[path = "../common/mod.rs"]
+mod common;
 mod contacts;
 mod delivery;
 mod helpers;

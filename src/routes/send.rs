@@ -133,22 +133,62 @@ pub(crate) struct EnqueuedMessage<'a> {
     recipient: &'a str,
 }
 
+/// The `Idempotency-Key` header every send endpoint takes.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // describes the header for OpenAPI; read in `Idempotency::from_request`
+struct IdempotencyKey {
+    /// Makes a retry return the first answer and send nothing (1 to 255 visible ASCII characters)
+    #[param(rename = "Idempotency-Key")]
+    idempotency_key: Option<String>,
+}
+
+/// The answers every send endpoint shares.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // describes the responses for OpenAPI; never constructed
+enum SendResponses {
+    #[response(status = 201, description = "At least one message enqueued")]
+    Enqueued(EnqueueResult<'static>),
+    #[response(
+        status = 200,
+        description = "No valid recipient: `queueId` is \"\" and `messages` is empty"
+    )]
+    NothingEnqueued(EnqueueResult<'static>),
+    #[response(
+        status = 402,
+        description = "Credits below the cost; nothing persisted or enqueued"
+    )]
+    InsufficientBalance(ErrorBody<'static>),
+    #[response(
+        status = 403,
+        description = "The member has not accepted the current terms (`terms_not_accepted`)"
+    )]
+    TermsNotAccepted(ErrorBody<'static>),
+    #[response(
+        status = 409,
+        description = "Same `Idempotency-Key` with a different body (`idempotency_conflict`)"
+    )]
+    IdempotencyConflict(ErrorBody<'static>),
+    #[response(
+        status = 429,
+        description = "Per-account request rate exceeded (`rate_limited`), with `Retry-After`"
+    )]
+    RateLimited(ErrorBody<'static>),
+    #[response(
+        status = 503,
+        description = "Engine at capacity (`overloaded`), with `Retry-After`"
+    )]
+    Overloaded(ErrorBody<'static>),
+}
+
 #[utoipa::path(
     post,
     path = "/api/messages/sms/contacts",
     tag = "send",
     description = "Normalizes the numbers to E.164, drops invalid ones and duplicates, reserves credits, persists and enqueues.",
     request_body = ContactsPayload,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer and send nothing (1 to 255 visible ASCII characters)")),
-    responses(
-        (status = 201, description = "At least one message enqueued", body = EnqueueResult),
-        (status = 200, description = "No valid recipient: `queueId` is \"\" and `messages` is empty", body = EnqueueResult),
-        (status = 402, description = "Credits below the cost; nothing persisted or enqueued", body = ErrorBody),
-        (status = 403, description = "The member has not accepted the current terms (`terms_not_accepted`)", body = ErrorBody),
-        (status = 409, description = "Same `Idempotency-Key` with a different body (`idempotency_conflict`)", body = ErrorBody),
-        (status = 429, description = "Per-account request rate exceeded (`rate_limited`), with `Retry-After`", body = ErrorBody),
-        (status = 503, description = "Engine at capacity (`overloaded`), with `Retry-After`", body = ErrorBody),
-    )
+    params(IdempotencyKey),
+    responses(SendResponses)
 )]
 #[post("/messages/sms/contacts")]
 pub(crate) async fn send_to_contacts(
@@ -182,16 +222,8 @@ pub(crate) async fn send_to_contacts(
     tag = "send",
     description = "Sends to every contact of the account. No contacts: 200 with nothing enqueued.",
     request_body = AllPayload,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer and send nothing (1 to 255 visible ASCII characters)")),
-    responses(
-        (status = 201, description = "At least one message enqueued", body = EnqueueResult),
-        (status = 200, description = "No valid recipient: `queueId` is \"\" and `messages` is empty", body = EnqueueResult),
-        (status = 402, description = "Credits below the cost; nothing persisted or enqueued", body = ErrorBody),
-        (status = 403, description = "The member has not accepted the current terms (`terms_not_accepted`)", body = ErrorBody),
-        (status = 409, description = "Same `Idempotency-Key` with a different body (`idempotency_conflict`)", body = ErrorBody),
-        (status = 429, description = "Per-account request rate exceeded (`rate_limited`), with `Retry-After`", body = ErrorBody),
-        (status = 503, description = "Engine at capacity (`overloaded`), with `Retry-After`", body = ErrorBody),
-    )
+    params(IdempotencyKey),
+    responses(SendResponses)
 )]
 #[post("/messages/sms/all")]
 pub(crate) async fn send_to_all(
@@ -219,16 +251,8 @@ pub(crate) async fn send_to_all(
     tag = "send",
     description = "Sends to the contacts carrying any of the tags. Unknown or empty tags: 200 with nothing enqueued.",
     request_body = TagsPayload,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry return the first answer and send nothing (1 to 255 visible ASCII characters)")),
-    responses(
-        (status = 201, description = "At least one message enqueued", body = EnqueueResult),
-        (status = 200, description = "No valid recipient: `queueId` is \"\" and `messages` is empty", body = EnqueueResult),
-        (status = 402, description = "Credits below the cost; nothing persisted or enqueued", body = ErrorBody),
-        (status = 403, description = "The member has not accepted the current terms (`terms_not_accepted`)", body = ErrorBody),
-        (status = 409, description = "Same `Idempotency-Key` with a different body (`idempotency_conflict`)", body = ErrorBody),
-        (status = 429, description = "Per-account request rate exceeded (`rate_limited`), with `Retry-After`", body = ErrorBody),
-        (status = 503, description = "Engine at capacity (`overloaded`), with `Retry-After`", body = ErrorBody),
-    )
+    params(IdempotencyKey),
+    responses(SendResponses)
 )]
 #[post("/messages/sms/tags")]
 pub(crate) async fn send_to_tags(

@@ -51,7 +51,8 @@ use utoipa::{Modify, OpenApi};
         health::metrics,
         health::openapi,
     ),
-    components(schemas(crate::error::ErrorBody)),
+    // Schemas only referenced from `IntoResponses` enums are not collected from the paths.
+    components(schemas(crate::error::ErrorBody, send::EnqueueResult)),
     modifiers(&CommonResponses),
     tags(
         (name = "send", description = "The seed contract: send one message to many recipients"),

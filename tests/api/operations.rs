@@ -328,6 +328,29 @@ async fn the_openapi_document_describes_every_public_endpoint_and_the_error_shap
         expected.len(),
         "undocumented or unknown operations"
     );
+    // Every reference resolves (a schema referenced but not registered breaks clients).
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r);
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(!all.is_empty());
+    for r in all {
+        let name = r.strip_prefix("#/components/schemas/").unwrap_or(r);
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "unresolved $ref {r}"
+        );
+    }
     let error = json!({"$ref": "#/components/schemas/ErrorBody"});
     for (method, path) in expected {
         let op = &doc["paths"][path][method];

@@ -39,6 +39,8 @@ pub struct AppState {
     pub rate_limiter: DefaultKeyedRateLimiter<AccountId>,
     /// Set once SIGTERM/Ctrl-C arrived: `/readyz` answers 503 while connections drain.
     pub shutting_down: Arc<AtomicBool>,
+    /// Idempotency keys whose first request is still being processed in this process.
+    pub idempotency_in_flight: std::sync::Mutex<std::collections::HashSet<(AccountId, String)>>,
 }
 
 pub struct Application {
@@ -209,6 +211,7 @@ impl Application {
             keys,
             dlr_secret,
             rate_limiter: RateLimiter::keyed(Quota::per_second(per_second)),
+            idempotency_in_flight: Default::default(),
             shutting_down: shutting_down.clone(),
         });
         let server = HttpServer::new(move || {

@@ -166,7 +166,7 @@ enum SendResponses {
     TermsNotAccepted(ErrorBody<'static>),
     #[response(
         status = 409,
-        description = "Same `Idempotency-Key` with a different body (`idempotency_conflict`)"
+        description = "Same `Idempotency-Key` with a different body (`idempotency_conflict`), or while its first request is still being processed (`idempotency_in_progress`)"
     )]
     IdempotencyConflict(ErrorBody<'static>),
     #[response(
@@ -312,6 +312,40 @@ impl Idempotency {
     }
 }
 
+/// An `Idempotency-Key` being processed; released when dropped, whatever the outcome.
+struct InFlightKey<'a> {
+    state: &'a AppState,
+    key: (AccountId, String),
+}
+
+impl<'a> InFlightKey<'a> {
+    fn claim(state: &'a AppState, account: AccountId, key: &str) -> Result<Self, ApiError> {
+        let key = (account, key.to_owned());
+        let mut in_flight = state
+            .idempotency_in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if !in_flight.insert(key.clone()) {
+            return Err(ApiError::Conflict(
+                "idempotency_in_progress",
+                "a request with this Idempotency-Key is still being processed; retry shortly"
+                    .into(),
+            ));
+        }
+        Ok(Self { state, key })
+    }
+}
+
+impl Drop for InFlightKey<'_> {
+    fn drop(&mut self) {
+        self.state
+            .idempotency_in_flight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
+}
+
 /// FNV-1a: a fingerprint that stays the same across builds and releases.
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -370,6 +404,12 @@ async fn enqueue(
         return Err(ApiError::RateLimited { retry_after: 1 });
     }
     let idempotency_store = &state.ports.idempotency;
+    // Held until this request has answered: a concurrent retry with the same key gets 409
+    // instead of sending a second time.
+    let _in_flight = match &idempotency {
+        Some(idem) => Some(InFlightKey::claim(state, member.account, &idem.key)?),
+        None => None,
+    };
     if let Some(idem) = &idempotency {
         if let Some(previous) = idempotency_store
             .idempotent_response(member.account, &idem.key)

@@ -237,3 +237,36 @@ async fn duplicates_are_found_across_chunks_and_shards_in_input_order() {
     );
     assert_eq!(app.balance(&app.token).await, (99_996, 4));
 }
+
+#[actix_web::test]
+async fn concurrent_retries_with_one_idempotency_key_send_once() {
+    let app = spawn_app().await;
+    let body = json!({"message": HELLO, "contacts": ["3001234567", "3009876543"]});
+    let send = || {
+        app.client
+            .post(app.url("/api/messages/sms/contacts"))
+            .bearer_auth(&app.token)
+            .header("Idempotency-Key", "checkout-7")
+            .json(&body)
+            .send()
+    };
+    let responses = futures::future::join_all((0..8).map(|_| send())).await;
+    let mut created = Vec::new();
+    for r in responses {
+        let r = r.unwrap();
+        match r.status() {
+            StatusCode::CREATED => created.push(r.json::<Value>().await.unwrap()),
+            StatusCode::CONFLICT => {
+                assert_error(r, StatusCode::CONFLICT, "idempotency_in_progress").await;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(!created.is_empty());
+    assert!(
+        created.windows(2).all(|w| w[0] == w[1]),
+        "every 201 is the same answer"
+    );
+    assert_eq!(app.balance(&app.token).await, (99_998, 2), "charged once");
+    assert_eq!(app.all_messages(&app.token, "").await.len(), 2, "sent once");
+}

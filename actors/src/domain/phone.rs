@@ -191,6 +191,8 @@ mod tests {
 pub struct FastPath {
     metadata: std::sync::Arc<Database>,
     regions: std::collections::HashMap<CountryId, Option<RegionRules>>,
+    /// Country calling code → its region, for codes that belong to exactly one region.
+    codes: std::collections::HashMap<u16, Option<Country>>,
 }
 
 struct RegionRules {
@@ -234,7 +236,35 @@ impl FastPath {
         Self {
             metadata,
             regions: Default::default(),
+            codes: Default::default(),
         }
+    }
+
+    /// The region of an international number (digits after `+`): the request's country
+    /// when the digits start with its code, else the one region owning the code (country
+    /// codes are prefix-free). Shared codes such as +1 are left to the parser.
+    fn region_of(&mut self, digits_after_plus: &str, country: Country) -> Option<Country> {
+        if let Some(rules) = self.rules(country) {
+            if digits_after_plus.starts_with(rules.country_code.as_str()) {
+                return Some(country);
+            }
+        }
+        for len in 1..=3.min(digits_after_plus.len()) {
+            let Ok(code) = digits_after_plus[..len].parse::<u16>() else {
+                return None;
+            };
+            let metadata = &self.metadata;
+            let region = *self.codes.entry(code).or_insert_with(|| {
+                match metadata.by_code(&code).as_deref() {
+                    Some([only]) => only.id().parse().ok(),
+                    _ => None,
+                }
+            });
+            if region.is_some() || metadata.by_code(&code).is_some() {
+                return region;
+            }
+        }
+        None
     }
 
     fn rules(&mut self, country: Country) -> Option<&RegionRules> {
@@ -273,7 +303,12 @@ impl FastPath {
                 _ => return None,
             }
         }
-        let rules = self.rules(country)?;
+        let region = if international {
+            self.region_of(rest, country)?
+        } else {
+            country
+        };
+        let rules = self.rules(region)?;
         let national = if international {
             // The parser reads the country code from the first group of digits: take only
             // `+57 300…`-style grouping (or none at all), where both readings agree.
@@ -324,8 +359,9 @@ mod fast_path_tests {
             any::<bool>(),
             0..REGIONS.len(),
             prop_oneof![Just(3u8), Just(0), Just(1), Just(5), Just(9)],
+            0..REGIONS.len(),
         )
-            .prop_map(|(digits, seps, plus, region, lead)| {
+            .prop_map(|(digits, seps, plus, region, lead, asked)| {
                 let mut s = String::new();
                 if plus {
                     s.push('+');
@@ -347,7 +383,8 @@ mod fast_path_tests {
                     s.push_str(sep);
                     s.push((b'0' + d) as char);
                 }
-                (s, region)
+                // A `+cc` number may come with any request country.
+                (s, if plus { asked } else { region })
             })
     }
 
@@ -416,8 +453,17 @@ mod fast_path_tests {
                 .unwrap_or_else(|| panic!("{raw} should be fast"));
             assert_eq!(Ok(n), PhoneNumber::parse_with(db, raw, Some(co)));
         }
-        // Not valid, or not for the fast path: left to the parser.
+        // Another single-region country code, whatever the request's country.
+        for raw in ["+34 612 345 678", "+52 55 1234 5678", "+49 1512 3456789"] {
+            let n = fast
+                .parse(raw, co)
+                .unwrap_or_else(|| panic!("{raw} should be fast"));
+            assert_eq!(Ok(n), PhoneNumber::parse_with(db, raw, Some(co)));
+        }
+        // Not valid, or not for the fast path (+1 and +44 are shared by several regions):
+        // left to the parser.
         for raw in [
+            "+447911123456",
             "3061234567",
             "0300 123 4567",
             "+1 415 555 2671",

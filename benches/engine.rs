@@ -582,30 +582,10 @@ fn bench_pipeline(c: &mut Criterion) {
     let (supervisor, queue, account) = system.block_on(async {
         let store = Arc::new(EmbeddedStore::open(dir.path()).expect("open the embedded store"));
         let queue = Arc::new(InProcessQueue::new(8));
-        let ports = Ports {
-            accounts: store.clone(),
-            ledger: store.clone(),
-            contacts: store.clone(),
-            messages: store.clone(),
-            idempotency: store,
-            queue: queue.clone() as Arc<dyn DispatchQueue>,
-        };
-        let account = Account {
-            id: AccountId::new(),
-            name: "Bench".into(),
-            default_country: co,
-            balance: 0,
-            reserved: 0,
-            created_at: now_millis(),
-        };
-        ports.accounts.put_account(&account).await.expect("account");
-        ports
-            .ledger
-            .top_up(account.id, 1_000_000_000_000)
-            .await
-            .expect("credits");
+        let account = rich_account(&store).await;
+        let ports = Ports::embedded(store, queue.clone());
         let supervisor = BroadcastSupervisor::start(ports, &EngineSettings::default());
-        (supervisor, queue, account.id)
+        (supervisor, queue, account)
     });
     let member = MemberId::new();
 
@@ -690,14 +670,7 @@ fn bench_delivery(c: &mut Criterion) {
                     let dir = tempfile::tempdir().expect("a temp dir");
                     let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
                     let queue = Arc::new(InProcessQueue::new(8));
-                    let ports = Ports {
-                        accounts: store.clone(),
-                        ledger: store.clone(),
-                        contacts: store.clone(),
-                        messages: store.clone(),
-                        idempotency: store.clone(),
-                        queue: queue.clone() as Arc<dyn DispatchQueue>,
-                    };
+                    let ports = Ports::embedded(store.clone(), queue.clone());
                     let account = rich_account(&store).await;
                     let (batch, messages) = queued_batch(account, &recipients);
                     let messages = store.accept_batch(&batch, messages).await.expect("write");

@@ -139,14 +139,7 @@ async fn open_ports(settings: &Settings) -> anyhow::Result<(Ports, Option<Embedd
         }
     };
     let shared = Arc::new(store.clone());
-    let ports = Ports {
-        accounts: shared.clone(),
-        ledger: shared.clone(),
-        contacts: shared.clone(),
-        messages: shared.clone(),
-        idempotency: shared,
-        queue,
-    };
+    let ports = Ports::embedded(shared, queue);
     Ok((ports, Some(store)))
 }
 

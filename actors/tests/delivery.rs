@@ -45,14 +45,7 @@ async fn harness_with(sim: SimulatedSettings, settings: DispatchSettings) -> Har
     tokio::time::pause();
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-    let ports = Ports {
-        accounts: store.clone(),
-        ledger: store.clone(),
-        contacts: store.clone(),
-        messages: store.clone(),
-        idempotency: store.clone(),
-        queue: Arc::new(InProcessQueue::new(8)),
-    };
+    let ports = Ports::embedded(store, Arc::new(InProcessQueue::new(8)));
     let account = AccountId::new();
     ports
         .accounts

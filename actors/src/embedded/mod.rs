@@ -7,3 +7,21 @@ mod store;
 pub use queue::InProcessQueue;
 pub use simulated::{SimulatedProvider, SimulatedSettings};
 pub use store::EmbeddedStore;
+
+use crate::ports::DispatchQueue;
+use crate::supervisor::Ports;
+use std::sync::Arc;
+
+impl Ports {
+    /// Every store port on one embedded store, and a dispatch queue.
+    pub fn embedded(store: Arc<EmbeddedStore>, queue: Arc<dyn DispatchQueue>) -> Self {
+        Ports {
+            accounts: store.clone(),
+            ledger: store.clone(),
+            contacts: store.clone(),
+            messages: store.clone(),
+            idempotency: store,
+            queue,
+        }
+    }
+}

@@ -216,24 +216,17 @@ impl Inner {
         self.get(&self.accounts, id.as_bytes())
     }
 
-    /// Applies a balance change and records it in the ledger, atomically and durably.
-    fn move_credits(
-        &self,
-        account: AccountId,
-        kind: LedgerKind,
-        amount: u64,
-        queue: Option<QueueId>,
-        change: impl FnOnce(&mut Account) -> Result<(), LedgerError>,
-    ) -> Result<Account, LedgerError> {
+    /// Adds credits and records the top-up in the ledger, atomically and durably.
+    fn top_up(&self, account: AccountId, amount: u64) -> Result<Account, LedgerError> {
         let guard = self.ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut acc = self.account(account)?.ok_or(LedgerError::AccountNotFound)?;
-        change(&mut acc)?;
+        acc.balance += amount;
         let entry = LedgerEntry {
             id: LedgerEntryId::new(),
             account,
-            kind,
+            kind: LedgerKind::TopUp,
             amount,
-            queue,
+            queue: None,
             at: now_millis(),
         };
         let mut batch = self.buffered_batch();
@@ -363,13 +356,7 @@ impl AccountStore for EmbeddedStore {
 #[async_trait]
 impl Ledger for EmbeddedStore {
     async fn top_up(&self, account: AccountId, amount: u64) -> Result<Account, LedgerError> {
-        self.blocking(move |s| {
-            s.move_credits(account, LedgerKind::TopUp, amount, None, |acc| {
-                acc.balance += amount;
-                Ok(())
-            })
-        })
-        .await
+        self.blocking(move |s| s.top_up(account, amount)).await
     }
 
     async fn entries(&self, account: AccountId) -> StoreResult<Vec<LedgerEntry>> {

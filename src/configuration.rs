@@ -4,6 +4,7 @@
 //! (default `./config`).
 
 use sendme_actors::dispatcher::DispatchSettings;
+use sendme_actors::domain::MessageType;
 use sendme_actors::embedded::SimulatedSettings;
 use sendme_actors::provider::RouteSettings;
 use sendme_actors::supervisor::EngineSettings;
@@ -15,6 +16,9 @@ use std::time::Duration;
 pub struct Settings {
     #[serde(default = "local")]
     pub environment: String,
+    /// What this process runs; `sendme serve --role` overrides it.
+    #[serde(default)]
+    pub role: ProcessRole,
     pub server: ServerSettings,
     pub store: StoreSettings,
     pub queue: QueueSettings,
@@ -25,6 +29,27 @@ pub struct Settings {
     pub demo: DemoSettings,
     pub delivery: DeliveryConfig,
     pub provider: ProviderConfig,
+}
+
+/// `api` replicas take requests and publish; `dispatcher` replicas consume the queue and
+/// send (serving only health and metrics); `all` does both in one process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessRole {
+    Api,
+    Dispatcher,
+    #[default]
+    All,
+}
+
+impl ProcessRole {
+    pub fn serves_api(self) -> bool {
+        self != ProcessRole::Dispatcher
+    }
+
+    pub fn dispatches(self) -> bool {
+        self != ProcessRole::Api
+    }
 }
 
 fn local() -> String {
@@ -62,6 +87,65 @@ pub enum QueueKind {
 pub struct QueueSettings {
     pub kind: QueueKind,
     pub partitions: usize,
+    #[serde(default)]
+    pub kafka: KafkaSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct KafkaSettings {
+    /// `host:port[,host:port…]`
+    pub brokers: String,
+    /// Topics are `<prefix>.sms.dispatch`, `<prefix>.otp.dispatch`, `<prefix>.dlq` and
+    /// `<prefix>.status`.
+    pub topic_prefix: String,
+    /// Partitions of topics created at start (existing topics keep theirs).
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// The dispatchers' consumer group.
+    pub group_id: String,
+    pub session_timeout_ms: u64,
+    pub linger_ms: u64,
+    /// Producer idempotence (needs a broker that grants producer ids).
+    pub idempotence: bool,
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            topic_prefix: "sendme".into(),
+            partitions: 8,
+            replication_factor: 1,
+            group_id: "sendme-dispatchers".into(),
+            session_timeout_ms: 10_000,
+            linger_ms: 5,
+            idempotence: true,
+        }
+    }
+}
+
+impl KafkaSettings {
+    pub fn topic(&self, lane: &str) -> String {
+        format!("{}.{lane}", self.topic_prefix)
+    }
+
+    pub fn lane_topic(&self, kind: MessageType) -> String {
+        self.topic(match kind {
+            MessageType::Sms => "sms.dispatch",
+            MessageType::Otp => "otp.dispatch",
+        })
+    }
+
+    /// Every topic SendMe uses.
+    pub fn topics(&self) -> [String; 4] {
+        [
+            self.lane_topic(MessageType::Sms),
+            self.lane_topic(MessageType::Otp),
+            self.topic("dlq"),
+            self.topic("status"),
+        ]
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -119,7 +203,6 @@ pub struct DemoSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct DeliveryConfig {
-    pub dispatch: bool,
     pub window: usize,
     pub poll_batch: usize,
     pub max_status_group: usize,

@@ -20,6 +20,8 @@ pub mod auth;
 pub mod configuration;
 pub mod demo;
 pub mod error;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod metrics;
 pub mod openapi;
 pub mod providers;

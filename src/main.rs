@@ -6,7 +6,7 @@ use anyhow::Context;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
-use sendme::configuration::{get_configuration, StoreKind};
+use sendme::configuration::{get_configuration, ProcessRole, StoreKind};
 use sendme::demo::{demo_member, DEMO_ADMIN, DEMO_MEMBER};
 use sendme::startup::{jwt_keys, Application};
 use sendme_actors::domain::{MemberId, Role};
@@ -25,7 +25,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the HTTP API and the engine (the default).
-    Serve,
+    Serve {
+        /// What this process runs (default: `role` in the configuration, `all`).
+        #[arg(long, value_enum)]
+        role: Option<ProcessRole>,
+    },
     /// Print a bearer token (only the JWT, for scripts).
     Token {
         /// The demo member's token.
@@ -47,8 +51,12 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = get_configuration().context("reading configuration")?;
     sendme::telemetry::init(settings.log.format);
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => {
+    match cli.command.unwrap_or(Command::Serve { role: None }) {
+        Command::Serve { role } => {
+            let mut settings = settings;
+            if let Some(role) = role {
+                settings.role = role;
+            }
             let app = Application::build(settings).await?;
             // For scripts and tests; best effort, since whoever started us may have
             // stopped reading, and that is no reason to stop serving.

@@ -121,6 +121,9 @@ pub fn jwt_keys(settings: &Settings) -> anyhow::Result<JwtKeys> {
 
 /// Opens the backends the configuration names; a backend not compiled in is an error.
 async fn open_ports(settings: &Settings) -> anyhow::Result<(Ports, Option<EmbeddedStore>)> {
+    // The embedded store and the in-process queue belong to one process; roles still
+    // apply (an `api` process leaves messages `queued` for the next `all` or
+    // `dispatcher` process that opens the directory).
     let store = match settings.store.kind {
         StoreKind::Embedded => EmbeddedStore::open(&settings.store.path).with_context(|| {
             format!(
@@ -132,15 +135,29 @@ async fn open_ports(settings: &Settings) -> anyhow::Result<(Ports, Option<Embedd
             bail!("store.kind is `scylla`, but this binary was built without the `scylla` feature")
         }
     };
-    let queue: Arc<dyn DispatchQueue> = match settings.queue.kind {
-        QueueKind::InProcess => Arc::new(InProcessQueue::new(settings.queue.partitions)),
-        QueueKind::Kafka => {
-            bail!("queue.kind is `kafka`, but this binary was built without the `kafka` feature")
-        }
-    };
+    let queue = open_queue(settings).await?;
     let shared = Arc::new(store.clone());
     let ports = Ports::embedded(shared, queue);
     Ok((ports, Some(store)))
+}
+
+/// The configured dispatch queue; a dispatching role joins its consumer group.
+async fn open_queue(settings: &Settings) -> anyhow::Result<Arc<dyn DispatchQueue>> {
+    Ok(match settings.queue.kind {
+        QueueKind::InProcess => Arc::new(InProcessQueue::new(settings.queue.partitions)),
+        #[cfg(feature = "kafka")]
+        QueueKind::Kafka => {
+            let kafka = &settings.queue.kafka;
+            let queue = crate::kafka::KafkaQueue::connect(kafka, settings.role.dispatches())
+                .await
+                .with_context(|| format!("connecting to Kafka at {}", kafka.brokers))?;
+            Arc::new(queue)
+        }
+        #[cfg(not(feature = "kafka"))]
+        QueueKind::Kafka => {
+            bail!("queue.kind is `kafka`, but this binary was built without the `kafka` feature")
+        }
+    })
 }
 
 impl Application {
@@ -182,7 +199,7 @@ impl Application {
             receipts,
             settings.delivery.dispatch_settings(&settings.provider),
             clock,
-            settings.delivery.dispatch,
+            settings.role.dispatches(),
         );
         let shutdown_grace = Duration::from_secs(settings.delivery.shutdown_grace_seconds);
         let dlr_secret = dlr_secret(&settings)?;
@@ -195,6 +212,7 @@ impl Application {
         let port = listener.local_addr()?.port();
 
         let max_body = settings.server.max_body_bytes;
+        let serves_api = settings.role.serves_api();
         let shutting_down = Arc::new(AtomicBool::new(false));
         let state = web::Data::new(AppState {
             settings,
@@ -225,7 +243,7 @@ impl Application {
                 .app_data(web::QueryConfig::default().error_handler(|err, _| {
                     crate::error::ApiError::InvalidRequest(format!("invalid query: {err}")).into()
                 }))
-                .configure(routes::configure)
+                .configure(|cfg| routes::configure(cfg, serves_api))
         })
         .listen(listener)?
         .run();

@@ -214,6 +214,17 @@ pub struct QueueRecord {
     pub kind: MessageType,
     /// [`PhoneNumber::as_u64`] of the recipient.
     pub key: u64,
+    /// Where a log-based queue delivered it from, so [`DispatchQueue::commit`] can move
+    /// that partition's committed position; `None` until it has been polled.
+    #[serde(skip)]
+    pub position: Option<QueuePosition>,
+}
+
+/// A record's place in a partitioned log (the lane is the record's `kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct QueuePosition {
+    pub partition: i32,
+    pub offset: i64,
 }
 
 impl QueueRecord {
@@ -222,6 +233,7 @@ impl QueueRecord {
             message,
             kind,
             key: recipient.as_u64(),
+            position: None,
         }
     }
 }
@@ -250,6 +262,11 @@ pub trait DispatchQueue: Send + Sync {
     /// The same, per partition this process can see (its consumer lag).
     fn partition_depths(&self) -> Vec<usize> {
         Vec::new()
+    }
+    /// The share of the queue's partitions this consumer owns (0.0–1.0): a provider's
+    /// rate is split by it, so dispatcher replicas together never exceed the rate.
+    fn owned_share(&self) -> f64 {
+        1.0
     }
 }
 

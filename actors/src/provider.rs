@@ -50,26 +50,61 @@ type Limiter = RateLimiter<
     governor::middleware::NoOpMiddleware<std::time::Duration>,
 >;
 
-/// Paces sends to a rate, on the engine clock (so paused test time drives it).
+/// Paces sends to a rate, on the engine clock (so paused test time drives it). The rate
+/// can be narrowed to a share of it (the partitions this dispatcher owns).
 pub struct Pacer {
-    limiter: Option<Limiter>,
+    rate: Option<NonZeroU32>,
+    /// The rate in force now and its limiter.
+    current: std::sync::Mutex<(u32, Option<Arc<Limiter>>)>,
     clock: EngineClock,
 }
 
 impl Pacer {
-    /// A burst of 1 % of the rate keeps every second within 1 % of it.
     pub fn new(rate_per_second: Option<u32>, clock: EngineClock) -> Self {
-        let limiter = rate_per_second.and_then(NonZeroU32::new).map(|rate| {
-            let burst = NonZeroU32::new(rate.get() / 100).unwrap_or(NonZeroU32::MIN);
-            RateLimiter::direct_with_clock(Quota::per_second(rate).allow_burst(burst), clock)
-        });
-        Self { limiter, clock }
+        let rate = rate_per_second.and_then(NonZeroU32::new);
+        let current = match rate {
+            Some(r) => (r.get(), Some(Arc::new(limiter(r, clock)))),
+            None => (0, None),
+        };
+        Self {
+            rate,
+            current: std::sync::Mutex::new(current),
+            clock,
+        }
+    }
+
+    /// Narrows the rate to `share` (0.0–1.0) of the configured one, rounded down so
+    /// that replicas owning disjoint shares together stay within it.
+    pub fn set_share(&self, share: f64) {
+        let Some(rate) = self.rate else { return };
+        let share = share.clamp(0.0, 1.0);
+        let effective = ((f64::from(rate.get()) * share).floor() as u32).max(1);
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if current.0 != effective {
+            let limit = NonZeroU32::new(effective).unwrap_or(NonZeroU32::MIN);
+            *current = (effective, Some(Arc::new(limiter(limit, self.clock))));
+        }
+    }
+
+    /// The messages per second this pacer allows now (`None`: no limit).
+    pub fn rate(&self) -> Option<u32> {
+        self.rate?;
+        Some(self.current.lock().unwrap_or_else(|p| p.into_inner()).0)
     }
 
     /// Waits until one more send is allowed; returns how long it waited.
     pub async fn ready(&self) -> Duration {
         let mut waited = Duration::ZERO;
-        let Some(limiter) = &self.limiter else {
+        if self.rate.is_none() {
+            return waited;
+        }
+        let Some(limiter) = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
+        else {
             return waited;
         };
         while let Err(not_until) = limiter.check() {
@@ -79,6 +114,12 @@ impl Pacer {
         }
         waited
     }
+}
+
+/// A burst of 1 % of the rate keeps every second within 1 % of it.
+fn limiter(rate: NonZeroU32, clock: EngineClock) -> Limiter {
+    let burst = NonZeroU32::new(rate.get() / 100).unwrap_or(NonZeroU32::MIN);
+    RateLimiter::direct_with_clock(Quota::per_second(rate).allow_burst(burst), clock)
 }
 
 /// Exponential backoff with "equal jitter": between half and all of base × 2^(attempt-1),
@@ -164,6 +205,7 @@ impl Route {
         }: Deliver,
     ) {
         loop {
+            self.pacer.set_share(self.queue.owned_share());
             self.metrics.rate_wait(self.pacer.ready().await);
             let result = {
                 let _slot = self.concurrency.acquire().await;

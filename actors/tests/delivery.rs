@@ -523,3 +523,40 @@ async fn a_provider_limited_to_500_per_second_sends_500_each_second() {
     }
     assert!((4900..=5100).contains(&n), "{n} in 10 s");
 }
+
+/// Three dispatchers owning 3, 3 and 2 of 8 partitions share a route limited to 1,000/s:
+/// each paces to its share (rounded down), so together they stay within the rate.
+#[actix::test]
+async fn dispatchers_split_a_route_rate_by_their_share_of_partitions() {
+    tokio::time::pause();
+    let clock = EngineClock::start();
+    let pacers: Vec<Pacer> = [3.0, 3.0, 2.0]
+        .iter()
+        .map(|owned| {
+            let p = Pacer::new(Some(1000), clock);
+            p.set_share(owned / 8.0);
+            p
+        })
+        .collect();
+    assert_eq!(
+        pacers.iter().map(|p| p.rate().unwrap()).collect::<Vec<_>>(),
+        vec![375, 375, 250]
+    );
+    let mut sent = [0u32; 3];
+    let stop = clock.elapsed() + Duration::from_secs(10);
+    let runs = pacers.iter().zip(sent.iter_mut()).map(|(p, n)| async move {
+        while clock.elapsed() < stop {
+            p.ready().await;
+            *n += 1;
+        }
+    });
+    futures::future::join_all(runs).await;
+    let total: u32 = sent.iter().sum();
+    assert!(
+        (9_800..=10_100).contains(&total),
+        "{sent:?}: {total} in 10 s"
+    );
+    // When one leaves, the others' shares grow and the rate follows.
+    pacers[0].set_share(5.0 / 8.0);
+    assert_eq!(pacers[0].rate(), Some(625));
+}

@@ -11,12 +11,19 @@ pub(crate) mod status;
 use actix_web::web;
 use sendme_actors::domain::Millis;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// Every route; a dispatcher replica (`api` false) serves only health and metrics.
+pub fn configure(cfg: &mut web::ServiceConfig, api: bool) {
     cfg.service(health::healthz)
         .service(health::readyz)
         .service(health::metrics)
-        // Before the `/api` scope, which would otherwise take the path and 404.
-        .service(health::openapi)
+        .default_service(web::to(|| async {
+            Err::<actix_web::HttpResponse, _>(crate::error::ApiError::NotFound("route"))
+        }));
+    if !api {
+        return;
+    }
+    // Before the `/api` scope, which would otherwise take the path and 404.
+    cfg.service(health::openapi)
         .service(crate::openapi::docs_page())
         .service(
             web::scope("/api")
@@ -26,10 +33,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .configure(account::configure)
                 .configure(admin::configure)
                 .configure(receipts::configure),
-        )
-        .default_service(web::to(|| async {
-            Err::<actix_web::HttpResponse, _>(crate::error::ApiError::NotFound("route"))
-        }));
+        );
 }
 
 /// RFC 3339 with milliseconds, UTC.

@@ -5,13 +5,12 @@ use crate::helpers::*;
 use reqwest::StatusCode;
 use sendme::providers::signature::{sign, unix_now, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
 
 const DLR_SECRET: &str = "test-dlr-secret";
 
 async fn dispatching_app(receipt_delay_ms: Option<u64>) -> TestApp {
     spawn_app_with(|s| {
-        s.delivery.dispatch = true;
+        s.role = sendme::configuration::ProcessRole::All;
         s.provider.simulated.receipt_delay_ms = receipt_delay_ms;
         s.provider.dlr_secret = Some(DLR_SECRET.into());
     })
@@ -19,22 +18,6 @@ async fn dispatching_app(receipt_delay_ms: Option<u64>) -> TestApp {
 }
 
 impl TestApp {
-    /// Reads `path` until `done` holds (at most 30 s); delivery runs in the background.
-    async fn wait_until(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let value: Value = self.get(path, &self.token).await.json().await.unwrap();
-            if done(&value) {
-                return value;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gave up waiting on {path}: {value}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
     async fn post_receipt(
         &self,
         provider: &str,

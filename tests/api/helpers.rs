@@ -3,7 +3,7 @@
 
 use jsonwebtoken::{encode, EncodingKey, Header};
 use reqwest::{Response, StatusCode};
-use sendme::configuration::{get_configuration, Settings};
+use sendme::configuration::{get_configuration, ProcessRole, Settings};
 use sendme::startup::Application;
 use serde_json::{json, Value};
 
@@ -33,7 +33,7 @@ pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     settings.engine.normalizer_threads = Some(2);
     // An API-only replica: accepted messages stay `queued` unless a test turns
     // dispatching on, so the acceptance tests see exactly what was accepted.
-    settings.delivery.dispatch = false;
+    settings.role = ProcessRole::Api;
     customize(&mut settings);
     let app = Application::build(settings)
         .await
@@ -67,6 +67,22 @@ pub fn sign(claims: &Value, secret: &str) -> String {
 }
 
 impl TestApp {
+    /// Reads `path` until `done` holds (at most 60 s); delivery runs in the background.
+    pub async fn wait_until(&self, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let value: Value = self.get(path, &self.token).await.json().await.unwrap();
+            if done(&value) {
+                return value;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "gave up waiting on {path}: {value}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

@@ -6,6 +6,8 @@ mod balance;
 mod common;
 mod contacts;
 mod delivery;
+#[cfg(feature = "kafka")]
+mod distributed;
 mod helpers;
 mod operations;
 mod restart;

@@ -143,7 +143,7 @@ fn rule_expressions_are_read_inline_and_as_blocks() {
 #[actix_web::test]
 async fn metrics_after_real_traffic_cover_every_dashboard_and_alert_query() {
     let app = spawn_app_with(|s| {
-        s.delivery.dispatch = true;
+        s.role = sendme::configuration::ProcessRole::All;
         s.provider.rate_per_second = Some(200);
         s.provider.backoff_base_ms = 1;
         s.provider.backoff_max_ms = 5;

@@ -9,7 +9,7 @@ use std::path::Path;
 /// SendMe as an API-only replica (nothing dispatches), its address and demo token.
 fn start_server(data: &Path) -> (Process, String, String) {
     let mut cmd = sendme(data, 0);
-    cmd.env("SENDME__DELIVERY__DISPATCH", "false");
+    cmd.env("SENDME__ROLE", "api");
     let (process, address) = start(cmd, "SENDME_LISTENING");
     (process, address, crate::common::demo_token())
 }

@@ -4,7 +4,7 @@ mod queue;
 mod simulated;
 mod store;
 
-pub use queue::InProcessQueue;
+pub use queue::{InProcessConsumer, InProcessQueue};
 pub use simulated::{SimulatedProvider, SimulatedSettings};
 pub use store::EmbeddedStore;
 

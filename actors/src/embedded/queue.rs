@@ -1,14 +1,19 @@
 //! The in-process dispatch queue: `P` partitions, each with an OTP lane that is always
 //! drained before the bulk lane. It holds no state of its own worth keeping: on restart
 //! it is rebuilt from the store's `queued` messages.
+//!
+//! Used directly, the queue is its own single consumer. [`InProcessQueue::consumer`]
+//! gives the same group semantics as a Kafka consumer group: members split the
+//! partitions, records taken and not committed go back to the front of their partition
+//! when their consumer is dropped, and the others take over the partitions it owned.
 
 use crate::domain::MessageType;
-use crate::ports::{DispatchQueue, QueueError, QueueRecord};
+use crate::ports::{DispatchQueue, QueueError, QueuePosition, QueueRecord};
 use async_trait::async_trait;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 #[derive(Default)]
 struct Partition {
@@ -23,6 +28,11 @@ pub struct InProcessQueue {
     published: tokio::sync::Notify,
     /// Where the next bulk poll starts, so partitions are served round-robin.
     next_partition: AtomicUsize,
+    /// Offsets handed to published records, so consumers can tell records apart.
+    next_offset: AtomicI64,
+    /// The members of the consumer group, in joining order.
+    members: Mutex<Vec<u64>>,
+    next_member: AtomicU64,
 }
 
 impl InProcessQueue {
@@ -35,7 +45,50 @@ impl InProcessQueue {
             hasher: rustc_hash::FxBuildHasher,
             published: tokio::sync::Notify::new(),
             next_partition: AtomicUsize::new(0),
+            next_offset: AtomicI64::new(0),
+            members: Mutex::new(Vec::new()),
+            next_member: AtomicU64::new(0),
         }
+    }
+
+    /// Joins the consumer group: the partitions are split again among the members.
+    pub fn consumer(self: &Arc<Self>) -> InProcessConsumer {
+        let id = self.next_member.fetch_add(1, Ordering::Relaxed);
+        self.members
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(id);
+        InProcessConsumer {
+            queue: self.clone(),
+            id,
+            in_flight: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The partitions `member` owns now: every n-th, by its place among the members.
+    fn owned(&self, member: u64) -> Vec<usize> {
+        let members = self.members.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(place) = members.iter().position(|m| *m == member) else {
+            return Vec::new();
+        };
+        (0..self.partitions.len())
+            .filter(|p| p % members.len() == place)
+            .collect()
+    }
+
+    /// Puts records back at the front of their partitions, in their original order.
+    fn give_back(&self, mut records: Vec<QueueRecord>) {
+        records.sort_by_key(|r| std::cmp::Reverse(r.position.map(|p| p.offset)));
+        let n = records.len();
+        for r in records {
+            let mut p = self.lock(self.partition_of(&r));
+            match r.kind {
+                MessageType::Otp => p.otp.push_front(r),
+                MessageType::Sms => p.bulk.push_front(r),
+            }
+        }
+        self.depth.fetch_add(n, Ordering::Relaxed);
+        self.published.notify_waiters();
     }
 
     pub fn partition_count(&self) -> usize {
@@ -53,6 +106,30 @@ impl InProcessQueue {
             .unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Waits at most `wait` for records in the partitions `owned` names (asked again on
+    /// every wake-up, since the group may have changed).
+    async fn poll_partitions(
+        &self,
+        owned: impl Fn() -> Vec<usize>,
+        max: usize,
+        wait: std::time::Duration,
+    ) -> Vec<QueueRecord> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Register for the wake-up before looking, so a publish in between is not lost.
+            let published = self.published.notified();
+            tokio::pin!(published);
+            published.as_mut().enable();
+            let records = self.take_any(&owned(), max);
+            if !records.is_empty() {
+                return records;
+            }
+            if tokio::time::timeout_at(deadline, published).await.is_err() {
+                return Vec::new();
+            }
+        }
+    }
+
     /// Takes up to `max` records from `partition`, OTP first.
     pub fn take(&self, partition: usize, max: usize) -> Vec<QueueRecord> {
         let mut p = self.lock(partition);
@@ -67,12 +144,15 @@ impl InProcessQueue {
         out
     }
 
-    /// Up to `max` records from all partitions: every OTP lane first, then bulk lanes
+    /// Up to `max` records from `partitions`: every OTP lane first, then bulk lanes
     /// round-robin.
-    fn take_any(&self, max: usize) -> Vec<QueueRecord> {
-        let n = self.partitions.len();
+    fn take_any(&self, partitions: &[usize], max: usize) -> Vec<QueueRecord> {
+        let n = partitions.len();
         let mut out = Vec::new();
-        for i in 0..n {
+        if n == 0 {
+            return out;
+        }
+        for &i in partitions {
             let mut p = self.lock(i);
             while out.len() < max {
                 match p.otp.pop_front() {
@@ -88,7 +168,7 @@ impl InProcessQueue {
                 if out.len() >= max {
                     break;
                 }
-                let mut p = self.lock((start + k) % n);
+                let mut p = self.lock(partitions[(start + k) % n]);
                 let quota = if round == 0 { share } else { max };
                 let mut taken = 0;
                 while out.len() < max && taken < quota {
@@ -110,8 +190,14 @@ impl DispatchQueue for InProcessQueue {
     async fn publish(&self, records: Vec<QueueRecord>) -> Result<(), QueueError> {
         let mut by_partition: Vec<Vec<QueueRecord>> = vec![Vec::new(); self.partitions.len()];
         let n = records.len();
-        for r in records {
-            by_partition[self.partition_of(&r)].push(r);
+        let first = self.next_offset.fetch_add(n as i64, Ordering::Relaxed);
+        for (offset, mut r) in (first..).zip(records) {
+            let partition = self.partition_of(&r);
+            r.position = Some(QueuePosition {
+                partition: partition as i32,
+                offset,
+            });
+            by_partition[partition].push(r);
         }
         for (i, recs) in by_partition.into_iter().enumerate() {
             if recs.is_empty() {
@@ -135,20 +221,8 @@ impl DispatchQueue for InProcessQueue {
         max: usize,
         wait: std::time::Duration,
     ) -> Result<Vec<QueueRecord>, QueueError> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            // Register for the wake-up before looking, so a publish in between is not lost.
-            let published = self.published.notified();
-            tokio::pin!(published);
-            published.as_mut().enable();
-            let records = self.take_any(max);
-            if !records.is_empty() {
-                return Ok(records);
-            }
-            if tokio::time::timeout_at(deadline, published).await.is_err() {
-                return Ok(Vec::new());
-            }
-        }
+        let all: Vec<usize> = (0..self.partitions.len()).collect();
+        Ok(self.poll_partitions(|| all.clone(), max, wait).await)
     }
 
     /// Nothing to commit: the store is the durable copy and rebuilds the queue on start.
@@ -167,6 +241,79 @@ impl DispatchQueue for InProcessQueue {
                 p.otp.len() + p.bulk.len()
             })
             .collect()
+    }
+}
+
+/// A member of the in-process consumer group (see the module documentation).
+pub struct InProcessConsumer {
+    queue: Arc<InProcessQueue>,
+    id: u64,
+    /// Records taken and not yet committed, by position.
+    in_flight: Mutex<HashMap<QueuePosition, QueueRecord>>,
+}
+
+impl InProcessConsumer {
+    pub fn owned_partitions(&self) -> Vec<usize> {
+        self.queue.owned(self.id)
+    }
+}
+
+#[async_trait]
+impl DispatchQueue for InProcessConsumer {
+    async fn publish(&self, records: Vec<QueueRecord>) -> Result<(), QueueError> {
+        self.queue.publish(records).await
+    }
+
+    async fn poll(
+        &self,
+        max: usize,
+        wait: std::time::Duration,
+    ) -> Result<Vec<QueueRecord>, QueueError> {
+        let records = self
+            .queue
+            .poll_partitions(|| self.queue.owned(self.id), max, wait)
+            .await;
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        for r in &records {
+            if let Some(position) = r.position {
+                in_flight.insert(position, r.clone());
+            }
+        }
+        Ok(records)
+    }
+
+    async fn commit(&self, records: &[QueueRecord]) -> Result<(), QueueError> {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        for position in records.iter().filter_map(|r| r.position) {
+            in_flight.remove(&position);
+        }
+        Ok(())
+    }
+
+    fn depth(&self) -> usize {
+        self.queue.depth()
+    }
+
+    fn partition_depths(&self) -> Vec<usize> {
+        self.queue.partition_depths()
+    }
+
+    fn owned_share(&self) -> f64 {
+        self.owned_partitions().len() as f64 / self.queue.partition_count() as f64
+    }
+}
+
+impl Drop for InProcessConsumer {
+    /// Leaves the group: uncommitted records go back for the members that remain.
+    fn drop(&mut self) {
+        self.queue
+            .members
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|m| *m != self.id);
+        let in_flight =
+            std::mem::take(&mut *self.in_flight.lock().unwrap_or_else(|p| p.into_inner()));
+        self.queue.give_back(in_flight.into_values().collect());
     }
 }
 
@@ -191,7 +338,7 @@ mod tests {
         let otp = record(7, MessageType::Otp);
         q.publish(vec![otp.clone()]).await.unwrap();
         assert_eq!(q.depth(), 101);
-        assert_eq!(q.take(0, 1), vec![otp]);
+        assert_eq!(q.take(0, 1)[0].message, otp.message);
         assert_eq!(q.take(0, 1000).len(), 100);
         assert_eq!(q.depth(), 0);
     }

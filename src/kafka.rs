@@ -1,0 +1,479 @@
+//! The Kafka backend of [`DispatchQueue`] (cargo feature `kafka`).
+//!
+//! - Two lanes, two topics: `<prefix>.otp.dispatch` is drained before
+//!   `<prefix>.sms.dispatch`, so an OTP never waits behind a bulk backlog. Each lane has
+//!   its own consumer in its own group (`<group>` and `<group>.otp`), so a lane's
+//!   rebalances never stall the other.
+//! - A record is the message id (16 bytes) keyed by the recipient (8 bytes): one
+//!   recipient's messages keep their order, and load spreads over every partition.
+//! - Offsets are stored only when [`DispatchQueue::commit`] says the records' outcome is
+//!   persisted, and only up to the oldest record of the partition still in flight
+//!   (auto-commit then commits what is stored). A dispatcher that dies leaves its
+//!   uncommitted records to whoever takes its partitions: at-least-once, and the
+//!   conditional claim in the store makes the send exactly-once.
+//! - Partition assignment and revocation drive [`DispatchQueue::owned_share`], which
+//!   splits a provider's rate across the dispatcher replicas.
+
+use crate::configuration::KafkaSettings;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message as _;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use sendme_actors::domain::{MessageId, MessageType};
+use sendme_actors::ports::{DispatchQueue, QueueError, QueuePosition, QueueRecord};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn backend(e: impl std::error::Error + Send + Sync + 'static) -> QueueError {
+    QueueError::Backend(Box::new(e))
+}
+
+/// Creates the topics that do not exist yet.
+pub async fn create_topics(settings: &KafkaSettings) -> Result<(), QueueError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .create()
+        .map_err(backend)?;
+    let names = settings.topics();
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|name| {
+            NewTopic::new(
+                name,
+                settings.partitions,
+                TopicReplication::Fixed(settings.replication_factor),
+            )
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin
+        .create_topics(&topics, &options)
+        .await
+        .map_err(backend)?
+    {
+        match result {
+            Ok(name) => tracing::info!(topic = name, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(QueueError::Backend(
+                    format!("creating topic {name}: {code}").into(),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+pub struct KafkaQueue {
+    producer: FutureProducer,
+    settings: KafkaSettings,
+    /// `None` on a publish-only (API) replica.
+    lanes: Option<Arc<Lanes>>,
+}
+
+impl KafkaQueue {
+    /// Creates missing topics and the producer; with `consume`, joins the dispatchers'
+    /// consumer group too.
+    pub async fn connect(settings: &KafkaSettings, consume: bool) -> Result<Self, QueueError> {
+        create_topics(settings).await?;
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &settings.brokers)
+            .set("acks", "all")
+            .set("enable.idempotence", settings.idempotence.to_string())
+            .set("compression.type", "lz4")
+            .set("linger.ms", settings.linger_ms.to_string())
+            .set("queue.buffering.max.messages", "1000000")
+            .set("message.timeout.ms", "30000")
+            .create()
+            .map_err(backend)?;
+        let lanes = if consume {
+            let otp = Lane::join(settings, MessageType::Otp)?;
+            let bulk = Lane::join(settings, MessageType::Sms)?;
+            Some(Arc::new(Lanes { otp, bulk }))
+        } else {
+            None
+        };
+        Ok(Self {
+            producer,
+            settings: settings.clone(),
+            lanes,
+        })
+    }
+
+    /// Partitions this consumer owns now, per lane (bulk, OTP).
+    pub fn owned_partitions(&self) -> (usize, usize) {
+        self.lanes.as_ref().map_or((0, 0), |l| {
+            (
+                l.bulk.state.owned.load(Ordering::Relaxed),
+                l.otp.state.owned.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    fn lanes(&self) -> Result<&Arc<Lanes>, QueueError> {
+        self.lanes.as_ref().ok_or_else(|| {
+            QueueError::Backend("this replica publishes only (it has no consumer)".into())
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl DispatchQueue for KafkaQueue {
+    async fn publish(&self, records: Vec<QueueRecord>) -> Result<(), QueueError> {
+        let topics = [
+            self.settings.lane_topic(MessageType::Sms),
+            self.settings.lane_topic(MessageType::Otp),
+        ];
+        let mut pending: std::collections::VecDeque<DeliveryFuture> = Default::default();
+        for r in &records {
+            let key = r.key.to_be_bytes();
+            let topic = &topics[usize::from(r.kind == MessageType::Otp)];
+            loop {
+                let record = FutureRecord::to(topic)
+                    .key(&key[..])
+                    .payload(&r.message.as_bytes()[..]);
+                match self.producer.send_result(record) {
+                    Ok(delivery) => {
+                        pending.push_back(delivery);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        // The local queue is full: wait for the oldest deliveries.
+                        let n = pending.len().div_ceil(2).max(1);
+                        for _ in 0..n {
+                            match pending.pop_front() {
+                                Some(d) => delivered(d).await?,
+                                None => tokio::time::sleep(Duration::from_millis(1)).await,
+                            }
+                        }
+                    }
+                    Err((e, _)) => return Err(backend(e)),
+                }
+            }
+        }
+        for d in pending {
+            delivered(d).await?;
+        }
+        Ok(())
+    }
+
+    async fn poll(&self, max: usize, wait: Duration) -> Result<Vec<QueueRecord>, QueueError> {
+        let lanes = self.lanes()?.clone();
+        tokio::task::spawn_blocking(move || lanes.poll(max, wait))
+            .await
+            .map_err(backend)
+    }
+
+    async fn commit(&self, records: &[QueueRecord]) -> Result<(), QueueError> {
+        let lanes = self.lanes()?;
+        for lane in [&lanes.otp, &lanes.bulk] {
+            let mine: Vec<QueuePosition> = records
+                .iter()
+                .filter(|r| r.kind == lane.kind)
+                .filter_map(|r| r.position)
+                .collect();
+            if !mine.is_empty() {
+                lane.completed(&mine);
+            }
+        }
+        Ok(())
+    }
+
+    fn depth(&self) -> usize {
+        self.partition_depths().iter().sum()
+    }
+
+    fn partition_depths(&self) -> Vec<usize> {
+        let Some(lanes) = &self.lanes else {
+            return Vec::new();
+        };
+        let bulk = lanes
+            .bulk
+            .state
+            .lag
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let otp = lanes
+            .otp
+            .state
+            .lag
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let n = bulk.len().max(otp.len());
+        (0..n)
+            .map(|i| bulk.get(i).copied().unwrap_or(0) + otp.get(i).copied().unwrap_or(0))
+            .collect()
+    }
+
+    fn owned_share(&self) -> f64 {
+        let Some(lanes) = &self.lanes else {
+            return 0.0;
+        };
+        let owned = lanes.bulk.state.owned.load(Ordering::Relaxed)
+            + lanes.otp.state.owned.load(Ordering::Relaxed);
+        let total = lanes.bulk.total + lanes.otp.total;
+        if total == 0 {
+            return 0.0;
+        }
+        owned as f64 / total as f64
+    }
+}
+
+async fn delivered(d: DeliveryFuture) -> Result<(), QueueError> {
+    match d.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, _))) => Err(backend(e)),
+        Err(_) => Err(QueueError::Backend("the producer was dropped".into())),
+    }
+}
+
+struct Lanes {
+    otp: Lane,
+    bulk: Lane,
+}
+
+impl Lanes {
+    /// OTP records first; blocks on the bulk lane in short slices so an OTP that
+    /// arrives meanwhile waits at most one slice.
+    fn poll(&self, max: usize, wait: Duration) -> Vec<QueueRecord> {
+        let deadline = Instant::now() + wait;
+        let mut out = Vec::new();
+        loop {
+            self.otp.take(&mut out, max, Duration::ZERO);
+            self.bulk.take(&mut out, max, Duration::ZERO);
+            let now = Instant::now();
+            if !out.is_empty() || now >= deadline {
+                return out;
+            }
+            let slice = (deadline - now).min(Duration::from_millis(20));
+            self.bulk.take(&mut out, max, slice);
+            if !out.is_empty() {
+                self.otp.take(&mut out, max + 1, Duration::ZERO);
+                out.sort_by_key(|r| r.kind != MessageType::Otp);
+                return out;
+            }
+        }
+    }
+}
+
+struct Lane {
+    kind: MessageType,
+    topic: String,
+    /// Partitions of the topic.
+    total: usize,
+    consumer: BaseConsumer<LaneContext>,
+    state: Arc<LaneState>,
+}
+
+#[derive(Default)]
+struct LaneState {
+    /// Partitions assigned to this consumer now.
+    owned: AtomicUsize,
+    /// Per owned partition: offsets handed out and not yet committed.
+    tracks: Mutex<HashMap<i32, Track>>,
+    /// Consumer lag per partition, from librdkafka's statistics.
+    lag: Mutex<Vec<usize>>,
+}
+
+#[derive(Default)]
+struct Track {
+    in_flight: BTreeSet<i64>,
+    /// One past the highest offset handed out.
+    next: i64,
+    /// The offset last stored for commit.
+    stored: i64,
+}
+
+impl Lane {
+    fn join(settings: &KafkaSettings, kind: MessageType) -> Result<Self, QueueError> {
+        let topic = settings.lane_topic(kind);
+        let group = match kind {
+            MessageType::Sms => settings.group_id.clone(),
+            MessageType::Otp => format!("{}.otp", settings.group_id),
+        };
+        let state = Arc::new(LaneState::default());
+        let context = LaneContext {
+            topic: topic.clone(),
+            state: state.clone(),
+        };
+        let consumer: BaseConsumer<LaneContext> = ClientConfig::new()
+            .set("bootstrap.servers", &settings.brokers)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.commit.interval.ms", "500")
+            .set("auto.offset.reset", "earliest")
+            .set(
+                "session.timeout.ms",
+                settings.session_timeout_ms.to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (settings.session_timeout_ms / 5).max(100).to_string(),
+            )
+            .set("partition.assignment.strategy", "roundrobin")
+            .set("statistics.interval.ms", "2000")
+            .create_with_context(context)
+            .map_err(backend)?;
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .map_err(backend)?;
+        let total = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .map_or(0, |t| t.partitions().len());
+        consumer.subscribe(&[&topic]).map_err(backend)?;
+        Ok(Self {
+            kind,
+            topic,
+            total,
+            consumer,
+            state,
+        })
+    }
+
+    /// Appends up to `max - out.len()` records, waiting at most `first` for the first.
+    fn take(&self, out: &mut Vec<QueueRecord>, max: usize, first: Duration) {
+        let mut timeout = first;
+        while out.len() < max {
+            let message = match self.consumer.poll(timeout) {
+                None => return,
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    tracing::warn!(topic = self.topic, error = %e, "consuming");
+                    return;
+                }
+            };
+            timeout = Duration::ZERO;
+            let position = QueuePosition {
+                partition: message.partition(),
+                offset: message.offset(),
+            };
+            self.state.handed_out(position);
+            let decoded = message
+                .payload()
+                .and_then(MessageId::from_slice)
+                .zip(message.key().and_then(|k| k.try_into().ok()));
+            match decoded {
+                Some((id, key)) => out.push(QueueRecord {
+                    message: id,
+                    kind: self.kind,
+                    key: u64::from_be_bytes(key),
+                    position: Some(position),
+                }),
+                None => {
+                    tracing::error!(topic = self.topic, ?position, "skipping a malformed record");
+                    self.completed(&[position]);
+                }
+            }
+        }
+    }
+
+    /// Stores, per partition, the offset below which every record is done.
+    fn completed(&self, positions: &[QueuePosition]) {
+        let mut tpl = TopicPartitionList::new();
+        {
+            let mut tracks = self.state.tracks.lock().unwrap_or_else(|p| p.into_inner());
+            for p in positions {
+                // A partition revoked since: its new owner has the record again.
+                let Some(track) = tracks.get_mut(&p.partition) else {
+                    continue;
+                };
+                if !track.in_flight.remove(&p.offset) {
+                    continue;
+                }
+                let done_below = track.in_flight.first().copied().unwrap_or(track.next);
+                if done_below > track.stored {
+                    track.stored = done_below;
+                    let _ = tpl.add_partition_offset(
+                        &self.topic,
+                        p.partition,
+                        Offset::Offset(done_below),
+                    );
+                }
+            }
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = self.consumer.store_offsets(&tpl) {
+                // Revoked between the check and the store: the new owner redelivers.
+                tracing::debug!(topic = self.topic, error = %e, "storing offsets");
+            }
+        }
+    }
+}
+
+impl LaneState {
+    fn handed_out(&self, p: QueuePosition) {
+        let mut tracks = self.tracks.lock().unwrap_or_else(|p| p.into_inner());
+        let track = tracks.entry(p.partition).or_default();
+        if track.in_flight.is_empty() && track.next == 0 {
+            track.stored = p.offset;
+        }
+        track.in_flight.insert(p.offset);
+        track.next = track.next.max(p.offset + 1);
+    }
+}
+
+struct LaneContext {
+    topic: String,
+    state: Arc<LaneState>,
+}
+
+impl ClientContext for LaneContext {
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        let mut lag = vec![0usize; topic.partitions.len()];
+        for (id, p) in &topic.partitions {
+            if let (Ok(i), true) = (usize::try_from(*id), p.consumer_lag >= 0) {
+                if let Some(slot) = lag.get_mut(i) {
+                    *slot = p.consumer_lag as usize;
+                }
+            }
+        }
+        *self.state.lag.lock().unwrap_or_else(|p| p.into_inner()) = lag;
+    }
+}
+
+impl ConsumerContext for LaneContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let mut tracks = self.state.tracks.lock().unwrap_or_else(|p| p.into_inner());
+            for e in tpl.elements() {
+                tracks.remove(&e.partition());
+            }
+            let revoked = tpl.count();
+            let _ = self
+                .state
+                .owned
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |o| {
+                    Some(o.saturating_sub(revoked))
+                });
+            tracing::info!(
+                topic = self.topic,
+                partitions = revoked,
+                "partitions revoked"
+            );
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.state.owned.fetch_add(tpl.count(), Ordering::Relaxed);
+            tracing::info!(
+                topic = self.topic,
+                partitions = tpl.count(),
+                "partitions assigned"
+            );
+        }
+    }
+}

@@ -5,6 +5,8 @@
 #     -e SENDME__AUTH__JWT_SECRET=... -v sendme-data:/var/lib/sendme sendme
 
 FROM rust:1 AS builder
+# The distributed backends (ScyllaDB store, Kafka queue); "" for an embedded-only image.
+ARG FEATURES="kafka,scylla"
 WORKDIR /src
 # Dependencies first, so a source change does not rebuild them.
 COPY Cargo.toml Cargo.lock ./
@@ -12,11 +14,12 @@ COPY actors/Cargo.toml actors/Cargo.toml
 RUN mkdir -p src actors/src benches examples \
     && echo 'fn main() {}' > src/main.rs && touch src/lib.rs actors/src/lib.rs \
     && mkdir -p tests/api && echo 'fn main() {}' > benches/engine.rs && touch tests/api/main.rs \
-    && cargo build --release --locked --bin sendme \
+    && echo 'fn main() {}' > examples/kafka_throughput.rs \
+    && cargo build --release --locked --features "$FEATURES" --bin sendme \
     && rm -rf src actors/src benches examples tests
 COPY . .
 RUN touch src/main.rs src/lib.rs actors/src/lib.rs \
-    && cargo build --release --locked --bin sendme \
+    && cargo build --release --locked --features "$FEATURES" --bin sendme \
     && cp target/release/sendme /usr/local/bin/sendme
 
 FROM debian:bookworm-slim

@@ -7,7 +7,6 @@ use crate::demo::{self, DemoCredentials};
 use crate::error::json_error;
 use crate::providers::http::HttpProvider;
 use crate::routes;
-use actix::Addr;
 use actix_web::middleware::from_fn;
 use actix_web::{dev::Server, web, App, HttpServer};
 use anyhow::{bail, Context};
@@ -19,7 +18,7 @@ use sendme_actors::embedded::SimulatedProvider;
 use sendme_actors::embedded::{EmbeddedStore, InProcessQueue};
 use sendme_actors::ports::DispatchQueue;
 use sendme_actors::ports::{Receipt, SmsProvider};
-use sendme_actors::supervisor::{BroadcastSupervisor, Ports};
+use sendme_actors::supervisor::{BroadcastSupervisor, Ports, Supervisor};
 use std::net::TcpListener;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +30,7 @@ use tokio::sync::mpsc;
 pub struct AppState {
     pub settings: Settings,
     pub ports: Ports,
-    pub supervisor: Addr<BroadcastSupervisor>,
+    pub supervisor: Supervisor,
     pub delivery: DeliveryHandle,
     pub keys: JwtKeys,
     /// The key that signs delivery receipts, if any is configured.

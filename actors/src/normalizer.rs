@@ -19,16 +19,44 @@ impl Actor for Normalizer {
     type Context = SyncContext<Self>;
 }
 
+thread_local! {
+    /// The normalizer of a thread that normalizes small requests itself.
+    static LOCAL: std::cell::RefCell<Normalizer> = std::cell::RefCell::new(Normalizer::new());
+}
+
 impl Normalizer {
+    fn new() -> Self {
+        let metadata = Arc::new(load_metadata());
+        Normalizer {
+            fast: FastPath::new(metadata.clone()),
+            metadata,
+        }
+    }
+
     /// Starts `threads` normalizer threads, each loading its metadata once.
     pub fn start_pool(threads: usize) -> Addr<Normalizer> {
-        SyncArbiter::start(threads.max(1), || {
-            let metadata = Arc::new(load_metadata());
-            Normalizer {
-                fast: FastPath::new(metadata.clone()),
-                metadata,
+        SyncArbiter::start(threads.max(1), Normalizer::new)
+    }
+
+    /// Runs `f` with this thread's own normalizer (loaded on first use).
+    pub fn on_this_thread<T>(f: impl FnOnce(&mut Normalizer) -> T) -> T {
+        LOCAL.with(|n| f(&mut n.borrow_mut()))
+    }
+
+    /// The valid numbers of `raw` in order, read in `country`'s national format.
+    pub fn normalize(&mut self, raw: &[String], country: Option<Country>) -> NormalizedChunk {
+        let mut out = NormalizedChunk {
+            valid: Vec::with_capacity(raw.len()),
+            invalid: 0,
+        };
+        for raw in raw {
+            let fast = country.and_then(|c| self.fast.parse(raw, c));
+            match fast.map_or_else(|| PhoneNumber::parse_with(&self.metadata, raw, country), Ok) {
+                Ok(n) => out.valid.push(n),
+                Err(_) => out.invalid += 1,
             }
-        })
+        }
+        out
     }
 }
 
@@ -51,20 +79,6 @@ impl Handler<NormalizeChunk> for Normalizer {
     type Result = MessageResult<NormalizeChunk>;
 
     fn handle(&mut self, msg: NormalizeChunk, _: &mut Self::Context) -> Self::Result {
-        let mut out = NormalizedChunk {
-            valid: Vec::with_capacity(msg.raw.len()),
-            invalid: 0,
-        };
-        for raw in &msg.raw {
-            let fast = msg.country.and_then(|c| self.fast.parse(raw, c));
-            match fast.map_or_else(
-                || PhoneNumber::parse_with(&self.metadata, raw, msg.country),
-                Ok,
-            ) {
-                Ok(n) => out.valid.push(n),
-                Err(_) => out.invalid += 1,
-            }
-        }
-        MessageResult(out)
+        MessageResult(self.normalize(&msg.raw, msg.country))
     }
 }

@@ -123,6 +123,31 @@ pub struct BroadcastSupervisor {
     mailbox_capacity: usize,
 }
 
+/// Requests with at most this many recipients skip the actor hops: they are normalized
+/// and deduplicated on the caller's thread (one thread-local normalizer per thread),
+/// where a trip to the supervisor and the normalizer pool and back costs more than the
+/// work itself. Larger ones go through the supervisor's mailbox and fan out.
+pub const DIRECT_MAX_RECIPIENTS: usize = 64;
+
+/// The handle callers hold: the supervisor's address, and the direct lane for small
+/// requests.
+#[derive(Clone)]
+pub struct Supervisor {
+    addr: Addr<BroadcastSupervisor>,
+    pipeline: Arc<Pipeline>,
+}
+
+impl Supervisor {
+    pub async fn send(&self, msg: Broadcast) -> Result<Accepted, BroadcastError> {
+        match &msg.recipients {
+            Recipients::Numbers(raw) if raw.len() <= DIRECT_MAX_RECIPIENTS => {
+                self.pipeline.run(msg).await
+            }
+            _ => self.addr.send(msg).await?,
+        }
+    }
+}
+
 struct Pipeline {
     ports: Ports,
     normalizers: Addr<Normalizer>,
@@ -134,7 +159,7 @@ struct Pipeline {
 
 impl BroadcastSupervisor {
     /// Starts the normalizer pool, the dedupe shards and the supervisor itself.
-    pub fn start(ports: Ports, settings: &EngineSettings) -> Addr<Self> {
+    pub fn start(ports: Ports, settings: &EngineSettings) -> Supervisor {
         let normalizers = Normalizer::start_pool(settings.normalizer_threads);
         let dedupes = (0..settings.dedupe_shards.max(1))
             .map(|_| Dedupe::start_in_arbiter(&Arbiter::new().handle(), |_| Dedupe::default()))
@@ -147,12 +172,13 @@ impl BroadcastSupervisor {
             max_recipients: settings.max_recipients_in_flight,
             in_flight: Arc::new(Semaphore::new(settings.max_recipients_in_flight)),
         };
-        let capacity = settings.mailbox_capacity;
-        Self {
-            pipeline: Arc::new(pipeline),
-            mailbox_capacity: capacity,
+        let pipeline = Arc::new(pipeline);
+        let addr = Self {
+            pipeline: pipeline.clone(),
+            mailbox_capacity: settings.mailbox_capacity,
         }
-        .start()
+        .start();
+        Supervisor { addr, pipeline }
     }
 }
 
@@ -278,16 +304,19 @@ impl Pipeline {
             chunks.push(chunk);
         }
         if chunks.len() == 1 {
-            // One chunk: one normalizer trip, and dedupe here rather than a trip to every
-            // shard (the shards pay off when many chunks stream through them).
+            // One chunk: dedupe here rather than a trip to every shard (the shards pay off
+            // when many chunks stream through them); a small one is normalized here too.
             let raw = chunks.pop().unwrap_or_default();
-            let chunk = self
-                .normalizers
-                .send(NormalizeChunk {
-                    raw,
-                    country: Some(country),
-                })
-                .await?;
+            let chunk = if raw.len() <= DIRECT_MAX_RECIPIENTS {
+                Normalizer::on_this_thread(|n| n.normalize(&raw, Some(country)))
+            } else {
+                self.normalizers
+                    .send(NormalizeChunk {
+                        raw,
+                        country: Some(country),
+                    })
+                    .await?
+            };
             let unique = keep_first(&mut Default::default(), chunk.valid, |n| n);
             let duplicates = requested - chunk.invalid - unique.len() as u64;
             return Ok((

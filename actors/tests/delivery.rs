@@ -22,7 +22,7 @@ const CREDITS: u64 = 1_000_000;
 
 struct Harness {
     ports: Ports,
-    supervisor: actix::Addr<BroadcastSupervisor>,
+    supervisor: sendme_actors::supervisor::Supervisor,
     delivery: DeliveryHandle,
     provider: Arc<SimulatedProvider>,
     account: AccountId,
@@ -116,7 +116,6 @@ impl Harness {
                 recipients: Recipients::Numbers(recipients),
             })
             .await
-            .unwrap()
             .unwrap();
         (
             accepted.queue.unwrap(),

@@ -442,8 +442,7 @@ async fn enqueue(
             kind: request.kind,
             recipients,
         })
-        .await
-        .map_err(ApiError::internal)??;
+        .await?;
 
     let status = if accepted.queue.is_some() {
         StatusCode::CREATED

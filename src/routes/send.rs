@@ -358,9 +358,8 @@ const STREAM_CHUNK: usize = 8192;
 
 /// The `EnqueueResult` JSON, produced a chunk at a time. Ids are UUIDs and recipients
 /// E.164 (`+` and digits), so nothing needs escaping.
-fn enqueue_result_stream(
-    accepted: Accepted,
-) -> impl futures_util::Stream<Item = Result<web::Bytes, std::convert::Infallible>> {
+/// The answer's JSON in parts: the head, the messages in chunks, the tail.
+fn enqueue_result_parts(accepted: Accepted) -> impl Iterator<Item = web::Bytes> {
     use std::fmt::Write;
     let head = format!(
         r#"{{"queueId":"{}","channel":"sms","messages":["#,
@@ -379,12 +378,21 @@ fn enqueue_result_stream(
         }
         web::Bytes::from(out)
     });
-    futures_util::stream::iter(
-        std::iter::once(web::Bytes::from(head))
-            .chain(body)
-            .chain(std::iter::once(web::Bytes::from_static(b"]}")))
-            .map(Ok),
-    )
+    std::iter::once(web::Bytes::from(head))
+        .chain(body)
+        .chain(std::iter::once(web::Bytes::from_static(b"]}")))
+}
+
+/// A large answer is streamed rather than built in memory; a small one goes out in one
+/// write, with its length.
+fn enqueue_response(status: StatusCode, accepted: Accepted) -> HttpResponse {
+    let mut response = HttpResponse::build(status);
+    response.content_type("application/json");
+    if accepted.messages.len() <= STREAM_CHUNK {
+        return response.body(enqueue_result_parts(accepted).collect::<Vec<_>>().concat());
+    }
+    let parts = enqueue_result_parts(accepted).map(Ok::<_, std::convert::Infallible>);
+    response.streaming(futures_util::stream::iter(parts))
 }
 
 fn json_response(status: StatusCode, body: Vec<u8>) -> HttpResponse {
@@ -451,9 +459,7 @@ async fn enqueue(
     };
     let Some(idem) = idempotency else {
         // Nothing to remember: stream the answer rather than building it in memory.
-        return Ok(HttpResponse::build(status)
-            .content_type("application/json")
-            .streaming(enqueue_result_stream(accepted)));
+        return Ok(enqueue_response(status, accepted));
     };
     let body = serde_json::to_vec(&EnqueueResult {
         queue_id: accepted.queue.map(|q| q.to_string()).unwrap_or_default(),

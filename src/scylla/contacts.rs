@@ -40,7 +40,11 @@ fn contact_from_row((account, id, phone, name, tags, created_at): ContactRow) ->
 }
 
 impl ScyllaStore {
-    async fn read_contact(&self, account: AccountId, id: ContactId) -> StoreResult<Option<Contact>> {
+    async fn read_contact(
+        &self,
+        account: AccountId,
+        id: ContactId,
+    ) -> StoreResult<Option<Contact>> {
         Ok(self
             .one::<ContactRow>(&self.st.select_contact, (account.0, bucket(id), id.0))
             .await?
@@ -87,7 +91,12 @@ impl ScyllaStore {
         }
     }
 
-    async fn release_phone(&self, account: AccountId, phone: &str, id: ContactId) -> StoreResult<()> {
+    async fn release_phone(
+        &self,
+        account: AccountId,
+        phone: &str,
+        id: ContactId,
+    ) -> StoreResult<()> {
         // Not applied means someone else holds the number now: nothing to release.
         self.lwt(&self.st.release_phone, (account.0, phone, id.0))
             .await
@@ -98,7 +107,11 @@ impl ScyllaStore {
     /// written, then the contact row, then the old phone and stale tag rows removed. A
     /// failure part-way leaves at worst a claimed phone or index rows without a contact
     /// row; listings skip those, and a retry of the same contact repairs them.
-    async fn upsert_contact(&self, contact: &Contact, must_exist: bool) -> Result<(), ContactError> {
+    async fn upsert_contact(
+        &self,
+        contact: &Contact,
+        must_exist: bool,
+    ) -> Result<(), ContactError> {
         for tag in &contact.tags {
             if self.tag(contact.account, *tag).await?.is_none() {
                 return Err(ContactError::UnknownTag(*tag));

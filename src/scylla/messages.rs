@@ -97,7 +97,13 @@ type Event = (String, CqlTimestamp, Option<String>);
 fn events_to_cql(events: &[MessageEvent]) -> Vec<Event> {
     events
         .iter()
-        .map(|e| (e.status.as_str().to_owned(), CqlTimestamp(e.at), e.detail.clone()))
+        .map(|e| {
+            (
+                e.status.as_str().to_owned(),
+                CqlTimestamp(e.at),
+                e.detail.clone(),
+            )
+        })
         .collect()
 }
 
@@ -117,8 +123,14 @@ impl MessageRow {
             .collect::<StoreResult<Vec<_>>>()?;
         let message = Message {
             id: MessageId(self.id),
-            queue: QueueId(self.batch_id.ok_or_else(|| corrupt("message without batch"))?),
-            account: AccountId(self.account_id.ok_or_else(|| corrupt("message without account"))?),
+            queue: QueueId(
+                self.batch_id
+                    .ok_or_else(|| corrupt("message without batch"))?,
+            ),
+            account: AccountId(
+                self.account_id
+                    .ok_or_else(|| corrupt("message without account"))?,
+            ),
             recipient: PhoneNumber::from_trusted(self.recipient.unwrap_or_default()),
             kind: kind_from_str(self.kind.as_deref().unwrap_or_default())?,
             status: status_from_str(self.status.as_deref().unwrap_or_default())?,
@@ -210,7 +222,12 @@ type Write<'a> = BoxFuture<'a, StoreResult<()>>;
 
 impl ScyllaStore {
     async fn batch_committed(&self, cache: &Committed, queue: QueueId) -> StoreResult<bool> {
-        if let Some(c) = cache.0.lock().unwrap_or_else(|p| p.into_inner()).get(&queue) {
+        if let Some(c) = cache
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&queue)
+        {
             return Ok(*c);
         }
         let exists = self
@@ -250,7 +267,11 @@ impl ScyllaStore {
 
     /// One unlogged batch of `statement` per [`ROWS_PER_BATCH`] rows, for rows that share
     /// a partition.
-    fn grouped_writes<'a, V>(&'a self, statement: &'a PreparedStatement, rows: Vec<V>) -> Vec<Write<'a>>
+    fn grouped_writes<'a, V>(
+        &'a self,
+        statement: &'a PreparedStatement,
+        rows: Vec<V>,
+    ) -> Vec<Write<'a>>
     where
         V: SerializeRow + Send + Sync + 'a,
     {
@@ -432,10 +453,7 @@ impl ScyllaStore {
             tracing::warn!(queue = %batch.id, %error, "accept failed: releasing its reservation");
             self.remove_messages(batch, recipients).await;
             self.update_balance(batch.account, |acc| {
-                Ok::<_, LedgerError>((
-                    acc.balance + needed,
-                    acc.reserved.saturating_sub(needed),
-                ))
+                Ok::<_, LedgerError>((acc.balance + needed, acc.reserved.saturating_sub(needed)))
             })
             .await?;
             self.record(batch.account, LedgerKind::Release, needed, Some(batch.id))
@@ -655,8 +673,15 @@ impl ScyllaStore {
     async fn work_index(
         &self,
         status: MessageStatus,
-    ) -> StoreResult<Vec<(Uuid, Option<Uuid>, Option<String>, Option<String>, Option<CqlTimestamp>)>>
-    {
+    ) -> StoreResult<
+        Vec<(
+            Uuid,
+            Option<Uuid>,
+            Option<String>,
+            Option<String>,
+            Option<CqlTimestamp>,
+        )>,
+    > {
         let mut out = Vec::new();
         for s in 0..STATUS_SHARDS {
             self.pages(
@@ -696,7 +721,10 @@ impl ScyllaStore {
                 let keep = msg.account == filter.account
                     && filter.status.is_none_or(|st| st == msg.status)
                     && filter.kind.is_none_or(|k| k == msg.kind)
-                    && filter.recipient.as_ref().is_none_or(|r| *r == msg.recipient);
+                    && filter
+                        .recipient
+                        .as_ref()
+                        .is_none_or(|r| *r == msg.recipient);
                 if keep {
                     items.push(msg);
                     if items.len() == filter.limit {
@@ -739,10 +767,7 @@ impl MessageStore for ScyllaStore {
             return Ok(None);
         };
         let moves = self
-            .rows::<(String, Option<scylla::value::Counter>)>(
-                &self.st.select_batch_counts,
-                (id,),
-            )
+            .rows::<(String, Option<scylla::value::Counter>)>(&self.st.select_batch_counts, (id,))
             .await?;
         let mut counts = StatusCounts::default();
         let accepted = accepted.unwrap_or_default();

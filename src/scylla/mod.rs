@@ -155,7 +155,11 @@ impl ScyllaStore {
     }
 
     /// All rows of a statement whose result is one bounded partition or less.
-    async fn rows<R>(&self, st: &PreparedStatement, values: impl SerializeRow) -> StoreResult<Vec<R>>
+    async fn rows<R>(
+        &self,
+        st: &PreparedStatement,
+        values: impl SerializeRow,
+    ) -> StoreResult<Vec<R>>
     where
         R: for<'f, 'm> DeserializeRow<'f, 'm>,
     {
@@ -169,7 +173,11 @@ impl ScyllaStore {
     }
 
     /// The first row, if any.
-    async fn one<R>(&self, st: &PreparedStatement, values: impl SerializeRow) -> StoreResult<Option<R>>
+    async fn one<R>(
+        &self,
+        st: &PreparedStatement,
+        values: impl SerializeRow,
+    ) -> StoreResult<Option<R>>
     where
         R: for<'f, 'm> DeserializeRow<'f, 'm>,
     {

@@ -112,6 +112,6 @@ statements! {
     select_dead_letters = "SELECT account_id, message_id, reason, at FROM dead_letters WHERE account_id = ?";
 
     // Idempotency keys (the table's default TTL is 24 hours).
-    insert_idempotency = "INSERT INTO idempotency_keys (account_id, key, fingerprint, status, body, at) VALUES (?, ?, ?, ?, ?, ?)";
-    select_idempotency = "SELECT fingerprint, status, body, at FROM idempotency_keys WHERE account_id = ? AND key = ?";
+    insert_idempotency = "INSERT INTO idempotency_keys (account_id, idempotency_key, fingerprint, status, body, at) VALUES (?, ?, ?, ?, ?, ?)";
+    select_idempotency = "SELECT fingerprint, status, body, at FROM idempotency_keys WHERE account_id = ? AND idempotency_key = ?";
 }

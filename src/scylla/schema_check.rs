@@ -44,10 +44,13 @@ fn parse(cql: &str) -> CassandraStatement {
     parsed.statement.clone()
 }
 
+/// Partition key columns and clustering columns.
+type Key = (Vec<String>, Vec<String>);
+
 /// Takes a table-level `PRIMARY KEY (...)` clause out of a CREATE TABLE statement (the
 /// parser does not read a composite partition key without clustering columns, e.g.
 /// `PRIMARY KEY ((a, b))`) and returns it as (partition, clustering) columns.
-fn take_primary_key(statement: &str) -> (String, Option<(Vec<String>, Vec<String>)>) {
+fn take_primary_key(statement: &str) -> (String, Option<Key>) {
     let Some(start) = statement.find(", PRIMARY KEY (") else {
         return (statement.to_owned(), None);
     };

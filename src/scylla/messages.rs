@@ -418,9 +418,12 @@ impl ScyllaStore {
             Ok((acc.balance - needed, acc.reserved + needed))
         })
         .await?;
-        self.record(batch.account, LedgerKind::Reserve, needed, Some(batch.id))
-            .await?;
+        let entry = self
+            .record(batch.account, LedgerKind::Reserve, needed, Some(batch.id))
+            .await;
+        let entry_written = entry.is_ok();
         let written = async {
+            entry?;
             self.write_messages(batch, recipients).await?;
             let counts: HashMap<&str, i64> = MessageStatus::ALL
                 .iter()
@@ -456,8 +459,11 @@ impl ScyllaStore {
                 Ok::<_, LedgerError>((acc.balance + needed, acc.reserved.saturating_sub(needed)))
             })
             .await?;
-            self.record(batch.account, LedgerKind::Release, needed, Some(batch.id))
-                .await?;
+            // Without a `reserve` entry the two movements cancel out unrecorded.
+            if entry_written {
+                self.record(batch.account, LedgerKind::Release, needed, Some(batch.id))
+                    .await?;
+            }
             return Err(error.into());
         }
         Ok(())

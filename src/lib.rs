@@ -13,6 +13,8 @@
 //! - [`metrics`] installs the Prometheus recorder and times every request by its route
 //!   pattern; [`telemetry`] sets up logs and gives every request an id.
 //! - [`openapi`] is the OpenAPI 3.1 document, generated from the handlers' own types.
+//! - `scylla` (cargo feature `scylla`) puts every store port on ScyllaDB for the
+//!   distributed mode; `sendme migrate` applies its schema.
 //! - The engine itself (supervisor, normalizer pool, dedupe shards, ports and embedded
 //!   backends) is the `sendme-actors` crate in `actors/`.
 
@@ -26,5 +28,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod providers;
 pub mod routes;
+#[cfg(feature = "scylla")]
+pub mod scylla;
 pub mod startup;
 pub mod telemetry;

@@ -94,6 +94,13 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate => match settings.store.kind {
             StoreKind::Embedded => println!("the embedded store needs no migrations"),
+            #[cfg(feature = "scylla")]
+            StoreKind::Scylla => {
+                let scylla = &settings.store.scylla;
+                sendme::scylla::migrate(scylla).await?;
+                println!("keyspace {} is up to date", scylla.keyspace);
+            }
+            #[cfg(not(feature = "scylla"))]
             StoreKind::Scylla => {
                 anyhow::bail!("this binary was built without the `scylla` feature")
             }

@@ -130,6 +130,13 @@ async fn open_ports(settings: &Settings) -> anyhow::Result<(Ports, Option<Embedd
                 settings.store.path.display()
             )
         })?,
+        #[cfg(feature = "scylla")]
+        StoreKind::Scylla => {
+            let store = crate::scylla::ScyllaStore::connect(&settings.store.scylla).await?;
+            let queue = open_queue(settings).await?;
+            return Ok((Arc::new(store).ports(queue), None));
+        }
+        #[cfg(not(feature = "scylla"))]
         StoreKind::Scylla => {
             bail!("store.kind is `scylla`, but this binary was built without the `scylla` feature")
         }
@@ -175,13 +182,18 @@ impl Application {
 
         // This process holds the data directory's lock: any claim in it is from a
         // process that is gone, so every `sending` message goes back to `queued`.
+        // Not so on a shared store, where other dispatchers' claims are alive.
+        // TODO(distributed): re-queue only claims older than a lease, and let one
+        // process (not every API replica) re-publish the `queued` messages below.
         let clock = EngineClock::start();
-        let requeued = requeue_stale_claims(&ports.messages, clock.now() + 1).await?;
-        if requeued > 0 {
-            tracing::info!(
-                messages = requeued,
-                "re-queued messages claimed by a previous run"
-            );
+        if settings.store.kind == StoreKind::Embedded {
+            let requeued = requeue_stale_claims(&ports.messages, clock.now() + 1).await?;
+            if requeued > 0 {
+                tracing::info!(
+                    messages = requeued,
+                    "re-queued messages claimed by a previous run"
+                );
+            }
         }
         let queued = ports.messages.queued_messages().await?;
         if !queued.is_empty() {

@@ -1,0 +1,117 @@
+//! Every CQL statement the ScyllaDB backend runs, prepared once when the store connects.
+//! The texts are also checked against the schema by a unit test (see `schema_check`).
+
+use scylla::client::session::Session;
+use scylla::errors::PrepareError;
+use scylla::statement::prepared::PreparedStatement;
+
+macro_rules! statements {
+    ($($(#[$doc:meta])* $name:ident = $cql:expr;)*) => {
+        /// The prepared statements, one field per statement.
+        pub(crate) struct Statements {
+            $($(#[$doc])* pub $name: PreparedStatement,)*
+        }
+
+        /// Every statement's name and text.
+        #[cfg(test)]
+        pub(crate) const CQL: &[(&str, &str)] = &[$((stringify!($name), $cql),)*];
+
+        impl Statements {
+            pub async fn prepare(session: &Session) -> Result<Self, PrepareError> {
+                Ok(Self {
+                    $($name: prepare(session, $cql).await?,)*
+                })
+            }
+
+            /// Rows per page for every statement that pages.
+            pub fn set_page_size(&mut self, rows: i32) {
+                $(self.$name.set_page_size(rows);)*
+            }
+        }
+    };
+}
+
+/// Prepares one statement. Plain reads and writes are idempotent, so the driver may retry
+/// them (or send a speculative copy); lightweight transactions and counter updates are not.
+async fn prepare(session: &Session, cql: &str) -> Result<PreparedStatement, PrepareError> {
+    let mut prepared = session.prepare(cql).await?;
+    let conditional = cql.contains(" IF ");
+    let counter = cql.contains("messages = messages");
+    prepared.set_is_idempotent(!conditional && !counter);
+    Ok(prepared)
+}
+
+statements! {
+    // Accounts, members, terms.
+    insert_account = "INSERT INTO accounts (id, name, default_country, balance, reserved, created_at) VALUES (?, ?, ?, ?, ?, ?)";
+    select_account = "SELECT id, name, default_country, balance, reserved, created_at FROM accounts WHERE id = ?";
+    /// The only way a balance changes: compare-and-set on both amounts.
+    update_balance = "UPDATE accounts SET balance = ?, reserved = ? WHERE id = ? IF balance = ? AND reserved = ?";
+    insert_member = "INSERT INTO members (id, account_id, role, accepted_terms, created_at) VALUES (?, ?, ?, ?, ?)";
+    select_member = "SELECT id, account_id, role, accepted_terms, created_at FROM members WHERE id = ?";
+    insert_setting = "INSERT INTO settings (name, value) VALUES (?, ?)";
+    select_setting = "SELECT value FROM settings WHERE name = ?";
+
+    // Ledger.
+    insert_ledger_entry = "INSERT INTO ledger_entries (account_id, id, kind, amount, queue_id, at) VALUES (?, ?, ?, ?, ?, ?)";
+    select_ledger_entries = "SELECT account_id, id, kind, amount, queue_id, at FROM ledger_entries WHERE account_id = ?";
+
+    // Tags and contacts.
+    insert_tag = "INSERT INTO tags (account_id, id, name) VALUES (?, ?, ?)";
+    select_tag = "SELECT account_id, id, name FROM tags WHERE account_id = ? AND id = ?";
+    select_tags = "SELECT account_id, id, name FROM tags WHERE account_id = ?";
+    insert_contact = "INSERT INTO contacts_by_account (account_id, bucket, id, phone, name, tag_ids, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)";
+    select_contact = "SELECT account_id, id, phone, name, tag_ids, created_at FROM contacts_by_account WHERE account_id = ? AND bucket = ? AND id = ?";
+    /// One bucket's contacts after a cursor, in id order (the page size is the limit).
+    select_contacts_after = "SELECT account_id, id, phone, name, tag_ids, created_at FROM contacts_by_account WHERE account_id = ? AND bucket = ? AND id > ?";
+    /// One bucket's phone numbers, paged.
+    select_contact_phones = "SELECT phone FROM contacts_by_account WHERE account_id = ? AND bucket = ?";
+    delete_contact = "DELETE FROM contacts_by_account WHERE account_id = ? AND bucket = ? AND id = ?";
+    /// Claims a phone number for a contact; fails if someone holds it.
+    claim_phone = "INSERT INTO contacts_by_phone (account_id, phone, contact_id) VALUES (?, ?, ?) IF NOT EXISTS";
+    select_phone_owner = "SELECT contact_id FROM contacts_by_phone WHERE account_id = ? AND phone = ?";
+    /// Gives a phone number up, only if this contact still holds it.
+    release_phone = "DELETE FROM contacts_by_phone WHERE account_id = ? AND phone = ? IF contact_id = ?";
+    insert_tag_member = "INSERT INTO contacts_by_tag (account_id, tag_id, bucket, contact_id, phone) VALUES (?, ?, ?, ?, ?)";
+    delete_tag_member = "DELETE FROM contacts_by_tag WHERE account_id = ? AND tag_id = ? AND bucket = ? AND contact_id = ?";
+    select_tag_members_after = "SELECT contact_id FROM contacts_by_tag WHERE account_id = ? AND tag_id = ? AND bucket = ? AND contact_id > ?";
+    select_tag_phones = "SELECT phone FROM contacts_by_tag WHERE account_id = ? AND tag_id = ? AND bucket = ?";
+
+    // Batches and messages.
+    insert_batch = "INSERT INTO batches (id, account_id, member_id, kind, body, segments, total, cost, accepted_counts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    select_batch = "SELECT id, account_id, member_id, kind, body, segments, total, cost, accepted_counts, created_at FROM batches WHERE id = ?";
+    select_batch_exists = "SELECT id FROM batches WHERE id = ?";
+    select_batch_counts = "SELECT status, messages FROM batch_status_counts WHERE batch_id = ?";
+    add_batch_count = "UPDATE batch_status_counts SET messages = messages + ? WHERE batch_id = ? AND status = ?";
+    insert_message = "INSERT INTO messages (id, batch_id, account_id, recipient, kind, status, segments, cost, created_at, updated_at, attempts, events, delivered_parts, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    select_message = "SELECT id, batch_id, account_id, recipient, kind, status, segments, cost, created_at, updated_at, provider, provider_message_id, attempts, last_error, events, delivered_parts, dlr_deadline, version FROM messages WHERE id = ?";
+    /// A status transition: applied only if the message is still in the expected status
+    /// and nobody changed it since it was read.
+    update_message = "UPDATE messages SET status = ?, updated_at = ?, provider = ?, provider_message_id = ?, attempts = ?, last_error = ?, events = ?, delivered_parts = ?, dlr_deadline = ?, version = ? WHERE id = ? IF status = ? AND version = ?";
+    delete_message = "DELETE FROM messages WHERE id = ?";
+    insert_message_by_batch = "INSERT INTO messages_by_batch (batch_id, id, status) VALUES (?, ?, ?)";
+    update_message_by_batch = "UPDATE messages_by_batch SET status = ? WHERE batch_id = ? AND id = ?";
+    delete_message_by_batch = "DELETE FROM messages_by_batch WHERE batch_id = ? AND id = ?";
+    select_messages_by_batch = "SELECT id, status FROM messages_by_batch WHERE batch_id = ?";
+    select_messages_by_batch_range = "SELECT id FROM messages_by_batch WHERE batch_id = ? AND id >= ? AND id < ?";
+    insert_message_by_account = "INSERT INTO messages_by_account (account_id, day, id) VALUES (?, ?, ?)";
+    delete_message_by_account = "DELETE FROM messages_by_account WHERE account_id = ? AND day = ? AND id = ?";
+    select_messages_by_account_range = "SELECT id FROM messages_by_account WHERE account_id = ? AND day = ? AND id >= ? AND id < ?";
+    insert_account_day = "INSERT INTO account_message_days (account_id, day) VALUES (?, ?)";
+    select_account_days = "SELECT day FROM account_message_days WHERE account_id = ? AND day >= ? AND day <= ?";
+    insert_message_by_recipient = "INSERT INTO messages_by_recipient (account_id, recipient, id) VALUES (?, ?, ?)";
+    delete_message_by_recipient = "DELETE FROM messages_by_recipient WHERE account_id = ? AND recipient = ? AND id = ?";
+    select_messages_by_recipient_range = "SELECT id FROM messages_by_recipient WHERE account_id = ? AND recipient = ? AND id >= ? AND id < ?";
+    insert_message_by_status = "INSERT INTO messages_by_status (status, shard, id, batch_id, recipient, kind, at) VALUES (?, ?, ?, ?, ?, ?, ?)";
+    delete_message_by_status = "DELETE FROM messages_by_status WHERE status = ? AND shard = ? AND id = ?";
+    select_messages_by_status = "SELECT id, batch_id, recipient, kind, at FROM messages_by_status WHERE status = ? AND shard = ?";
+    insert_receipt_deadline = "INSERT INTO receipt_deadlines (shard, deadline, id) VALUES (?, ?, ?)";
+    delete_receipt_deadline = "DELETE FROM receipt_deadlines WHERE shard = ? AND deadline = ? AND id = ?";
+    select_receipts_due = "SELECT deadline, id FROM receipt_deadlines WHERE shard = ? AND deadline < ?";
+    insert_dead_letter = "INSERT INTO dead_letters (account_id, message_id, reason, at) VALUES (?, ?, ?, ?)";
+    select_dead_letters = "SELECT account_id, message_id, reason, at FROM dead_letters WHERE account_id = ?";
+
+    // Idempotency keys (the table's default TTL is 24 hours).
+    insert_idempotency = "INSERT INTO idempotency_keys (account_id, idempotency_key, fingerprint, status, body, at) VALUES (?, ?, ?, ?, ?, ?)";
+    select_idempotency = "SELECT fingerprint, status, body, at FROM idempotency_keys WHERE account_id = ? AND idempotency_key = ?";
+}

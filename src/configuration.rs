@@ -225,6 +225,9 @@ pub struct DeliveryConfig {
     pub max_status_group: usize,
     pub expiry_sweep_ms: u64,
     pub shutdown_grace_seconds: u64,
+    /// On a shared store: a `sending` claim older than this is a dead dispatcher's and
+    /// goes back to `queued`. Must outlast one send with all its retries.
+    pub claim_lease_seconds: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

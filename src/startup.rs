@@ -12,7 +12,9 @@ use actix_web::{dev::Server, web, App, HttpServer};
 use anyhow::{bail, Context};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sendme_actors::clock::EngineClock;
-use sendme_actors::dispatcher::{requeue_stale_claims, start_delivery_with, DeliveryHandle};
+use sendme_actors::dispatcher::{
+    requeue_stale_claims, start_delivery_with, sweep_stale_claims, DeliveryHandle,
+};
 use sendme_actors::domain::AccountId;
 use sendme_actors::embedded::SimulatedProvider;
 use sendme_actors::embedded::{EmbeddedStore, InProcessQueue};
@@ -180,25 +182,34 @@ impl Application {
             _ => None,
         };
 
-        // This process holds the data directory's lock: any claim in it is from a
-        // process that is gone, so every `sending` message goes back to `queued`.
-        // Not so on a shared store, where other dispatchers' claims are alive.
-        // TODO(distributed): re-queue only claims older than a lease, and let one
-        // process (not every API replica) re-publish the `queued` messages below.
+        // The embedded store is this process's alone (it holds the directory lock): any
+        // claim in it is from a process that is gone, so every `sending` message goes
+        // back to `queued`, and every `queued` one onto the queue (a crash between
+        // persisting and publishing is the outbox case; duplicates on the queue are
+        // harmless, the claim is conditional). On a shared store other dispatchers'
+        // claims are alive: dispatchers re-queue only claims older than the lease, and
+        // only dispatchers re-publish.
         let clock = EngineClock::start();
-        if settings.store.kind == StoreKind::Embedded {
+        let shared_store = settings.store.kind != StoreKind::Embedded;
+        if !shared_store {
             let requeued = requeue_stale_claims(&ports.messages, clock.now() + 1).await?;
-            if requeued > 0 {
+            if !requeued.is_empty() {
                 tracing::info!(
-                    messages = requeued,
+                    messages = requeued.len(),
                     "re-queued messages claimed by a previous run"
                 );
             }
         }
-        let queued = ports.messages.queued_messages().await?;
-        if !queued.is_empty() {
-            tracing::info!(messages = queued.len(), "re-enqueuing messages left queued");
-            ports.queue.publish(queued).await?;
+        if !shared_store || settings.role.dispatches() {
+            let queued = ports.messages.queued_messages().await?;
+            if !queued.is_empty() {
+                tracing::info!(messages = queued.len(), "re-enqueuing messages left queued");
+                ports.queue.publish(queued).await?;
+            }
+        }
+        if shared_store && settings.role.dispatches() {
+            let lease = Duration::from_secs(settings.delivery.claim_lease_seconds);
+            tokio::spawn(sweep_stale_claims(ports.clone(), clock, lease));
         }
 
         let supervisor =

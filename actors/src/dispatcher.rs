@@ -256,7 +256,7 @@ impl DeliveryHandle {
 pub async fn requeue_stale_claims(
     messages: &Arc<dyn MessageStore>,
     claimed_before: Millis,
-) -> StoreResult<usize> {
+) -> StoreResult<Vec<QueueRecord>> {
     let ids = messages.stale_claims(claimed_before).await?;
     let changes: Vec<_> = ids
         .into_iter()
@@ -271,7 +271,33 @@ pub async fn requeue_stale_claims(
         })
         .collect();
     let applied = messages.apply(changes).await?;
-    Ok(applied.iter().filter(|m| m.is_some()).count())
+    Ok(applied
+        .into_iter()
+        .flatten()
+        .map(|m| QueueRecord::new(m.id, &m.recipient, m.kind))
+        .collect())
+}
+
+/// On a store shared by several dispatchers: every half lease, messages claimed longer
+/// than `lease` ago (their dispatcher died mid-send) go back to `queued` and onto the
+/// queue. The lease must outlast a send with all its retries.
+pub async fn sweep_stale_claims(ports: Ports, clock: EngineClock, lease: Duration) {
+    let mut tick = tokio::time::interval((lease / 2).max(Duration::from_secs(1)));
+    loop {
+        tick.tick().await;
+        let before = clock.now() - lease.as_millis() as Millis;
+        match requeue_stale_claims(&ports.messages, before).await {
+            Ok(records) if records.is_empty() => {}
+            Ok(records) => {
+                tracing::warn!(messages = records.len(), "re-queued expired claims");
+                if let Err(e) = ports.queue.publish(records).await {
+                    // Still `queued` in the store: the next start publishes them.
+                    tracing::error!(error = ?e, "publishing re-queued claims");
+                }
+            }
+            Err(e) => tracing::error!(error = ?e, "sweeping expired claims"),
+        }
+    }
 }
 
 /// Starts the dispatcher, its provider route, the receipt inbox and the expiry sweep.

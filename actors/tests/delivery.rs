@@ -466,11 +466,13 @@ async fn claims_left_by_a_dead_process_are_requeued() {
         h.ports.messages.stale_claims(now + 1).await.unwrap().len(),
         2
     );
+    let requeued = requeue_stale_claims(&h.ports.messages, now + 1)
+        .await
+        .unwrap();
     assert_eq!(
-        requeue_stale_claims(&h.ports.messages, now + 1)
-            .await
-            .unwrap(),
-        2
+        requeued.iter().map(|r| r.message).collect::<Vec<_>>(),
+        ids[..2].to_vec(),
+        "the re-queued messages come back as queue records"
     );
     assert_eq!(h.ports.messages.queued_messages().await.unwrap().len(), 3);
     let m = h.message(ids[0]).await;

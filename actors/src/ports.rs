@@ -172,6 +172,53 @@ impl StatusChange {
         self.detail = Some(detail.into());
         self
     }
+
+    /// Applies this change to `msg`, already known to be in `from`: attempts, provider,
+    /// receipts for parts of a multipart message (delivered once every part is), the
+    /// event, the receipt deadline and the status. Every store backend's `apply` uses it.
+    pub fn apply_to(&self, msg: &mut Message) {
+        let mut to = self.to;
+        if let (MessageStatus::Delivered, Some(part)) = (to, self.part) {
+            if (1..=32).contains(&part) {
+                msg.delivered_parts |= 1 << (part - 1);
+            }
+            if msg.delivered_parts.count_ones() < msg.segments {
+                to = MessageStatus::Sent;
+            }
+        }
+        if let Some(error) = &self.attempt {
+            msg.attempts += 1;
+            msg.last_error = error.clone();
+        }
+        if self.provider.is_some() {
+            msg.provider = self.provider.clone();
+        }
+        msg.updated_at = self.at;
+        if to != msg.status || self.detail.is_some() {
+            msg.events.push(MessageEvent {
+                status: to,
+                at: self.at,
+                detail: self.detail.clone(),
+            });
+        }
+        if to != msg.status {
+            if to == MessageStatus::Sent {
+                msg.dlr_deadline = self.dlr_deadline;
+            }
+            msg.status = to;
+        }
+    }
+
+    /// Credits move when a message reaches a provider (capture) or ends without
+    /// reaching one (refund).
+    pub fn credit_movement(from: MessageStatus, to: MessageStatus) -> Option<LedgerKind> {
+        match (from, to) {
+            (MessageStatus::Sending, MessageStatus::Sent) => Some(LedgerKind::Capture),
+            (MessageStatus::Sending, MessageStatus::Failed)
+            | (MessageStatus::Queued, MessageStatus::Canceled) => Some(LedgerKind::Refund),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -164,53 +164,10 @@ struct Applied {
 }
 
 /// The next state of `msg` (already checked to be in `change.from`) after `change`.
-/// Mirrors the embedded store's `apply_changes`: attempts, provider, receipts for parts of
-/// a multipart message, the event and the status.
 fn next_state(msg: &Message, change: &StatusChange) -> Message {
     let mut msg = msg.clone();
-    let mut to = change.to;
-    // A receipt for one part of a multipart message: delivered once all parts are.
-    if let (MessageStatus::Delivered, Some(part)) = (to, change.part) {
-        if (1..=32).contains(&part) {
-            msg.delivered_parts |= 1 << (part - 1);
-        }
-        if msg.delivered_parts.count_ones() < msg.segments {
-            to = MessageStatus::Sent;
-        }
-    }
-    if let Some(error) = &change.attempt {
-        msg.attempts += 1;
-        msg.last_error = error.clone();
-    }
-    if change.provider.is_some() {
-        msg.provider = change.provider.clone();
-    }
-    msg.updated_at = change.at;
-    if to != msg.status || change.detail.is_some() {
-        msg.events.push(MessageEvent {
-            status: to,
-            at: change.at,
-            detail: change.detail.clone(),
-        });
-    }
-    if to != msg.status {
-        if to == MessageStatus::Sent {
-            msg.dlr_deadline = change.dlr_deadline;
-        }
-        msg.status = to;
-    }
+    change.apply_to(&mut msg);
     msg
-}
-
-/// Credits move when a message reaches a provider (capture) or ends without reaching one
-/// (refund).
-fn credit_movement(from: MessageStatus, to: MessageStatus) -> Option<LedgerKind> {
-    match (from, to) {
-        (MessageStatus::Sending, MessageStatus::Sent) => Some(LedgerKind::Capture),
-        (MessageStatus::Sending, MessageStatus::Failed)
-        | (MessageStatus::Queued, MessageStatus::Canceled) => Some(LedgerKind::Refund),
-        _ => None,
-    }
 }
 
 /// Statuses with rows in `messages_by_status`.
@@ -555,7 +512,7 @@ impl ScyllaStore {
             }
             *counts.entry((a.before.queue, from)).or_default() -= 1;
             *counts.entry((a.before.queue, to)).or_default() += 1;
-            if let Some(kind) = credit_movement(from, to) {
+            if let Some(kind) = StatusChange::credit_movement(from, to) {
                 *credits
                     .entry((a.before.account, a.before.queue, kind))
                     .or_default() += a.before.cost;

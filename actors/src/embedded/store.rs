@@ -769,39 +769,16 @@ impl Inner {
                 continue;
             }
             let id = msg.id;
-            let mut to = change.to;
-            // A receipt for one part of a multipart message: delivered once all parts are.
-            if let (MessageStatus::Delivered, Some(part)) = (to, change.part) {
-                if (1..=32).contains(&part) {
-                    msg.delivered_parts |= 1 << (part - 1);
-                }
-                if msg.delivered_parts.count_ones() < msg.segments {
-                    to = MessageStatus::Sent;
-                }
-            }
-            if let Some(error) = change.attempt {
-                msg.attempts += 1;
-                msg.last_error = error;
-            }
-            if change.provider.is_some() {
-                msg.provider = change.provider;
-            }
-            msg.updated_at = change.at;
-            if to != msg.status || change.detail.is_some() {
-                msg.events.push(MessageEvent {
-                    status: to,
-                    at: change.at,
-                    detail: change.detail.clone(),
-                });
-            }
-            let from = msg.status;
+            let (from, old_deadline) = (msg.status, msg.dlr_deadline);
+            change.apply_to(msg);
+            let to = msg.status;
             if to != from {
                 // Leave the index of the old status, enter the new one's.
                 match from {
                     MessageStatus::Queued => wb.remove(&self.pending, id.as_bytes().to_vec()),
                     MessageStatus::Sending => wb.remove(&self.inflight, id.as_bytes().to_vec()),
                     MessageStatus::Sent => {
-                        if let Some(d) = msg.dlr_deadline {
+                        if let Some(d) = old_deadline {
                             wb.remove(&self.awaiting_receipt, receipt_key(d, id));
                         }
                     }
@@ -815,8 +792,7 @@ impl Inner {
                         change.at.to_be_bytes().to_vec(),
                     ),
                     MessageStatus::Sent => {
-                        msg.dlr_deadline = change.dlr_deadline;
-                        if let Some(d) = change.dlr_deadline {
+                        if let Some(d) = msg.dlr_deadline {
                             wb.insert(&self.awaiting_receipt, receipt_key(d, id), []);
                         }
                     }
@@ -839,14 +815,7 @@ impl Inner {
                     }
                     _ => {}
                 }
-                // Credits: captured when handed to a provider, refunded when it never was.
-                let movement = match (from, to) {
-                    (MessageStatus::Sending, MessageStatus::Sent) => Some(LedgerKind::Capture),
-                    (MessageStatus::Sending, MessageStatus::Failed)
-                    | (MessageStatus::Queued, MessageStatus::Canceled) => Some(LedgerKind::Refund),
-                    _ => None,
-                };
-                if let Some(kind) = movement {
+                if let Some(kind) = StatusChange::credit_movement(from, to) {
                     *credits.entry((msg.account, msg.queue, kind)).or_default() += msg.cost;
                 }
                 let batch = match batches.entry(msg.queue) {
@@ -862,7 +831,6 @@ impl Inner {
                 };
                 *batch.counts.get_mut(from) -= 1;
                 *batch.counts.get_mut(to) += 1;
-                msg.status = to;
             }
             results.push(Some(msg.clone()));
         }

@@ -121,7 +121,12 @@ pub struct KafkaSettings {
     pub replication_factor: i32,
     /// The dispatchers' consumer group.
     pub group_id: String,
+    /// librdkafka debug contexts (e.g. `cgrp,topic`), logged at debug level.
+    pub debug: Option<String>,
     pub session_timeout_ms: u64,
+    /// A dispatcher that does not poll for this long leaves the group; also how long a
+    /// rebalance waits for members that do not rejoin.
+    pub max_poll_interval_ms: u64,
     pub linger_ms: u64,
     /// Producer idempotence (needs a broker that grants producer ids).
     pub idempotence: bool,
@@ -135,7 +140,9 @@ impl Default for KafkaSettings {
             partitions: 8,
             replication_factor: 1,
             group_id: "sendme-dispatchers".into(),
+            debug: None,
             session_timeout_ms: 10_000,
+            max_poll_interval_ms: 60_000,
             linger_ms: 5,
             idempotence: true,
         }

@@ -270,6 +270,9 @@ struct Lane {
     total: usize,
     consumer: BaseConsumer<LaneContext>,
     state: Arc<LaneState>,
+    /// Since when this consumer has owned no partition, and how long that may last.
+    idle_since: Mutex<Option<Instant>>,
+    rejoin_after: Duration,
 }
 
 #[derive(Default)]
@@ -303,7 +306,11 @@ impl Lane {
             topic: topic.clone(),
             state: state.clone(),
         };
-        let consumer: BaseConsumer<LaneContext> = ClientConfig::new()
+        let mut config = ClientConfig::new();
+        if let Some(debug) = &settings.debug {
+            config.set("debug", debug);
+        }
+        let consumer: BaseConsumer<LaneContext> = config
             .set("bootstrap.servers", &settings.brokers)
             .set("group.id", &group)
             .set("enable.auto.commit", "true")
@@ -317,6 +324,12 @@ impl Lane {
             .set(
                 "heartbeat.interval.ms",
                 (settings.session_timeout_ms / 5).max(100).to_string(),
+            )
+            // Also the rebalance timeout: how long the group waits for a member that
+            // does not rejoin (a dispatcher killed with -9) before going on without it.
+            .set(
+                "max.poll.interval.ms",
+                settings.max_poll_interval_ms.to_string(),
             )
             .set("partition.assignment.strategy", "roundrobin")
             .set("statistics.interval.ms", "2000")
@@ -337,11 +350,41 @@ impl Lane {
             total,
             consumer,
             state,
+            idle_since: Mutex::new(None),
+            rejoin_after: Duration::from_millis(settings.session_timeout_ms * 3),
         })
+    }
+
+    /// Rejoins the group after owning no partition for `rejoin_after`. A dispatcher
+    /// killed with -9 can stay in the group as its leader: tansu 0.6 then hands the
+    /// new member an empty assignment and never rebalances (seen in the Kafka crash
+    /// test); rejoining makes the broker drop the expired member. With more
+    /// dispatchers than partitions the extra ones rejoin now and then, harmlessly.
+    fn rejoin_if_starved(&self) {
+        let mut idle = self.idle_since.lock().unwrap_or_else(|p| p.into_inner());
+        if self.state.owned.load(Ordering::Relaxed) > 0 {
+            *idle = None;
+            return;
+        }
+        let since = *idle.get_or_insert_with(Instant::now);
+        if since.elapsed() < self.rejoin_after {
+            return;
+        }
+        tracing::warn!(
+            topic = self.topic,
+            after = ?self.rejoin_after,
+            "owning no partition: rejoining the consumer group"
+        );
+        self.consumer.unsubscribe();
+        if let Err(e) = self.consumer.subscribe(&[&self.topic]) {
+            tracing::error!(topic = self.topic, error = %e, "rejoining the consumer group");
+        }
+        *idle = Some(Instant::now());
     }
 
     /// Appends up to `max - out.len()` records, waiting at most `first` for the first.
     fn take(&self, out: &mut Vec<QueueRecord>, max: usize, first: Duration) {
+        self.rejoin_if_starved();
         let mut timeout = first;
         while out.len() < max {
             let message = match self.consumer.poll(timeout) {

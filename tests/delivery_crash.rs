@@ -23,10 +23,42 @@ struct Delivery {
     dir: tempfile::TempDir,
     port: u16,
     provider: String,
+    /// Extra configuration of every SendMe start (the queue backend).
+    env: Vec<(String, String)>,
     _mock: Process,
 }
 
 impl Delivery {
+    /// SendMe on the Kafka queue of the broker `SENDME_TEST_KAFKA` names, on topics and a
+    /// consumer group of its own; `None` (the test is skipped) without a broker.
+    #[cfg(feature = "kafka")]
+    fn over_kafka() -> Option<Self> {
+        let Ok(brokers) = std::env::var("SENDME_TEST_KAFKA") else {
+            eprintln!("SENDME_TEST_KAFKA is not set: skipping the Kafka crash test");
+            return None;
+        };
+        let unique = format!("crash-{}", uuid::Uuid::now_v7().simple());
+        let mut delivery = Self::start();
+        delivery.env = [
+            ("SENDME__QUEUE__KIND", "kafka".to_owned()),
+            ("SENDME__QUEUE__KAFKA__BROKERS", brokers),
+            ("SENDME__QUEUE__KAFKA__TOPIC_PREFIX", unique.clone()),
+            ("SENDME__QUEUE__KAFKA__GROUP_ID", unique),
+            (
+                "SENDME__QUEUE__KAFKA__SESSION_TIMEOUT_MS",
+                "6000".to_owned(),
+            ),
+            (
+                "SENDME__QUEUE__KAFKA__MAX_POLL_INTERVAL_MS",
+                "10000".to_owned(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        Some(delivery)
+    }
+
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -42,6 +74,7 @@ impl Delivery {
             dir,
             port,
             provider,
+            env: Vec::new(),
             _mock: mock,
         }
     }
@@ -61,7 +94,8 @@ impl Delivery {
             )
             .env("SENDME__PROVIDER__DLR_SECRET", SECRET)
             .env("SENDME__PROVIDER__CONCURRENCY", WINDOW.to_string())
-            .env("SENDME__DELIVERY__WINDOW", WINDOW.to_string());
+            .env("SENDME__DELIVERY__WINDOW", WINDOW.to_string())
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         let (process, _) = start(cmd, "SENDME_LISTENING");
         (process, format!("http://127.0.0.1:{}", self.port))
     }
@@ -134,8 +168,32 @@ async fn wait_delivered(base: &str, token: &str, queue_id: &str, n: usize) -> Va
 
 #[tokio::test]
 async fn a_kill_9_during_delivery_loses_nothing_and_resends_only_what_was_in_flight() {
+    kill_9_during_delivery(Delivery::start()).await;
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_sends_so_a_restart_sends_nothing_twice() {
+    sigterm_during_delivery(Delivery::start()).await;
+}
+
+#[cfg(feature = "kafka")]
+#[tokio::test]
+async fn over_kafka_a_kill_9_during_delivery_loses_nothing_and_resends_only_what_was_in_flight() {
+    if let Some(delivery) = Delivery::over_kafka() {
+        kill_9_during_delivery(delivery).await;
+    }
+}
+
+#[cfg(feature = "kafka")]
+#[tokio::test]
+async fn over_kafka_sigterm_finishes_in_flight_sends_so_a_restart_sends_nothing_twice() {
+    if let Some(delivery) = Delivery::over_kafka() {
+        sigterm_during_delivery(delivery).await;
+    }
+}
+
+async fn kill_9_during_delivery(delivery: Delivery) {
     const MESSAGES: usize = 20_000;
-    let delivery = Delivery::start();
     let token = demo_token();
     let (server, base) = delivery.sendme();
     let (queue_id, ids) = broadcast(&base, &token, MESSAGES).await;
@@ -193,10 +251,8 @@ async fn a_kill_9_during_delivery_loses_nothing_and_resends_only_what_was_in_fli
     );
 }
 
-#[tokio::test]
-async fn sigterm_finishes_in_flight_sends_so_a_restart_sends_nothing_twice() {
+async fn sigterm_during_delivery(delivery: Delivery) {
     const MESSAGES: usize = 5000;
-    let delivery = Delivery::start();
     let token = demo_token();
     let (mut server, base) = delivery.sendme();
     let (queue_id, _) = broadcast(&base, &token, MESSAGES).await;

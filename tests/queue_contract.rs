@@ -238,6 +238,7 @@ mod kafka {
             partitions: 8,
             group_id: format!("contract-{unique}"),
             session_timeout_ms: 6000,
+            max_poll_interval_ms: 10_000,
             linger_ms: 1,
             ..KafkaSettings::default()
         };

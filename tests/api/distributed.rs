@@ -22,6 +22,7 @@ async fn a_10k_broadcast_over_kafka_is_delivered_once_each() {
             topic_prefix: format!("e2e-{unique}"),
             group_id: format!("e2e-{unique}"),
             session_timeout_ms: 6000,
+            max_poll_interval_ms: 10_000,
             ..KafkaSettings::default()
         };
         s.provider.simulated.receipt_delay_ms = Some(5);

@@ -28,10 +28,20 @@ impl Drop for Process {
 
 /// Starts `cmd` and returns it with the value of its first stdout line `KEY=value`; the
 /// rest of stdout keeps being read so the process never writes into a closed pipe.
+/// With `SENDME_TEST_STDERR_DIR` set, each process's stderr (its log) is kept there.
 pub fn start(mut cmd: Command, key: &str) -> (Process, String) {
+    let stderr = match std::env::var_os("SENDME_TEST_STDERR_DIR") {
+        Some(dir) => {
+            static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = Path::new(&dir).join(format!("{key}-{}-{n}.log", std::process::id()));
+            Stdio::from(std::fs::File::create(path).expect("a log file"))
+        }
+        None => Stdio::null(),
+    };
     let mut process = Process(
         cmd.stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("spawn"),
     );
@@ -57,7 +67,10 @@ pub fn sendme(data: &Path, port: u16) -> Command {
     cmd.env("SENDME_CONFIG_DIR", CONFIG_DIR)
         .env("SENDME__SERVER__PORT", port.to_string())
         .env("SENDME__STORE__PATH", data)
-        .env("RUST_LOG", "warn");
+        .env(
+            "RUST_LOG",
+            std::env::var("SENDME_TEST_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        );
     cmd
 }
 

@@ -123,6 +123,10 @@ pub struct KafkaSettings {
     pub group_id: String,
     /// librdkafka debug contexts (e.g. `cgrp,topic`), logged at debug level.
     pub debug: Option<String>,
+    /// A dispatcher that owns no partition for 3 session timeouts rejoins the group
+    /// (tansu 0.6 can leave a dead leader in charge; see `kafka.rs`). Off for a group
+    /// with more dispatchers than partitions on a real Kafka cluster.
+    pub rejoin_when_idle: bool,
     pub session_timeout_ms: u64,
     /// A dispatcher that does not poll for this long leaves the group; also how long a
     /// rebalance waits for members that do not rejoin.
@@ -141,6 +145,7 @@ impl Default for KafkaSettings {
             replication_factor: 1,
             group_id: "sendme-dispatchers".into(),
             debug: None,
+            rejoin_when_idle: true,
             session_timeout_ms: 10_000,
             max_poll_interval_ms: 60_000,
             linger_ms: 5,

@@ -255,7 +255,7 @@ impl Lanes {
             let slice = (deadline - now).min(Duration::from_millis(20));
             self.bulk.take(&mut out, max, slice);
             if !out.is_empty() {
-                self.otp.take(&mut out, max + 1, Duration::ZERO);
+                self.otp.take(&mut out, max, Duration::ZERO);
                 out.sort_by_key(|r| r.kind != MessageType::Otp);
                 return out;
             }
@@ -270,9 +270,10 @@ struct Lane {
     total: usize,
     consumer: BaseConsumer<LaneContext>,
     state: Arc<LaneState>,
-    /// Since when this consumer has owned no partition, and how long that may last.
+    /// Since when this consumer has owned no partition, and how long that may last
+    /// before it rejoins (`None`: never).
     idle_since: Mutex<Option<Instant>>,
-    rejoin_after: Duration,
+    rejoin_after: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -351,7 +352,9 @@ impl Lane {
             consumer,
             state,
             idle_since: Mutex::new(None),
-            rejoin_after: Duration::from_millis(settings.session_timeout_ms * 3),
+            rejoin_after: settings
+                .rejoin_when_idle
+                .then(|| Duration::from_millis(settings.session_timeout_ms * 3)),
         })
     }
 
@@ -359,20 +362,25 @@ impl Lane {
     /// killed with -9 can stay in the group as its leader: tansu 0.6 then hands the
     /// new member an empty assignment and never rebalances (seen in the Kafka crash
     /// test); rejoining makes the broker drop the expired member. With more
-    /// dispatchers than partitions the extra ones rejoin now and then, harmlessly.
+    /// dispatchers than partitions the idle ones would rejoin every few session
+    /// timeouts, each time a rebalance of the whole group: turn
+    /// `queue.kafka.rejoin_when_idle` off there.
     fn rejoin_if_starved(&self) {
+        let Some(rejoin_after) = self.rejoin_after else {
+            return;
+        };
         let mut idle = self.idle_since.lock().unwrap_or_else(|p| p.into_inner());
         if self.state.owned.load(Ordering::Relaxed) > 0 {
             *idle = None;
             return;
         }
         let since = *idle.get_or_insert_with(Instant::now);
-        if since.elapsed() < self.rejoin_after {
+        if since.elapsed() < rejoin_after {
             return;
         }
         tracing::warn!(
             topic = self.topic,
-            after = ?self.rejoin_after,
+            after = ?rejoin_after,
             "owning no partition: rejoining the consumer group"
         );
         self.consumer.unsubscribe();

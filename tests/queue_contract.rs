@@ -18,6 +18,8 @@ type Join = Box<dyn Fn() -> Pin<Box<dyn Future<Output = Consumer>>>>;
 
 /// Bounds every wait on the broker (rebalances, deliveries).
 const PATIENCE: Duration = Duration::from_secs(60);
+/// Records asked for per poll.
+const POLL_MAX: usize = 37;
 
 fn in_process() -> Join {
     let queue = Arc::new(InProcessQueue::new(8));
@@ -47,7 +49,13 @@ async fn poll_until(
             received.len()
         );
         for (i, c) in consumers.iter().enumerate() {
-            let got = c.poll(500, Duration::from_millis(100)).await.unwrap();
+            // A small odd batch, so OTP and bulk records share polls.
+            let got = c.poll(POLL_MAX, Duration::from_millis(100)).await.unwrap();
+            assert!(
+                got.len() <= POLL_MAX,
+                "{} records for {POLL_MAX}",
+                got.len()
+            );
             let to_commit: Vec<_> = got.iter().filter(|r| commit(r)).cloned().collect();
             c.commit(&to_commit).await.unwrap();
             received.extend(got.into_iter().map(|r| (i, r)));

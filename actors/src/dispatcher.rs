@@ -453,8 +453,12 @@ async fn dispatch_loop(
         let claimed = match h.writer.submit_many(claims).await {
             Ok(c) => c,
             Err(e) => {
-                // Not claimed: the records stay `queued` in the store and come back on restart.
+                // Not claimed, still `queued` in the store: back on the queue, and only
+                // then let their positions go (a log-based queue would stay stuck on them).
                 tracing::error!(error = ?e, "claiming messages");
+                if h.ports.queue.publish(records.clone()).await.is_ok() {
+                    let _ = h.ports.queue.commit(&records).await;
+                }
                 continue;
             }
         };
@@ -468,7 +472,9 @@ async fn dispatch_loop(
             let body = match body_of(&h.ports, &mut bodies, message.queue).await {
                 Ok(b) => b,
                 Err(e) => {
+                    // Claimed: the claim sweep (or the next start) re-queues it.
                     tracing::error!(error = ?e, "loading a message body");
+                    skipped.push(record);
                     continue;
                 }
             };

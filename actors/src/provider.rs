@@ -77,7 +77,12 @@ impl Pacer {
     /// that replicas owning disjoint shares together stay within it.
     pub fn set_share(&self, share: f64) {
         let Some(rate) = self.rate else { return };
-        let share = share.clamp(0.0, 1.0);
+        if share <= 0.0 {
+            // Between an assignment and the next (or after losing every partition):
+            // keep the last rate for the messages already claimed.
+            return;
+        }
+        let share = share.min(1.0);
         let effective = ((f64::from(rate.get()) * share).floor() as u32).max(1);
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if current.0 != effective {
@@ -196,6 +201,13 @@ impl Handler<Deliver> for ProviderActor {
 }
 
 impl Route {
+    /// Commits the record's queue position.
+    async fn release(&self, record: &QueueRecord) {
+        if let Err(e) = self.queue.commit(std::slice::from_ref(record)).await {
+            tracing::warn!(error = ?e, "committing a queue position");
+        }
+    }
+
     async fn deliver(
         &self,
         Deliver {
@@ -242,7 +254,9 @@ impl Route {
                     .detail(format!("attempt {} failed, retrying: {error}", sms.attempt));
                     c.attempt = Some(Some(error));
                     if self.writer.submit(c).await.is_err() {
-                        return; // the claim times out and the message is re-queued
+                        // The claim times out and the message is re-queued.
+                        self.release(&record).await;
+                        return;
                     }
                     tokio::time::sleep(backoff(&self.settings, &sms)).await;
                     sms.attempt += 1;
@@ -266,11 +280,10 @@ impl Route {
                     c
                 }
             };
-            if self.writer.submit(change).await.is_ok() {
-                if let Err(e) = self.queue.commit(std::slice::from_ref(&record)).await {
-                    tracing::warn!(error = ?e, "committing a queue position");
-                }
-            }
+            // Persisted, or not (then the claim times out and the message is re-queued
+            // from the store): either way the queue position may go.
+            let _ = self.writer.submit(change).await;
+            self.release(&record).await;
             drop(window);
             return;
         }

@@ -141,7 +141,12 @@ impl Supervisor {
     pub async fn send(&self, msg: Broadcast) -> Result<Accepted, BroadcastError> {
         match &msg.recipients {
             Recipients::Numbers(raw) if raw.len() <= DIRECT_MAX_RECIPIENTS => {
-                self.pipeline.run(msg).await
+                // A task of its own on this thread: if the caller goes away (client
+                // disconnect), an accept that is durable still gets published.
+                let pipeline = self.pipeline.clone();
+                actix::spawn(async move { pipeline.run(msg).await })
+                    .await
+                    .map_err(|_| BroadcastError::Mailbox(MailboxError::Closed))?
             }
             _ => self.addr.send(msg).await?,
         }

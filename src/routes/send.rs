@@ -356,9 +356,8 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 /// Messages per streamed chunk of a 201 body.
 const STREAM_CHUNK: usize = 8192;
 
-/// The `EnqueueResult` JSON, produced a chunk at a time. Ids are UUIDs and recipients
-/// E.164 (`+` and digits), so nothing needs escaping.
-/// The answer's JSON in parts: the head, the messages in chunks, the tail.
+/// The `EnqueueResult` JSON in parts: the head, the messages in chunks, the tail. Ids
+/// are UUIDs and recipients E.164 (`+` and digits), so nothing needs escaping.
 fn enqueue_result_parts(accepted: Accepted) -> impl Iterator<Item = web::Bytes> {
     use std::fmt::Write;
     let head = format!(

@@ -1,5 +1,6 @@
 //! Distributed mode end to end: SendMe with the Kafka queue (embedded store) delivers a
-//! 10,000-recipient broadcast to the simulated provider, every message once. Runs when
+//! 10,000-recipient broadcast and 50 OTPs sent meanwhile to the simulated provider,
+//! every message once. Runs when
 //! `SENDME_TEST_KAFKA` names a broker (`.ci/run` starts tansu).
 
 use crate::helpers::*;
@@ -37,6 +38,21 @@ async fn a_10k_broadcast_over_kafka_is_delivered_once_each() {
         .unwrap();
     assert_eq!(sent["messages"].as_array().unwrap().len(), 10_000);
     let queue_id = sent["queueId"].as_str().unwrap().to_owned();
+    // OTPs while the broadcast is on its way: their own lane, drained first.
+    let otp_contacts: Vec<String> = (0..50).map(|i| format!("+57310{i:07}")).collect();
+    let otp: Value = app
+        .send_to_contacts(
+            &json!({"message": "Your code is 123456", "type": "OTP", "contacts": otp_contacts}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let otp_queue = otp["queueId"].as_str().unwrap().to_owned();
+    app.wait_until(&format!("/api/queues/{otp_queue}"), |q| {
+        q["counts"]["delivered"] == 50
+    })
+    .await;
     let queue = app
         .wait_until(&format!("/api/queues/{queue_id}"), |q| {
             q["counts"]["delivered"] == 10_000
@@ -75,5 +91,5 @@ async fn a_10k_broadcast_over_kafka_is_delivered_once_each() {
         }
     }
     assert_eq!(seen.len(), 10_000);
-    assert_eq!(app.balance(&app.token).await, (100_000 - 10_000, 0));
+    assert_eq!(app.balance(&app.token).await, (100_000 - 10_050, 0));
 }

@@ -43,7 +43,7 @@ struct AcceptJob {
 /// Batches up to this many messages go through the writer thread; larger ones are
 /// written in chunks by their own request (they would hold small ones up).
 const WRITER_MAX_MESSAGES: usize = 1024;
-/// Accepts grouped into one write batch at most.
+/// Accepts grouped into one write batch at most (and about [`ACCEPT_CHUNK`] messages).
 const WRITER_MAX_GROUP: usize = 512;
 
 impl AcceptWriter {
@@ -53,10 +53,14 @@ impl AcceptWriter {
             .name("sendme-accept".into())
             .spawn(move || {
                 while let Ok(first) = rx.recv() {
+                    let mut messages = first.recipients.len();
                     let mut jobs = vec![first];
-                    while jobs.len() < WRITER_MAX_GROUP {
+                    while jobs.len() < WRITER_MAX_GROUP && messages < ACCEPT_CHUNK {
                         match rx.try_recv() {
-                            Ok(job) => jobs.push(job),
+                            Ok(job) => {
+                                messages += job.recipients.len();
+                                jobs.push(job);
+                            }
                             Err(_) => break,
                         }
                     }
@@ -594,11 +598,19 @@ impl MessageStore for EmbeddedStore {
                     recipients,
                     reply,
                 };
-                jobs.send(job)
-                    .map_err(|_| StoreError::Backend("the accept writer stopped".into()))?;
-                return answer
-                    .await
-                    .map_err(|_| StoreError::Backend("the accept writer stopped".into()))?;
+                match jobs.send(job) {
+                    Ok(()) => {
+                        return answer
+                            .await
+                            .map_err(|_| StoreError::Backend("the accept writer stopped".into()))?
+                    }
+                    // The writer thread is gone: accept on this request's own.
+                    Err(std::sync::mpsc::SendError(job)) => {
+                        tracing::error!("the accept writer stopped; accepting directly");
+                        let (batch, recipients) = (job.batch, job.recipients);
+                        return self.blocking(move |s| s.accept(&batch, recipients)).await;
+                    }
+                }
             }
         }
         self.blocking(move |s| s.accept(&batch, recipients)).await

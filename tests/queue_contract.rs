@@ -184,10 +184,9 @@ async fn two_consumers_split_the_partitions_and_one_takes_over_when_the_other_le
     let wanted: HashSet<MessageId> = more.iter().map(|r| r.message).collect();
     let mut after = Vec::new();
     poll_until(&[&a], &mut after, |_| true, |r| wanted.is_subset(&ids(r))).await;
-    assert!(
-        (a.owned_share() - 1.0).abs() < 1e-9,
-        "a owns every partition"
-    );
+    // Every lane's group ends with `a` owning every partition (the OTP lane may finish
+    // its own rebalance a little after the bulk records arrived).
+    settle(&[&a]).await;
 }
 
 macro_rules! contract {

@@ -85,6 +85,21 @@ pub trait ContactStore: Send + Sync {
     ) -> StoreResult<Page<Contact, ContactId>>;
     /// Every contact's phone number (the `/sms/all` recipients).
     async fn all_phones(&self, account: AccountId) -> StoreResult<Vec<String>>;
+    /// One page of contacts' phone numbers in id order (all contacts, or one tag's), so
+    /// `/sms/all` and `/sms/tags` read a million contacts a page at a time.
+    async fn phone_page(
+        &self,
+        account: AccountId,
+        tag: Option<TagId>,
+        after: Option<ContactId>,
+        limit: usize,
+    ) -> StoreResult<Page<String, ContactId>> {
+        let page = self.list_contacts(account, tag, after, limit).await?;
+        Ok(Page {
+            items: page.items.into_iter().map(|c| c.phone).collect(),
+            next: page.next,
+        })
+    }
     /// Phone numbers of contacts carrying any of `tags`; a contact in several appears
     /// once per tag (the engine dedupes).
     async fn tagged_phones(&self, account: AccountId, tags: &[TagId]) -> StoreResult<Vec<String>>;

@@ -207,19 +207,23 @@ impl Handler<Broadcast> for BroadcastSupervisor {
 impl Pipeline {
     async fn run(&self, msg: Broadcast) -> Result<Accepted, BroadcastError> {
         let batch = QueueId::new();
-        let raw = match msg.recipients {
-            Recipients::Numbers(raw) => raw,
-            Recipients::AllContacts => self.ports.contacts.all_phones(msg.account).await?,
-            Recipients::Tags(tags) => {
-                self.ports
-                    .contacts
-                    .tagged_phones(msg.account, &tags)
+        let (unique, stats) = match msg.recipients {
+            Recipients::Numbers(raw) => {
+                let _permit = self.hold(raw.len())?;
+                self.normalize_and_dedupe(batch, raw, msg.country).await?
+            }
+            // Contacts are read a page at a time, each page held only while it is
+            // normalized and deduplicated.
+            Recipients::AllContacts => {
+                let pages = self.contact_pages(msg.account, vec![None]);
+                self.normalize_stream(batch, pages, msg.country, true)
                     .await?
             }
-        };
-        let (unique, stats) = {
-            let _permit = self.hold(raw.len())?;
-            self.normalize_and_dedupe(batch, raw, msg.country).await?
+            Recipients::Tags(tags) => {
+                let pages = self.contact_pages(msg.account, tags.into_iter().map(Some).collect());
+                self.normalize_stream(batch, pages, msg.country, true)
+                    .await?
+            }
         };
         if unique.is_empty() {
             crate::metrics::record_accepted(&stats, 0, 0);
@@ -333,25 +337,89 @@ impl Pipeline {
                 },
             ));
         }
+        let chunks = stream::iter(chunks.into_iter().map(Ok));
+        self.normalize_stream(batch, chunks, country, false).await
+    }
+
+    /// The phones of the contacts of each entry of `tags` (`None`: every contact), a
+    /// page of `chunk_size` at a time.
+    fn contact_pages(
+        &self,
+        account: AccountId,
+        tags: Vec<Option<TagId>>,
+    ) -> impl futures::Stream<Item = Result<Vec<String>, BroadcastError>> + '_ {
+        let limit = self.chunk_size;
+        let start = (tags.into_iter(), None::<Option<TagId>>, None::<ContactId>);
+        stream::try_unfold(start, move |(mut rest, mut tag, mut after)| async move {
+            loop {
+                let current = match tag {
+                    Some(t) => t,
+                    None => match rest.next() {
+                        Some(t) => {
+                            tag = Some(t);
+                            after = None;
+                            t
+                        }
+                        None => return Ok(None),
+                    },
+                };
+                let page = self
+                    .ports
+                    .contacts
+                    .phone_page(account, current, after, limit)
+                    .await?;
+                match page.next {
+                    Some(cursor) => after = Some(cursor),
+                    None => tag = None,
+                }
+                if !page.items.is_empty() {
+                    return Ok(Some((page.items, (rest, tag, after))));
+                }
+            }
+        })
+    }
+
+    /// Normalizes chunks as they come (a few at a time on the normalizer pool), routes
+    /// each to the dedupe shards and keeps the first occurrences in input order. With
+    /// `hold_chunks`, each chunk holds its room in the engine while it is in flight.
+    async fn normalize_stream(
+        &self,
+        batch: QueueId,
+        chunks: impl futures::Stream<Item = Result<Vec<String>, BroadcastError>>,
+        country: Country,
+        hold_chunks: bool,
+    ) -> Result<(Vec<PhoneNumber>, RecipientStats), BroadcastError> {
         let parallel = self.dedupes.len().max(2) * 2;
-        let mut normalized = stream::iter(chunks)
-            .map(|raw| {
-                self.normalizers.send(NormalizeChunk {
-                    raw,
-                    country: Some(country),
-                })
+        let mut normalized = std::pin::pin!(chunks
+            .map(|raw| async move {
+                let raw = raw?;
+                let requested = raw.len() as u64;
+                let permit = if hold_chunks {
+                    Some(self.hold(raw.len())?)
+                } else {
+                    None
+                };
+                let chunk = self
+                    .normalizers
+                    .send(NormalizeChunk {
+                        raw,
+                        country: Some(country),
+                    })
+                    .await?;
+                Ok::<_, BroadcastError>((requested, chunk, permit))
             })
-            .buffered(parallel);
+            .buffered(parallel));
         let mut unique = Vec::new();
-        let mut invalid = 0;
+        let (mut requested, mut invalid) = (0u64, 0u64);
         let mut offset = 0u32;
         let result = async {
-            while let Some(chunk) = normalized.next().await {
-                let chunk = chunk?;
+            while let Some(next) = normalized.next().await {
+                let (n, chunk, _permit) = next?;
+                requested += n;
                 invalid += chunk.invalid;
-                let n = chunk.valid.len() as u32;
+                let valid = chunk.valid.len() as u32;
                 unique.extend(self.dedupe_chunk(batch, chunk.valid, offset).await?);
-                offset += n;
+                offset += valid;
             }
             Ok::<_, BroadcastError>(())
         }

@@ -9,7 +9,18 @@ const EMPTY: &str = r#"{"queueId":"","channel":"sms","messages":[]}"#;
 
 #[actix_web::test]
 async fn all_sends_once_to_every_valid_contact() {
-    let app = spawn_app().await;
+    all_sends_once_to_every_valid_contact_in(spawn_app().await).await;
+}
+
+/// Contacts are read a page (of `engine.chunk_size`) at a time: duplicates across pages
+/// are still found.
+#[actix_web::test]
+async fn all_reads_contacts_page_by_page() {
+    let app = spawn_app_with(|s| s.engine.chunk_size = 3).await;
+    all_sends_once_to_every_valid_contact_in(app).await;
+}
+
+async fn all_sends_once_to_every_valid_contact_in(app: TestApp) {
     // The demo account has 20 contacts: one duplicate in another format, one invalid.
     let r = app
         .send_to_all(&json!({"message": HELLO, "country": "CO"}))
@@ -41,7 +52,16 @@ async fn all_with_no_contacts_answers_200_empty() {
 
 #[actix_web::test]
 async fn a_contact_in_two_requested_tags_is_sent_once() {
-    let app = spawn_app().await;
+    a_contact_in_two_requested_tags_is_sent_once_in(spawn_app().await).await;
+}
+
+#[actix_web::test]
+async fn tags_read_contacts_page_by_page() {
+    let app = spawn_app_with(|s| s.engine.chunk_size = 1).await;
+    a_contact_in_two_requested_tags_is_sent_once_in(app).await;
+}
+
+async fn a_contact_in_two_requested_tags_is_sent_once_in(app: TestApp) {
     let token = app.new_account(100, "CO", true).await;
     let vip = app.create_tag(&token, "vip").await;
     let promo = app.create_tag(&token, "promo").await;

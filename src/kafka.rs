@@ -107,16 +107,6 @@ impl KafkaQueue {
         })
     }
 
-    /// Partitions this consumer owns now, per lane (bulk, OTP).
-    pub fn owned_partitions(&self) -> (usize, usize) {
-        self.lanes.as_ref().map_or((0, 0), |l| {
-            (
-                l.bulk.state.owned.load(Ordering::Relaxed),
-                l.otp.state.owned.load(Ordering::Relaxed),
-            )
-        })
-    }
-
     fn lanes(&self) -> Result<&Arc<Lanes>, QueueError> {
         self.lanes.as_ref().ok_or_else(|| {
             QueueError::Backend("this replica publishes only (it has no consumer)".into())

@@ -38,15 +38,6 @@ impl TestApp {
     }
 }
 
-fn statuses(message: &Value) -> Vec<String> {
-    message["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["status"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[actix_web::test]
 async fn a_queue_goes_from_accepted_to_completed_as_its_messages_are_delivered() {
     let app = dispatching_app(Some(10)).await;

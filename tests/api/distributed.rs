@@ -77,13 +77,11 @@ async fn a_10k_broadcast_over_kafka_is_delivered_once_each() {
             assert!(seen.insert(m["id"].as_str().unwrap().to_owned()));
             assert_eq!(m["status"], "delivered", "{m}");
             assert_eq!(m["attempts"], 1, "{m}");
-            let statuses: Vec<&str> = m["events"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["status"].as_str().unwrap())
-                .collect();
-            assert_eq!(statuses, ["queued", "sending", "sent", "delivered"], "{m}");
+            assert_eq!(
+                statuses(m),
+                ["queued", "sending", "sent", "delivered"],
+                "{m}"
+            );
         }
         match page["nextCursor"].as_str() {
             Some(next) => cursor = format!("&cursor={next}"),

@@ -235,3 +235,13 @@ pub fn recipients(body: &Value) -> Vec<String> {
         .map(|m| m["recipient"].as_str().unwrap().to_owned())
         .collect()
 }
+
+/// The statuses of a message's timeline, oldest first.
+pub fn statuses(message: &Value) -> Vec<String> {
+    message["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap().to_owned())
+        .collect()
+}

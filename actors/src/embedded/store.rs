@@ -918,16 +918,8 @@ impl Inner {
         for chunk in recipients.chunks(ACCEPT_CHUNK) {
             let mut wb = self.buffered_batch();
             for (id, phone) in chunk {
-                let message = Message::queued(*id, batch, phone.clone());
-                let id = id.as_bytes();
-                wb.insert(&self.messages, id.to_vec(), encode(&message)?);
-                wb.insert(&self.batch_messages, key2(batch.id.as_bytes(), id), []);
-                wb.insert(
-                    &self.account_messages,
-                    key2(batch.account.as_bytes(), id),
-                    [],
-                );
-                wb.insert(&self.pending, id.to_vec(), []);
+                let message = encode(&Message::queued(*id, batch, phone.clone()))?;
+                self.insert_message(&mut wb, batch, *id, message);
             }
             wb.commit().map_err(backend)?;
         }
@@ -950,26 +942,14 @@ impl Inner {
         }
         acc.balance -= needed;
         acc.reserved += needed;
-        let entry = LedgerEntry {
-            id: LedgerEntryId::new(),
-            account: batch.account,
-            kind: LedgerKind::Reserve,
-            amount: needed,
-            queue: Some(batch.id),
-            at: now_millis(),
-        };
+        let entry = reserve_entry(batch)?;
         let mut wb = self.buffered_batch();
         wb.insert(
             &self.accounts,
             batch.account.as_bytes().to_vec(),
             encode(&acc)?,
         );
-        wb.insert(
-            &self.ledger,
-            key2(batch.account.as_bytes(), entry.id.as_bytes()),
-            encode(&entry)?,
-        );
-        wb.insert(&self.batches, batch.id.as_bytes().to_vec(), encode(batch)?);
+        self.insert_commit_marker(&mut wb, batch, entry, encode(batch)?);
         wb.commit().map_err(backend)?;
         drop(guard);
         self.persist()?;
@@ -1027,41 +1007,58 @@ impl Inner {
                 available: acc.balance,
             });
         }
-        let entry = LedgerEntry {
-            id: LedgerEntryId::new(),
-            account: batch.account,
-            kind: LedgerKind::Reserve,
-            amount: batch.cost,
-            queue: Some(batch.id),
-            at: now_millis(),
-        };
         // Encode everything before touching `wb` or the balance: a failure leaves both.
         let mut messages = Vec::with_capacity(job.recipients.len());
         for (id, phone) in &job.recipients {
-            messages.push((id, encode(&Message::queued(*id, batch, phone.clone()))?));
+            messages.push((*id, encode(&Message::queued(*id, batch, phone.clone()))?));
         }
-        let entry_bytes = encode(&entry)?;
+        let entry = reserve_entry(batch)?;
         let batch_bytes = encode(batch)?;
         acc.balance -= batch.cost;
         acc.reserved += batch.cost;
         for (id, message) in messages {
-            let id = id.as_bytes();
-            wb.insert(&self.messages, id.to_vec(), message);
-            wb.insert(&self.batch_messages, key2(batch.id.as_bytes(), id), []);
-            wb.insert(
-                &self.account_messages,
-                key2(batch.account.as_bytes(), id),
-                [],
-            );
-            wb.insert(&self.pending, id.to_vec(), []);
+            self.insert_message(wb, batch, id, message);
         }
+        self.insert_commit_marker(wb, batch, entry, batch_bytes);
+        Ok(())
+    }
+
+    /// Adds a `queued` message and its index entries (the inverse of
+    /// [`Inner::remove_message`]).
+    fn insert_message(
+        &self,
+        wb: &mut fjall::OwnedWriteBatch,
+        batch: &Batch,
+        id: MessageId,
+        encoded: Vec<u8>,
+    ) {
+        let id = id.as_bytes();
+        wb.insert(&self.messages, id.to_vec(), encoded);
+        wb.insert(&self.batch_messages, key2(batch.id.as_bytes(), id), []);
+        wb.insert(
+            &self.account_messages,
+            key2(batch.account.as_bytes(), id),
+            [],
+        );
+        wb.insert(&self.pending, id.to_vec(), []);
+    }
+
+    /// Adds an accept's commit marker: the reservation's ledger entry and the batch
+    /// record (the account's new balance is written by the caller).
+    fn insert_commit_marker(
+        &self,
+        wb: &mut fjall::OwnedWriteBatch,
+        batch: &Batch,
+        entry: (LedgerEntryId, Vec<u8>),
+        encoded_batch: Vec<u8>,
+    ) {
+        let (entry_id, entry) = entry;
         wb.insert(
             &self.ledger,
-            key2(batch.account.as_bytes(), entry.id.as_bytes()),
-            entry_bytes,
+            key2(batch.account.as_bytes(), entry_id.as_bytes()),
+            entry,
         );
-        wb.insert(&self.batches, batch.id.as_bytes().to_vec(), batch_bytes);
-        Ok(())
+        wb.insert(&self.batches, batch.id.as_bytes().to_vec(), encoded_batch);
     }
 
     fn remove_message(
@@ -1115,6 +1112,19 @@ impl Inner {
         cache.insert(queue, c);
         Ok(c)
     }
+}
+
+/// The ledger entry reserving `batch`'s cost, with its id, encoded.
+fn reserve_entry(batch: &Batch) -> StoreResult<(LedgerEntryId, Vec<u8>)> {
+    let entry = LedgerEntry {
+        id: LedgerEntryId::new(),
+        account: batch.account,
+        kind: LedgerKind::Reserve,
+        amount: batch.cost,
+        queue: Some(batch.id),
+        at: now_millis(),
+    };
+    Ok((entry.id, encode(&entry)?))
 }
 
 /// The smallest UUIDv7 created at `millis`.

@@ -98,10 +98,12 @@ struct Inner {
     messages: Keyspace,
     batch_messages: Keyspace,
     account_messages: Keyspace,
-    /// `queued` messages: id → ().
-    pending: Keyspace,
-    /// `sending` messages: id → claim time (big-endian millis).
-    inflight: Keyspace,
+    /// Committed batches with messages still `queued` or `sending`: id → (). Kept per
+    /// batch rather than per message, so a status change writes only the message.
+    open_batches: Keyspace,
+    /// Batches whose messages are being written in chunks, before their commit marker:
+    /// id → account id. What is left here at open is an interrupted accept.
+    accepting: Keyspace,
     /// `sent` messages waiting for a receipt: deadline ++ id → ().
     awaiting_receipt: Keyspace,
     dead_letters: Keyspace,
@@ -182,8 +184,8 @@ impl EmbeddedStore {
             messages: ks("messages")?,
             batch_messages: ks("batch_messages")?,
             account_messages: ks("account_messages")?,
-            pending: ks("pending")?,
-            inflight: ks("inflight")?,
+            open_batches: ks("open_batches")?,
+            accepting: ks("accepting")?,
             awaiting_receipt: ks("awaiting_receipt")?,
             dead_letters: ks("dead_letters")?,
             idempotency: ks("idempotency")?,
@@ -192,6 +194,7 @@ impl EmbeddedStore {
             group_sync: GroupSync::default(),
             db,
         };
+        inner.migrate_message_indexes()?;
         let removed = inner.remove_orphans()?;
         if removed > 0 {
             tracing::warn!(
@@ -674,14 +677,9 @@ impl MessageStore for EmbeddedStore {
     async fn queued_messages(&self) -> StoreResult<Vec<QueueRecord>> {
         self.blocking(|s| {
             let mut out = Vec::new();
-            for g in s.pending.iter() {
-                let key = g.key().map_err(backend)?;
-                if let Some(m) = s.get::<Message>(&s.messages, &key)? {
-                    if m.status == MessageStatus::Queued {
-                        out.push(QueueRecord::new(m.id, &m.recipient, m.kind));
-                    }
-                }
-            }
+            s.open_messages(MessageStatus::Queued, |m| {
+                out.push(QueueRecord::new(m.id, &m.recipient, m.kind))
+            })?;
             Ok(out)
         })
         .await
@@ -692,19 +690,17 @@ impl MessageStore for EmbeddedStore {
     }
 
     async fn stale_claims(&self, claimed_before: Millis) -> StoreResult<Vec<MessageId>> {
-        let mut out = Vec::new();
-        for g in self.inner.inflight.iter() {
-            let (key, value) = g.into_inner().map_err(backend)?;
-            let claimed = value
-                .as_ref()
-                .try_into()
-                .map(i64::from_be_bytes)
-                .unwrap_or(Millis::MIN);
-            if claimed < claimed_before {
-                out.extend(MessageId::from_slice(&key));
-            }
-        }
-        Ok(out)
+        self.blocking(move |s| {
+            let mut out = Vec::new();
+            s.open_messages(MessageStatus::Sending, |m| {
+                // A claim sets `updated_at`; nothing else touches a `sending` message.
+                if m.updated_at < claimed_before {
+                    out.push(m.id)
+                }
+            })?;
+            Ok(out)
+        })
+        .await
     }
 
     async fn receipts_overdue(&self, now: Millis, max: usize) -> StoreResult<Vec<MessageId>> {
@@ -725,12 +721,11 @@ impl MessageStore for EmbeddedStore {
     async fn queued_in_batch(&self, queue: QueueId) -> StoreResult<Vec<MessageId>> {
         self.blocking(move |s| {
             let mut out = Vec::new();
-            for g in s.batch_messages.prefix(queue.as_bytes()) {
-                let key = g.key().map_err(backend)?;
-                let id = &key[16..];
-                if s.pending.get(id).map_err(backend)?.is_some() {
-                    out.extend(MessageId::from_slice(id));
-                }
+            if s.open_batches
+                .contains_key(queue.as_bytes())
+                .map_err(backend)?
+            {
+                s.batch_messages_with(queue, MessageStatus::Queued, |m| out.push(m.id))?;
             }
             Ok(out)
         })
@@ -743,6 +738,40 @@ impl MessageStore for EmbeddedStore {
             .prefix(account.as_bytes())
             .map(|g| decode(&g.value().map_err(backend)?))
             .collect()
+    }
+}
+
+impl Inner {
+    /// Calls `f` with every message in `status` of the open batches that have any.
+    fn open_messages(&self, status: MessageStatus, mut f: impl FnMut(Message)) -> StoreResult<()> {
+        for g in self.open_batches.iter() {
+            let key = g.key().map_err(backend)?;
+            let Some(mut batch) = self.get::<Batch>(&self.batches, &key)? else {
+                continue;
+            };
+            if *batch.counts.get_mut(status) > 0 {
+                self.batch_messages_with(batch.id, status, &mut f)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with every message of batch `queue` in `status`.
+    fn batch_messages_with(
+        &self,
+        queue: QueueId,
+        status: MessageStatus,
+        mut f: impl FnMut(Message),
+    ) -> StoreResult<()> {
+        for g in self.batch_messages.prefix(queue.as_bytes()) {
+            let key = g.key().map_err(backend)?;
+            if let Some(m) = self.get::<Message>(&self.messages, &key[16..])? {
+                if m.status == status {
+                    f(m);
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -785,24 +814,10 @@ impl Inner {
             change.apply_to(msg);
             let to = msg.status;
             if to != from {
-                // Leave the index of the old status, enter the new one's.
-                match from {
-                    MessageStatus::Queued => wb.remove(&self.pending, id.as_bytes().to_vec()),
-                    MessageStatus::Sending => wb.remove(&self.inflight, id.as_bytes().to_vec()),
-                    MessageStatus::Sent => {
-                        if let Some(d) = old_deadline {
-                            wb.remove(&self.awaiting_receipt, receipt_key(d, id));
-                        }
-                    }
-                    _ => {}
+                if let (MessageStatus::Sent, Some(d)) = (from, old_deadline) {
+                    wb.remove(&self.awaiting_receipt, receipt_key(d, id));
                 }
                 match to {
-                    MessageStatus::Queued => wb.insert(&self.pending, id.as_bytes().to_vec(), []),
-                    MessageStatus::Sending => wb.insert(
-                        &self.inflight,
-                        id.as_bytes().to_vec(),
-                        change.at.to_be_bytes().to_vec(),
-                    ),
                     MessageStatus::Sent => {
                         if let Some(d) = msg.dlr_deadline {
                             wb.insert(&self.awaiting_receipt, receipt_key(d, id), []);
@@ -852,6 +867,11 @@ impl Inner {
         }
         for (id, batch) in &batches {
             wb.insert(&self.batches, id.as_bytes().to_vec(), encode(batch)?);
+            if batch.counts.queued + batch.counts.sending == 0 {
+                wb.remove(&self.open_batches, id.as_bytes().to_vec());
+            } else {
+                wb.insert(&self.open_batches, id.as_bytes().to_vec(), []);
+            }
         }
         let ledger_guard = self.ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut accounts: HashMap<AccountId, Account> = HashMap::new();
@@ -915,8 +935,15 @@ impl Inner {
         if acc.balance < needed {
             return Err(insufficient(acc.balance));
         }
-        for chunk in recipients.chunks(ACCEPT_CHUNK) {
+        for (n, chunk) in recipients.chunks(ACCEPT_CHUNK).enumerate() {
             let mut wb = self.buffered_batch();
+            if n == 0 {
+                wb.insert(
+                    &self.accepting,
+                    batch.id.as_bytes().to_vec(),
+                    batch.account.as_bytes().to_vec(),
+                );
+            }
             for (id, phone) in chunk {
                 let message = encode(&Message::queued(*id, batch, phone.clone()))?;
                 self.insert_message(&mut wb, batch, *id, message);
@@ -938,6 +965,9 @@ impl Inner {
                 }
                 wb.commit().map_err(backend)?;
             }
+            self.accepting
+                .remove(batch.id.as_bytes())
+                .map_err(backend)?;
             return Err(insufficient(acc.balance));
         }
         acc.balance -= needed;
@@ -950,6 +980,7 @@ impl Inner {
             encode(&acc)?,
         );
         self.insert_commit_marker(&mut wb, batch, entry, encode(batch)?);
+        wb.remove(&self.accepting, batch.id.as_bytes().to_vec());
         wb.commit().map_err(backend)?;
         drop(guard);
         self.persist()?;
@@ -1040,11 +1071,11 @@ impl Inner {
             key2(batch.account.as_bytes(), id),
             [],
         );
-        wb.insert(&self.pending, id.to_vec(), []);
     }
 
-    /// Adds an accept's commit marker: the reservation's ledger entry and the batch
-    /// record (the account's new balance is written by the caller).
+    /// Adds an accept's commit marker: the reservation's ledger entry, the batch record
+    /// and its place among the open batches (the account's new balance is written by the
+    /// caller).
     fn insert_commit_marker(
         &self,
         wb: &mut fjall::OwnedWriteBatch,
@@ -1059,6 +1090,7 @@ impl Inner {
             entry,
         );
         wb.insert(&self.batches, batch.id.as_bytes().to_vec(), encoded_batch);
+        wb.insert(&self.open_batches, batch.id.as_bytes().to_vec(), []);
     }
 
     fn remove_message(
@@ -1072,26 +1104,77 @@ impl Inner {
         wb.remove(&self.messages, id.to_vec());
         wb.remove(&self.batch_messages, key2(queue.as_bytes(), id));
         wb.remove(&self.account_messages, key2(account.as_bytes(), id));
-        wb.remove(&self.pending, id.to_vec());
     }
 
-    /// Deletes messages whose batch was never committed (a crash during an accept).
-    fn remove_orphans(&self) -> StoreResult<usize> {
-        let mut batches: std::collections::HashMap<QueueId, bool> = Default::default();
-        let mut wb = self.buffered_batch();
-        let mut removed = 0;
-        for g in self.pending.iter() {
-            let key = g.key().map_err(backend)?;
-            let Some(m) = self.get::<Message>(&self.messages, &key)? else {
-                wb.remove(&self.pending, key.to_vec());
+    /// Data directories written before [`Inner::open_batches`] indexed every `queued`
+    /// (`pending`) and `sending` (`inflight`) message: their committed batches become
+    /// open batches, messages of uncommitted ones are deleted, and the old indexes go.
+    fn migrate_message_indexes(&self) -> StoreResult<()> {
+        for name in ["pending", "inflight"] {
+            if !self.db.keyspace_exists(name) {
                 continue;
-            };
-            if !self.batch_committed(&mut batches, m.queue)? {
-                self.remove_message(&mut wb, m.queue, m.account, m.id);
-                removed += 1;
             }
+            let old = self
+                .db
+                .keyspace(name, KeyspaceCreateOptions::default)
+                .map_err(backend)?;
+            let mut wb = self.buffered_batch();
+            for g in old.iter() {
+                let key = g.key().map_err(backend)?;
+                let Some(m) = self.get::<Message>(&self.messages, &key)? else {
+                    continue;
+                };
+                if self
+                    .batches
+                    .contains_key(m.queue.as_bytes())
+                    .map_err(backend)?
+                {
+                    wb.insert(&self.open_batches, m.queue.as_bytes().to_vec(), []);
+                } else {
+                    self.remove_message(&mut wb, m.queue, m.account, m.id);
+                }
+            }
+            wb.commit().map_err(backend)?;
+            self.persist()?;
+            self.db.delete_keyspace(old).map_err(backend)?;
+            tracing::info!(index = name, "migrated to per-batch status indexes");
         }
-        wb.commit().map_err(backend)?;
+        Ok(())
+    }
+
+    /// Deletes the messages of accepts that never committed (a crash while writing
+    /// them in chunks).
+    fn remove_orphans(&self) -> StoreResult<usize> {
+        let mut removed = 0;
+        for g in self.accepting.iter() {
+            let (key, account) = g.into_inner().map_err(backend)?;
+            let (Some(queue), Some(account)) =
+                (QueueId::from_slice(&key), AccountId::from_slice(&account))
+            else {
+                return Err(StoreError::Corrupt("bad accept marker".into()));
+            };
+            if !self
+                .batches
+                .contains_key(queue.as_bytes())
+                .map_err(backend)?
+            {
+                let ids: Vec<MessageId> = self
+                    .batch_messages
+                    .prefix(queue.as_bytes())
+                    .map(|g| Ok(MessageId::from_slice(&g.key().map_err(backend)?[16..])))
+                    .filter_map(Result::transpose)
+                    .collect::<StoreResult<_>>()?;
+                for chunk in ids.chunks(ACCEPT_CHUNK) {
+                    let mut wb = self.buffered_batch();
+                    for id in chunk {
+                        self.remove_message(&mut wb, queue, account, *id);
+                    }
+                    wb.commit().map_err(backend)?;
+                }
+                removed += ids.len();
+            }
+            self.accepting.remove(queue.as_bytes()).map_err(backend)?;
+        }
         self.persist()?;
         Ok(removed)
     }
@@ -1183,24 +1266,80 @@ mod tests {
         }
     }
 
+    async fn store_with_account(dir: &Path, account: AccountId) -> EmbeddedStore {
+        let store = EmbeddedStore::open(dir).unwrap();
+        store
+            .put_account(&Account {
+                id: account,
+                name: "a".into(),
+                default_country: "CO".parse().unwrap(),
+                balance: 0,
+                reserved: 0,
+                created_at: 0,
+            })
+            .await
+            .unwrap();
+        store.top_up(account, 10).await.unwrap();
+        store
+    }
+
+    #[tokio::test]
+    async fn a_data_dir_with_per_message_status_indexes_is_migrated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let account = AccountId::new();
+        let phone = PhoneNumber::from_trusted("+573001234567".into());
+        let ids = [MessageId::new(), MessageId::new(), MessageId::new()];
+        let orphan = MessageId::new();
+        {
+            let store = store_with_account(dir.path(), account).await;
+            let b = batch(account, 3);
+            let recipients = ids.iter().map(|id| (*id, phone.clone())).collect();
+            store.accept_batch(&b, recipients).await.unwrap();
+            let claim = StatusChange::new(ids[0], MessageStatus::Queued, MessageStatus::Sending, 1);
+            assert!(store.apply(vec![claim]).await.unwrap()[0].is_some());
+            // Rewrite the indexes the way older versions kept them.
+            let s = &store.inner;
+            let old = |name| s.db.keyspace(name, KeyspaceCreateOptions::default).unwrap();
+            let (pending, inflight) = (old("pending"), old("inflight"));
+            let mut wb = s.buffered_batch();
+            wb.remove(&s.open_batches, b.id.as_bytes().to_vec());
+            for id in &ids[1..] {
+                wb.insert(&pending, id.as_bytes().to_vec(), []);
+            }
+            wb.insert(&inflight, ids[0].as_bytes().to_vec(), 1i64.to_be_bytes());
+            let uncommitted = batch(account, 1);
+            s.insert_message(
+                &mut wb,
+                &uncommitted,
+                orphan,
+                encode(&Message::queued(orphan, &uncommitted, phone.clone())).unwrap(),
+            );
+            wb.insert(&pending, orphan.as_bytes().to_vec(), []);
+            wb.commit().unwrap();
+            s.persist().unwrap();
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let mut queued: Vec<_> = store
+            .queued_messages()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.message)
+            .collect();
+        queued.sort();
+        assert_eq!(queued, ids[1..].to_vec());
+        assert_eq!(store.stale_claims(Millis::MAX).await.unwrap(), vec![ids[0]]);
+        assert!(store.message(orphan).await.unwrap().is_none());
+        assert!(!store.inner.db.keyspace_exists("pending"));
+        assert!(!store.inner.db.keyspace_exists("inflight"));
+    }
+
     #[tokio::test]
     async fn messages_of_an_accept_that_never_committed_are_removed_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let account = AccountId::new();
         let (committed, orphan_ids) = {
-            let store = EmbeddedStore::open(dir.path()).unwrap();
-            store
-                .put_account(&Account {
-                    id: account,
-                    name: "a".into(),
-                    default_country: "CO".parse().unwrap(),
-                    balance: 0,
-                    reserved: 0,
-                    created_at: 0,
-                })
-                .await
-                .unwrap();
-            store.top_up(account, 10).await.unwrap();
+            let store = store_with_account(dir.path(), account).await;
             let phone = PhoneNumber::from_trusted("+573001234567".into());
             let committed = batch(account, 1);
             store
@@ -1212,6 +1351,11 @@ mod tests {
             let ids = [MessageId::new(), MessageId::new()];
             let s = &store.inner;
             let mut wb = s.buffered_batch();
+            wb.insert(
+                &s.accepting,
+                orphan.id.as_bytes().to_vec(),
+                account.as_bytes().to_vec(),
+            );
             for id in ids {
                 let m = Message::queued(id, &orphan, phone.clone());
                 wb.insert(&s.messages, id.as_bytes().to_vec(), encode(&m).unwrap());
@@ -1225,11 +1369,15 @@ mod tests {
                     key2(account.as_bytes(), id.as_bytes()),
                     [],
                 );
-                wb.insert(&s.pending, id.as_bytes().to_vec(), []);
             }
             wb.commit().unwrap();
             s.persist().unwrap();
-            assert_eq!(store.queued_messages().await.unwrap().len(), 3);
+            assert_eq!(
+                store.queued_messages().await.unwrap().len(),
+                1,
+                "uncommitted messages are never queued"
+            );
+            assert!(store.message(ids[0]).await.unwrap().is_some());
             (committed, ids)
         };
         let store = EmbeddedStore::open(dir.path()).unwrap();

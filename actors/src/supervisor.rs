@@ -204,6 +204,9 @@ impl Handler<Broadcast> for BroadcastSupervisor {
     }
 }
 
+/// Queue records built and published at once.
+const PUBLISH_CHUNK: usize = 16_384;
+
 impl Pipeline {
     async fn run(&self, msg: Broadcast) -> Result<Accepted, BroadcastError> {
         let batch = QueueId::new();
@@ -265,13 +268,17 @@ impl Pipeline {
             .accept_batch(&record, recipients)
             .await?;
 
-        let records = messages
-            .iter()
-            .map(|(id, recipient)| QueueRecord::new(*id, recipient, msg.kind))
-            .collect();
-        if let Err(e) = self.ports.queue.publish(records).await {
-            // Durable and `queued`: the next start enqueues them again.
-            tracing::error!(error = ?e, %batch, "publishing failed; messages stay queued in the store");
+        // In chunks: a million records at once would be a second copy of the batch.
+        for chunk in messages.chunks(PUBLISH_CHUNK) {
+            let records = chunk
+                .iter()
+                .map(|(id, recipient)| QueueRecord::new(*id, recipient, msg.kind))
+                .collect();
+            if let Err(e) = self.ports.queue.publish(records).await {
+                // Durable and `queued`: the next start enqueues them again.
+                tracing::error!(error = ?e, %batch, "publishing failed; messages stay queued in the store");
+                break;
+            }
         }
         crate::metrics::record_accepted(&stats, messages.len() as u64, cost);
         Ok(Accepted {

@@ -57,10 +57,17 @@ impl std::fmt::Display for Country {
     }
 }
 
-/// A valid phone number in E.164 form (`+573001234567`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct PhoneNumber(String);
+/// A valid phone number in E.164 form (`+573001234567`), held inline: E.164 allows at
+/// most 15 digits, so `+` and the digits fit in 16 bytes and a million recipients cost
+/// no million allocations.
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
+pub struct PhoneNumber {
+    len: u8,
+    bytes: [u8; E164_MAX],
+}
+
+/// `+` and at most 15 digits.
+const E164_MAX: usize = 16;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("not a valid phone number")]
@@ -85,39 +92,102 @@ impl PhoneNumber {
         if !phonenumber::is_valid_with(db, &parsed) {
             return Err(InvalidPhoneNumber);
         }
-        Ok(Self(format!(
-            "+{}{}",
-            parsed.code().value(),
-            parsed.national()
-        )))
+        let e164 = format!("+{}{}", parsed.code().value(), parsed.national());
+        Self::from_e164(&e164).ok_or(InvalidPhoneNumber)
     }
 
-    /// Wraps a string already known to be a valid E.164 number (read back from a store).
+    /// Wraps a string already known to be a valid E.164 number (read back from a store);
+    /// one longer than E.164 allows becomes the empty number.
     pub fn from_trusted(e164: String) -> Self {
-        Self(e164)
+        Self::from_e164(&e164).unwrap_or_default()
+    }
+
+    fn from_e164(e164: &str) -> Option<Self> {
+        let len = e164.len();
+        let mut bytes = [0u8; E164_MAX];
+        bytes.get_mut(..len)?.copy_from_slice(e164.as_bytes());
+        Some(Self {
+            len: len as u8,
+            bytes,
+        })
+    }
+
+    /// `+`, the country code and the national number.
+    fn join(code: &str, national: &str) -> Option<Self> {
+        let len = 1 + code.len() + national.len();
+        let mut bytes = [0u8; E164_MAX];
+        let out = bytes.get_mut(..len)?;
+        out[0] = b'+';
+        out[1..=code.len()].copy_from_slice(code.as_bytes());
+        out[1 + code.len()..].copy_from_slice(national.as_bytes());
+        Some(Self {
+            len: len as u8,
+            bytes,
+        })
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only ever built from `&str`s, cut at their end.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
     }
 
     /// The number's digits as an integer: exact (E.164 has at most 15 digits), cheap to
     /// compare and hash, and stable across releases (a queue key).
     pub fn as_u64(&self) -> u64 {
-        self.0
+        self.as_str()
             .bytes()
             .filter(u8::is_ascii_digit)
             .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'))
     }
 
     pub fn into_string(self) -> String {
-        self.0
+        self.as_str().to_owned()
     }
 }
 
 impl std::fmt::Display for PhoneNumber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for PhoneNumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl Ord for PhoneNumber {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl PartialOrd for PhoneNumber {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Serialize for PhoneNumber {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for PhoneNumber {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct E164;
+        impl serde::de::Visitor<'_> for E164 {
+            type Value = PhoneNumber;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an E.164 phone number")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PhoneNumber, E> {
+                PhoneNumber::from_e164(v).ok_or_else(|| E::invalid_length(v.len(), &self))
+            }
+        }
+        d.deserialize_str(E164)
     }
 }
 
@@ -130,6 +200,31 @@ pub fn load_metadata() -> Database {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_number_round_trips_through_json_and_postcard_as_its_e164_string() {
+        let n = PhoneNumber::parse("+57 300 123 4567", None).unwrap();
+        assert_eq!(n.as_str(), "+573001234567");
+        assert_eq!(serde_json::to_string(&n).unwrap(), r#""+573001234567""#);
+        let back: PhoneNumber = serde_json::from_str(r#""+573001234567""#).unwrap();
+        assert_eq!(back, n);
+        let bytes = postcard::to_allocvec(&n).unwrap();
+        assert_eq!(bytes, postcard::to_allocvec("+573001234567").unwrap());
+        assert_eq!(postcard::from_bytes::<PhoneNumber>(&bytes).unwrap(), n);
+        let longest = "+999123456789012";
+        assert_eq!(
+            serde_json::from_str::<PhoneNumber>(&format!("{longest:?}"))
+                .unwrap()
+                .as_str(),
+            longest
+        );
+        assert!(serde_json::from_str::<PhoneNumber>(r#""+9991234567890123""#).is_err());
+        let (a, b) = (
+            PhoneNumber::from_trusted("+1999".into()),
+            PhoneNumber::from_trusted("+57".into()),
+        );
+        assert!(a < b, "ordered as strings, not by length");
+    }
 
     fn co() -> Option<Country> {
         Some("co".parse().unwrap())
@@ -334,7 +429,7 @@ impl FastPath {
         }
         let typed = |p: &Option<Pattern>| p.as_ref().is_some_and(|p| p.is_match(national));
         if rules.general.is_match(national) && (typed(&rules.mobile) || typed(&rules.fixed_line)) {
-            Some(PhoneNumber(format!("+{}{}", rules.country_code, national)))
+            PhoneNumber::join(&rules.country_code, national)
         } else {
             None
         }

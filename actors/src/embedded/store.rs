@@ -163,13 +163,19 @@ fn key3(a: &[u8; 16], b: &[u8; 16], c: &[u8; 16]) -> Vec<u8> {
 
 const TERMS_KEY: &[u8] = b"terms_version";
 
+/// Per keyspace; fjall's default (64 MiB) let a big broadcast hold hundreds of MiB of
+/// memtables (messages and their two indexes) until they flushed.
+const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
+
 impl EmbeddedStore {
     /// Opens (or creates) the store in `path`. Fails if another process has it open.
     pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
         let db = Database::builder(path.as_ref()).open().map_err(backend)?;
         let ks = |name: &str| {
-            db.keyspace(name, KeyspaceCreateOptions::default)
-                .map_err(backend)
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+            })
+            .map_err(backend)
         };
         let inner = Inner {
             accounts: ks("accounts")?,

@@ -1,6 +1,7 @@
 //! The embedded backends: everything SendMe needs in one process and one data directory.
 
 mod queue;
+mod record;
 mod simulated;
 mod store;
 

@@ -5,6 +5,7 @@
 //! with postcard. Writes that must survive a crash are committed as one atomic batch and
 //! fsync'd before the call returns.
 
+use super::record::{self, BatchFacts};
 use crate::domain::*;
 use crate::ports::*;
 use async_trait::async_trait;
@@ -284,6 +285,31 @@ impl Inner {
             Some(bytes) => decode(&bytes).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// Message `id`, if it exists and its batch is committed; `facts` caches what the
+    /// batches read so far say.
+    fn load_message(
+        &self,
+        id: &[u8],
+        facts: &mut HashMap<QueueId, Option<BatchFacts>>,
+    ) -> StoreResult<Option<Message>> {
+        let (Some(bytes), Some(message_id)) = (
+            self.messages.get(id).map_err(backend)?,
+            MessageId::from_slice(id),
+        ) else {
+            return Ok(None);
+        };
+        record::decode(message_id, &bytes, |queue| {
+            if let Some(f) = facts.get(&queue) {
+                return Ok(*f);
+            }
+            let f = self
+                .get::<Batch>(&self.batches, queue.as_bytes())?
+                .map(|b| BatchFacts::of(&b));
+            facts.insert(queue, f);
+            Ok(f)
+        })
     }
 
     fn put<T: Serialize>(&self, ks: &Keyspace, key: &[u8], value: &T) -> StoreResult<()> {
@@ -632,7 +658,7 @@ impl MessageStore for EmbeddedStore {
     }
 
     async fn message(&self, id: MessageId) -> StoreResult<Option<Message>> {
-        self.inner.get(&self.inner.messages, id.as_bytes())
+        self.inner.load_message(id.as_bytes(), &mut HashMap::new())
     }
 
     async fn list_messages(&self, f: &MessageFilter) -> StoreResult<Page<Message, MessageId>> {
@@ -652,15 +678,13 @@ impl MessageStore for EmbeddedStore {
                 }
             }
             let mut items = Vec::new();
-            let mut committed = std::collections::HashMap::new();
+            let mut facts = HashMap::new();
             for g in ks.range(lo..hi).rev() {
                 let key = g.key().map_err(backend)?;
-                let Some(msg) = s.get::<Message>(&s.messages, &key[16..])? else {
+                // None too for an accept still in progress (no batch yet).
+                let Some(msg) = s.load_message(&key[16..], &mut facts)? else {
                     continue;
                 };
-                if !s.batch_committed(&mut committed, msg.queue)? {
-                    continue; // an accept still in progress
-                }
                 let keep = msg.account == f.account
                     && f.status.is_none_or(|st| st == msg.status)
                     && f.kind.is_none_or(|k| k == msg.kind)
@@ -771,9 +795,10 @@ impl Inner {
         status: MessageStatus,
         mut f: impl FnMut(Message),
     ) -> StoreResult<()> {
+        let mut facts = HashMap::new();
         for g in self.batch_messages.prefix(queue.as_bytes()) {
             let key = g.key().map_err(backend)?;
-            if let Some(m) = self.get::<Message>(&self.messages, &key[16..])? {
+            if let Some(m) = self.load_message(&key[16..], &mut facts)? {
                 if m.status == status {
                     f(m);
                 }
@@ -795,6 +820,7 @@ impl Inner {
     fn apply_changes(&self, changes: Vec<StatusChange>) -> StoreResult<Vec<Option<Message>>> {
         let status_guard = self.status_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut messages: HashMap<MessageId, Message> = HashMap::new();
+        let mut facts = HashMap::new();
         let mut batches: HashMap<QueueId, Batch> = HashMap::new();
         let mut credits: HashMap<(AccountId, QueueId, LedgerKind), u64> = HashMap::new();
         let mut wb = self.buffered_batch();
@@ -804,7 +830,7 @@ impl Inner {
             let msg = match messages.entry(change.message) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
-                    match self.get::<Message>(&self.messages, change.message.as_bytes())? {
+                    match self.load_message(change.message.as_bytes(), &mut facts)? {
                         Some(m) => e.insert(m),
                         None => {
                             results.push(None);
@@ -871,7 +897,7 @@ impl Inner {
         }
 
         for (id, msg) in &messages {
-            wb.insert(&self.messages, id.as_bytes().to_vec(), encode(msg)?);
+            wb.insert(&self.messages, id.as_bytes().to_vec(), record::encode(msg)?);
         }
         for (id, batch) in &batches {
             wb.insert(&self.batches, id.as_bytes().to_vec(), encode(batch)?);
@@ -953,7 +979,7 @@ impl Inner {
                 );
             }
             for (id, phone) in chunk {
-                let message = encode(&Message::queued(*id, batch, phone.clone()))?;
+                let message = record::encode_queued(batch, phone)?;
                 self.insert_message(&mut wb, batch, *id, message);
             }
             wb.commit().map_err(backend)?;
@@ -1049,7 +1075,7 @@ impl Inner {
         // Encode everything before touching `wb` or the balance: a failure leaves both.
         let mut messages = Vec::with_capacity(job.recipients.len());
         for (id, phone) in &job.recipients {
-            messages.push((*id, encode(&Message::queued(*id, batch, phone.clone()))?));
+            messages.push((*id, record::encode_queued(batch, phone)?));
         }
         let entry = reserve_entry(batch)?;
         let batch_bytes = encode(batch)?;
@@ -1129,16 +1155,19 @@ impl Inner {
             let mut wb = self.buffered_batch();
             for g in old.iter() {
                 let key = g.key().map_err(backend)?;
-                let Some(m) = self.get::<Message>(&self.messages, &key)? else {
+                let Some(bytes) = self.messages.get(&key).map_err(backend)? else {
                     continue;
                 };
+                let queue = record::queue_of(&bytes)?;
                 if self
                     .batches
-                    .contains_key(m.queue.as_bytes())
+                    .contains_key(queue.as_bytes())
                     .map_err(backend)?
                 {
-                    wb.insert(&self.open_batches, m.queue.as_bytes().to_vec(), []);
+                    wb.insert(&self.open_batches, queue.as_bytes().to_vec(), []);
                 } else {
+                    // Those versions wrote whole messages.
+                    let m = record::legacy(&bytes)?;
                     self.remove_message(&mut wb, m.queue, m.account, m.id);
                 }
             }
@@ -1185,23 +1214,6 @@ impl Inner {
         }
         self.persist()?;
         Ok(removed)
-    }
-
-    fn batch_committed(
-        &self,
-        cache: &mut std::collections::HashMap<QueueId, bool>,
-        queue: QueueId,
-    ) -> StoreResult<bool> {
-        if let Some(c) = cache.get(&queue) {
-            return Ok(*c);
-        }
-        let c = self
-            .batches
-            .get(queue.as_bytes())
-            .map_err(backend)?
-            .is_some();
-        cache.insert(queue, c);
-        Ok(c)
     }
 }
 
@@ -1315,6 +1327,13 @@ mod tests {
                 wb.insert(&pending, id.as_bytes().to_vec(), []);
             }
             wb.insert(&inflight, ids[0].as_bytes().to_vec(), 1i64.to_be_bytes());
+            // Those versions wrote whole messages.
+            let whole = store.message(ids[2]).await.unwrap().unwrap();
+            wb.insert(
+                &s.messages,
+                ids[2].as_bytes().to_vec(),
+                encode(&whole).unwrap(),
+            );
             let uncommitted = batch(account, 1);
             s.insert_message(
                 &mut wb,
@@ -1338,6 +1357,11 @@ mod tests {
         assert_eq!(queued, ids[1..].to_vec());
         assert_eq!(store.stale_claims(Millis::MAX).await.unwrap(), vec![ids[0]]);
         assert!(store.message(orphan).await.unwrap().is_none());
+        let whole = store.message(ids[2]).await.unwrap().unwrap();
+        assert_eq!(
+            (whole.status, whole.account),
+            (MessageStatus::Queued, account)
+        );
         assert!(!store.inner.db.keyspace_exists("pending"));
         assert!(!store.inner.db.keyspace_exists("inflight"));
     }
@@ -1385,7 +1409,11 @@ mod tests {
                 1,
                 "uncommitted messages are never queued"
             );
-            assert!(store.message(ids[0]).await.unwrap().is_some());
+            assert!(s.messages.get(ids[0].as_bytes()).unwrap().is_some());
+            assert!(
+                store.message(ids[0]).await.unwrap().is_none(),
+                "no batch, no message"
+            );
             (committed, ids)
         };
         let store = EmbeddedStore::open(dir.path()).unwrap();

@@ -232,7 +232,8 @@ pub struct DemoSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct DeliveryConfig {
-    pub window: usize,
+    /// `None`: sized to the provider's rate ([`DispatchSettings::window_for`]).
+    pub window: Option<usize>,
     pub poll_batch: usize,
     pub max_status_group: usize,
     pub expiry_sweep_ms: u64,
@@ -284,7 +285,9 @@ pub struct HttpProviderConfig {
 impl DeliveryConfig {
     pub fn dispatch_settings(&self, provider: &ProviderConfig) -> DispatchSettings {
         DispatchSettings {
-            window: self.window,
+            window: self
+                .window
+                .unwrap_or_else(|| DispatchSettings::window_for(provider.rate_per_second)),
             poll_batch: self.poll_batch,
             max_status_group: self.max_status_group,
             expiry_sweep: Duration::from_millis(self.expiry_sweep_ms.max(1)),

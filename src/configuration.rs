@@ -74,6 +74,8 @@ pub enum StoreKind {
 pub struct StoreSettings {
     pub kind: StoreKind,
     pub path: PathBuf,
+    /// Embedded store: memtable size per keyspace, in MiB, for a new data directory.
+    pub memtable_mib: u64,
     /// Used when `kind` is `scylla` (and by `sendme migrate`).
     pub scylla: ScyllaSettings,
 }

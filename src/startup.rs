@@ -126,7 +126,11 @@ async fn open_ports(settings: &Settings) -> anyhow::Result<(Ports, Option<Embedd
     // apply (an `api` process leaves messages `queued` for the next `all` or
     // `dispatcher` process that opens the directory).
     let store = match settings.store.kind {
-        StoreKind::Embedded => EmbeddedStore::open(&settings.store.path).with_context(|| {
+        StoreKind::Embedded => EmbeddedStore::open_with(
+            &settings.store.path,
+            settings.store.memtable_mib.max(1) * 1024 * 1024,
+        )
+        .with_context(|| {
             format!(
                 "opening the embedded store in {} (is another SendMe using it?)",
                 settings.store.path.display()

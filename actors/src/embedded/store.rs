@@ -164,19 +164,26 @@ fn key3(a: &[u8; 16], b: &[u8; 16], c: &[u8; 16]) -> Vec<u8> {
 
 const TERMS_KEY: &[u8] = b"terms_version";
 
-/// Memtable size per keyspace, fixed when a keyspace is created. fjall's default (64 MiB)
-/// let a big broadcast hold hundreds of MiB of memtables (messages and their two indexes)
-/// until they flushed. The price: more flushes and compactions, so steady small requests
-/// with delivery cost ~17 % more CPU than with 64 MiB (measured in BENCHMARKS.md).
-const MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
+/// Memtable size per keyspace unless configured, fixed when a keyspace is created. fjall's
+/// default (64 MiB) let a big broadcast hold hundreds of MiB of memtables (messages and
+/// their two indexes) until they flushed. The price: more flushes and compactions, so
+/// steady small requests with delivery cost ~17 % more CPU than with 64 MiB (measured in
+/// BENCHMARKS.md).
+pub const DEFAULT_MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
 
 impl EmbeddedStore {
     /// Opens (or creates) the store in `path`. Fails if another process has it open.
     pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
+        Self::open_with(path, DEFAULT_MEMTABLE_BYTES)
+    }
+
+    /// [`EmbeddedStore::open`], with memtables of `memtable_bytes` for the keyspaces it
+    /// creates (existing ones keep the size they were created with).
+    pub fn open_with(path: impl AsRef<Path>, memtable_bytes: u64) -> StoreResult<Self> {
         let db = Database::builder(path.as_ref()).open().map_err(backend)?;
         let ks = |name: &str| {
             db.keyspace(name, || {
-                KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
+                KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes)
             })
             .map_err(backend)
         };

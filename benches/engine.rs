@@ -258,14 +258,12 @@ fn queued_batch(
 /// An account with more credits than any bench spends.
 async fn rich_account(store: &EmbeddedStore) -> AccountId {
     use sendme_actors::ports::{AccountStore, Ledger};
-    let account = Account {
-        id: AccountId::new(),
-        name: "Bench".into(),
-        default_country: country("CO"),
-        balance: 0,
-        reserved: 0,
-        created_at: now_millis(),
-    };
+    let account = Account::new(
+        AccountId::new(),
+        "Bench".into(),
+        country("CO"),
+        now_millis(),
+    );
     store.put_account(&account).await.expect("account");
     store.top_up(account.id, 1 << 50).await.expect("credits");
     account.id

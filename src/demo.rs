@@ -55,14 +55,12 @@ pub async fn seed(
         ports.accounts.publish_terms(TERMS_VERSION).await?;
         ports
             .accounts
-            .put_account(&Account {
-                id: DEMO_ACCOUNT,
-                name: "SendMe Demo".into(),
-                default_country: "CO".parse()?,
-                balance: 0,
-                reserved: 0,
-                created_at: now,
-            })
+            .put_account(&Account::new(
+                DEMO_ACCOUNT,
+                "SendMe Demo".into(),
+                "CO".parse()?,
+                now,
+            ))
             .await?;
         ports.ledger.top_up(DEMO_ACCOUNT, DEMO_CREDITS).await?;
         ports

@@ -140,14 +140,12 @@ mod scylla_backend {
 async fn account_with(s: &Stores, credits: u64) -> AccountId {
     let id = AccountId::new();
     s.accounts
-        .put_account(&Account {
+        .put_account(&Account::new(
             id,
-            name: "acme".into(),
-            default_country: "CO".parse().unwrap(),
-            balance: 0,
-            reserved: 0,
-            created_at: now_millis(),
-        })
+            "acme".into(),
+            "CO".parse().unwrap(),
+            now_millis(),
+        ))
         .await
         .unwrap();
     if credits > 0 {

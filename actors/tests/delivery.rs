@@ -49,14 +49,12 @@ async fn harness_with(sim: SimulatedSettings, settings: DispatchSettings) -> Har
     let account = AccountId::new();
     ports
         .accounts
-        .put_account(&Account {
-            id: account,
-            name: "test".into(),
-            default_country: "CO".parse().unwrap(),
-            balance: 0,
-            reserved: 0,
-            created_at: 0,
-        })
+        .put_account(&Account::new(
+            account,
+            "test".into(),
+            "CO".parse().unwrap(),
+            0,
+        ))
         .await
         .unwrap();
     ports.ledger.top_up(account, CREDITS).await.unwrap();

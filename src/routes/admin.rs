@@ -54,14 +54,12 @@ pub(crate) async fn create_account(
         .default_country
         .parse()
         .map_err(|e: UnknownCountry| ApiError::InvalidRequest(format!("`defaultCountry`: {e}")))?;
-    let account = Account {
-        id: AccountId::new(),
-        name: body.name.trim().to_owned(),
+    let account = Account::new(
+        AccountId::new(),
+        body.name.trim().to_owned(),
         default_country,
-        balance: 0,
-        reserved: 0,
-        created_at: now_millis(),
-    };
+        now_millis(),
+    );
     state.ports.accounts.put_account(&account).await?;
     let account = if body.credits > 0 {
         state.ports.ledger.top_up(account.id, body.credits).await?

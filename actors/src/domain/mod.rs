@@ -154,6 +154,20 @@ pub struct Account {
     pub created_at: Millis,
 }
 
+impl Account {
+    /// A new account, without credits.
+    pub fn new(id: AccountId, name: String, default_country: Country, created_at: Millis) -> Self {
+        Account {
+            id,
+            name,
+            default_country,
+            balance: 0,
+            reserved: 0,
+            created_at,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
     pub id: MemberId,

@@ -1296,14 +1296,7 @@ mod tests {
     async fn store_with_account(dir: &Path, account: AccountId) -> EmbeddedStore {
         let store = EmbeddedStore::open(dir).unwrap();
         store
-            .put_account(&Account {
-                id: account,
-                name: "a".into(),
-                default_country: "CO".parse().unwrap(),
-                balance: 0,
-                reserved: 0,
-                created_at: 0,
-            })
+            .put_account(&Account::new(account, "a".into(), "CO".parse().unwrap(), 0))
             .await
             .unwrap();
         store.top_up(account, 10).await.unwrap();

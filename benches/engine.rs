@@ -211,7 +211,7 @@ fn e164_with_duplicates(n: usize, percent: usize, rng: &mut Rng) -> (Vec<PhoneNu
     let unique = n - n * percent / 100;
     let mut numbers: Vec<PhoneNumber> = colombian_mobiles(unique, rng)
         .into_iter()
-        .map(|(p, s)| PhoneNumber::from_trusted(co_e164(p, s)))
+        .map(|(p, s)| PhoneNumber::from_trusted(&co_e164(p, s)).expect("a number"))
         .collect();
     while numbers.len() < n {
         let again = numbers[rng.below(unique)].clone();
@@ -501,7 +501,7 @@ fn bench_store(c: &mut Criterion) {
     let mut rng = Rng::new(0x5707_e000);
     let recipients: Vec<PhoneNumber> = colombian_mobiles(STORE_BATCH_N, &mut rng)
         .into_iter()
-        .map(|(p, s)| PhoneNumber::from_trusted(co_e164(p, s)))
+        .map(|(p, s)| PhoneNumber::from_trusted(&co_e164(p, s)).expect("a number"))
         .collect();
 
     let mut group = c.benchmark_group("store");

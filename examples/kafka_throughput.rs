@@ -26,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
     let queue = KafkaQueue::connect(&settings, true).await?;
     let records: Vec<QueueRecord> = (0..n as u64)
         .map(|i| {
-            let phone = PhoneNumber::from_trusted(format!("+57300{:07}", i % 10_000_000));
+            let phone = PhoneNumber::from_trusted(&format!("+57300{:07}", i % 10_000_000)).unwrap();
             QueueRecord::new(MessageId::new(), &phone, MessageType::Sms)
         })
         .collect();

@@ -287,9 +287,10 @@ pub struct HttpProviderConfig {
 impl DeliveryConfig {
     pub fn dispatch_settings(&self, provider: &ProviderConfig) -> DispatchSettings {
         DispatchSettings {
-            window: self
-                .window
-                .unwrap_or_else(|| DispatchSettings::window_for(provider.rate_per_second)),
+            window: self.window.unwrap_or_else(|| {
+                let remote = (provider.kind == ProviderKind::Http).then_some(provider.concurrency);
+                DispatchSettings::window_for(provider.rate_per_second, remote)
+            }),
             poll_batch: self.poll_batch,
             max_status_group: self.max_status_group,
             expiry_sweep: Duration::from_millis(self.expiry_sweep_ms.max(1)),

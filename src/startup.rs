@@ -15,7 +15,7 @@ use sendme_actors::clock::EngineClock;
 use sendme_actors::dispatcher::{
     requeue_stale_claims, start_delivery_with, sweep_stale_claims, DeliveryHandle,
 };
-use sendme_actors::domain::AccountId;
+use sendme_actors::domain::{AccountId, Millis};
 use sendme_actors::embedded::SimulatedProvider;
 use sendme_actors::embedded::{EmbeddedStore, InProcessQueue};
 use sendme_actors::ports::DispatchQueue;
@@ -196,7 +196,8 @@ impl Application {
         let clock = EngineClock::start();
         let shared_store = settings.store.kind != StoreKind::Embedded;
         if !shared_store {
-            let requeued = requeue_stale_claims(&ports.messages, clock.now() + 1).await?;
+            // Every claim, whatever clock the previous run kept.
+            let requeued = requeue_stale_claims(&ports.messages, Millis::MAX).await?;
             if !requeued.is_empty() {
                 tracing::info!(
                     messages = requeued.len(),

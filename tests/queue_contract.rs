@@ -30,7 +30,7 @@ fn in_process() -> Join {
 }
 
 fn record(n: u64, kind: MessageType) -> QueueRecord {
-    let phone = PhoneNumber::from_trusted(format!("+57300{:07}", n));
+    let phone = PhoneNumber::from_trusted(&format!("+57300{:07}", n)).unwrap();
     QueueRecord::new(MessageId::new(), &phone, kind)
 }
 

@@ -160,7 +160,7 @@ async fn balance(s: &Stores, account: AccountId) -> (u64, u64) {
 }
 
 fn phone(n: u32) -> PhoneNumber {
-    PhoneNumber::from_trusted(format!("+5730{:08}", n))
+    PhoneNumber::from_trusted(&format!("+5730{:08}", n)).unwrap()
 }
 
 /// A batch of `recipients` messages of `segments` segments each.

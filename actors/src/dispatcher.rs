@@ -106,18 +106,25 @@ pub struct DispatchSettings {
 
 impl DispatchSettings {
     /// A window of about 50 ms of sends at the provider's rate, at least 512: an OTP waits
-    /// behind it no longer than that (or 512 sends). Without a rate limit, 4096: large
-    /// status groups, while 4096 simulated sends still take milliseconds (a window of 512
-    /// held delivery to the simulated provider at ~70k msg/s, 4096 gave ~88k).
-    pub fn window_for(rate_per_second: Option<u32>) -> usize {
-        rate_per_second.map_or(4096, |r| (r as usize / 20).clamp(512, 4096))
+    /// behind it no longer than that (or 512 sends). A remote provider without a rate
+    /// limit: twice its `concurrency` (a slow provider must not make claims outlive their
+    /// lease). The in-process provider without a limit (`concurrency` `None`): 4096, large
+    /// status groups while 4096 simulated sends still take milliseconds (a window of 512
+    /// held delivery to it at ~70k msg/s, 4096 gave ~88k). Always 512 to 4096.
+    pub fn window_for(rate_per_second: Option<u32>, concurrency: Option<usize>) -> usize {
+        let window = match (rate_per_second, concurrency) {
+            (Some(rate), _) => rate as usize / 20,
+            (None, Some(concurrency)) => concurrency.saturating_mul(2),
+            (None, None) => 4096,
+        };
+        window.clamp(512, 4096)
     }
 }
 
 impl Default for DispatchSettings {
     fn default() -> Self {
         Self {
-            window: Self::window_for(None),
+            window: Self::window_for(None, None),
             poll_batch: 1024,
             max_status_group: 4096,
             expiry_sweep: Duration::from_secs(1),
@@ -542,11 +549,23 @@ mod tests {
     use super::DispatchSettings;
 
     #[test]
-    fn the_window_is_about_50_ms_of_sends_between_512_and_4096() {
+    fn the_window_is_50_ms_of_sends_or_twice_the_concurrency_between_512_and_4096() {
         let w = DispatchSettings::window_for;
         assert_eq!(
-            [w(None), w(Some(500)), w(Some(40_000)), w(Some(1_000_000))],
-            [4096, 512, 2000, 4096]
+            [
+                w(None, None),
+                w(Some(500), None),
+                w(Some(40_000), Some(256))
+            ],
+            [4096, 512, 2000]
+        );
+        assert_eq!(
+            [
+                w(Some(1_000_000), None),
+                w(None, Some(256)),
+                w(None, Some(1024))
+            ],
+            [4096, 512, 2048]
         );
     }
 }

@@ -131,7 +131,8 @@ impl MessageRow {
                 self.account_id
                     .ok_or_else(|| corrupt("message without account"))?,
             ),
-            recipient: PhoneNumber::from_trusted(self.recipient.unwrap_or_default()),
+            recipient: PhoneNumber::from_trusted(self.recipient.as_deref().unwrap_or_default())
+                .map_err(|_| corrupt("message with a malformed recipient"))?,
             kind: kind_from_str(self.kind.as_deref().unwrap_or_default())?,
             status: status_from_str(self.status.as_deref().unwrap_or_default())?,
             segments: self.segments.unwrap_or(0) as u32,
@@ -832,7 +833,8 @@ impl MessageStore for ScyllaStore {
             if !self.batch_committed(&committed, QueueId(queue)).await? {
                 continue; // an accept in progress, or one that failed
             }
-            let phone = PhoneNumber::from_trusted(recipient.unwrap_or_default());
+            let phone = PhoneNumber::from_trusted(recipient.as_deref().unwrap_or_default())
+                .map_err(|_| corrupt("message with a malformed recipient"))?;
             let kind = kind_from_str(kind.as_deref().unwrap_or_default())?;
             out.push(QueueRecord::new(MessageId(id), &phone, kind));
         }

@@ -57,17 +57,19 @@ impl std::fmt::Display for Country {
     }
 }
 
-/// A valid phone number in E.164 form (`+573001234567`), held inline: E.164 allows at
-/// most 15 digits, so `+` and the digits fit in 16 bytes and a million recipients cost
-/// no million allocations.
-#[derive(Clone, Default, PartialEq, Eq, Hash)]
+/// A valid phone number in E.164 form (`+573001234567`), held inline so that a million
+/// recipients cost no million allocations. E.164 allows 15 digits, but the numbering plan
+/// has valid longer ones (German fixed lines reach `+49` and 15 national digits; the
+/// metadata allows up to 17 national digits after a 3-digit code): `+` and 20 digits fit,
+/// and the whole is 24 bytes, the size of a `String`.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct PhoneNumber {
     len: u8,
     bytes: [u8; E164_MAX],
 }
 
-/// `+` and at most 15 digits.
-const E164_MAX: usize = 16;
+/// `+`, a country code of up to 3 digits and a national number of up to 17 (and 2 spare).
+const E164_MAX: usize = 23;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("not a valid phone number")]
@@ -96,10 +98,10 @@ impl PhoneNumber {
         Self::from_e164(&e164).ok_or(InvalidPhoneNumber)
     }
 
-    /// Wraps a string already known to be a valid E.164 number (read back from a store);
-    /// one longer than E.164 allows becomes the empty number.
-    pub fn from_trusted(e164: String) -> Self {
-        Self::from_e164(&e164).unwrap_or_default()
+    /// Wraps a string already known to be a valid E.164 number (read back from a store),
+    /// unchecked but for its length.
+    pub fn from_trusted(e164: &str) -> Result<Self, InvalidPhoneNumber> {
+        Self::from_e164(e164).ok_or(InvalidPhoneNumber)
     }
 
     fn from_e164(e164: &str) -> Option<Self> {
@@ -211,17 +213,17 @@ mod tests {
         let bytes = postcard::to_allocvec(&n).unwrap();
         assert_eq!(bytes, postcard::to_allocvec("+573001234567").unwrap());
         assert_eq!(postcard::from_bytes::<PhoneNumber>(&bytes).unwrap(), n);
-        let longest = "+999123456789012";
-        assert_eq!(
-            serde_json::from_str::<PhoneNumber>(&format!("{longest:?}"))
-                .unwrap()
-                .as_str(),
-            longest
-        );
-        assert!(serde_json::from_str::<PhoneNumber>(r#""+9991234567890123""#).is_err());
+        // Longer than E.164's 15 digits, and valid in the numbering plan.
+        let german = PhoneNumber::parse("+4930123456789012", None).unwrap();
+        assert_eq!(german.as_str(), "+4930123456789012");
+        let longest = "+9991234567890123456789";
+        let json = |s: &str| serde_json::from_str::<PhoneNumber>(&format!("{s:?}"));
+        assert_eq!(json(longest).unwrap().as_str(), longest);
+        assert!(json(&format!("{longest}0")).is_err());
+        assert!(PhoneNumber::from_trusted(&format!("{longest}0")).is_err());
         let (a, b) = (
-            PhoneNumber::from_trusted("+1999".into()),
-            PhoneNumber::from_trusted("+57".into()),
+            PhoneNumber::from_trusted("+1999").unwrap(),
+            PhoneNumber::from_trusted("+57").unwrap(),
         );
         assert!(a < b, "ordered as strings, not by length");
     }

@@ -365,7 +365,7 @@ mod tests {
     fn record(n: u64, kind: MessageType) -> QueueRecord {
         QueueRecord::new(
             MessageId::new(),
-            &PhoneNumber::from_trusted(format!("+5730012{n:05}")),
+            &PhoneNumber::from_trusted(&format!("+5730012{n:05}")).unwrap(),
             kind,
         )
     }

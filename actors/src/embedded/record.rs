@@ -110,7 +110,12 @@ pub(super) fn queue_of(bytes: &[u8]) -> StoreResult<QueueId> {
             let (queue, _): (QueueId, _) = postcard::take_from_bytes(rest).map_err(corrupt)?;
             Ok(queue)
         }
-        _ => Ok(legacy(bytes)?.queue),
+        // A whole message starts with its id and its batch's.
+        _ => {
+            let ((_, queue), _): ((MessageId, QueueId), _) =
+                postcard::take_from_bytes(bytes).map_err(corrupt)?;
+            Ok(queue)
+        }
     }
 }
 

@@ -719,6 +719,9 @@ impl MessageStore for EmbeddedStore {
             s.open_messages(MessageStatus::Queued, |m| {
                 out.push(QueueRecord::new(m.id, &m.recipient, m.kind))
             })?;
+            // In acceptance order (UUIDv7), so one recipient's messages of two batches
+            // accepted side by side keep their order.
+            out.sort_unstable_by_key(|r| r.message);
             Ok(out)
         })
         .await
@@ -732,7 +735,8 @@ impl MessageStore for EmbeddedStore {
         self.blocking(move |s| {
             let mut out = Vec::new();
             s.open_messages(MessageStatus::Sending, |m| {
-                // A claim sets `updated_at`; nothing else touches a `sending` message.
+                // A claim sets `updated_at`, and so does each retry of the send: the
+                // lease runs from the last attempt.
                 if m.updated_at < claimed_before {
                     out.push(m.id)
                 }
@@ -1150,6 +1154,8 @@ impl Inner {
     /// Data directories written before [`Inner::open_batches`] indexed every `queued`
     /// (`pending`) and `sending` (`inflight`) message: their committed batches become
     /// open batches, messages of uncommitted ones are deleted, and the old indexes go.
+    /// One way: older versions read neither these indexes nor the records
+    /// [`record`] writes.
     fn migrate_message_indexes(&self) -> StoreResult<()> {
         for name in ["pending", "inflight"] {
             if !self.db.keyspace_exists(name) {
@@ -1159,7 +1165,8 @@ impl Inner {
                 .db
                 .keyspace(name, KeyspaceCreateOptions::default)
                 .map_err(backend)?;
-            let mut wb = self.buffered_batch();
+            let mut open = std::collections::HashSet::new();
+            let mut orphans = Vec::new();
             for g in old.iter() {
                 let key = g.key().map_err(backend)?;
                 let Some(bytes) = self.messages.get(&key).map_err(backend)? else {
@@ -1171,14 +1178,25 @@ impl Inner {
                     .contains_key(queue.as_bytes())
                     .map_err(backend)?
                 {
-                    wb.insert(&self.open_batches, queue.as_bytes().to_vec(), []);
+                    open.insert(queue);
                 } else {
                     // Those versions wrote whole messages.
                     let m = record::legacy(&bytes)?;
-                    self.remove_message(&mut wb, m.queue, m.account, m.id);
+                    orphans.push((m.queue, m.account, m.id));
                 }
             }
+            let mut wb = self.buffered_batch();
+            for queue in open {
+                wb.insert(&self.open_batches, queue.as_bytes().to_vec(), []);
+            }
             wb.commit().map_err(backend)?;
+            for chunk in orphans.chunks(ACCEPT_CHUNK) {
+                let mut wb = self.buffered_batch();
+                for (queue, account, id) in chunk {
+                    self.remove_message(&mut wb, *queue, *account, *id);
+                }
+                wb.commit().map_err(backend)?;
+            }
             self.persist()?;
             self.db.delete_keyspace(old).map_err(backend)?;
             tracing::info!(index = name, "migrated to per-batch status indexes");
@@ -1307,7 +1325,7 @@ mod tests {
     async fn a_data_dir_with_per_message_status_indexes_is_migrated_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let account = AccountId::new();
-        let phone = PhoneNumber::from_trusted("+573001234567".into());
+        let phone = PhoneNumber::from_trusted("+573001234567").unwrap();
         let ids = [MessageId::new(), MessageId::new(), MessageId::new()];
         let orphan = MessageId::new();
         {
@@ -1372,7 +1390,7 @@ mod tests {
         let account = AccountId::new();
         let (committed, orphan_ids) = {
             let store = store_with_account(dir.path(), account).await;
-            let phone = PhoneNumber::from_trusted("+573001234567".into());
+            let phone = PhoneNumber::from_trusted("+573001234567").unwrap();
             let committed = batch(account, 1);
             store
                 .accept_batch(&committed, vec![(MessageId::new(), phone.clone())])

@@ -105,23 +105,23 @@ impl PhoneNumber {
     }
 
     fn from_e164(e164: &str) -> Option<Self> {
-        let len = e164.len();
-        let mut bytes = [0u8; E164_MAX];
-        bytes.get_mut(..len)?.copy_from_slice(e164.as_bytes());
-        Some(Self {
-            len: len as u8,
-            bytes,
-        })
+        Self::from_parts(&[e164])
     }
 
     /// `+`, the country code and the national number.
     fn join(code: &str, national: &str) -> Option<Self> {
-        let len = 1 + code.len() + national.len();
+        Self::from_parts(&["+", code, national])
+    }
+
+    /// The number written by `parts` one after the other, if it fits.
+    fn from_parts(parts: &[&str]) -> Option<Self> {
         let mut bytes = [0u8; E164_MAX];
-        let out = bytes.get_mut(..len)?;
-        out[0] = b'+';
-        out[1..=code.len()].copy_from_slice(code.as_bytes());
-        out[1 + code.len()..].copy_from_slice(national.as_bytes());
+        let mut len = 0;
+        for part in parts {
+            let end = len + part.len();
+            bytes.get_mut(len..end)?.copy_from_slice(part.as_bytes());
+            len = end;
+        }
         Some(Self {
             len: len as u8,
             bytes,

@@ -385,10 +385,7 @@ impl ScyllaStore {
             self.write_messages(batch, recipients).await?;
             let counts: HashMap<&str, i64> = MessageStatus::ALL
                 .iter()
-                .map(|s| {
-                    let mut counts = batch.counts;
-                    (s.as_str(), *counts.get_mut(*s) as i64)
-                })
+                .map(|s| (s.as_str(), batch.counts.get(*s) as i64))
                 .filter(|(_, n)| *n != 0)
                 .collect();
             // Last: the commit marker.

@@ -212,6 +212,11 @@ pub struct StatusCounts {
 }
 
 impl StatusCounts {
+    pub fn get(&self, status: MessageStatus) -> u64 {
+        let mut counts = *self;
+        *counts.get_mut(status)
+    }
+
     pub fn get_mut(&mut self, status: MessageStatus) -> &mut u64 {
         match status {
             MessageStatus::Queued => &mut self.queued,

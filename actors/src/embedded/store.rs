@@ -768,7 +768,8 @@ impl MessageStore for EmbeddedStore {
                 .contains_key(queue.as_bytes())
                 .map_err(backend)?
             {
-                s.batch_messages_with(queue, MessageStatus::Queued, |m| out.push(m.id))?;
+                let facts = &mut HashMap::new();
+                s.batch_messages_with(queue, MessageStatus::Queued, facts, |m| out.push(m.id))?;
             }
             Ok(out)
         })
@@ -789,27 +790,29 @@ impl Inner {
     fn open_messages(&self, status: MessageStatus, mut f: impl FnMut(Message)) -> StoreResult<()> {
         for g in self.open_batches.iter() {
             let key = g.key().map_err(backend)?;
-            let Some(mut batch) = self.get::<Batch>(&self.batches, &key)? else {
+            let Some(batch) = self.get::<Batch>(&self.batches, &key)? else {
                 continue;
             };
-            if *batch.counts.get_mut(status) > 0 {
-                self.batch_messages_with(batch.id, status, &mut f)?;
+            if batch.counts.get(status) > 0 {
+                let mut facts = HashMap::from([(batch.id, Some(BatchFacts::of(&batch)))]);
+                self.batch_messages_with(batch.id, status, &mut facts, &mut f)?;
             }
         }
         Ok(())
     }
 
-    /// Calls `f` with every message of batch `queue` in `status`.
+    /// Calls `f` with every message of batch `queue` in `status` (`facts` as for
+    /// [`Inner::load_message`]).
     fn batch_messages_with(
         &self,
         queue: QueueId,
         status: MessageStatus,
+        facts: &mut HashMap<QueueId, Option<BatchFacts>>,
         mut f: impl FnMut(Message),
     ) -> StoreResult<()> {
-        let mut facts = HashMap::new();
         for g in self.batch_messages.prefix(queue.as_bytes()) {
             let key = g.key().map_err(backend)?;
-            if let Some(m) = self.load_message(&key[16..], &mut facts)? {
+            if let Some(m) = self.load_message(&key[16..], facts)? {
                 if m.status == status {
                     f(m);
                 }

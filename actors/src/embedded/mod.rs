@@ -3,6 +3,7 @@
 mod queue;
 mod record;
 mod simulated;
+mod status_log;
 mod store;
 
 pub use queue::{InProcessConsumer, InProcessQueue};

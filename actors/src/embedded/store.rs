@@ -6,10 +6,12 @@
 //! fsync'd before the call returns.
 
 use super::record::{self, BatchFacts};
+use super::status_log::StatusLog;
 use crate::domain::*;
 use crate::ports::*;
 use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use rustc_hash::FxHashMap;
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
@@ -21,6 +23,37 @@ pub struct EmbeddedStore {
     /// Declared after `inner`: dropping the last clone stops the writer thread after
     /// this handle's `Inner` reference is gone, so the directory lock is released.
     writer: Arc<AcceptWriter>,
+    /// Declared last: the final fold runs after the accept writer has stopped.
+    _folds: Arc<FoldThread>,
+}
+
+/// Runs [`StatusLog::run_folds`]; dropping it folds what is left and stops the thread.
+struct FoldThread {
+    log: Arc<StatusLog>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FoldThread {
+    fn start(log: Arc<StatusLog>) -> StoreResult<Self> {
+        let folding = log.clone();
+        let thread = std::thread::Builder::new()
+            .name("sendme-fold".into())
+            .spawn(move || folding.run_folds())
+            .map_err(backend)?;
+        Ok(Self {
+            log,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for FoldThread {
+    fn drop(&mut self) {
+        self.log.close();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Accepts of small batches go to one writer thread, which reserves and writes
@@ -96,7 +129,10 @@ struct Inner {
     contact_phones: Keyspace,
     tag_contacts: Keyspace,
     batches: Keyspace,
+    /// Message records as of the last fold; [`Inner::status_log`] has newer ones.
     messages: Keyspace,
+    /// Status changes since the last fold, and their records.
+    status_log: Arc<StatusLog>,
     batch_messages: Keyspace,
     account_messages: Keyspace,
     /// Committed batches with messages still `queued` or `sending`: id → (). Kept per
@@ -135,7 +171,7 @@ struct SyncState {
     syncing: bool,
 }
 
-fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+pub(super) fn backend(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
     StoreError::Backend(Box::new(e))
 }
 
@@ -180,13 +216,24 @@ impl EmbeddedStore {
     /// [`EmbeddedStore::open`], with memtables of `memtable_bytes` for the keyspaces it
     /// creates (existing ones keep the size they were created with).
     pub fn open_with(path: impl AsRef<Path>, memtable_bytes: u64) -> StoreResult<Self> {
-        let db = Database::builder(path.as_ref()).open().map_err(backend)?;
+        // Journal values are not compressed: the big ones are status log entries, mostly ids,
+        // where lz4 cost CPU on the status writer's path and saved little.
+        let db = Database::builder(path.as_ref())
+            .journal_compression(fjall::CompressionType::None)
+            .open()
+            .map_err(backend)?;
         let ks = |name: &str| {
             db.keyspace(name, || {
                 KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes)
             })
             .map_err(backend)
         };
+        let messages = ks("messages")?;
+        let status_log = Arc::new(StatusLog::open(
+            db.clone(),
+            ks("status_log")?,
+            messages.clone(),
+        )?);
         let inner = Inner {
             accounts: ks("accounts")?,
             members: ks("members")?,
@@ -197,7 +244,8 @@ impl EmbeddedStore {
             contact_phones: ks("contact_phones")?,
             tag_contacts: ks("tag_contacts")?,
             batches: ks("batches")?,
-            messages: ks("messages")?,
+            messages,
+            status_log: status_log.clone(),
             batch_messages: ks("batch_messages")?,
             account_messages: ks("account_messages")?,
             open_batches: ks("open_batches")?,
@@ -221,6 +269,7 @@ impl EmbeddedStore {
         let inner = Arc::new(inner);
         Ok(Self {
             writer: Arc::new(AcceptWriter::start(inner.clone())?),
+            _folds: Arc::new(FoldThread::start(status_log)?),
             inner,
         })
     }
@@ -301,13 +350,10 @@ impl Inner {
         id: &[u8],
         facts: &mut HashMap<QueueId, Option<BatchFacts>>,
     ) -> StoreResult<Option<Message>> {
-        let (Some(bytes), Some(message_id)) = (
-            self.messages.get(id).map_err(backend)?,
-            MessageId::from_slice(id),
-        ) else {
+        let Some(message_id) = MessageId::from_slice(id) else {
             return Ok(None);
         };
-        record::decode(message_id, &bytes, |queue| {
+        let mut facts_of = |queue: QueueId| {
             if let Some(f) = facts.get(&queue) {
                 return Ok(*f);
             }
@@ -316,7 +362,14 @@ impl Inner {
                 .map(|b| BatchFacts::of(&b));
             facts.insert(queue, f);
             Ok(f)
-        })
+        };
+        if let Some(recent) = self.status_log.get(&message_id) {
+            return record::decode(message_id, &recent, &mut facts_of);
+        }
+        match self.messages.get(id).map_err(backend)? {
+            Some(folded) => record::decode(message_id, &folded, &mut facts_of),
+            None => Ok(None),
+        }
     }
 
     fn put<T: Serialize>(&self, ks: &Keyspace, key: &[u8], value: &T) -> StoreResult<()> {
@@ -833,7 +886,9 @@ impl Inner {
     /// See [`MessageStore::apply`].
     fn apply_changes(&self, changes: Vec<StatusChange>) -> StoreResult<Vec<Option<Message>>> {
         let status_guard = self.status_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut messages: HashMap<MessageId, Message> = HashMap::new();
+        // Each message read once per group, with whether a change applied to it.
+        let mut messages: FxHashMap<MessageId, (Message, bool)> =
+            FxHashMap::with_capacity_and_hasher(changes.len(), Default::default());
         let mut facts = HashMap::new();
         let mut batches: HashMap<QueueId, Batch> = HashMap::new();
         let mut credits: HashMap<(AccountId, QueueId, LedgerKind), u64> = HashMap::new();
@@ -845,7 +900,7 @@ impl Inner {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
                     match self.load_message(change.message.as_bytes(), &mut facts)? {
-                        Some(m) => e.insert(m),
+                        Some(m) => e.insert((m, false)),
                         None => {
                             results.push(None);
                             continue;
@@ -853,6 +908,7 @@ impl Inner {
                     }
                 }
             };
+            let (msg, changed) = msg;
             if msg.status != change.from {
                 results.push(None);
                 continue;
@@ -860,6 +916,7 @@ impl Inner {
             let id = msg.id;
             let (from, old_deadline) = (msg.status, msg.dlr_deadline);
             change.apply_to(msg);
+            *changed = true;
             let to = msg.status;
             if to != from {
                 if let (MessageStatus::Sent, Some(d)) = (from, old_deadline) {
@@ -910,9 +967,12 @@ impl Inner {
             results.push(Some(msg.clone()));
         }
 
-        for (id, msg) in &messages {
-            wb.insert(&self.messages, id.as_bytes().to_vec(), record::encode(msg)?);
-        }
+        let records = messages
+            .iter()
+            .filter(|(_, (_, changed))| *changed)
+            .map(|(id, (msg, _))| Ok((*id, Arc::from(record::encode(msg)?))))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let entry = self.status_log.stage(&mut wb, &records);
         for (id, batch) in &batches {
             wb.insert(&self.batches, id.as_bytes().to_vec(), encode(batch)?);
             if batch.counts.queued + batch.counts.sending == 0 {
@@ -955,6 +1015,7 @@ impl Inner {
         }
         wb.commit().map_err(backend)?;
         drop(ledger_guard);
+        self.status_log.publish(entry, records);
         drop(status_guard);
         self.persist()?;
         Ok(results)

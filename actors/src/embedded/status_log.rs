@@ -1,0 +1,325 @@
+//! Status changes as a log. A group of status changes is one entry in the `status_log`
+//! keyspace (the new records of every message it changed), so a group costs one durable
+//! write however many messages it touches, instead of a rewrite of each message's record
+//! in `messages`. The records written since the last fold stay in memory, where reads
+//! look first; a background thread folds them into `messages` (one write per message,
+//! however many changes it went through meanwhile) and deletes the entries it folded, in
+//! one atomic write batch. At open, whatever the log still holds is folded.
+//!
+//! The fold is not fsync'd: fjall's journal is one sequential file and recovers a prefix
+//! of it, so a fold lost in a crash loses its log deletions too and the log still holds
+//! what it folded.
+
+use super::store::backend;
+use crate::domain::MessageId;
+use crate::ports::{StoreError, StoreResult};
+use fjall::{Database, Keyspace, OwnedWriteBatch, PersistMode};
+use rustc_hash::FxHashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Records kept in memory before the fold thread is woken.
+const FOLD_AT: usize = 64 * 1024;
+/// Records in memory at which status changes wait for the running fold.
+const HOLD_AT: usize = 4 * FOLD_AT;
+/// A quiet store is folded this often, so the log stays short for the next open.
+const FOLD_EVERY: Duration = Duration::from_secs(1);
+
+type Records = FxHashMap<MessageId, Arc<[u8]>>;
+
+pub(super) struct StatusLog {
+    log: Keyspace,
+    messages: Keyspace,
+    db: Database,
+    state: Mutex<State>,
+    /// Signalled when a fold is wanted (or the log is closing) and when one finished.
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    /// Records changed since the last fold began, by message.
+    recent: Records,
+    /// Records being folded, readable until the fold is committed.
+    folding: Option<Arc<Records>>,
+    /// Next log entry's key.
+    next: u64,
+    /// Log entries before this one are folded (or being folded).
+    unfolded_from: u64,
+    /// Entries committed and published in `recent`: up to (excluding) this one.
+    published_to: u64,
+    closing: bool,
+}
+
+impl StatusLog {
+    /// Folds what a previous run left in `log` into `messages`, then starts empty.
+    pub(super) fn open(db: Database, log: Keyspace, messages: Keyspace) -> StoreResult<Self> {
+        let mut left = Records::default();
+        let mut keys = Vec::new();
+        let mut next = 0;
+        for g in log.iter() {
+            let (key, value) = g.into_inner().map_err(backend)?;
+            next = seq_of(&key)? + 1;
+            for (id, record) in entries(&value)? {
+                left.insert(id, record.into());
+            }
+            keys.push(key);
+        }
+        if !keys.is_empty() {
+            let mut wb = db.batch().durability(Some(PersistMode::SyncData));
+            for (id, record) in &left {
+                wb.insert(&messages, id.as_bytes().to_vec(), record.to_vec());
+            }
+            for key in keys {
+                wb.remove_weak(&log, key);
+            }
+            wb.commit().map_err(backend)?;
+            tracing::info!(messages = left.len(), "folded the status log");
+        }
+        Ok(Self {
+            log,
+            messages,
+            db,
+            state: Mutex::new(State {
+                next,
+                unfolded_from: next,
+                published_to: next,
+                ..State::default()
+            }),
+            changed: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The newest record of `id` if it changed since it was last folded.
+    pub(super) fn get(&self, id: &MessageId) -> Option<Arc<[u8]>> {
+        let st = self.lock();
+        st.recent
+            .get(id)
+            .or_else(|| st.folding.as_ref()?.get(id))
+            .cloned()
+    }
+
+    /// Adds one log entry with `records` to `wb`. The caller serializes its calls, and
+    /// [`StatusLog::publish`]es the records once `wb` is committed. Returns the entry's key.
+    pub(super) fn stage(
+        &self,
+        wb: &mut OwnedWriteBatch,
+        records: &[(MessageId, Arc<[u8]>)],
+    ) -> u64 {
+        let seq = {
+            let mut st = self.lock();
+            st.next += 1;
+            st.next - 1
+        };
+        let mut value = Vec::with_capacity(records.iter().map(|(_, r)| 20 + r.len()).sum());
+        for (id, record) in records {
+            value.extend_from_slice(id.as_bytes());
+            value.extend_from_slice(&(record.len() as u32).to_le_bytes());
+            value.extend_from_slice(record);
+        }
+        wb.insert(&self.log, seq.to_be_bytes(), value);
+        seq
+    }
+
+    /// Makes the records of committed entry `seq` what reads see; waits while too many
+    /// are waiting for a fold.
+    pub(super) fn publish(&self, seq: u64, records: Vec<(MessageId, Arc<[u8]>)>) {
+        let mut st = self.lock();
+        st.recent.extend(records);
+        st.published_to = seq + 1;
+        if st.recent.len() >= FOLD_AT {
+            self.changed.notify_all();
+        }
+        while st.recent.len() >= HOLD_AT && st.folding.is_some() && !st.closing {
+            st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Writes the records changed since the last fold into `messages` and deletes the log
+    /// entries that held them.
+    fn fold(&self) -> StoreResult<()> {
+        let (records, from, to) = {
+            let mut st = self.lock();
+            if st.recent.is_empty() {
+                return Ok(());
+            }
+            let fresh = Records::with_capacity_and_hasher(st.recent.len(), Default::default());
+            let records = Arc::new(std::mem::replace(&mut st.recent, fresh));
+            st.folding = Some(records.clone());
+            let range = (st.unfolded_from, st.published_to);
+            st.unfolded_from = st.published_to;
+            (records, range.0, range.1)
+        };
+        let mut wb = self.db.batch().durability(Some(PersistMode::Buffer));
+        for (id, record) in records.iter() {
+            wb.insert(&self.messages, id.as_bytes().to_vec(), record.to_vec());
+        }
+        for seq in from..to {
+            wb.remove_weak(&self.log, seq.to_be_bytes());
+        }
+        let result = wb.commit().map_err(backend);
+        let mut st = self.lock();
+        match result {
+            Ok(()) => st.folding = None,
+            // Keep the records readable and the entries for the next fold (or open).
+            Err(_) => {
+                let records = st
+                    .folding
+                    .take()
+                    .map(Arc::unwrap_or_clone)
+                    .unwrap_or_default();
+                for (id, record) in records {
+                    st.recent.entry(id).or_insert(record);
+                }
+                st.unfolded_from = from;
+            }
+        }
+        self.changed.notify_all();
+        result
+    }
+
+    /// Folds when enough records wait or every [`FOLD_EVERY`], until [`StatusLog::close`].
+    pub(super) fn run_folds(&self) {
+        loop {
+            {
+                let st = self.lock();
+                let (st, _) = self
+                    .changed
+                    .wait_timeout_while(st, FOLD_EVERY, |st| {
+                        !st.closing && st.recent.len() < FOLD_AT
+                    })
+                    .unwrap_or_else(|p| p.into_inner());
+                if st.closing {
+                    break;
+                }
+            }
+            if let Err(e) = self.fold() {
+                tracing::error!(error = ?e, "folding the status log");
+            }
+        }
+        if let Err(e) = self
+            .fold()
+            .and_then(|()| self.db.persist(PersistMode::SyncData).map_err(backend))
+        {
+            tracing::error!(error = ?e, "folding the status log at close");
+        }
+    }
+
+    /// Stops [`StatusLog::run_folds`] after one last fold.
+    pub(super) fn close(&self) {
+        self.lock().closing = true;
+        self.changed.notify_all();
+    }
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(format!("status log: {what}").into())
+}
+
+fn seq_of(key: &[u8]) -> StoreResult<u64> {
+    Ok(u64::from_be_bytes(
+        key.try_into().map_err(|_| corrupt("key"))?,
+    ))
+}
+
+/// The (message, record) pairs of one log entry.
+fn entries(mut value: &[u8]) -> StoreResult<Vec<(MessageId, &[u8])>> {
+    let mut out = Vec::new();
+    while !value.is_empty() {
+        let (id, rest) = value.split_at_checked(16).ok_or_else(|| corrupt("id"))?;
+        let (len, rest) = rest.split_at_checked(4).ok_or_else(|| corrupt("length"))?;
+        let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+        let (record, rest) = rest
+            .split_at_checked(len)
+            .ok_or_else(|| corrupt("record"))?;
+        let id = MessageId::from_slice(id).ok_or_else(|| corrupt("id"))?;
+        out.push((id, record));
+        value = rest;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fjall::KeyspaceCreateOptions;
+
+    fn open(dir: &std::path::Path) -> (Database, StatusLog) {
+        let db = Database::builder(dir).open().unwrap();
+        let ks = |name| db.keyspace(name, KeyspaceCreateOptions::default).unwrap();
+        let log = StatusLog::open(db.clone(), ks("status_log"), ks("messages")).unwrap();
+        (db, log)
+    }
+
+    /// Commits one log entry with `records`, as the store's status writer does.
+    fn append(db: &Database, log: &StatusLog, records: &[(MessageId, &[u8])]) {
+        let records: Vec<(MessageId, Arc<[u8]>)> =
+            records.iter().map(|(id, r)| (*id, Arc::from(*r))).collect();
+        let mut wb = db.batch().durability(Some(PersistMode::SyncData));
+        let seq = log.stage(&mut wb, &records);
+        wb.commit().unwrap();
+        log.publish(seq, records);
+    }
+
+    fn folded(log: &StatusLog, id: MessageId) -> Option<Vec<u8>> {
+        log.messages.get(id.as_bytes()).unwrap().map(|v| v.to_vec())
+    }
+
+    #[test]
+    fn reads_see_the_newest_record_and_a_fold_moves_it_to_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, log) = open(dir.path());
+        let (a, b) = (MessageId::new(), MessageId::new());
+        append(&db, &log, &[(a, b"a sending"), (b, b"b sending")]);
+        append(&db, &log, &[(a, b"a sent")]);
+        assert_eq!(log.get(&a).as_deref(), Some(&b"a sent"[..]));
+        assert_eq!(folded(&log, a), None);
+
+        log.fold().unwrap();
+        assert_eq!(log.get(&a), None, "folded records leave memory");
+        assert_eq!(folded(&log, a).as_deref(), Some(&b"a sent"[..]));
+        assert_eq!(folded(&log, b).as_deref(), Some(&b"b sending"[..]));
+        assert_eq!(log.log.iter().count(), 0, "folded entries are deleted");
+
+        append(&db, &log, &[(b, b"b sent")]);
+        assert_eq!(log.get(&b).as_deref(), Some(&b"b sent"[..]));
+        assert_eq!(log.log.iter().count(), 1);
+    }
+
+    #[test]
+    fn what_a_crash_left_in_the_log_is_folded_at_open_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (MessageId::new(), MessageId::new());
+        {
+            let (db, log) = open(dir.path());
+            append(&db, &log, &[(a, b"a sending")]);
+            log.fold().unwrap();
+            append(&db, &log, &[(a, b"a sent"), (b, b"b sending")]);
+            append(&db, &log, &[(a, b"a delivered")]);
+            // Dropped without a last fold, as a killed process would be.
+        }
+        let (db, log) = open(dir.path());
+        assert_eq!(log.get(&a), None);
+        assert_eq!(folded(&log, a).as_deref(), Some(&b"a delivered"[..]));
+        assert_eq!(folded(&log, b).as_deref(), Some(&b"b sending"[..]));
+        assert_eq!(log.log.iter().count(), 0);
+        // New entries continue after the old keys.
+        append(&db, &log, &[(b, b"b sent")]);
+        drop((db, log));
+        let (_db, log) = open(dir.path());
+        assert_eq!(folded(&log, b).as_deref(), Some(&b"b sent"[..]));
+    }
+
+    #[test]
+    fn a_corrupt_entry_is_an_error_not_a_guess() {
+        assert!(entries(&[1, 2, 3]).is_err());
+        let mut value = MessageId::new().as_bytes().to_vec();
+        value.extend_from_slice(&10u32.to_le_bytes());
+        value.extend_from_slice(b"short");
+        assert!(entries(&value).is_err());
+    }
+}

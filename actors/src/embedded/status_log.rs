@@ -19,7 +19,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Records kept in memory before the fold thread is woken.
-const FOLD_AT: usize = 64 * 1024;
+const FOLD_AT: usize = 16 * 1024;
+/// Records per write batch of a fold.
+const FOLD_CHUNK: usize = 1024;
 /// Records in memory at which status changes wait for the running fold.
 const HOLD_AT: usize = 4 * FOLD_AT;
 /// A quiet store is folded this often, so the log stays short for the next open.
@@ -154,14 +156,7 @@ impl StatusLog {
             st.unfolded_from = st.published_to;
             (records, range.0, range.1)
         };
-        let mut wb = self.db.batch().durability(Some(PersistMode::Buffer));
-        for (id, record) in records.iter() {
-            wb.insert(&self.messages, id.as_bytes().to_vec(), record.to_vec());
-        }
-        for seq in from..to {
-            wb.remove_weak(&self.log, seq.to_be_bytes());
-        }
-        let result = wb.commit().map_err(backend);
+        let result = self.write_folded(&records, from..to);
         let mut st = self.lock();
         match result {
             Ok(()) => st.folding = None,
@@ -180,6 +175,25 @@ impl StatusLog {
         }
         self.changed.notify_all();
         result
+    }
+
+    /// Writes `records` into `messages` in chunks (a huge write batch would hold the
+    /// journal while status changes and accepts wait to commit), then deletes the log
+    /// entries `folded`. A crash in between leaves the entries, which rewrite the same
+    /// records at the next open.
+    fn write_folded(&self, records: &Records, folded: std::ops::Range<u64>) -> StoreResult<()> {
+        let batch = || self.db.batch().durability(Some(PersistMode::Buffer));
+        let mut wb = batch();
+        for (id, record) in records.iter() {
+            wb.insert(&self.messages, id.as_bytes().to_vec(), record.to_vec());
+            if wb.len() == FOLD_CHUNK {
+                std::mem::replace(&mut wb, batch()).commit().map_err(backend)?;
+            }
+        }
+        for seq in folded {
+            wb.remove_weak(&self.log, seq.to_be_bytes());
+        }
+        wb.commit().map_err(backend)
     }
 
     /// Folds when enough records wait or every [`FOLD_EVERY`], until [`StatusLog::close`].

@@ -528,6 +528,46 @@ fn bench_store(c: &mut Criterion) {
             }
         })
     });
+    // The store's part of delivery alone: every message claimed (`queued → sending`) and
+    // then `sent`, in status groups of 2,048 as the dispatcher's writer makes them, each
+    // group durable before the next.
+    group.bench_function("claim_and_send_durable", |b| {
+        use sendme_actors::domain::MessageStatus;
+        use sendme_actors::ports::StatusChange;
+        b.to_async(&rt).iter_custom(|iters| {
+            let store = store.clone();
+            let recipients = &recipients;
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let (batch, messages) = queued_batch(account, recipients);
+                    let ids: Vec<_> = store
+                        .accept_batch(&batch, messages)
+                        .await
+                        .expect("durable batch write")
+                        .into_iter()
+                        .map(|(id, _)| id)
+                        .collect();
+                    let start = Instant::now();
+                    for (from, to) in [
+                        (MessageStatus::Queued, MessageStatus::Sending),
+                        (MessageStatus::Sending, MessageStatus::Sent),
+                    ] {
+                        for chunk in ids.chunks(2048) {
+                            let changes = chunk
+                                .iter()
+                                .map(|id| StatusChange::new(*id, from, to, 1))
+                                .collect();
+                            let applied = store.apply(changes).await.expect("durable");
+                            assert!(applied.iter().all(Option::is_some));
+                        }
+                    }
+                    total += start.elapsed();
+                }
+                total
+            }
+        })
+    });
     group.finish();
     drop(store);
     drop(rt);

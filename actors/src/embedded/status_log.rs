@@ -187,7 +187,9 @@ impl StatusLog {
         for (id, record) in records.iter() {
             wb.insert(&self.messages, id.as_bytes().to_vec(), record.to_vec());
             if wb.len() == FOLD_CHUNK {
-                std::mem::replace(&mut wb, batch()).commit().map_err(backend)?;
+                std::mem::replace(&mut wb, batch())
+                    .commit()
+                    .map_err(backend)?;
             }
         }
         for seq in folded {

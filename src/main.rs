@@ -1,7 +1,9 @@
 use anyhow::Context;
 
 /// mimalloc: the engine allocates many small, short-lived buffers across threads, where
-/// glibc's malloc spent a quarter of the delivery benchmark (see BENCHMARKS.md).
+/// glibc's malloc spent a quarter of the delivery benchmark (see BENCHMARKS.md). Built
+/// with `no_thp`: mimalloc otherwise asks for transparent huge pages, and every fresh 2 MiB
+/// page zeroed in the kernel was 15 % of the CPU of a 1M broadcast (and ~60 MiB more RSS).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -105,6 +105,12 @@ impl StatusLog {
             .cloned()
     }
 
+    /// Whether `id` changed since it was last folded.
+    pub(super) fn has(&self, id: &MessageId) -> bool {
+        let st = self.lock();
+        st.recent.contains_key(id) || st.folding.as_ref().is_some_and(|f| f.contains_key(id))
+    }
+
     /// Adds one log entry with `records` to `wb`. The caller serializes its calls, and
     /// [`StatusLog::publish`]es the records once `wb` is committed. Returns the entry's key.
     pub(super) fn stage(

@@ -350,6 +350,17 @@ impl Inner {
         id: &[u8],
         facts: &mut HashMap<QueueId, Option<BatchFacts>>,
     ) -> StoreResult<Option<Message>> {
+        self.load_message_read(id, facts, None)
+    }
+
+    /// [`Inner::load_message`], with the message's record already read from `messages`
+    /// (it is still read from the status log if that has a newer one).
+    fn load_message_read(
+        &self,
+        id: &[u8],
+        facts: &mut HashMap<QueueId, Option<BatchFacts>>,
+        read: Option<fjall::Slice>,
+    ) -> StoreResult<Option<Message>> {
         let Some(message_id) = MessageId::from_slice(id) else {
             return Ok(None);
         };
@@ -366,10 +377,56 @@ impl Inner {
         if let Some(recent) = self.status_log.get(&message_id) {
             return record::decode(message_id, &recent, &mut facts_of);
         }
-        match self.messages.get(id).map_err(backend)? {
+        let folded = match read {
+            Some(bytes) => Some(bytes),
+            None => self.messages.get(id).map_err(backend)?,
+        };
+        match folded {
             Some(folded) => record::decode(message_id, &folded, &mut facts_of),
             None => Ok(None),
         }
+    }
+
+    /// The records of the messages that `changes` claim (`queued → …`), read with one
+    /// range scan rather than a point read each: a poll of the queue takes a run of
+    /// consecutive messages of a batch, so their ids are close together. Gives up (the
+    /// rest are read one by one) once the scan has passed four times as many records as
+    /// it looks for.
+    fn read_claimed(
+        &self,
+        changes: &[StatusChange],
+    ) -> StoreResult<FxHashMap<MessageId, fjall::Slice>> {
+        let mut found = FxHashMap::default();
+        let mut ids: Vec<MessageId> = changes
+            .iter()
+            .filter(|c| c.from == MessageStatus::Queued && !self.status_log.has(&c.message))
+            .map(|c| c.message)
+            .collect();
+        if ids.len() < SCAN_CLAIMS_FROM {
+            return Ok(found);
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        let (first, last) = (ids[0], ids[ids.len() - 1]);
+        let budget = ids.len() * 4;
+        let mut wanted = ids.iter().peekable();
+        let range = self
+            .messages
+            .range(first.as_bytes().to_vec()..=last.as_bytes().to_vec());
+        for g in range.take(budget) {
+            let (key, value) = g.into_inner().map_err(backend)?;
+            let Some(id) = MessageId::from_slice(&key) else {
+                continue;
+            };
+            while wanted.next_if(|w| **w < id).is_some() {}
+            if wanted.next_if_eq(&&id).is_some() {
+                found.insert(id, value);
+            }
+            if wanted.peek().is_none() {
+                break;
+            }
+        }
+        Ok(found)
     }
 
     fn put<T: Serialize>(&self, ks: &Keyspace, key: &[u8], value: &T) -> StoreResult<()> {
@@ -894,12 +951,15 @@ impl Inner {
         let mut credits: HashMap<(AccountId, QueueId, LedgerKind), u64> = HashMap::new();
         let mut wb = self.buffered_batch();
         let mut results = Vec::with_capacity(changes.len());
+        let mut claimed = self.read_claimed(&changes)?;
 
         for change in changes {
             let msg = match messages.entry(change.message) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
-                    match self.load_message(change.message.as_bytes(), &mut facts)? {
+                    let id = change.message;
+                    let read = claimed.remove(&id);
+                    match self.load_message_read(id.as_bytes(), &mut facts, read)? {
                         Some(m) => e.insert((m, false)),
                         None => {
                             results.push(None);
@@ -1021,6 +1081,9 @@ impl Inner {
         Ok(results)
     }
 }
+
+/// Claims in a status group from which their records are read with a range scan.
+const SCAN_CLAIMS_FROM: usize = 64;
 
 /// Messages per write batch while accepting: bounds the memory a huge batch holds.
 const ACCEPT_CHUNK: usize = 16_384;
@@ -1446,6 +1509,53 @@ mod tests {
         );
         assert!(!store.inner.db.keyspace_exists("pending"));
         assert!(!store.inner.db.keyspace_exists("inflight"));
+    }
+
+    #[tokio::test]
+    async fn a_big_claim_group_reads_by_range_and_still_sees_newer_states_and_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let account = AccountId::new();
+        let store = store_with_account(dir.path(), account).await;
+        store.top_up(account, 300).await.unwrap();
+        let b = batch(account, 300);
+        let recipients = (0..300)
+            .map(|i| {
+                let phone = PhoneNumber::from_trusted(&format!("+57300{:07}", i)).unwrap();
+                (MessageId::new(), phone)
+            })
+            .collect();
+        let ids: Vec<MessageId> = store
+            .accept_batch(&b, recipients)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let claim = |id: &MessageId| {
+            StatusChange::new(*id, MessageStatus::Queued, MessageStatus::Sending, 5)
+        };
+        // Ten already claimed (their newer state is only in the status log), one canceled.
+        let early: Vec<_> = ids[100..110].iter().map(claim).collect();
+        assert!(store
+            .apply(early)
+            .await
+            .unwrap()
+            .iter()
+            .all(Option::is_some));
+        let cancel = StatusChange::new(ids[200], MessageStatus::Queued, MessageStatus::Canceled, 6);
+        assert!(store.apply(vec![cancel]).await.unwrap()[0].is_some());
+
+        let mut group: Vec<_> = ids.iter().map(claim).collect();
+        group.push(claim(&MessageId::new())); // no such message
+        let applied = store.apply(group).await.unwrap();
+        for (i, result) in applied.iter().enumerate() {
+            let expected = i < 300 && !(100..110).contains(&i) && i != 200;
+            assert_eq!(result.is_some(), expected, "change {i}");
+        }
+        let sending = store.batch(b.id).await.unwrap().unwrap().counts.sending;
+        assert_eq!(sending, 299);
+        let m = store.message(ids[0]).await.unwrap().unwrap();
+        assert_eq!(m.status, MessageStatus::Sending);
     }
 
     #[tokio::test]

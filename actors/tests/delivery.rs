@@ -408,7 +408,7 @@ async fn an_otp_overtakes_a_bulk_broadcast_already_waiting() {
     h.settle(otp_queue, |c| c.sent == 1).await;
     let sent = h.provider.sent();
     let position = sent.iter().position(|(id, _)| *id == otp[0]).unwrap();
-    // Behind at most what was already claimed: one window (4096 without a rate limit).
+    // Behind at most what was already claimed: one window (8192 without a rate limit).
     let window = DispatchSettings::default().window;
     assert!(
         position <= window && window < 50_000,

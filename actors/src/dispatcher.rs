@@ -111,7 +111,7 @@ impl DispatchSettings {
     /// lease). The in-process provider without a limit (`concurrency` `None`): 8192, large
     /// status groups while 8192 simulated sends still take tens of milliseconds (a window
     /// of 512 held delivery to it at ~70k msg/s, 4096 at ~115k, 8192 gives ~130k). Always
-    /// 512 to 8192.
+    /// 512 to 8192: a rate limit above 163,840/s also gets 8192.
     pub fn window_for(rate_per_second: Option<u32>, concurrency: Option<usize>) -> usize {
         let window = match (rate_per_second, concurrency) {
             (Some(rate), _) => rate as usize / 20,
@@ -562,7 +562,7 @@ mod tests {
         );
         assert_eq!(
             [
-                w(Some(10_000_000), None),
+                w(Some(1_000_000), None),
                 w(None, Some(256)),
                 w(None, Some(1024))
             ],

@@ -3,12 +3,15 @@
 //! write however many messages it touches, instead of a rewrite of each message's record
 //! in `messages`. The records written since the last fold stay in memory, where reads
 //! look first; a background thread folds them into `messages` (one write per message,
-//! however many changes it went through meanwhile) and deletes the entries it folded, in
-//! one atomic write batch. At open, whatever the log still holds is folded.
+//! however many changes it went through meanwhile), then deletes the entries it folded.
+//! At open, whatever the log still holds is folded.
 //!
 //! The fold is not fsync'd: fjall's journal is one sequential file and recovers a prefix
 //! of it, so a fold lost in a crash loses its log deletions too and the log still holds
-//! what it folded.
+//! what it folded (replayed in order, it rewrites the same records). This relies on fjall
+//! (3.1) syncing the journal before it flushes a memtable to a table (its worker pool,
+//! fjall issue #329): a flushed deletion can never be on disk without the writes before
+//! it. Check that again when upgrading fjall.
 
 use super::store::backend;
 use crate::domain::MessageId;
@@ -22,7 +25,7 @@ use std::time::Duration;
 const FOLD_AT: usize = 16 * 1024;
 /// Records per write batch of a fold.
 const FOLD_CHUNK: usize = 1024;
-/// Records in memory at which status changes wait for the running fold.
+/// Records in memory at which status changes wait for a fold.
 const HOLD_AT: usize = 4 * FOLD_AT;
 /// A quiet store is folded this often, so the log stays short for the next open.
 const FOLD_EVERY: Duration = Duration::from_secs(1);
@@ -36,6 +39,14 @@ pub(super) struct StatusLog {
     state: Mutex<State>,
     /// Signalled when a fold is wanted (or the log is closing) and when one finished.
     changed: Condvar,
+}
+
+impl State {
+    fn newest(&self, id: &MessageId) -> Option<&Arc<[u8]>> {
+        self.recent
+            .get(id)
+            .or_else(|| self.folding.as_deref()?.get(id))
+    }
 }
 
 #[derive(Default)]
@@ -57,28 +68,17 @@ impl StatusLog {
     /// Folds what a previous run left in `log` into `messages`, then starts empty.
     pub(super) fn open(db: Database, log: Keyspace, messages: Keyspace) -> StoreResult<Self> {
         let mut left = Records::default();
-        let mut keys = Vec::new();
-        let mut next = 0;
+        let (mut first, mut next) = (None, 0);
         for g in log.iter() {
             let (key, value) = g.into_inner().map_err(backend)?;
-            next = seq_of(&key)? + 1;
+            let seq = seq_of(&key)?;
+            first.get_or_insert(seq);
+            next = seq + 1;
             for (id, record) in entries(&value)? {
                 left.insert(id, record.into());
             }
-            keys.push(key);
         }
-        if !keys.is_empty() {
-            let mut wb = db.batch().durability(Some(PersistMode::SyncData));
-            for (id, record) in &left {
-                wb.insert(&messages, id.as_bytes().to_vec(), record.to_vec());
-            }
-            for key in keys {
-                wb.remove_weak(&log, key);
-            }
-            wb.commit().map_err(backend)?;
-            tracing::info!(messages = left.len(), "folded the status log");
-        }
-        Ok(Self {
+        let this = Self {
             log,
             messages,
             db,
@@ -89,7 +89,13 @@ impl StatusLog {
                 ..State::default()
             }),
             changed: Condvar::new(),
-        })
+        };
+        if let Some(first) = first {
+            this.write_folded(&left, first..next)?;
+            this.db.persist(PersistMode::SyncData).map_err(backend)?;
+            tracing::info!(messages = left.len(), "folded the status log");
+        }
+        Ok(this)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -98,17 +104,13 @@ impl StatusLog {
 
     /// The newest record of `id` if it changed since it was last folded.
     pub(super) fn get(&self, id: &MessageId) -> Option<Arc<[u8]>> {
-        let st = self.lock();
-        st.recent
-            .get(id)
-            .or_else(|| st.folding.as_ref()?.get(id))
-            .cloned()
+        self.lock().newest(id).cloned()
     }
 
-    /// Whether `id` changed since it was last folded.
-    pub(super) fn has(&self, id: &MessageId) -> bool {
+    /// Keeps the `ids` whose newest record is in `messages` (not changed since a fold).
+    pub(super) fn retain_folded(&self, ids: &mut Vec<MessageId>) {
         let st = self.lock();
-        st.recent.contains_key(id) || st.folding.as_ref().is_some_and(|f| f.contains_key(id))
+        ids.retain(|id| st.newest(id).is_none());
     }
 
     /// Adds one log entry with `records` to `wb`. The caller serializes its calls, and
@@ -142,7 +144,7 @@ impl StatusLog {
         if st.recent.len() >= FOLD_AT {
             self.changed.notify_all();
         }
-        while st.recent.len() >= HOLD_AT && st.folding.is_some() && !st.closing {
+        while st.recent.len() >= HOLD_AT && !st.closing {
             st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
         }
     }
@@ -162,18 +164,17 @@ impl StatusLog {
             st.unfolded_from = st.published_to;
             (records, range.0, range.1)
         };
-        let result = self.write_folded(&records, from..to);
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.write_folded(&records, from..to)
+        }))
+        .unwrap_or_else(|_| Err(StoreError::Backend("the status log fold panicked".into())));
+        drop(records);
         let mut st = self.lock();
-        match result {
-            Ok(()) => st.folding = None,
-            // Keep the records readable and the entries for the next fold (or open).
-            Err(_) => {
-                let records = st
-                    .folding
-                    .take()
-                    .map(Arc::unwrap_or_clone)
-                    .unwrap_or_default();
-                for (id, record) in records {
+        if let Some(folding) = st.folding.take() {
+            if result.is_err() {
+                // Keep the records readable (newer ones win) and their entries for the
+                // next fold (or open).
+                for (id, record) in Arc::unwrap_or_clone(folding) {
                     st.recent.entry(id).or_insert(record);
                 }
                 st.unfolded_from = from;
@@ -199,7 +200,7 @@ impl StatusLog {
             }
         }
         for seq in folded {
-            wb.remove_weak(&self.log, seq.to_be_bytes());
+            wb.remove(&self.log, seq.to_be_bytes());
         }
         wb.commit().map_err(backend)
     }
@@ -221,6 +222,12 @@ impl StatusLog {
             }
             if let Err(e) = self.fold() {
                 tracing::error!(error = ?e, "folding the status log");
+                // Not straight again: the next attempt after a pause (or at close).
+                let st = self.lock();
+                let _ = self
+                    .changed
+                    .wait_timeout_while(st, FOLD_EVERY, |st| !st.closing)
+                    .unwrap_or_else(|p| p.into_inner());
             }
         }
         if let Err(e) = self

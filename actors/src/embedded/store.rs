@@ -399,9 +399,12 @@ impl Inner {
         let mut found = FxHashMap::default();
         let mut ids: Vec<MessageId> = changes
             .iter()
-            .filter(|c| c.from == MessageStatus::Queued && !self.status_log.has(&c.message))
+            .filter(|c| c.from == MessageStatus::Queued)
             .map(|c| c.message)
             .collect();
+        if ids.len() >= SCAN_CLAIMS_FROM {
+            self.status_log.retain_folded(&mut ids);
+        }
         if ids.len() < SCAN_CLAIMS_FROM {
             return Ok(found);
         }

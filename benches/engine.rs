@@ -491,28 +491,31 @@ fn bench_segments(c: &mut Criterion) {
 
 /// Criterion's custom timing for a store bench: each round gets a batch of `recipients`
 /// with new ids, as a new request would have, and returns the time it measured.
-fn store_rounds<F, Fut>(
-    b: &mut criterion::Bencher<'_>,
-    rt: &tokio::runtime::Runtime,
-    store: &EmbeddedStore,
+struct StoreRounds<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    store: &'a EmbeddedStore,
     account: AccountId,
-    recipients: &[PhoneNumber],
-    round: F,
-) where
-    F: Fn(EmbeddedStore, Batch, Vec<(MessageId, PhoneNumber)>) -> Fut,
-    Fut: std::future::Future<Output = Duration>,
-{
-    b.to_async(rt).iter_custom(|iters| {
-        let (store, round) = (store.clone(), &round);
-        async move {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let (batch, messages) = queued_batch(account, recipients);
-                total += round(store.clone(), batch, messages).await;
+    recipients: &'a [PhoneNumber],
+}
+
+impl StoreRounds<'_> {
+    fn run<F, Fut>(&self, b: &mut criterion::Bencher<'_>, round: F)
+    where
+        F: Fn(EmbeddedStore, Batch, Vec<(MessageId, PhoneNumber)>) -> Fut,
+        Fut: std::future::Future<Output = Duration>,
+    {
+        b.to_async(self.rt).iter_custom(|iters| {
+            let round = &round;
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let (batch, messages) = queued_batch(self.account, self.recipients);
+                    total += round(self.store.clone(), batch, messages).await;
+                }
+                total
             }
-            total
-        }
-    });
+        });
+    }
 }
 
 fn bench_store(c: &mut Criterion) {
@@ -534,22 +537,21 @@ fn bench_store(c: &mut Criterion) {
     group.throughput(Throughput::Elements(STORE_BATCH_N as u64));
     group.sample_size(10);
     group.sampling_mode(SamplingMode::Flat);
+    let rounds = StoreRounds {
+        rt: &rt,
+        store: &store,
+        account,
+        recipients: &recipients,
+    };
     group.bench_function("accept_batch_durable", |b| {
-        store_rounds(
-            b,
-            &rt,
-            &store,
-            account,
-            &recipients,
-            |store, batch, messages| async move {
-                let start = Instant::now();
-                store
-                    .accept_batch(&batch, messages)
-                    .await
-                    .expect("durable batch write");
-                start.elapsed()
-            },
-        )
+        rounds.run(b, |store, batch, messages| async move {
+            let start = Instant::now();
+            store
+                .accept_batch(&batch, messages)
+                .await
+                .expect("durable batch write");
+            start.elapsed()
+        })
     });
     // The store's part of delivery alone: every message claimed (`queued → sending`) and
     // then `sent`, in status groups of 2,048 as the dispatcher's writer makes them, each
@@ -557,37 +559,30 @@ fn bench_store(c: &mut Criterion) {
     group.bench_function("claim_and_send_durable", |b| {
         use sendme_actors::domain::MessageStatus;
         use sendme_actors::ports::StatusChange;
-        store_rounds(
-            b,
-            &rt,
-            &store,
-            account,
-            &recipients,
-            |store, batch, messages| async move {
-                let ids: Vec<_> = store
-                    .accept_batch(&batch, messages)
-                    .await
-                    .expect("durable batch write")
-                    .into_iter()
-                    .map(|(id, _)| id)
-                    .collect();
-                let start = Instant::now();
-                for (from, to) in [
-                    (MessageStatus::Queued, MessageStatus::Sending),
-                    (MessageStatus::Sending, MessageStatus::Sent),
-                ] {
-                    for chunk in ids.chunks(2048) {
-                        let changes = chunk
-                            .iter()
-                            .map(|id| StatusChange::new(*id, from, to, 1))
-                            .collect();
-                        let applied = store.apply(changes).await.expect("durable");
-                        assert!(applied.iter().all(Option::is_some));
-                    }
+        rounds.run(b, |store, batch, messages| async move {
+            let ids: Vec<_> = store
+                .accept_batch(&batch, messages)
+                .await
+                .expect("durable batch write")
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            let start = Instant::now();
+            for (from, to) in [
+                (MessageStatus::Queued, MessageStatus::Sending),
+                (MessageStatus::Sending, MessageStatus::Sent),
+            ] {
+                for chunk in ids.chunks(2048) {
+                    let changes = chunk
+                        .iter()
+                        .map(|id| StatusChange::new(*id, from, to, 1))
+                        .collect();
+                    let applied = store.apply(changes).await.expect("durable");
+                    assert!(applied.iter().all(Option::is_some));
                 }
-                start.elapsed()
-            },
-        )
+            }
+            start.elapsed()
+        })
     });
     group.finish();
     drop(store);

@@ -1562,6 +1562,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn closing_the_store_folds_the_status_log_and_reopening_reads_the_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let account = AccountId::new();
+        let id = MessageId::new();
+        {
+            let store = store_with_account(dir.path(), account).await;
+            let b = batch(account, 1);
+            let phone = PhoneNumber::from_trusted("+573001234567").unwrap();
+            store.accept_batch(&b, vec![(id, phone)]).await.unwrap();
+            let claim = StatusChange::new(id, MessageStatus::Queued, MessageStatus::Sending, 5);
+            assert!(store.apply(vec![claim]).await.unwrap()[0].is_some());
+        }
+        {
+            // Closed cleanly: nothing left in the log, the record is in `messages`.
+            let db = Database::builder(dir.path()).open().unwrap();
+            let log = db
+                .keyspace("status_log", KeyspaceCreateOptions::default)
+                .unwrap();
+            assert_eq!(log.iter().count(), 0);
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let m = store.message(id).await.unwrap().unwrap();
+        assert_eq!(m.status, MessageStatus::Sending);
+    }
+
+    #[tokio::test]
     async fn messages_of_an_accept_that_never_committed_are_removed_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let account = AccountId::new();

@@ -94,18 +94,13 @@ impl PhoneNumber {
         if !phonenumber::is_valid_with(db, &parsed) {
             return Err(InvalidPhoneNumber);
         }
-        let e164 = format!("+{}{}", parsed.code().value(), parsed.national());
-        Self::from_e164(&e164).ok_or(InvalidPhoneNumber)
+        Self::from_trusted(&format!("+{}{}", parsed.code().value(), parsed.national()))
     }
 
     /// Wraps a string already known to be a valid E.164 number (read back from a store),
     /// unchecked but for its length.
     pub fn from_trusted(e164: &str) -> Result<Self, InvalidPhoneNumber> {
-        Self::from_e164(e164).ok_or(InvalidPhoneNumber)
-    }
-
-    fn from_e164(e164: &str) -> Option<Self> {
-        Self::from_parts(&[e164])
+        Self::from_parts(&[e164]).ok_or(InvalidPhoneNumber)
     }
 
     /// `+`, the country code and the national number.
@@ -186,7 +181,7 @@ impl<'de> Deserialize<'de> for PhoneNumber {
                 f.write_str("an E.164 phone number")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PhoneNumber, E> {
-                PhoneNumber::from_e164(v).ok_or_else(|| E::invalid_length(v.len(), &self))
+                PhoneNumber::from_trusted(v).map_err(|_| E::invalid_length(v.len(), &self))
             }
         }
         d.deserialize_str(E164)

@@ -1,7 +1,7 @@
 //! How the embedded store keeps a message. What its batch already says (account, kind,
 //! segments, cost, creation time and the first `queued` event) is left out and put back
 //! on read: an accept writes about half the bytes per message, and so does every status
-//! change, which rewrites the record.
+//! change, which writes the whole record to the status log (and a fold to `messages`).
 //!
 //! Records start with a format byte. A whole postcard-encoded [`Message`], as versions
 //! before this one wrote them, starts with its id's length (16) instead, and is still

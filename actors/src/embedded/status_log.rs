@@ -41,14 +41,6 @@ pub(super) struct StatusLog {
     changed: Condvar,
 }
 
-impl State {
-    fn newest(&self, id: &MessageId) -> Option<&Arc<[u8]>> {
-        self.recent
-            .get(id)
-            .or_else(|| self.folding.as_deref()?.get(id))
-    }
-}
-
 #[derive(Default)]
 struct State {
     /// Records changed since the last fold began, by message.
@@ -62,6 +54,16 @@ struct State {
     /// Entries committed and published in `recent`: up to (excluding) this one.
     published_to: u64,
     closing: bool,
+}
+
+impl State {
+    /// The newest record of `id` in memory: changed since the last fold began, or being
+    /// folded.
+    fn newest(&self, id: &MessageId) -> Option<&Arc<[u8]>> {
+        self.recent
+            .get(id)
+            .or_else(|| self.folding.as_deref()?.get(id))
+    }
 }
 
 impl StatusLog {

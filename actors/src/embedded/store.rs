@@ -1133,13 +1133,11 @@ impl Inner {
         if acc.balance < needed {
             drop(guard);
             // Another request spent the credits meanwhile: take the messages back.
-            for chunk in recipients.chunks(ACCEPT_CHUNK) {
-                let mut wb = self.buffered_batch();
-                for (id, _) in chunk {
-                    self.remove_message(&mut wb, batch.id, batch.account, *id);
-                }
-                wb.commit().map_err(backend)?;
-            }
+            self.remove_messages(
+                recipients
+                    .iter()
+                    .map(|(id, _)| (batch.id, batch.account, *id)),
+            )?;
             self.accepting
                 .remove(batch.id.as_bytes())
                 .map_err(backend)?;
@@ -1281,6 +1279,24 @@ impl Inner {
         wb.remove(&self.account_messages, key2(account.as_bytes(), id));
     }
 
+    /// [`Inner::remove_message`] for each of `messages` (batch, account, id), in write
+    /// batches of [`ACCEPT_CHUNK`] messages; not fsync'd.
+    fn remove_messages(
+        &self,
+        messages: impl IntoIterator<Item = (QueueId, AccountId, MessageId)>,
+    ) -> StoreResult<()> {
+        let mut wb = self.buffered_batch();
+        for (n, (queue, account, id)) in messages.into_iter().enumerate() {
+            if n > 0 && n % ACCEPT_CHUNK == 0 {
+                std::mem::replace(&mut wb, self.buffered_batch())
+                    .commit()
+                    .map_err(backend)?;
+            }
+            self.remove_message(&mut wb, queue, account, id);
+        }
+        wb.commit().map_err(backend)
+    }
+
     /// Data directories written before [`Inner::open_batches`] indexed every `queued`
     /// (`pending`) and `sending` (`inflight`) message: their committed batches become
     /// open batches, messages of uncommitted ones are deleted, and the old indexes go.
@@ -1320,13 +1336,7 @@ impl Inner {
                 wb.insert(&self.open_batches, queue.as_bytes().to_vec(), []);
             }
             wb.commit().map_err(backend)?;
-            for chunk in orphans.chunks(ACCEPT_CHUNK) {
-                let mut wb = self.buffered_batch();
-                for (queue, account, id) in chunk {
-                    self.remove_message(&mut wb, *queue, *account, *id);
-                }
-                wb.commit().map_err(backend)?;
-            }
+            self.remove_messages(orphans)?;
             self.persist()?;
             self.db.delete_keyspace(old).map_err(backend)?;
             tracing::info!(index = name, "migrated to per-batch status indexes");
@@ -1356,14 +1366,8 @@ impl Inner {
                     .map(|g| Ok(MessageId::from_slice(&g.key().map_err(backend)?[16..])))
                     .filter_map(Result::transpose)
                     .collect::<StoreResult<_>>()?;
-                for chunk in ids.chunks(ACCEPT_CHUNK) {
-                    let mut wb = self.buffered_batch();
-                    for id in chunk {
-                        self.remove_message(&mut wb, queue, account, *id);
-                    }
-                    wb.commit().map_err(backend)?;
-                }
                 removed += ids.len();
+                self.remove_messages(ids.into_iter().map(|id| (queue, account, id)))?;
             }
             self.accepting.remove(queue.as_bytes()).map_err(backend)?;
         }

@@ -660,7 +660,7 @@ fn bench_pipeline(c: &mut Criterion) {
                         country: co,
                         body: body.clone(),
                         kind: MessageType::Sms,
-                        recipients: Recipients::Numbers(raw.clone()),
+                        recipients: Recipients::Numbers(raw.iter().collect()),
                     };
                     let start = Instant::now();
                     let accepted = supervisor.send(request).await.expect("broadcast accepted");

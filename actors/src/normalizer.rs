@@ -4,7 +4,7 @@
 //! keeps a regex cache behind a mutex inside each database, and a shared one would make
 //! the threads queue on that lock.
 
-use crate::domain::{load_metadata, Country, FastPath, PhoneNumber};
+use crate::domain::{load_metadata, Country, FastPath, PhoneNumber, RawChunk};
 use actix::prelude::*;
 use phonenumber::metadata::Database;
 use std::sync::Arc;
@@ -44,7 +44,11 @@ impl Normalizer {
     }
 
     /// The valid numbers of `raw` in order, read in `country`'s national format.
-    pub fn normalize(&mut self, raw: &[String], country: Option<Country>) -> NormalizedChunk {
+    pub fn normalize<'a>(
+        &mut self,
+        raw: impl ExactSizeIterator<Item = &'a str>,
+        country: Option<Country>,
+    ) -> NormalizedChunk {
         let mut out = NormalizedChunk {
             valid: Vec::with_capacity(raw.len()),
             invalid: 0,
@@ -64,7 +68,7 @@ impl Normalizer {
 #[derive(Message)]
 #[rtype(result = "NormalizedChunk")]
 pub struct NormalizeChunk {
-    pub raw: Vec<String>,
+    pub raw: RawChunk,
     pub country: Option<Country>,
 }
 
@@ -79,6 +83,6 @@ impl Handler<NormalizeChunk> for Normalizer {
     type Result = MessageResult<NormalizeChunk>;
 
     fn handle(&mut self, msg: NormalizeChunk, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.normalize(&msg.raw, msg.country))
+        MessageResult(self.normalize(msg.raw.iter(), msg.country))
     }
 }

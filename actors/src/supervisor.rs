@@ -55,7 +55,7 @@ impl Default for EngineSettings {
 #[derive(Debug, Clone)]
 pub enum Recipients {
     /// Numbers as the client wrote them (`/sms/contacts`).
-    Numbers(Vec<String>),
+    Numbers(RawNumbers),
     /// Every contact of the account (`/sms/all`).
     AllContacts,
     /// Contacts carrying any of these tags (`/sms/tags`).
@@ -306,25 +306,17 @@ impl Pipeline {
     async fn normalize_and_dedupe(
         &self,
         batch: QueueId,
-        raw: Vec<String>,
+        raw: RawNumbers,
         country: Country,
     ) -> Result<(Vec<PhoneNumber>, RecipientStats), BroadcastError> {
         let requested = raw.len() as u64;
-        let mut chunks = Vec::with_capacity(raw.len().div_ceil(self.chunk_size));
-        let mut rest = raw.into_iter();
-        loop {
-            let chunk: Vec<String> = rest.by_ref().take(self.chunk_size).collect();
-            if chunk.is_empty() {
-                break;
-            }
-            chunks.push(chunk);
-        }
+        let mut chunks = RawChunk::split(raw, self.chunk_size);
         if chunks.len() == 1 {
             // One chunk: dedupe here rather than a trip to every shard (the shards pay off
             // when many chunks stream through them); a small one is normalized here too.
             let raw = chunks.pop().unwrap_or_default();
             let chunk = if raw.len() <= DIRECT_MAX_RECIPIENTS {
-                Normalizer::on_this_thread(|n| n.normalize(&raw, Some(country)))
+                Normalizer::on_this_thread(|n| n.normalize(raw.iter(), Some(country)))
             } else {
                 self.normalizers
                     .send(NormalizeChunk {
@@ -354,7 +346,7 @@ impl Pipeline {
         &self,
         account: AccountId,
         tags: Vec<Option<TagId>>,
-    ) -> impl futures::Stream<Item = Result<Vec<String>, BroadcastError>> + '_ {
+    ) -> impl futures::Stream<Item = Result<RawChunk, BroadcastError>> + '_ {
         let limit = self.chunk_size;
         let start = (tags.into_iter(), None::<Option<TagId>>, None::<ContactId>);
         stream::try_unfold(start, move |(mut rest, mut tag, mut after)| async move {
@@ -380,7 +372,8 @@ impl Pipeline {
                     None => tag = None,
                 }
                 if !page.items.is_empty() {
-                    return Ok(Some((page.items, (rest, tag, after))));
+                    let chunk = RawChunk::from(RawNumbers::from(page.items));
+                    return Ok(Some((chunk, (rest, tag, after))));
                 }
             }
         })
@@ -392,7 +385,7 @@ impl Pipeline {
     async fn normalize_stream(
         &self,
         batch: QueueId,
-        chunks: impl futures::Stream<Item = Result<Vec<String>, BroadcastError>>,
+        chunks: impl futures::Stream<Item = Result<RawChunk, BroadcastError>>,
         country: Country,
         hold_chunks: bool,
     ) -> Result<(Vec<PhoneNumber>, RecipientStats), BroadcastError> {

@@ -111,7 +111,7 @@ impl Harness {
                 country: "CO".parse().unwrap(),
                 body: MessageBody::parse(body.into()).unwrap(),
                 kind,
-                recipients: Recipients::Numbers(recipients),
+                recipients: Recipients::Numbers(recipients.into()),
             })
             .await
             .unwrap();

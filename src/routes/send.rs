@@ -30,8 +30,8 @@ pub(crate) struct ContactsPayload {
     #[schema(example = "Hello, this is a message from SendMe")]
     message: String,
     /// Phone numbers in any common format; invalid ones are skipped, duplicates sent once.
-    #[schema(example = json!(["3001234567", "+57 300 987 6543"]))]
-    contacts: Vec<String>,
+    #[schema(value_type = Vec<String>, example = json!(["3001234567", "+57 300 987 6543"]))]
+    contacts: RawNumbers,
     /// `SMS` (default) or `OTP`, case-insensitive.
     #[serde(rename = "type")]
     #[schema(pattern = "^([sS][mM][sS]|[oO][tT][pP])$")]

@@ -3,12 +3,14 @@
 
 mod ids;
 mod phone;
+mod raw;
 pub mod segments;
 
 pub use ids::*;
 pub use phone::{
     load_metadata, Country, FastPath, InvalidPhoneNumber, PhoneNumber, UnknownCountry,
 };
+pub use raw::{RawChunk, RawNumbers};
 pub use segments::{count_segments, Encoding, Segments};
 
 use serde::{Deserialize, Serialize};

@@ -23,7 +23,7 @@ use futures::future::join_all;
 use sendme_actors::dedupe::{shard_of, Dedupe, DedupeChunk, ForgetBatch};
 use sendme_actors::domain::{
     count_segments, load_metadata, now_millis, Account, AccountId, Batch, Country, Encoding,
-    MemberId, MessageBody, MessageId, MessageType, PhoneNumber, QueueId, StatusCounts,
+    MemberId, MessageBlock, MessageBody, MessageType, PhoneNumber, QueueId, StatusCounts,
 };
 use sendme_actors::embedded::{EmbeddedStore, InProcessQueue};
 use sendme_actors::ports::{DispatchQueue, MessageStore};
@@ -223,10 +223,7 @@ fn e164_with_duplicates(n: usize, percent: usize, rng: &mut Rng) -> (Vec<PhoneNu
 
 /// A batch record and its queued messages, built the way the supervisor builds them.
 /// A new batch for `recipients` and fresh message ids, as a request would bring.
-fn queued_batch(
-    account: AccountId,
-    recipients: &[PhoneNumber],
-) -> (Batch, Vec<(MessageId, PhoneNumber)>) {
+fn queued_batch(account: AccountId, recipients: &[PhoneNumber]) -> (Batch, MessageBlock) {
     let body = MessageBody::parse(
         "Hola, tu pedido ya va en camino. Consulta el estado en sendme.example/p".to_owned(),
     )
@@ -248,11 +245,7 @@ fn queued_batch(
         },
         created_at: now_millis(),
     };
-    let messages = recipients
-        .iter()
-        .map(|r| (MessageId::new(), r.clone()))
-        .collect();
-    (batch, messages)
+    (batch, MessageBlock::new(recipients.to_vec()))
 }
 
 /// An account with more credits than any bench spends.
@@ -501,7 +494,7 @@ struct StoreRounds<'a> {
 impl StoreRounds<'_> {
     fn run<F, Fut>(&self, b: &mut criterion::Bencher<'_>, round: F)
     where
-        F: Fn(EmbeddedStore, Batch, Vec<(MessageId, PhoneNumber)>) -> Fut,
+        F: Fn(EmbeddedStore, Batch, MessageBlock) -> Fut,
         Fut: std::future::Future<Output = Duration>,
     {
         b.to_async(self.rt).iter_custom(|iters| {
@@ -564,8 +557,7 @@ fn bench_store(c: &mut Criterion) {
                 .accept_batch(&batch, messages)
                 .await
                 .expect("durable batch write")
-                .into_iter()
-                .map(|(id, _)| id)
+                .ids()
                 .collect();
             let start = Instant::now();
             for (from, to) in [
@@ -726,7 +718,7 @@ fn bench_delivery(c: &mut Criterion) {
                     let messages = store.accept_batch(&batch, messages).await.expect("write");
                     let records = messages
                         .iter()
-                        .map(|(id, recipient)| QueueRecord::new(*id, recipient, MessageType::Sms))
+                        .map(|(id, recipient)| QueueRecord::new(id, recipient, MessageType::Sms))
                         .collect();
                     queue.publish(records).await.expect("publish");
                     drop(messages);

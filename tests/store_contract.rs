@@ -169,7 +169,7 @@ fn batch(
     kind: MessageType,
     segments: u32,
     recipients: &[PhoneNumber],
-) -> (Batch, Vec<(MessageId, PhoneNumber)>) {
+) -> (Batch, MessageBlock) {
     let total = recipients.len() as u64;
     let batch = Batch {
         id: QueueId::new(),
@@ -186,11 +186,7 @@ fn batch(
         },
         created_at: now_millis(),
     };
-    let recipients = recipients
-        .iter()
-        .map(|p| (MessageId::new(), p.clone()))
-        .collect();
-    (batch, recipients)
+    (batch, MessageBlock::new(recipients.to_vec()))
 }
 
 async fn accepted(
@@ -201,7 +197,7 @@ async fn accepted(
 ) -> (Batch, Vec<MessageId>) {
     let (b, recipients) = batch(account, kind, 1, phones);
     let back = s.messages.accept_batch(&b, recipients).await.unwrap();
-    (b, back.into_iter().map(|(id, _)| id).collect())
+    (b, back.ids().collect())
 }
 
 fn change(id: MessageId, from: MessageStatus, to: MessageStatus) -> StatusChange {
@@ -314,9 +310,9 @@ async fn accept_batch_reserves_exactly_its_cost(s: Stores) {
 
     assert_eq!(s.messages.batch(b.id).await.unwrap(), Some(b.clone()));
     assert_eq!(s.messages.batch(QueueId::new()).await.unwrap(), None);
-    for (id, to) in &recipients {
-        let m = s.messages.message(*id).await.unwrap().unwrap();
-        assert_eq!(m, Message::queued(*id, &b, to.clone()));
+    for (id, to) in recipients.iter() {
+        let m = s.messages.message(id).await.unwrap().unwrap();
+        assert_eq!(m, Message::queued(id, &b, to.clone()));
     }
     assert_eq!(s.messages.message(MessageId::new()).await.unwrap(), None);
 }
@@ -329,7 +325,7 @@ async fn accept_batch_without_enough_balance_writes_nothing(s: Stores) {
         1,
         &[phone(1), phone(2), phone(3)],
     );
-    let ids: Vec<_> = recipients.iter().map(|(id, _)| *id).collect();
+    let ids: Vec<_> = recipients.ids().collect();
     match s.messages.accept_batch(&b, recipients).await {
         Err(LedgerError::InsufficientBalance { needed, available }) => {
             assert_eq!((needed, available), (3, 2))
@@ -665,7 +661,7 @@ async fn multipart_receipts_deliver_once_every_part_arrived(s: Stores) {
         .accept_batch(&b, recipients.clone())
         .await
         .unwrap();
-    let id = recipients[0].0;
+    let id = recipients.id(0);
     apply_one(&s, change(id, Queued, Sending)).await.unwrap();
     let deadline = now_millis() + 3_600_000;
     apply_one(

@@ -125,12 +125,12 @@ pub trait MessageStore: Send + Sync {
     /// Reserves the batch's cost from its account and writes the batch with one `queued`
     /// message per recipient, all or nothing: with too little balance nothing is written,
     /// and concurrent calls can never overdraw. Durable when it returns; hands the
-    /// recipients back for the answer.
+    /// messages back for the answer.
     async fn accept_batch(
         &self,
         batch: &Batch,
-        recipients: Vec<(MessageId, PhoneNumber)>,
-    ) -> Result<Vec<(MessageId, PhoneNumber)>, LedgerError>;
+        messages: MessageBlock,
+    ) -> Result<MessageBlock, LedgerError>;
     async fn batch(&self, id: QueueId) -> StoreResult<Option<Batch>>;
     async fn message(&self, id: MessageId) -> StoreResult<Option<Message>>;
     async fn list_messages(&self, filter: &MessageFilter) -> StoreResult<Page<Message, MessageId>>;

@@ -86,7 +86,7 @@ pub struct RecipientStats {
 #[derive(Debug)]
 pub struct Accepted {
     pub queue: Option<QueueId>,
-    pub messages: Vec<(MessageId, PhoneNumber)>,
+    pub messages: MessageBlock,
     pub stats: RecipientStats,
 }
 
@@ -219,12 +219,12 @@ impl Pipeline {
             // normalized and deduplicated.
             Recipients::AllContacts => {
                 let pages = self.contact_pages(msg.account, vec![None]);
-                self.normalize_stream(batch, pages, msg.country, true)
+                self.normalize_stream(batch, pages, msg.country, None)
                     .await?
             }
             Recipients::Tags(tags) => {
                 let pages = self.contact_pages(msg.account, tags.into_iter().map(Some).collect());
-                self.normalize_stream(batch, pages, msg.country, true)
+                self.normalize_stream(batch, pages, msg.country, None)
                     .await?
             }
         };
@@ -232,7 +232,7 @@ impl Pipeline {
             crate::metrics::record_accepted(&stats, 0, 0);
             return Ok(Accepted {
                 queue: None,
-                messages: Vec::new(),
+                messages: MessageBlock::new(Vec::new()),
                 stats,
             });
         }
@@ -256,10 +256,7 @@ impl Pipeline {
             },
             created_at: now_millis(),
         };
-        let recipients: Vec<(MessageId, PhoneNumber)> = unique
-            .into_iter()
-            .map(|recipient| (MessageId::new(), recipient))
-            .collect();
+        let recipients = MessageBlock::new(unique);
         // Reserve and persist in one step: 402 writes nothing, a crash leaves no orphan
         // reservation, and the answer waits until both are durable.
         let messages = self
@@ -271,8 +268,7 @@ impl Pipeline {
         // In chunks: a million records at once would be a second copy of the batch.
         for chunk in messages.chunks(PUBLISH_CHUNK) {
             let records = chunk
-                .iter()
-                .map(|(id, recipient)| QueueRecord::new(*id, recipient, msg.kind))
+                .map(|(id, recipient)| QueueRecord::new(id, recipient, msg.kind))
                 .collect();
             if let Err(e) = self.ports.queue.publish(records).await {
                 // Durable and `queued`: the next start enqueues them again.
@@ -337,7 +333,8 @@ impl Pipeline {
             ));
         }
         let chunks = stream::iter(chunks.into_iter().map(Ok));
-        self.normalize_stream(batch, chunks, country, false).await
+        self.normalize_stream(batch, chunks, country, Some(requested as usize))
+            .await
     }
 
     /// The phones of the contacts of each entry of `tags` (`None`: every contact), a
@@ -380,24 +377,25 @@ impl Pipeline {
     }
 
     /// Normalizes chunks as they come (a few at a time on the normalizer pool), routes
-    /// each to the dedupe shards and keeps the first occurrences in input order. With
-    /// `hold_chunks`, each chunk holds its room in the engine while it is in flight.
+    /// each to the dedupe shards and keeps the first occurrences in input order. `total`
+    /// is the number of recipients when the request knows it (it holds their room
+    /// already, and the result is sized for them at once rather than grown by doubling);
+    /// `None` for contact pages, each of which holds its room while it is in flight.
     async fn normalize_stream(
         &self,
         batch: QueueId,
         chunks: impl futures::Stream<Item = Result<RawChunk, BroadcastError>>,
         country: Country,
-        hold_chunks: bool,
+        total: Option<usize>,
     ) -> Result<(Vec<PhoneNumber>, RecipientStats), BroadcastError> {
         let parallel = self.dedupes.len().max(2) * 2;
         let mut normalized = std::pin::pin!(chunks
             .map(|raw| async move {
                 let raw = raw?;
                 let requested = raw.len() as u64;
-                let permit = if hold_chunks {
-                    Some(self.hold(raw.len())?)
-                } else {
-                    None
+                let permit = match total {
+                    None => Some(self.hold(raw.len())?),
+                    Some(_) => None,
                 };
                 let chunk = self
                     .normalizers
@@ -409,7 +407,7 @@ impl Pipeline {
                 Ok::<_, BroadcastError>((requested, chunk, permit))
             })
             .buffered(parallel));
-        let mut unique = Vec::new();
+        let mut unique = Vec::with_capacity(total.unwrap_or(0));
         let (mut requested, mut invalid) = (0u64, 0u64);
         let mut offset = 0u32;
         let result = async {

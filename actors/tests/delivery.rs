@@ -115,10 +115,7 @@ impl Harness {
             })
             .await
             .unwrap();
-        (
-            accepted.queue.unwrap(),
-            accepted.messages.iter().map(|(id, _)| *id).collect(),
-        )
+        (accepted.queue.unwrap(), accepted.messages.ids().collect())
     }
 
     async fn batch(&self, queue: QueueId) -> Batch {

@@ -367,10 +367,11 @@ fn enqueue_result_parts(accepted: Accepted) -> impl Iterator<Item = web::Bytes> 
     let messages = Arc::new(accepted.messages);
     let chunks = messages.len().div_ceil(STREAM_CHUNK);
     let body = (0..chunks).map(move |c| {
-        let part = &messages[c * STREAM_CHUNK..((c + 1) * STREAM_CHUNK).min(messages.len())];
+        let start = c * STREAM_CHUNK;
+        let part = messages.slice(start..start + STREAM_CHUNK);
         let mut out = String::with_capacity(part.len() * 72);
-        for (i, (id, recipient)) in part.iter().enumerate() {
-            if c > 0 || i > 0 {
+        for (i, (id, recipient)) in part.enumerate() {
+            if start + i > 0 {
                 out.push(',');
             }
             let _ = write!(out, r#"{{"id":"{id}","recipient":"{recipient}"}}"#);
@@ -467,7 +468,7 @@ async fn enqueue(
             .messages
             .iter()
             .map(|(id, recipient)| EnqueuedMessage {
-                id: *id,
+                id,
                 recipient: recipient.as_str(),
             })
             .collect(),

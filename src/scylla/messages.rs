@@ -254,18 +254,14 @@ impl ScyllaStore {
     }
 
     /// Writes the messages of `batch` and their index rows (everything but the batch row).
-    async fn write_messages(
-        &self,
-        batch: &Batch,
-        recipients: &[(MessageId, PhoneNumber)],
-    ) -> StoreResult<()> {
+    async fn write_messages(&self, batch: &Batch, recipients: &MessageBlock) -> StoreResult<()> {
         let q = batch.id.0;
         let account = batch.account.0;
         let kind = batch.kind.as_str();
         let queued = MessageStatus::Queued.as_str();
         let mut writes: Vec<Write<'_>> = Vec::new();
         let mut days: HashMap<i32, Vec<(Uuid, i32, Uuid)>> = HashMap::new();
-        for (id, _) in recipients {
+        for id in recipients.ids() {
             days.entry(day_of(id.0))
                 .or_default()
                 .push((account, day_of(id.0), id.0));
@@ -281,7 +277,7 @@ impl ScyllaStore {
         let by_batch: Vec<_> = recipients.iter().map(|(id, _)| (q, id.0, queued)).collect();
         writes.extend(self.grouped_writes(&self.st.insert_message_by_batch, by_batch));
         let per_message = recipients.iter().flat_map(|(id, phone)| {
-            let m = Message::queued(*id, batch, phone.clone());
+            let m = Message::queued(id, batch, phone.clone());
             let events = events_to_cql(&m.events);
             let insert = self.exec(
                 &self.st.insert_message,
@@ -310,7 +306,7 @@ impl ScyllaStore {
                 &self.st.insert_message_by_status,
                 (
                     queued,
-                    shard(*id),
+                    shard(id),
                     id.0,
                     q,
                     phone.as_str(),
@@ -329,7 +325,7 @@ impl ScyllaStore {
     }
 
     /// Best effort: removes what [`ScyllaStore::write_messages`] may have written.
-    async fn remove_messages(&self, batch: &Batch, recipients: &[(MessageId, PhoneNumber)]) {
+    async fn remove_messages(&self, batch: &Batch, recipients: &MessageBlock) {
         let account = batch.account.0;
         let queued = MessageStatus::Queued.as_str();
         let deletes = recipients.iter().flat_map(|(id, phone)| {
@@ -344,10 +340,7 @@ impl ScyllaStore {
                     &self.st.delete_message_by_recipient,
                     (account, phone.as_str(), id.0),
                 )),
-                Box::pin(self.exec(
-                    &self.st.delete_message_by_status,
-                    (queued, shard(*id), id.0),
-                )),
+                Box::pin(self.exec(&self.st.delete_message_by_status, (queued, shard(id), id.0))),
             ]
         });
         let deletes = deletes.collect();
@@ -360,11 +353,7 @@ impl ScyllaStore {
         }
     }
 
-    async fn accept(
-        &self,
-        batch: &Batch,
-        recipients: &[(MessageId, PhoneNumber)],
-    ) -> Result<(), LedgerError> {
+    async fn accept(&self, batch: &Batch, recipients: &MessageBlock) -> Result<(), LedgerError> {
         let needed = batch.cost;
         self.update_balance(batch.account, |acc| {
             if acc.balance < needed {
@@ -703,8 +692,8 @@ impl MessageStore for ScyllaStore {
     async fn accept_batch(
         &self,
         batch: &Batch,
-        recipients: Vec<(MessageId, PhoneNumber)>,
-    ) -> Result<Vec<(MessageId, PhoneNumber)>, LedgerError> {
+        recipients: MessageBlock,
+    ) -> Result<MessageBlock, LedgerError> {
         self.accept(batch, &recipients).await?;
         Ok(recipients)
     }

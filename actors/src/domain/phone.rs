@@ -387,14 +387,20 @@ impl FastPath {
             Some(rest) => (true, rest),
             None => (false, raw),
         };
-        let mut digits = String::with_capacity(rest.len());
-        for c in rest.chars() {
+        // On the stack: longer than any valid number leaves it to the full parser.
+        let mut buf = [0u8; E164_MAX];
+        let mut len = 0;
+        for c in rest.bytes() {
             match c {
-                '0'..='9' => digits.push(c),
-                ' ' | '-' | '.' | '(' | ')' => {}
+                b'0'..=b'9' => {
+                    *buf.get_mut(len)? = c;
+                    len += 1;
+                }
+                b' ' | b'-' | b'.' | b'(' | b')' => {}
                 _ => return None,
             }
         }
+        let digits = std::str::from_utf8(&buf[..len]).ok()?;
         let region = if international {
             self.region_of(rest, country)?
         } else {
@@ -414,7 +420,7 @@ impl FastPath {
             // The parser may read those digits as the country code itself.
             return None;
         } else {
-            digits.as_str()
+            digits
         };
         if national.is_empty()
             || rules

@@ -66,11 +66,11 @@ struct AcceptWriter {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-type Accepted = Result<Vec<(MessageId, PhoneNumber)>, LedgerError>;
+type Accepted = Result<MessageBlock, LedgerError>;
 
 struct AcceptJob {
     batch: Batch,
-    recipients: Vec<(MessageId, PhoneNumber)>,
+    recipients: MessageBlock,
     reply: tokio::sync::oneshot::Sender<Accepted>,
 }
 
@@ -744,8 +744,8 @@ impl MessageStore for EmbeddedStore {
     async fn accept_batch(
         &self,
         batch: &Batch,
-        recipients: Vec<(MessageId, PhoneNumber)>,
-    ) -> Result<Vec<(MessageId, PhoneNumber)>, LedgerError> {
+        recipients: MessageBlock,
+    ) -> Result<MessageBlock, LedgerError> {
         let batch = batch.clone();
         if recipients.len() <= WRITER_MAX_MESSAGES {
             if let Some(jobs) = &self.writer.jobs {
@@ -1097,11 +1097,7 @@ impl Inner {
     /// then the messages are invisible (listings skip messages without a batch, nothing
     /// publishes them) and a crash leaves them as orphans that [`Inner::remove_orphans`]
     /// deletes on the next open.
-    fn accept(
-        &self,
-        batch: &Batch,
-        recipients: Vec<(MessageId, PhoneNumber)>,
-    ) -> Result<Vec<(MessageId, PhoneNumber)>, LedgerError> {
+    fn accept(&self, batch: &Batch, recipients: MessageBlock) -> Result<MessageBlock, LedgerError> {
         let needed = batch.cost;
         let insufficient = |available| LedgerError::InsufficientBalance { needed, available };
         let acc = self
@@ -1121,7 +1117,7 @@ impl Inner {
             }
             for (id, phone) in chunk {
                 let message = record::encode_queued(batch, phone)?;
-                self.insert_message(&mut wb, batch, *id, message);
+                self.insert_message(&mut wb, batch, id, message);
             }
             wb.commit().map_err(backend)?;
         }
@@ -1133,11 +1129,7 @@ impl Inner {
         if acc.balance < needed {
             drop(guard);
             // Another request spent the credits meanwhile: take the messages back.
-            self.remove_messages(
-                recipients
-                    .iter()
-                    .map(|(id, _)| (batch.id, batch.account, *id)),
-            )?;
+            self.remove_messages(recipients.ids().map(|id| (batch.id, batch.account, id)))?;
             self.accepting
                 .remove(batch.id.as_bytes())
                 .map_err(backend)?;
@@ -1213,8 +1205,8 @@ impl Inner {
         }
         // Encode everything before touching `wb` or the balance: a failure leaves both.
         let mut messages = Vec::with_capacity(job.recipients.len());
-        for (id, phone) in &job.recipients {
-            messages.push((*id, record::encode_queued(batch, phone)?));
+        for (id, phone) in job.recipients.iter() {
+            messages.push((id, record::encode_queued(batch, phone)?));
         }
         let entry = reserve_entry(batch)?;
         let batch_bytes = encode(batch)?;
@@ -1460,12 +1452,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let account = AccountId::new();
         let phone = PhoneNumber::from_trusted("+573001234567").unwrap();
-        let ids = [MessageId::new(), MessageId::new(), MessageId::new()];
+        let recipients = MessageBlock::new(vec![phone.clone(); 3]);
+        let ids: Vec<MessageId> = recipients.ids().collect();
         let orphan = MessageId::new();
         {
             let store = store_with_account(dir.path(), account).await;
             let b = batch(account, 3);
-            let recipients = ids.iter().map(|id| (*id, phone.clone())).collect();
             store.accept_batch(&b, recipients).await.unwrap();
             let claim = StatusChange::new(ids[0], MessageStatus::Queued, MessageStatus::Sending, 1);
             assert!(store.apply(vec![claim]).await.unwrap()[0].is_some());
@@ -1526,18 +1518,13 @@ mod tests {
         store.top_up(account, 300).await.unwrap();
         let b = batch(account, 300);
         let recipients = (0..300)
-            .map(|i| {
-                let phone = PhoneNumber::from_trusted(&format!("+57300{:07}", i)).unwrap();
-                (MessageId::new(), phone)
-            })
+            .map(|i| PhoneNumber::from_trusted(&format!("+57300{:07}", i)).unwrap())
             .collect();
-        let ids: Vec<MessageId> = store
-            .accept_batch(&b, recipients)
+        let accepted = store
+            .accept_batch(&b, MessageBlock::new(recipients))
             .await
-            .unwrap()
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
+            .unwrap();
+        let ids: Vec<MessageId> = accepted.ids().collect();
         let claim = |id: &MessageId| {
             StatusChange::new(*id, MessageStatus::Queued, MessageStatus::Sending, 5)
         };
@@ -1569,12 +1556,13 @@ mod tests {
     async fn closing_the_store_folds_the_status_log_and_reopening_reads_the_changes() {
         let dir = tempfile::tempdir().unwrap();
         let account = AccountId::new();
-        let id = MessageId::new();
+        let phone = PhoneNumber::from_trusted("+573001234567").unwrap();
+        let block = MessageBlock::new(vec![phone]);
+        let id = block.id(0);
         {
             let store = store_with_account(dir.path(), account).await;
             let b = batch(account, 1);
-            let phone = PhoneNumber::from_trusted("+573001234567").unwrap();
-            store.accept_batch(&b, vec![(id, phone)]).await.unwrap();
+            store.accept_batch(&b, block).await.unwrap();
             let claim = StatusChange::new(id, MessageStatus::Queued, MessageStatus::Sending, 5);
             assert!(store.apply(vec![claim]).await.unwrap()[0].is_some());
         }
@@ -1600,7 +1588,7 @@ mod tests {
             let phone = PhoneNumber::from_trusted("+573001234567").unwrap();
             let committed = batch(account, 1);
             store
-                .accept_batch(&committed, vec![(MessageId::new(), phone.clone())])
+                .accept_batch(&committed, MessageBlock::new(vec![phone.clone()]))
                 .await
                 .unwrap();
             // A crash between the message chunks and the commit marker: messages only.

@@ -18,7 +18,7 @@ use actix::{Actor, Addr, Arbiter, System};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use criterion::{criterion_group, Criterion, SamplingMode, Throughput};
 use futures::future::join_all;
 use sendme_actors::dedupe::{shard_of, Dedupe, DedupeChunk, ForgetBatch};
 use sendme_actors::domain::{
@@ -757,4 +757,9 @@ criterion_group!(
     bench_pipeline,
     bench_delivery
 );
-criterion_main!(benches);
+/// `criterion_main!`, with the server's allocator settings first.
+fn main() {
+    sendme::allocator::tune();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

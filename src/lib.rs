@@ -18,6 +18,7 @@
 //! - The engine itself (supervisor, normalizer pool, dedupe shards, ports and embedded
 //!   backends) is the `sendme-actors` crate in `actors/`.
 
+pub mod allocator;
 pub mod auth;
 pub mod configuration;
 pub mod demo;

@@ -50,6 +50,7 @@ enum Command {
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
+    sendme::allocator::tune();
     let cli = Cli::parse();
     let settings = get_configuration().context("reading configuration")?;
     sendme::telemetry::init(settings.log.format);

@@ -133,7 +133,9 @@ struct Inner {
     messages: Keyspace,
     /// Status changes since the last fold, and their records.
     status_log: Arc<StatusLog>,
+    /// A batch's messages: batch id ++ first message id → [`Run`].
     batch_messages: Keyspace,
+    /// An account's messages: account id ++ first message id → [`Run`].
     account_messages: Keyspace,
     /// Committed batches with messages still `queued` or `sending`: id → (). Kept per
     /// batch rather than per message, so a status change writes only the message.
@@ -799,20 +801,25 @@ impl MessageStore for EmbeddedStore {
             }
             let mut items = Vec::new();
             let mut facts = HashMap::new();
-            for g in ks.range(lo..hi).rev() {
-                let key = g.key().map_err(backend)?;
-                // None too for an accept still in progress (no batch yet).
-                let Some(msg) = s.load_message(&key[16..], &mut facts)? else {
-                    continue;
-                };
-                let keep = msg.account == f.account
-                    && f.status.is_none_or(|st| st == msg.status)
-                    && f.kind.is_none_or(|k| k == msg.kind)
-                    && f.recipient.as_ref().is_none_or(|r| *r == msg.recipient);
-                if keep {
-                    items.push(msg);
-                    if items.len() == f.limit {
-                        break;
+            // A run starting below `hi` may reach past it (`before` inside a block); a
+            // time window never cuts one, since a block's ids share their millisecond.
+            let below = Run::id_part(&hi)?;
+            'scan: for g in ks.range(lo..hi).rev() {
+                let (key, value) = g.into_inner().map_err(backend)?;
+                for id in Run::read(&key, &value)?.ids_rev(below) {
+                    // None too for an accept still in progress (no batch yet).
+                    let Some(msg) = s.load_message(id.as_bytes(), &mut facts)? else {
+                        continue;
+                    };
+                    let keep = msg.account == f.account
+                        && f.status.is_none_or(|st| st == msg.status)
+                        && f.kind.is_none_or(|k| k == msg.kind)
+                        && f.recipient.as_ref().is_none_or(|r| *r == msg.recipient);
+                    if keep {
+                        items.push(msg);
+                        if items.len() == f.limit {
+                            break 'scan;
+                        }
                     }
                 }
             }
@@ -924,10 +931,12 @@ impl Inner {
         mut f: impl FnMut(Message),
     ) -> StoreResult<()> {
         for g in self.batch_messages.prefix(queue.as_bytes()) {
-            let key = g.key().map_err(backend)?;
-            if let Some(m) = self.load_message(&key[16..], facts)? {
-                if m.status == status {
-                    f(m);
+            let (key, value) = g.into_inner().map_err(backend)?;
+            for id in Run::read(&key, &value)?.ids() {
+                if let Some(m) = self.load_message(id.as_bytes(), facts)? {
+                    if m.status == status {
+                        f(m);
+                    }
                 }
             }
         }
@@ -1114,10 +1123,11 @@ impl Inner {
                     batch.id.as_bytes().to_vec(),
                     batch.account.as_bytes().to_vec(),
                 );
+                self.insert_runs(&mut wb, batch, &recipients);
             }
             for (id, phone) in chunk {
                 let message = record::encode_queued(batch, phone)?;
-                self.insert_message(&mut wb, batch, id, message);
+                wb.insert(&self.messages, id.as_bytes().to_vec(), message);
             }
             wb.commit().map_err(backend)?;
         }
@@ -1129,7 +1139,7 @@ impl Inner {
         if acc.balance < needed {
             drop(guard);
             // Another request spent the credits meanwhile: take the messages back.
-            self.remove_messages(recipients.ids().map(|id| (batch.id, batch.account, id)))?;
+            self.remove_runs([(batch.id, batch.account, Run::of_block(&recipients))])?;
             self.accepting
                 .remove(batch.id.as_bytes())
                 .map_err(backend)?;
@@ -1212,29 +1222,32 @@ impl Inner {
         let batch_bytes = encode(batch)?;
         acc.balance -= batch.cost;
         acc.reserved += batch.cost;
+        self.insert_runs(wb, batch, &job.recipients);
         for (id, message) in messages {
-            self.insert_message(wb, batch, id, message);
+            wb.insert(&self.messages, id.as_bytes().to_vec(), message);
         }
         self.insert_commit_marker(wb, batch, entry, batch_bytes);
         Ok(())
     }
 
-    /// Adds a `queued` message and its index entries (the inverse of
-    /// [`Inner::remove_message`]).
-    fn insert_message(
-        &self,
-        wb: &mut fjall::OwnedWriteBatch,
-        batch: &Batch,
-        id: MessageId,
-        encoded: Vec<u8>,
-    ) {
-        let id = id.as_bytes();
-        wb.insert(&self.messages, id.to_vec(), encoded);
-        wb.insert(&self.batch_messages, key2(batch.id.as_bytes(), id), []);
+    /// Adds the index entries of `block`, the messages of `batch`: one [`Run`] in each
+    /// index, however many messages (the inverse of [`Inner::remove_runs`]).
+    fn insert_runs(&self, wb: &mut fjall::OwnedWriteBatch, batch: &Batch, block: &MessageBlock) {
+        if block.is_empty() {
+            return;
+        }
+        let run = Run::of_block(block);
+        let first = block.id(0);
+        let first = first.as_bytes();
+        wb.insert(
+            &self.batch_messages,
+            key2(batch.id.as_bytes(), first),
+            run.value(),
+        );
         wb.insert(
             &self.account_messages,
-            key2(batch.account.as_bytes(), id),
-            [],
+            key2(batch.account.as_bytes(), first),
+            run.value(),
         );
     }
 
@@ -1258,33 +1271,34 @@ impl Inner {
         wb.insert(&self.open_batches, batch.id.as_bytes().to_vec(), []);
     }
 
-    fn remove_message(
+    /// Deletes each run's messages of batch and account (batch, account, run) and the
+    /// index entries listing them, in write batches of about [`ACCEPT_CHUNK`] messages;
+    /// not fsync'd.
+    fn remove_runs(
         &self,
-        wb: &mut fjall::OwnedWriteBatch,
-        queue: QueueId,
-        account: AccountId,
-        id: MessageId,
-    ) {
-        let id = id.as_bytes();
-        wb.remove(&self.messages, id.to_vec());
-        wb.remove(&self.batch_messages, key2(queue.as_bytes(), id));
-        wb.remove(&self.account_messages, key2(account.as_bytes(), id));
-    }
-
-    /// [`Inner::remove_message`] for each of `messages` (batch, account, id), in write
-    /// batches of [`ACCEPT_CHUNK`] messages; not fsync'd.
-    fn remove_messages(
-        &self,
-        messages: impl IntoIterator<Item = (QueueId, AccountId, MessageId)>,
+        runs: impl IntoIterator<Item = (QueueId, AccountId, Run)>,
     ) -> StoreResult<()> {
         let mut wb = self.buffered_batch();
-        for (n, (queue, account, id)) in messages.into_iter().enumerate() {
-            if n > 0 && n % ACCEPT_CHUNK == 0 {
-                std::mem::replace(&mut wb, self.buffered_batch())
-                    .commit()
-                    .map_err(backend)?;
+        let mut n = 0;
+        for (queue, account, run) in runs {
+            let first = run.first();
+            wb.remove(
+                &self.batch_messages,
+                key2(queue.as_bytes(), first.as_bytes()),
+            );
+            wb.remove(
+                &self.account_messages,
+                key2(account.as_bytes(), first.as_bytes()),
+            );
+            for id in run.ids() {
+                n += 1;
+                if n % ACCEPT_CHUNK == 0 {
+                    std::mem::replace(&mut wb, self.buffered_batch())
+                        .commit()
+                        .map_err(backend)?;
+                }
+                wb.remove(&self.messages, id.as_bytes().to_vec());
             }
-            self.remove_message(&mut wb, queue, account, id);
         }
         wb.commit().map_err(backend)
     }
@@ -1320,7 +1334,7 @@ impl Inner {
                 } else {
                     // Those versions wrote whole messages.
                     let m = record::legacy(&bytes)?;
-                    orphans.push((m.queue, m.account, m.id));
+                    orphans.push((m.queue, m.account, Run::single(m.id)));
                 }
             }
             let mut wb = self.buffered_batch();
@@ -1328,7 +1342,7 @@ impl Inner {
                 wb.insert(&self.open_batches, queue.as_bytes().to_vec(), []);
             }
             wb.commit().map_err(backend)?;
-            self.remove_messages(orphans)?;
+            self.remove_runs(orphans)?;
             self.persist()?;
             self.db.delete_keyspace(old).map_err(backend)?;
             tracing::info!(index = name, "migrated to per-batch status indexes");
@@ -1352,19 +1366,90 @@ impl Inner {
                 .contains_key(queue.as_bytes())
                 .map_err(backend)?
             {
-                let ids: Vec<MessageId> = self
+                let runs: Vec<Run> = self
                     .batch_messages
                     .prefix(queue.as_bytes())
-                    .map(|g| Ok(MessageId::from_slice(&g.key().map_err(backend)?[16..])))
-                    .filter_map(Result::transpose)
+                    .map(|g| {
+                        let (key, value) = g.into_inner().map_err(backend)?;
+                        Run::read(&key, &value)
+                    })
                     .collect::<StoreResult<_>>()?;
-                removed += ids.len();
-                self.remove_messages(ids.into_iter().map(|id| (queue, account, id)))?;
+                removed += runs.iter().map(|r| r.len as usize).sum::<usize>();
+                self.remove_runs(runs.into_iter().map(|r| (queue, account, r)))?;
             }
             self.accepting.remove(queue.as_bytes()).map_err(backend)?;
         }
         self.persist()?;
         Ok(removed)
+    }
+}
+
+/// What an entry of `batch_messages` or `account_messages` lists: `len` consecutive
+/// message ids from `first` (the key is owner id ++ first id, the value `len` as u32 LE).
+/// An accept writes one entry for its whole [`MessageBlock`]; data dirs from before
+/// blocks have an entry per message with an empty value, a run of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    first: u128,
+    len: u32,
+}
+
+impl Run {
+    fn of_block(block: &MessageBlock) -> Self {
+        Run {
+            first: block.id(0).0.as_u128(),
+            len: u32::try_from(block.len()).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn single(id: MessageId) -> Self {
+        Run {
+            first: id.0.as_u128(),
+            len: 1,
+        }
+    }
+
+    /// The message id in an index key (owner id ++ message id), as a number.
+    fn id_part(key: &[u8]) -> StoreResult<u128> {
+        key.get(16..32)
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+            .map(u128::from_be_bytes)
+            .ok_or_else(|| StoreError::Corrupt("bad message index key".into()))
+    }
+
+    fn read(key: &[u8], value: &[u8]) -> StoreResult<Self> {
+        let len = match value {
+            [] => 1,
+            [a, b, c, d] => u32::from_le_bytes([*a, *b, *c, *d]),
+            _ => return Err(StoreError::Corrupt("bad message index entry".into())),
+        };
+        Ok(Run {
+            first: Self::id_part(key)?,
+            len,
+        })
+    }
+
+    fn value(&self) -> [u8; 4] {
+        self.len.to_le_bytes()
+    }
+
+    fn first(&self) -> MessageId {
+        MessageId(uuid::Uuid::from_u128(self.first))
+    }
+
+    fn end(&self) -> u128 {
+        self.first + u128::from(self.len)
+    }
+
+    fn ids(self) -> impl DoubleEndedIterator<Item = MessageId> {
+        (self.first..self.end()).map(|v| MessageId(uuid::Uuid::from_u128(v)))
+    }
+
+    /// The ids below `end`, newest first.
+    fn ids_rev(self, end: u128) -> impl Iterator<Item = MessageId> {
+        (self.first..self.end().min(end))
+            .rev()
+            .map(|v| MessageId(uuid::Uuid::from_u128(v)))
     }
 }
 
@@ -1447,6 +1532,22 @@ mod tests {
         store
     }
 
+    /// A `queued` message of `batch` as versions before message blocks wrote it: the
+    /// record and an index entry per message, with an empty value.
+    fn insert_legacy_message(
+        s: &Inner,
+        wb: &mut fjall::OwnedWriteBatch,
+        batch: &Batch,
+        id: MessageId,
+        phone: &PhoneNumber,
+    ) {
+        let m = Message::queued(id, batch, phone.clone());
+        wb.insert(&s.messages, id.as_bytes().to_vec(), encode(&m).unwrap());
+        let (queue, account) = (batch.id.as_bytes(), batch.account.as_bytes());
+        wb.insert(&s.batch_messages, key2(queue, id.as_bytes()), []);
+        wb.insert(&s.account_messages, key2(account, id.as_bytes()), []);
+    }
+
     #[tokio::test]
     async fn a_data_dir_with_per_message_status_indexes_is_migrated_on_open() {
         let dir = tempfile::tempdir().unwrap();
@@ -1479,12 +1580,7 @@ mod tests {
                 encode(&whole).unwrap(),
             );
             let uncommitted = batch(account, 1);
-            s.insert_message(
-                &mut wb,
-                &uncommitted,
-                orphan,
-                encode(&Message::queued(orphan, &uncommitted, phone.clone())).unwrap(),
-            );
+            insert_legacy_message(s, &mut wb, &uncommitted, orphan, &phone);
             wb.insert(&pending, orphan.as_bytes().to_vec(), []);
             wb.commit().unwrap();
             s.persist().unwrap();
@@ -1580,6 +1676,67 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_account_lists_its_older_per_message_entries_and_its_blocks_in_one_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let account = AccountId::new();
+        let store = store_with_account(dir.path(), account).await;
+        let phone = PhoneNumber::from_trusted("+573001234567").unwrap();
+        // A committed batch as versions before message blocks wrote it.
+        let old = batch(account, 3);
+        let mut all: Vec<MessageId> = (0..3).map(|_| MessageId::new()).collect();
+        let s = &store.inner;
+        let mut wb = s.buffered_batch();
+        for &id in &all {
+            insert_legacy_message(s, &mut wb, &old, id, &phone);
+        }
+        s.insert_commit_marker(
+            &mut wb,
+            &old,
+            reserve_entry(&old).unwrap(),
+            encode(&old).unwrap(),
+        );
+        wb.commit().unwrap();
+        let accepted = store
+            .accept_batch(
+                &batch(account, 4),
+                MessageBlock::new(vec![phone.clone(); 4]),
+            )
+            .await
+            .unwrap();
+        all.extend(accepted.ids());
+        all.sort_unstable_by(|a, b| b.cmp(a));
+
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let page = store
+                .list_messages(&MessageFilter {
+                    account,
+                    limit: 3,
+                    before,
+                    ..MessageFilter::default()
+                })
+                .await
+                .unwrap();
+            seen.extend(page.items.iter().map(|m| m.id));
+            match page.next {
+                Some(next) => before = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, all, "newest first, across both kinds of entry");
+        let mut queued: Vec<_> = store
+            .queued_messages()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.message)
+            .collect();
+        queued.sort_unstable_by(|a, b| b.cmp(a));
+        assert_eq!(queued, all);
+    }
+
+    #[tokio::test]
     async fn messages_of_an_accept_that_never_committed_are_removed_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let account = AccountId::new();
@@ -1592,29 +1749,30 @@ mod tests {
                 .await
                 .unwrap();
             // A crash between the message chunks and the commit marker: messages only.
+            // One as versions before message blocks wrote it (an index entry a message),
+            // one as `accept` writes its first chunk now (a run in each index).
             let orphan = batch(account, 2);
-            let ids = [MessageId::new(), MessageId::new()];
+            let block_orphan = batch(account, 3);
+            let block = MessageBlock::new(vec![phone.clone(); 3]);
+            let mut ids = vec![MessageId::new(), MessageId::new()];
             let s = &store.inner;
             let mut wb = s.buffered_batch();
-            wb.insert(
-                &s.accepting,
-                orphan.id.as_bytes().to_vec(),
-                account.as_bytes().to_vec(),
-            );
-            for id in ids {
-                let m = Message::queued(id, &orphan, phone.clone());
-                wb.insert(&s.messages, id.as_bytes().to_vec(), encode(&m).unwrap());
+            for b in [&orphan, &block_orphan] {
                 wb.insert(
-                    &s.batch_messages,
-                    key2(orphan.id.as_bytes(), id.as_bytes()),
-                    [],
-                );
-                wb.insert(
-                    &s.account_messages,
-                    key2(account.as_bytes(), id.as_bytes()),
-                    [],
+                    &s.accepting,
+                    b.id.as_bytes().to_vec(),
+                    account.as_bytes().to_vec(),
                 );
             }
+            for &id in &ids {
+                insert_legacy_message(s, &mut wb, &orphan, id, &phone);
+            }
+            s.insert_runs(&mut wb, &block_orphan, &block);
+            for (id, to) in block.iter() {
+                let m = Message::queued(id, &block_orphan, to.clone());
+                wb.insert(&s.messages, id.as_bytes().to_vec(), encode(&m).unwrap());
+            }
+            ids.extend(block.ids());
             wb.commit().unwrap();
             s.persist().unwrap();
             assert_eq!(
@@ -1636,9 +1794,17 @@ mod tests {
             1,
             "only the committed batch's message is left"
         );
+        let s = &store.inner;
         for id in orphan_ids {
             assert!(store.message(id).await.unwrap().is_none());
+            assert!(s.messages.get(id.as_bytes()).unwrap().is_none());
         }
+        assert_eq!(
+            s.account_messages.prefix(account.as_bytes()).count(),
+            1,
+            "only the committed batch's run is indexed"
+        );
+        assert_eq!(s.batch_messages.iter().count(), 1);
         let listed = store
             .list_messages(&MessageFilter {
                 account,

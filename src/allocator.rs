@@ -13,13 +13,19 @@ const PURGE_DELAY: mi_option_t = 15;
 /// How long mimalloc keeps freed memory before purging it, in milliseconds.
 pub const PURGE_DELAY_MS: std::os::raw::c_long = 100;
 
-/// Applies [`PURGE_DELAY_MS`] unless `MIMALLOC_PURGE_DELAY` is set (mimalloc read that
-/// at start, and an operator's choice wins).
+/// Applies [`PURGE_DELAY_MS`] unless the environment sets the delay (mimalloc read it at
+/// start, under its current or its older name, and an operator's choice wins).
 pub fn tune() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+    if !operator_set() {
         // SAFETY: sets one integer option; mimalloc reads options atomically.
         unsafe { mi_option_set(PURGE_DELAY, PURGE_DELAY_MS) };
     }
+}
+
+fn operator_set() -> bool {
+    ["MIMALLOC_PURGE_DELAY", "MIMALLOC_RESET_DELAY"]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some())
 }
 
 /// mimalloc's purge delay now, in milliseconds.
@@ -34,7 +40,7 @@ mod tests {
 
     #[test]
     fn the_option_tuned_is_mimallocs_purge_delay() {
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        if operator_set() {
             return; // an operator's value, not the default this checks
         }
         // v3's default purge delay, which no neighbouring option has.

@@ -424,6 +424,10 @@ impl Pipeline {
         .await;
         self.forget(batch);
         result?;
+        if unique.capacity() > unique.len() + unique.len() / 4 {
+            // Sized for every number requested; most were invalid or repeated.
+            unique.shrink_to_fit();
+        }
         let duplicates = requested - invalid - unique.len() as u64;
         Ok((
             unique,

@@ -67,10 +67,15 @@ impl MessageId {
     /// The first of `n` consecutive ids that no other block or id will take: a UUIDv7 of
     /// now with fresh random bits (not the process's monotonic counter, which the next id
     /// would step by one into this block), its top random bit cleared so that adding up to
-    /// 2^61 stays inside the random field.
-    fn block_start() -> Self {
-        let fresh = Uuid::new_v7(uuid::Timestamp::now(uuid::NoContext));
-        Self(Uuid::from_u128(fresh.as_u128() & !(1u128 << 61)))
+    /// 2^61 stays inside the random field; never below the end of this process's previous
+    /// block, so blocks keep their creation order within a millisecond too.
+    fn block_start(n: usize) -> Self {
+        static NEXT: std::sync::Mutex<u128> = std::sync::Mutex::new(0);
+        let fresh = Uuid::new_v7(uuid::Timestamp::now(uuid::NoContext)).as_u128() & !(1u128 << 61);
+        let mut next = NEXT.lock().unwrap_or_else(|p| p.into_inner());
+        let start = fresh.max(*next);
+        *next = start + n as u128;
+        Self(Uuid::from_u128(start))
     }
 
     /// The `i`-th id of the block starting at `self`.
@@ -81,8 +86,8 @@ impl MessageId {
 
 /// The messages of one accepted batch: recipient `i` gets the `i`-th id of one block of
 /// consecutive UUIDv7s, so a million messages are their numbers and a single id rather
-/// than a million (`MessageId`, number) pairs. The odds that two blocks made in the same
-/// millisecond overlap are about `n / 2^73`.
+/// than a million (`MessageId`, number) pairs. One process's blocks never overlap; two
+/// processes' blocks made in the same millisecond overlap with odds of about `n / 2^73`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageBlock {
     first: MessageId,
@@ -92,7 +97,7 @@ pub struct MessageBlock {
 impl MessageBlock {
     pub fn new(recipients: Vec<crate::domain::PhoneNumber>) -> Self {
         Self {
-            first: MessageId::block_start(),
+            first: MessageId::block_start(recipients.len()),
             recipients,
         }
     }
@@ -176,12 +181,16 @@ mod tests {
             assert!(!b.ids().any(|other| other == *id), "blocks do not overlap");
         }
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "in request order");
+        assert!(
+            b.id(0) > a.id(2),
+            "a later block sorts after an earlier one"
+        );
         assert_eq!(
             a.iter().map(|(_, to)| to).collect::<Vec<_>>(),
             phones.iter().collect::<Vec<_>>()
         );
         // The last id of the largest block still has the v7 layout.
-        let last = MessageId::block_start().nth((1 << 61) - 1);
+        let last = MessageId::block_start(1).nth((1 << 61) - 1);
         assert_eq!(last.0.get_version_num(), 7);
         assert_eq!(last.0.get_variant(), uuid::Variant::RFC4122);
     }

@@ -1123,7 +1123,7 @@ impl Inner {
                     batch.id.as_bytes().to_vec(),
                     batch.account.as_bytes().to_vec(),
                 );
-                self.insert_runs(&mut wb, batch, &recipients);
+                self.insert_runs(&mut wb, batch, &recipients)?;
             }
             for (id, phone) in chunk {
                 let message = record::encode_queued(batch, phone)?;
@@ -1139,7 +1139,7 @@ impl Inner {
         if acc.balance < needed {
             drop(guard);
             // Another request spent the credits meanwhile: take the messages back.
-            self.remove_runs([(batch.id, batch.account, Run::of_block(&recipients))])?;
+            self.remove_runs([(batch.id, batch.account, Run::of_block(&recipients)?)])?;
             self.accepting
                 .remove(batch.id.as_bytes())
                 .map_err(backend)?;
@@ -1220,9 +1220,10 @@ impl Inner {
         }
         let entry = reserve_entry(batch)?;
         let batch_bytes = encode(batch)?;
+        // Fails (too long a block) before writing anything.
+        self.insert_runs(wb, batch, &job.recipients)?;
         acc.balance -= batch.cost;
         acc.reserved += batch.cost;
-        self.insert_runs(wb, batch, &job.recipients);
         for (id, message) in messages {
             wb.insert(&self.messages, id.as_bytes().to_vec(), message);
         }
@@ -1232,11 +1233,16 @@ impl Inner {
 
     /// Adds the index entries of `block`, the messages of `batch`: one [`Run`] in each
     /// index, however many messages (the inverse of [`Inner::remove_runs`]).
-    fn insert_runs(&self, wb: &mut fjall::OwnedWriteBatch, batch: &Batch, block: &MessageBlock) {
+    fn insert_runs(
+        &self,
+        wb: &mut fjall::OwnedWriteBatch,
+        batch: &Batch,
+        block: &MessageBlock,
+    ) -> StoreResult<()> {
         if block.is_empty() {
-            return;
+            return Ok(());
         }
-        let run = Run::of_block(block);
+        let run = Run::of_block(block)?;
         let first = block.id(0);
         let first = first.as_bytes();
         wb.insert(
@@ -1249,6 +1255,7 @@ impl Inner {
             key2(batch.account.as_bytes(), first),
             run.value(),
         );
+        Ok(())
     }
 
     /// Adds an accept's commit marker: the reservation's ledger entry, the batch record
@@ -1273,7 +1280,8 @@ impl Inner {
 
     /// Deletes each run's messages of batch and account (batch, account, run) and the
     /// index entries listing them, in write batches of about [`ACCEPT_CHUNK`] messages;
-    /// not fsync'd.
+    /// not fsync'd. A run's index entries go with (or after) its last messages, so a crash
+    /// halfway leaves the run listed and the next open deletes the rest.
     fn remove_runs(
         &self,
         runs: impl IntoIterator<Item = (QueueId, AccountId, Run)>,
@@ -1281,15 +1289,6 @@ impl Inner {
         let mut wb = self.buffered_batch();
         let mut n = 0;
         for (queue, account, run) in runs {
-            let first = run.first();
-            wb.remove(
-                &self.batch_messages,
-                key2(queue.as_bytes(), first.as_bytes()),
-            );
-            wb.remove(
-                &self.account_messages,
-                key2(account.as_bytes(), first.as_bytes()),
-            );
             for id in run.ids() {
                 n += 1;
                 if n % ACCEPT_CHUNK == 0 {
@@ -1299,6 +1298,15 @@ impl Inner {
                 }
                 wb.remove(&self.messages, id.as_bytes().to_vec());
             }
+            let first = run.first();
+            wb.remove(
+                &self.batch_messages,
+                key2(queue.as_bytes(), first.as_bytes()),
+            );
+            wb.remove(
+                &self.account_messages,
+                key2(account.as_bytes(), first.as_bytes()),
+            );
         }
         wb.commit().map_err(backend)
     }
@@ -1395,11 +1403,13 @@ struct Run {
 }
 
 impl Run {
-    fn of_block(block: &MessageBlock) -> Self {
-        Run {
+    fn of_block(block: &MessageBlock) -> StoreResult<Self> {
+        let len = u32::try_from(block.len())
+            .map_err(|_| StoreError::Backend("more than 2^32 messages in one batch".into()))?;
+        Ok(Run {
             first: block.id(0).0.as_u128(),
-            len: u32::try_from(block.len()).unwrap_or(u32::MAX),
-        }
+            len,
+        })
     }
 
     fn single(id: MessageId) -> Self {
@@ -1737,6 +1747,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_removal_cut_short_after_its_first_chunk_is_finished_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let account = AccountId::new();
+        let phone = PhoneNumber::from_trusted("+573001234567").unwrap();
+        let orphan = batch(account, ACCEPT_CHUNK as u64 + 5);
+        let block = MessageBlock::new(vec![phone; ACCEPT_CHUNK + 5]);
+        {
+            let store = store_with_account(dir.path(), account).await;
+            let s = &store.inner;
+            let mut wb = s.buffered_batch();
+            wb.insert(
+                &s.accepting,
+                orphan.id.as_bytes().to_vec(),
+                account.as_bytes().to_vec(),
+            );
+            s.insert_runs(&mut wb, &orphan, &block).unwrap();
+            for (id, to) in block.iter() {
+                let m = Message::queued(id, &orphan, to.clone());
+                wb.insert(&s.messages, id.as_bytes().to_vec(), encode(&m).unwrap());
+            }
+            wb.commit().unwrap();
+            // What `remove_runs` commits first: messages only, the run still indexed.
+            let mut wb = s.buffered_batch();
+            for id in block.ids().take(ACCEPT_CHUNK - 1) {
+                wb.remove(&s.messages, id.as_bytes().to_vec());
+            }
+            wb.commit().unwrap();
+            s.persist().unwrap();
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let s = &store.inner;
+        assert!(block
+            .ids()
+            .all(|id| s.messages.get(id.as_bytes()).unwrap().is_none()));
+        assert_eq!(s.batch_messages.iter().count(), 0);
+        assert_eq!(s.account_messages.iter().count(), 0);
+        assert_eq!(s.accepting.iter().count(), 0);
+    }
+
+    #[tokio::test]
     async fn messages_of_an_accept_that_never_committed_are_removed_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let account = AccountId::new();
@@ -1767,7 +1817,7 @@ mod tests {
             for &id in &ids {
                 insert_legacy_message(s, &mut wb, &orphan, id, &phone);
             }
-            s.insert_runs(&mut wb, &block_orphan, &block);
+            s.insert_runs(&mut wb, &block_orphan, &block).unwrap();
             for (id, to) in block.iter() {
                 let m = Message::queued(id, &block_orphan, to.clone());
                 wb.insert(&s.messages, id.as_bytes().to_vec(), encode(&m).unwrap());

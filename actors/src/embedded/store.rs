@@ -1542,6 +1542,19 @@ mod tests {
         store
     }
 
+    /// The ids `queued_messages` finds, in id order.
+    async fn queued_ids(store: &EmbeddedStore) -> Vec<MessageId> {
+        let mut ids: Vec<_> = store
+            .queued_messages()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.message)
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// A `queued` message of `batch` as versions before message blocks wrote it: the
     /// record and an index entry per message, with an empty value.
     fn insert_legacy_message(
@@ -1596,15 +1609,7 @@ mod tests {
             s.persist().unwrap();
         }
         let store = EmbeddedStore::open(dir.path()).unwrap();
-        let mut queued: Vec<_> = store
-            .queued_messages()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.message)
-            .collect();
-        queued.sort();
-        assert_eq!(queued, ids[1..].to_vec());
+        assert_eq!(queued_ids(&store).await, ids[1..].to_vec());
         assert_eq!(store.stale_claims(Millis::MAX).await.unwrap(), vec![ids[0]]);
         assert!(store.message(orphan).await.unwrap().is_none());
         let whole = store.message(ids[2]).await.unwrap().unwrap();
@@ -1735,15 +1740,8 @@ mod tests {
             }
         }
         assert_eq!(seen, all, "newest first, across both kinds of entry");
-        let mut queued: Vec<_> = store
-            .queued_messages()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.message)
-            .collect();
-        queued.sort_unstable_by(|a, b| b.cmp(a));
-        assert_eq!(queued, all);
+        all.reverse();
+        assert_eq!(queued_ids(&store).await, all);
     }
 
     #[tokio::test]

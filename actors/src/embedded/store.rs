@@ -1395,7 +1395,9 @@ impl Inner {
 /// What an entry of `batch_messages` or `account_messages` lists: `len` consecutive
 /// message ids from `first` (the key is owner id ++ first id, the value `len` as u32 LE).
 /// An accept writes one entry for its whole [`MessageBlock`]; data dirs from before
-/// blocks have an entry per message with an empty value, a run of one.
+/// blocks have an entry per message with an empty value, a run of one. One way only: a
+/// binary from before runs would see the first message of each run and no more, so a data
+/// dir this version wrote must not be opened by an older one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Run {
     first: u128,

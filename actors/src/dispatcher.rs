@@ -504,18 +504,16 @@ async fn dispatch_loop(
                 kind: message.kind,
                 attempt: message.attempts + 1,
             };
-            if route
-                .send(Deliver {
-                    sms,
-                    record,
-                    window,
-                })
-                .await
-                .is_err()
-            {
+            if !route.connected() {
                 tracing::error!("provider actor stopped");
                 return;
             }
+            // The window bounds what is in flight; no need to wait for the mailbox.
+            route.do_send(Deliver {
+                sms,
+                record,
+                window,
+            });
         }
         if !skipped.is_empty() {
             let _ = h.ports.queue.commit(&skipped).await;

@@ -617,6 +617,7 @@ fn broadcast_recipients(n: usize, rng: &mut Rng) -> (Vec<String>, u64, u64) {
 fn bench_pipeline(c: &mut Criterion) {
     let mut rng = Rng::new(0xb10a_dca5);
     let (raw, invalid, duplicates) = broadcast_recipients(BROADCAST_N, &mut rng);
+    let raw = sendme_actors::domain::RawNumbers::from(raw);
     let co = country("CO");
     let body = MessageBody::parse(
         "SendMe: tu codigo de descuento es AHORRA15. Valido hasta el domingo.".to_owned(),
@@ -652,7 +653,7 @@ fn bench_pipeline(c: &mut Criterion) {
                         country: co,
                         body: body.clone(),
                         kind: MessageType::Sms,
-                        recipients: Recipients::Numbers(raw.iter().collect()),
+                        recipients: Recipients::Numbers(raw.clone()),
                     };
                     let start = Instant::now();
                     let accepted = supervisor.send(request).await.expect("broadcast accepted");

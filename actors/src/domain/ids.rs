@@ -79,7 +79,7 @@ impl MessageId {
     }
 
     /// The `i`-th id of the block starting at `self`.
-    fn nth(self, i: usize) -> Self {
+    pub(crate) fn nth(self, i: usize) -> Self {
         Self(Uuid::from_u128(self.0.as_u128() + i as u128))
     }
 }
@@ -115,18 +115,11 @@ impl MessageBlock {
         self.first.nth(i)
     }
 
-    pub fn recipients(&self) -> &[crate::domain::PhoneNumber] {
-        &self.recipients
-    }
-
     /// Each message's id and recipient, in request order.
     pub fn iter(
         &self,
     ) -> impl ExactSizeIterator<Item = (MessageId, &crate::domain::PhoneNumber)> + '_ {
-        self.recipients
-            .iter()
-            .enumerate()
-            .map(|(i, to)| (self.first.nth(i), to))
+        self.slice(0..self.len())
     }
 
     /// The messages of `range` (recipient indices), in order.

@@ -806,7 +806,7 @@ impl MessageStore for EmbeddedStore {
             let below = Run::id_part(&hi)?;
             'scan: for g in ks.range(lo..hi).rev() {
                 let (key, value) = g.into_inner().map_err(backend)?;
-                for id in Run::read(&key, &value)?.ids_rev(below) {
+                for id in Run::read(&key, &value)?.ids_below(below).rev() {
                     // None too for an accept still in progress (no batch yet).
                     let Some(msg) = s.load_message(id.as_bytes(), &mut facts)? else {
                         continue;
@@ -1243,8 +1243,7 @@ impl Inner {
             return Ok(());
         }
         let run = Run::of_block(block)?;
-        let first = block.id(0);
-        let first = first.as_bytes();
+        let first = run.first.as_bytes();
         wb.insert(
             &self.batch_messages,
             key2(batch.id.as_bytes(), first),
@@ -1298,7 +1297,7 @@ impl Inner {
                 }
                 wb.remove(&self.messages, id.as_bytes().to_vec());
             }
-            let first = run.first();
+            let first = run.first;
             wb.remove(
                 &self.batch_messages,
                 key2(queue.as_bytes(), first.as_bytes()),
@@ -1400,7 +1399,7 @@ impl Inner {
 /// dir this version wrote must not be opened by an older one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Run {
-    first: u128,
+    first: MessageId,
     len: u32,
 }
 
@@ -1409,23 +1408,19 @@ impl Run {
         let len = u32::try_from(block.len())
             .map_err(|_| StoreError::Backend("more than 2^32 messages in one batch".into()))?;
         Ok(Run {
-            first: block.id(0).0.as_u128(),
+            first: block.id(0),
             len,
         })
     }
 
     fn single(id: MessageId) -> Self {
-        Run {
-            first: id.0.as_u128(),
-            len: 1,
-        }
+        Run { first: id, len: 1 }
     }
 
-    /// The message id in an index key (owner id ++ message id), as a number.
-    fn id_part(key: &[u8]) -> StoreResult<u128> {
+    /// The message id in an index key (owner id ++ message id).
+    fn id_part(key: &[u8]) -> StoreResult<MessageId> {
         key.get(16..32)
-            .and_then(|b| <[u8; 16]>::try_from(b).ok())
-            .map(u128::from_be_bytes)
+            .and_then(MessageId::from_slice)
             .ok_or_else(|| StoreError::Corrupt("bad message index key".into()))
     }
 
@@ -1445,23 +1440,15 @@ impl Run {
         self.len.to_le_bytes()
     }
 
-    fn first(&self) -> MessageId {
-        MessageId(uuid::Uuid::from_u128(self.first))
+    /// The run's ids below `end`, oldest first.
+    fn ids_below(self, end: MessageId) -> impl DoubleEndedIterator<Item = MessageId> {
+        let below = end.0.as_u128().saturating_sub(self.first.0.as_u128());
+        let n = below.min(u128::from(self.len)) as usize;
+        (0..n).map(move |i| self.first.nth(i))
     }
 
-    fn end(&self) -> u128 {
-        self.first + u128::from(self.len)
-    }
-
-    fn ids(self) -> impl DoubleEndedIterator<Item = MessageId> {
-        (self.first..self.end()).map(|v| MessageId(uuid::Uuid::from_u128(v)))
-    }
-
-    /// The ids below `end`, newest first.
-    fn ids_rev(self, end: u128) -> impl Iterator<Item = MessageId> {
-        (self.first..self.end().min(end))
-            .rev()
-            .map(|v| MessageId(uuid::Uuid::from_u128(v)))
+    fn ids(self) -> impl Iterator<Item = MessageId> {
+        (0..self.len as usize).map(move |i| self.first.nth(i))
     }
 }
 

@@ -24,15 +24,20 @@ type Pending = (
 );
 
 /// Group commit for status changes: callers submit and wait; the writer applies
-/// whatever has accumulated in one durable `MessageStore::apply`.
+/// whatever has accumulated as one group. A group's sync (its fsync) overlaps the next
+/// group's work; its callers hear back once it is durable.
 #[derive(Clone)]
 pub struct StatusWriter {
     tx: mpsc::Sender<Pending>,
 }
 
+/// Groups applied and waiting for their sync at once; the writer waits beyond that.
+const SYNCS_IN_FLIGHT: usize = 4;
+
 impl StatusWriter {
     pub fn start(store: Arc<dyn MessageStore>, max_group: usize) -> Self {
         let (tx, mut rx) = mpsc::channel::<Pending>(max_group.max(1) * 4);
+        let syncs = Arc::new(Semaphore::new(SYNCS_IN_FLIGHT));
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
                 let mut group = vec![first];
@@ -50,23 +55,34 @@ impl StatusWriter {
                 let (changes, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
                 let changes: Vec<StatusChange> = changes.into_iter().flatten().collect();
                 let from: Vec<MessageStatus> = changes.iter().map(|c| c.from).collect();
-                let result = store.apply(changes).await;
-                match result {
-                    Ok(mut all) => {
-                        crate::metrics::record_applied(&from, &all);
-                        for (reply, n) in replies.into_iter().zip(sizes).rev() {
-                            let mine = all.split_off(all.len() - n);
-                            let _ = reply.send(Ok(mine));
+                let Ok(slot) = syncs.clone().acquire_owned().await else {
+                    return;
+                };
+                let applied = store.apply_unsynced(changes).await;
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let result = match applied {
+                        Ok(all) => store.sync().await.map(|()| all),
+                        Err(e) => Err(e),
+                    };
+                    drop(slot);
+                    match result {
+                        Ok(mut all) => {
+                            crate::metrics::record_applied(&from, &all);
+                            for (reply, n) in replies.into_iter().zip(sizes).rev() {
+                                let mine = all.split_off(all.len() - n);
+                                let _ = reply.send(Ok(mine));
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = ?e, "persisting status changes");
+                            for reply in replies {
+                                let _ = reply
+                                    .send(Err(StoreError::Backend("status write failed".into())));
+                            }
                         }
                     }
-                    Err(e) => {
-                        tracing::error!(error = ?e, "persisting status changes");
-                        for reply in replies {
-                            let _ =
-                                reply.send(Err(StoreError::Backend("status write failed".into())));
-                        }
-                    }
-                }
+                });
             }
         });
         Self { tx }

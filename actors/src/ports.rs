@@ -141,6 +141,22 @@ pub trait MessageStore: Send + Sync {
     /// and `canceled`) and batch counts; durable when it returns. Returns the updated
     /// message for each applied change, `None` for a skipped one.
     async fn apply(&self, changes: Vec<StatusChange>) -> StoreResult<Vec<Option<Message>>>;
+    /// [`MessageStore::apply`] without waiting for durability: the changes are applied
+    /// (reads and later calls see them) when it returns, and durable once a
+    /// [`MessageStore::sync`] called after it has returned. A caller that commits groups
+    /// back to back overlaps one group's sync with the next group's work this way, and
+    /// must not report a change before its sync. Backends whose writes are durable at
+    /// once keep the defaults.
+    async fn apply_unsynced(
+        &self,
+        changes: Vec<StatusChange>,
+    ) -> StoreResult<Vec<Option<Message>>> {
+        self.apply(changes).await
+    }
+    /// Makes every change applied before this call durable.
+    async fn sync(&self) -> StoreResult<()> {
+        Ok(())
+    }
     /// Messages in `sending` claimed before `claimed_before` (their dispatcher is gone).
     async fn stale_claims(&self, claimed_before: Millis) -> StoreResult<Vec<MessageId>>;
     /// `sent` messages whose receipt deadline is before `now`.

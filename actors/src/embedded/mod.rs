@@ -1,5 +1,6 @@
 //! The embedded backends: everything SendMe needs in one process and one data directory.
 
+mod journal;
 mod queue;
 mod record;
 mod simulated;

@@ -16,8 +16,10 @@
 use super::store::backend;
 use crate::domain::MessageId;
 use crate::ports::{StoreError, StoreResult};
+use bytes::Bytes;
 use fjall::{Database, Keyspace, OwnedWriteBatch, PersistMode};
 use rustc_hash::FxHashMap;
+use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -30,7 +32,50 @@ const HOLD_AT: usize = 4 * FOLD_AT;
 /// A quiet store is folded this often, so the log stays short for the next open.
 const FOLD_EVERY: Duration = Duration::from_secs(1);
 
-type Records = FxHashMap<MessageId, Arc<[u8]>>;
+/// A message's record: a slice of the log entry that holds it.
+pub(super) type Record = Bytes;
+pub(super) type Records = FxHashMap<MessageId, Record>;
+
+/// A log entry being built: each message's new record after its id and length, encoded
+/// in place (one buffer for the whole group, shared by the records kept in memory).
+#[derive(Default)]
+pub(super) struct Entry {
+    value: Vec<u8>,
+    records: Vec<(MessageId, Range<usize>)>,
+}
+
+impl Entry {
+    pub(super) fn with_capacity(messages: usize) -> Self {
+        Self {
+            value: Vec::with_capacity(messages * 96),
+            records: Vec::with_capacity(messages),
+        }
+    }
+
+    /// Appends `id`'s record, written by `encode` at the end of the buffer it is given.
+    pub(super) fn push(
+        &mut self,
+        id: MessageId,
+        encode: impl FnOnce(Vec<u8>) -> StoreResult<Vec<u8>>,
+    ) -> StoreResult<()> {
+        self.value.extend_from_slice(id.as_bytes());
+        let len_at = self.value.len();
+        self.value.extend_from_slice(&[0; 4]);
+        self.value = encode(std::mem::take(&mut self.value))?;
+        let start = len_at + 4;
+        let len = u32::try_from(self.value.len() - start)
+            .map_err(|_| StoreError::Corrupt("a record over 4 GiB".into()))?;
+        self.value[len_at..start].copy_from_slice(&len.to_le_bytes());
+        self.records.push((id, start..self.value.len()));
+        Ok(())
+    }
+}
+
+/// A staged entry: its key and its records, to [`StatusLog::publish`] once committed.
+pub(super) struct Staged {
+    seq: u64,
+    records: Vec<(MessageId, Record)>,
+}
 
 pub(super) struct StatusLog {
     log: Keyspace,
@@ -59,7 +104,7 @@ struct State {
 impl State {
     /// The newest record of `id` in memory: changed since the last fold began, or being
     /// folded.
-    fn newest(&self, id: &MessageId) -> Option<&Arc<[u8]>> {
+    fn newest(&self, id: &MessageId) -> Option<&Record> {
         self.recent
             .get(id)
             .or_else(|| self.folding.as_deref()?.get(id))
@@ -77,7 +122,7 @@ impl StatusLog {
             first.get_or_insert(seq);
             next = seq + 1;
             for (id, record) in entries(&value)? {
-                left.insert(id, record.into());
+                left.insert(id, Bytes::copy_from_slice(record));
             }
         }
         let this = Self {
@@ -105,41 +150,44 @@ impl StatusLog {
     }
 
     /// The newest record of `id` if it changed since it was last folded.
-    pub(super) fn get(&self, id: &MessageId) -> Option<Arc<[u8]>> {
+    pub(super) fn get(&self, id: &MessageId) -> Option<Record> {
         self.lock().newest(id).cloned()
     }
 
-    /// Keeps the `ids` whose newest record is in `messages` (not changed since a fold).
-    pub(super) fn retain_folded(&self, ids: &mut Vec<MessageId>) {
+    /// The newest records of those of `ids` changed since they were last folded, with
+    /// one look at the log's state for all of them.
+    pub(super) fn newest_of(&self, ids: impl Iterator<Item = MessageId>) -> Records {
         let st = self.lock();
-        ids.retain(|id| st.newest(id).is_none());
+        let mut out = Records::default();
+        for id in ids {
+            if let Some(r) = st.newest(&id) {
+                out.insert(id, r.clone());
+            }
+        }
+        out
     }
 
-    /// Adds one log entry with `records` to `wb`. The caller serializes its calls, and
-    /// [`StatusLog::publish`]es the records once `wb` is committed. Returns the entry's key.
-    pub(super) fn stage(
-        &self,
-        wb: &mut OwnedWriteBatch,
-        records: &[(MessageId, Arc<[u8]>)],
-    ) -> u64 {
+    /// Adds `entry` to `wb` as the next log entry. The caller serializes its calls, and
+    /// [`StatusLog::publish`]es what this returns once `wb` is committed.
+    pub(super) fn stage(&self, wb: &mut OwnedWriteBatch, entry: Entry) -> Staged {
         let seq = {
             let mut st = self.lock();
             st.next += 1;
             st.next - 1
         };
-        let mut value = Vec::with_capacity(records.iter().map(|(_, r)| 20 + r.len()).sum());
-        for (id, record) in records {
-            value.extend_from_slice(id.as_bytes());
-            value.extend_from_slice(&(record.len() as u32).to_le_bytes());
-            value.extend_from_slice(record);
-        }
-        wb.insert(&self.log, seq.to_be_bytes(), value);
-        seq
+        wb.insert(&self.log, seq.to_be_bytes(), entry.value.as_slice());
+        let value = Bytes::from(entry.value);
+        let records = entry
+            .records
+            .into_iter()
+            .map(|(id, range)| (id, value.slice(range)))
+            .collect();
+        Staged { seq, records }
     }
 
-    /// Makes the records of committed entry `seq` what reads see; waits while too many
-    /// are waiting for a fold.
-    pub(super) fn publish(&self, seq: u64, records: Vec<(MessageId, Arc<[u8]>)>) {
+    /// Makes the records of a committed entry what reads see; waits while too many are
+    /// waiting for a fold.
+    pub(super) fn publish(&self, Staged { seq, records }: Staged) {
         let mut st = self.lock();
         st.recent.extend(records);
         st.published_to = seq + 1;
@@ -194,7 +242,7 @@ impl StatusLog {
         let batch = || self.db.batch().durability(Some(PersistMode::Buffer));
         let mut wb = batch();
         for (id, record) in records.iter() {
-            wb.insert(&self.messages, id.as_bytes().to_vec(), record.to_vec());
+            wb.insert(&self.messages, id.as_bytes(), record.as_ref());
             if wb.len() == FOLD_CHUNK {
                 std::mem::replace(&mut wb, batch())
                     .commit()
@@ -288,12 +336,19 @@ mod tests {
 
     /// Commits one log entry with `records`, as the store's status writer does.
     fn append(db: &Database, log: &StatusLog, records: &[(MessageId, &[u8])]) {
-        let records: Vec<(MessageId, Arc<[u8]>)> =
-            records.iter().map(|(id, r)| (*id, Arc::from(*r))).collect();
+        let mut entry = Entry::default();
+        for (id, record) in records {
+            entry
+                .push(*id, |mut out| {
+                    out.extend_from_slice(record);
+                    Ok(out)
+                })
+                .unwrap();
+        }
         let mut wb = db.batch().durability(Some(PersistMode::SyncData));
-        let seq = log.stage(&mut wb, &records);
+        let staged = log.stage(&mut wb, entry);
         wb.commit().unwrap();
-        log.publish(seq, records);
+        log.publish(staged);
     }
 
     fn folded(log: &StatusLog, id: MessageId) -> Option<Vec<u8>> {

@@ -3,10 +3,12 @@
 //! Keys are fixed-width byte strings that start with the owning id, so every listing is
 //! a prefix or range scan, and UUIDv7 ids make writes land in order. Records are encoded
 //! with postcard. Writes that must survive a crash are committed as one atomic batch and
-//! fsync'd before the call returns.
+//! fsync'd before the call returns (status changes through `apply_unsynced`: before the
+//! next `sync` returns).
 
+use super::journal::JournalSync;
 use super::record::{self, BatchFacts};
-use super::status_log::StatusLog;
+use super::status_log::{Entry, Records, StatusLog};
 use crate::domain::*;
 use crate::ports::*;
 use async_trait::async_trait;
@@ -152,6 +154,7 @@ struct Inner {
     /// Serializes status transitions, which read, check and rewrite messages and batches.
     status_lock: Mutex<()>,
     group_sync: GroupSync,
+    journal: JournalSync,
 }
 
 /// Group commit: writers commit to the journal's OS buffers, then wait for one fsync that
@@ -258,6 +261,7 @@ impl EmbeddedStore {
             ledger_lock: Mutex::new(()),
             status_lock: Mutex::new(()),
             group_sync: GroupSync::default(),
+            journal: JournalSync::new(path.as_ref()),
             db,
         };
         inner.migrate_message_indexes()?;
@@ -322,7 +326,7 @@ impl Inner {
             st.syncing = true;
             let covers = st.written;
             drop(st);
-            let result = self.db.persist(PersistMode::SyncData);
+            let result = self.journal.sync(&self.db);
             st = lock();
             st.syncing = false;
             if result.is_ok() {
@@ -347,26 +351,28 @@ impl Inner {
 
     /// Message `id`, if it exists and its batch is committed; `facts` caches what the
     /// batches read so far say.
-    fn load_message(
-        &self,
-        id: &[u8],
-        facts: &mut HashMap<QueueId, Option<BatchFacts>>,
-    ) -> StoreResult<Option<Message>> {
-        self.load_message_read(id, facts, None)
-    }
-
-    /// [`Inner::load_message`], with the message's record already read from `messages`
-    /// (it is still read from the status log if that has a newer one).
-    fn load_message_read(
-        &self,
-        id: &[u8],
-        facts: &mut HashMap<QueueId, Option<BatchFacts>>,
-        read: Option<fjall::Slice>,
-    ) -> StoreResult<Option<Message>> {
+    fn load_message(&self, id: &[u8], facts: &mut Facts) -> StoreResult<Option<Message>> {
         let Some(message_id) = MessageId::from_slice(id) else {
             return Ok(None);
         };
-        let mut facts_of = |queue: QueueId| {
+        match self.status_log.get(&message_id) {
+            Some(recent) => self.message_from(message_id, &recent, facts),
+            None => match self.messages.get(id).map_err(backend)? {
+                Some(folded) => self.message_from(message_id, &folded, facts),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// Message `id` from its newest `record`, completed by its batch (`facts` as for
+    /// [`Inner::load_message`]).
+    fn message_from(
+        &self,
+        id: MessageId,
+        record: &[u8],
+        facts: &mut Facts,
+    ) -> StoreResult<Option<Message>> {
+        record::decode(id, record, |queue: QueueId| {
             if let Some(f) = facts.get(&queue) {
                 return Ok(*f);
             }
@@ -375,38 +381,25 @@ impl Inner {
                 .map(|b| BatchFacts::of(&b));
             facts.insert(queue, f);
             Ok(f)
-        };
-        if let Some(recent) = self.status_log.get(&message_id) {
-            return record::decode(message_id, &recent, &mut facts_of);
-        }
-        let folded = match read {
-            Some(bytes) => Some(bytes),
-            None => self.messages.get(id).map_err(backend)?,
-        };
-        match folded {
-            Some(folded) => record::decode(message_id, &folded, &mut facts_of),
-            None => Ok(None),
-        }
+        })
     }
 
-    /// The records of the messages that `changes` claim (`queued → …`), read with one
-    /// range scan rather than a point read each: a poll of the queue takes a run of
-    /// consecutive messages of a batch, so their ids are close together. Gives up (the
-    /// rest are read one by one) once the scan has passed four times as many records as
-    /// it looks for.
+    /// The records of the messages that `changes` claim (`queued → …`) and that have
+    /// no newer record in `recent`, read with one range scan rather than a point read
+    /// each: a poll of the queue takes a run of consecutive messages of a batch, so their
+    /// ids are close together. Gives up (the rest are read one by one) once the scan has
+    /// passed four times as many records as it looks for.
     fn read_claimed(
         &self,
         changes: &[StatusChange],
+        recent: &Records,
     ) -> StoreResult<FxHashMap<MessageId, fjall::Slice>> {
         let mut found = FxHashMap::default();
         let mut ids: Vec<MessageId> = changes
             .iter()
-            .filter(|c| c.from == MessageStatus::Queued)
+            .filter(|c| c.from == MessageStatus::Queued && !recent.contains_key(&c.message))
             .map(|c| c.message)
             .collect();
-        if ids.len() >= SCAN_CLAIMS_FROM {
-            self.status_log.retain_folded(&mut ids);
-        }
         if ids.len() < SCAN_CLAIMS_FROM {
             return Ok(found);
         }
@@ -780,7 +773,8 @@ impl MessageStore for EmbeddedStore {
     }
 
     async fn message(&self, id: MessageId) -> StoreResult<Option<Message>> {
-        self.inner.load_message(id.as_bytes(), &mut HashMap::new())
+        self.inner
+            .load_message(id.as_bytes(), &mut Facts::default())
     }
 
     async fn list_messages(&self, f: &MessageFilter) -> StoreResult<Page<Message, MessageId>> {
@@ -800,7 +794,7 @@ impl MessageStore for EmbeddedStore {
                 }
             }
             let mut items = Vec::new();
-            let mut facts = HashMap::new();
+            let mut facts = Facts::default();
             // A run starting below `hi` may reach past it (`before` inside a block); a
             // time window never cuts one, since a block's ids share their millisecond.
             let below = Run::id_part(&hi)?;
@@ -848,7 +842,23 @@ impl MessageStore for EmbeddedStore {
     }
 
     async fn apply(&self, changes: Vec<StatusChange>) -> StoreResult<Vec<Option<Message>>> {
+        self.blocking(move |s| {
+            let applied = s.apply_changes(changes)?;
+            s.persist()?;
+            Ok(applied)
+        })
+        .await
+    }
+
+    async fn apply_unsynced(
+        &self,
+        changes: Vec<StatusChange>,
+    ) -> StoreResult<Vec<Option<Message>>> {
         self.blocking(move |s| s.apply_changes(changes)).await
+    }
+
+    async fn sync(&self) -> StoreResult<()> {
+        self.blocking(Inner::persist).await
     }
 
     async fn stale_claims(&self, claimed_before: Millis) -> StoreResult<Vec<MessageId>> {
@@ -888,7 +898,7 @@ impl MessageStore for EmbeddedStore {
                 .contains_key(queue.as_bytes())
                 .map_err(backend)?
             {
-                let facts = &mut HashMap::new();
+                let facts = &mut Facts::default();
                 s.batch_messages_with(queue, MessageStatus::Queued, facts, |m| out.push(m.id))?;
             }
             Ok(out)
@@ -914,7 +924,7 @@ impl Inner {
                 continue;
             };
             if batch.counts.get(status) > 0 {
-                let mut facts = HashMap::from([(batch.id, Some(BatchFacts::of(&batch)))]);
+                let mut facts = Facts::from_iter([(batch.id, Some(BatchFacts::of(&batch)))]);
                 self.batch_messages_with(batch.id, status, &mut facts, &mut f)?;
             }
         }
@@ -927,7 +937,7 @@ impl Inner {
         &self,
         queue: QueueId,
         status: MessageStatus,
-        facts: &mut HashMap<QueueId, Option<BatchFacts>>,
+        facts: &mut Facts,
         mut f: impl FnMut(Message),
     ) -> StoreResult<()> {
         for g in self.batch_messages.prefix(queue.as_bytes()) {
@@ -944,6 +954,9 @@ impl Inner {
     }
 }
 
+/// What the batches read so far say about their messages.
+type Facts = FxHashMap<QueueId, Option<BatchFacts>>;
+
 fn receipt_key(deadline: Millis, id: MessageId) -> Vec<u8> {
     let mut k = Vec::with_capacity(24);
     k.extend_from_slice(&deadline.to_be_bytes());
@@ -952,26 +965,34 @@ fn receipt_key(deadline: Millis, id: MessageId) -> Vec<u8> {
 }
 
 impl Inner {
-    /// See [`MessageStore::apply`].
+    /// See [`MessageStore::apply_unsynced`]: durable after the next [`Inner::persist`].
     fn apply_changes(&self, changes: Vec<StatusChange>) -> StoreResult<Vec<Option<Message>>> {
         let status_guard = self.status_lock.lock().unwrap_or_else(|p| p.into_inner());
         // Each message read once per group, with whether a change applied to it.
         let mut messages: FxHashMap<MessageId, (Message, bool)> =
             FxHashMap::with_capacity_and_hasher(changes.len(), Default::default());
-        let mut facts = HashMap::new();
-        let mut batches: HashMap<QueueId, Batch> = HashMap::new();
-        let mut credits: HashMap<(AccountId, QueueId, LedgerKind), u64> = HashMap::new();
+        let mut facts = Facts::default();
+        let mut batches: FxHashMap<QueueId, Batch> = FxHashMap::default();
+        let mut credits: FxHashMap<(AccountId, QueueId, LedgerKind), u64> = FxHashMap::default();
         let mut wb = self.buffered_batch();
         let mut results = Vec::with_capacity(changes.len());
-        let mut claimed = self.read_claimed(&changes)?;
+        let mut recent = self.status_log.newest_of(changes.iter().map(|c| c.message));
+        let mut claimed = self.read_claimed(&changes, &recent)?;
 
         for change in changes {
             let msg = match messages.entry(change.message) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
                     let id = change.message;
-                    let read = claimed.remove(&id);
-                    match self.load_message_read(id.as_bytes(), &mut facts, read)? {
+                    let loaded = match (recent.remove(&id), claimed.remove(&id)) {
+                        (Some(record), _) => self.message_from(id, &record, &mut facts)?,
+                        (None, Some(record)) => self.message_from(id, &record, &mut facts)?,
+                        (None, None) => match self.messages.get(id.as_bytes()).map_err(backend)? {
+                            Some(record) => self.message_from(id, &record, &mut facts)?,
+                            None => None,
+                        },
+                    };
+                    match loaded {
                         Some(m) => e.insert((m, false)),
                         None => {
                             results.push(None);
@@ -1039,12 +1060,13 @@ impl Inner {
             results.push(Some(msg.clone()));
         }
 
-        let records = messages
-            .iter()
-            .filter(|(_, (_, changed))| *changed)
-            .map(|(id, (msg, _))| Ok((*id, Arc::from(record::encode(msg)?))))
-            .collect::<StoreResult<Vec<_>>>()?;
-        let entry = self.status_log.stage(&mut wb, &records);
+        let mut records = Entry::with_capacity(messages.len());
+        for (id, (msg, changed)) in &messages {
+            if *changed {
+                records.push(*id, |out| record::encode_into(msg, out))?;
+            }
+        }
+        let staged = self.status_log.stage(&mut wb, records);
         for (id, batch) in &batches {
             wb.insert(&self.batches, id.as_bytes().to_vec(), encode(batch)?);
             if batch.counts.queued + batch.counts.sending == 0 {
@@ -1054,7 +1076,7 @@ impl Inner {
             }
         }
         let ledger_guard = self.ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut accounts: HashMap<AccountId, Account> = HashMap::new();
+        let mut accounts: FxHashMap<AccountId, Account> = FxHashMap::default();
         for ((account, queue, kind), amount) in credits {
             let acc = match accounts.entry(account) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -1087,9 +1109,8 @@ impl Inner {
         }
         wb.commit().map_err(backend)?;
         drop(ledger_guard);
-        self.status_log.publish(entry, records);
+        self.status_log.publish(staged);
         drop(status_guard);
-        self.persist()?;
         Ok(results)
     }
 }

@@ -357,10 +357,25 @@ impl Inner {
         };
         match self.status_log.get(&message_id) {
             Some(recent) => self.message_from(message_id, &recent, facts),
-            None => match self.messages.get(id).map_err(backend)? {
-                Some(folded) => self.message_from(message_id, &folded, facts),
-                None => Ok(None),
-            },
+            None => self.folded_message(message_id, None, facts),
+        }
+    }
+
+    /// Message `id` as of the last fold, from its record in `messages` (`read`: that
+    /// record, already read).
+    fn folded_message(
+        &self,
+        id: MessageId,
+        read: Option<fjall::Slice>,
+        facts: &mut Facts,
+    ) -> StoreResult<Option<Message>> {
+        let record = match read {
+            Some(record) => Some(record),
+            None => self.messages.get(id.as_bytes()).map_err(backend)?,
+        };
+        match record {
+            Some(record) => self.message_from(id, &record, facts),
+            None => Ok(None),
         }
     }
 
@@ -984,13 +999,9 @@ impl Inner {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => {
                     let id = change.message;
-                    let loaded = match (recent.remove(&id), claimed.remove(&id)) {
-                        (Some(record), _) => self.message_from(id, &record, &mut facts)?,
-                        (None, Some(record)) => self.message_from(id, &record, &mut facts)?,
-                        (None, None) => match self.messages.get(id.as_bytes()).map_err(backend)? {
-                            Some(record) => self.message_from(id, &record, &mut facts)?,
-                            None => None,
-                        },
+                    let loaded = match recent.remove(&id) {
+                        Some(record) => self.message_from(id, &record, &mut facts)?,
+                        None => self.folded_message(id, claimed.remove(&id), &mut facts)?,
                     };
                     match loaded {
                         Some(m) => e.insert((m, false)),

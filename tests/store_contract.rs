@@ -573,6 +573,7 @@ async fn apply_transitions_only_from_the_expected_status(s: Stores) {
         .unwrap();
     assert_eq!(results.len(), 3);
     assert_eq!(results[0].as_ref().map(|m| m.status), Some(Sending));
+    assert_eq!(results[0].as_ref().map(|m| m.events.len()), Some(2));
     let m = results[1].clone().unwrap();
     assert_eq!(m.status, Sent);
     assert_eq!(m.attempts, 1);

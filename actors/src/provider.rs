@@ -14,7 +14,7 @@ use std::hash::BuildHasher;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 #[derive(Debug, Clone)]
 pub struct RouteSettings {
@@ -140,6 +140,8 @@ pub fn backoff(settings: &RouteSettings, sms: &OutboundSms) -> Duration {
 
 pub struct ProviderActor {
     route: Arc<Route>,
+    /// Taken by [`persist_finished`] when the actor starts.
+    finished: Option<mpsc::UnboundedReceiver<Finished>>,
 }
 
 struct Route {
@@ -151,6 +153,15 @@ struct Route {
     queue: Arc<dyn DispatchQueue>,
     clock: EngineClock,
     metrics: RouteMetrics,
+    /// Where sends go once they have their final outcome, to be persisted in groups.
+    finished: mpsc::UnboundedSender<Finished>,
+}
+
+/// A send's final outcome (`sent` or `failed`) and what to let go once it is persisted.
+struct Finished {
+    change: StatusChange,
+    record: QueueRecord,
+    window: OwnedSemaphorePermit,
 }
 
 impl ProviderActor {
@@ -161,6 +172,7 @@ impl ProviderActor {
         queue: Arc<dyn DispatchQueue>,
         clock: EngineClock,
     ) -> Self {
+        let (finished, inbox) = mpsc::unbounded_channel();
         let route = Route {
             pacer: Pacer::new(settings.rate_per_second, clock),
             concurrency: Arc::new(Semaphore::new(settings.concurrency.max(1))),
@@ -170,16 +182,60 @@ impl ProviderActor {
             writer,
             queue,
             clock,
+            finished,
         };
         Self {
             route: Arc::new(route),
+            finished: Some(inbox),
         }
     }
 }
 
 impl Actor for ProviderActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Self::Context) {
+        if let Some(inbox) = self.finished.take() {
+            let (writer, queue) = (self.route.writer.clone(), self.route.queue.clone());
+            actix::spawn(persist_finished(inbox, writer, queue));
+        }
+    }
 }
+
+/// Persists final outcomes as they arrive, each arrival group in one status write,
+/// then commits their queue positions and frees their window slots. Persisted or not
+/// (then the claim times out and the message is re-queued from the store), the
+/// positions may go. Ends when the route is gone.
+async fn persist_finished(
+    mut inbox: mpsc::UnboundedReceiver<Finished>,
+    writer: StatusWriter,
+    queue: Arc<dyn DispatchQueue>,
+) {
+    let mut arrived = Vec::new();
+    while inbox.recv_many(&mut arrived, FINISHED_GROUP).await > 0 {
+        let group = std::mem::take(&mut arrived);
+        let (writer, queue) = (writer.clone(), queue.clone());
+        // The next group is taken while this one waits for its write.
+        actix::spawn(async move {
+            let mut changes = Vec::with_capacity(group.len());
+            let mut records = Vec::with_capacity(group.len());
+            let mut windows = Vec::with_capacity(group.len());
+            for f in group {
+                changes.push(f.change);
+                records.push(f.record);
+                windows.push(f.window);
+            }
+            let _ = writer.submit_many(changes).await;
+            if let Err(e) = queue.commit(&records).await {
+                tracing::warn!(error = ?e, "committing queue positions");
+            }
+            drop(windows);
+        });
+    }
+}
+
+/// Final outcomes taken from the inbox at once.
+const FINISHED_GROUP: usize = 4096;
 
 /// A claimed message to send. `window` is the dispatcher's in-flight slot, released
 /// once the outcome is persisted and the queue position committed.
@@ -280,11 +336,16 @@ impl Route {
                     c
                 }
             };
-            // Persisted, or not (then the claim times out and the message is re-queued
-            // from the store): either way the queue position may go.
-            let _ = self.writer.submit(change).await;
-            self.release(&record).await;
-            drop(window);
+            let finished = Finished {
+                change,
+                record,
+                window,
+            };
+            if let Err(mpsc::error::SendError(f)) = self.finished.send(finished) {
+                // The route is stopping: persist this one alone.
+                let _ = self.writer.submit(f.change).await;
+                self.release(&f.record).await;
+            }
             return;
         }
     }

@@ -983,8 +983,10 @@ impl Inner {
     /// See [`MessageStore::apply_unsynced`]: durable after the next [`Inner::persist`].
     fn apply_changes(&self, changes: Vec<StatusChange>) -> StoreResult<Vec<Option<Message>>> {
         let status_guard = self.status_lock.lock().unwrap_or_else(|p| p.into_inner());
-        // Each message read once per group, with whether a change applied to it.
-        let mut messages: FxHashMap<MessageId, (Message, bool)> =
+        // Each message read once per group, with the result slot of the last change
+        // applied to it (`None`: none applied). That slot gets the message itself once
+        // its record is encoded; an earlier slot of the same message gets a copy.
+        let mut messages: FxHashMap<MessageId, (Message, Option<usize>)> =
             FxHashMap::with_capacity_and_hasher(changes.len(), Default::default());
         let mut facts = Facts::default();
         let mut batches: FxHashMap<QueueId, Batch> = FxHashMap::default();
@@ -1004,7 +1006,7 @@ impl Inner {
                         None => self.folded_message(id, claimed.remove(&id), &mut facts)?,
                     };
                     match loaded {
-                        Some(m) => e.insert((m, false)),
+                        Some(m) => e.insert((m, None)),
                         None => {
                             results.push(None);
                             continue;
@@ -1012,15 +1014,17 @@ impl Inner {
                     }
                 }
             };
-            let (msg, changed) = msg;
+            let (msg, last) = msg;
             if msg.status != change.from {
                 results.push(None);
                 continue;
             }
+            if let Some(earlier) = last.replace(results.len()) {
+                results[earlier] = Some(msg.clone());
+            }
             let id = msg.id;
             let (from, old_deadline) = (msg.status, msg.dlr_deadline);
             change.apply_to(msg);
-            *changed = true;
             let to = msg.status;
             if to != from {
                 if let (MessageStatus::Sent, Some(d)) = (from, old_deadline) {
@@ -1068,13 +1072,18 @@ impl Inner {
                 *batch.counts.get_mut(from) -= 1;
                 *batch.counts.get_mut(to) += 1;
             }
-            results.push(Some(msg.clone()));
+            results.push(None);
         }
 
         let mut records = Entry::with_capacity(messages.len());
-        for (id, (msg, changed)) in &messages {
-            if *changed {
+        for (id, (msg, last)) in &messages {
+            if last.is_some() {
                 records.push(*id, |out| record::encode_into(msg, out))?;
+            }
+        }
+        for (msg, last) in messages.into_values() {
+            if let Some(slot) = last {
+                results[slot] = Some(msg);
             }
         }
         let staged = self.status_log.stage(&mut wb, records);

@@ -45,11 +45,19 @@ pub(super) struct Entry {
 }
 
 impl Entry {
-    pub(super) fn with_capacity(messages: usize) -> Self {
+    /// Room for `messages` records of about `record_bytes` each (96 if 0), and an eighth
+    /// more: records of one group vary, and outgrowing the buffer copies it.
+    pub(super) fn with_capacity(messages: usize, record_bytes: usize) -> Self {
+        let per_record = ID_AND_LENGTH + if record_bytes == 0 { 96 } else { record_bytes };
         Self {
-            value: Vec::with_capacity(messages * 96),
+            value: Vec::with_capacity(messages * per_record * 9 / 8),
             records: Vec::with_capacity(messages),
         }
+    }
+
+    /// Bytes of the records so far, without their ids and lengths.
+    pub(super) fn bytes(&self) -> usize {
+        self.value.len() - self.records.len() * ID_AND_LENGTH
     }
 
     /// Appends `id`'s record, written by `encode` at the end of the buffer it is given.
@@ -70,6 +78,9 @@ impl Entry {
         Ok(())
     }
 }
+
+/// A record's id and length before it in an entry.
+const ID_AND_LENGTH: usize = 16 + 4;
 
 /// A staged entry: its key and its records, to [`StatusLog::publish`] once committed.
 pub(super) struct Staged {

@@ -151,8 +151,9 @@ struct Inner {
     idempotency: Keyspace,
     /// Serializes read-modify-write of balances (one process owns the data dir).
     ledger_lock: Mutex<()>,
-    /// Serializes status transitions, which read, check and rewrite messages and batches.
-    status_lock: Mutex<()>,
+    /// Serializes status transitions, which read, check and rewrite messages and batches;
+    /// holds what they reuse from one group to the next.
+    status_lock: Mutex<Scratch>,
     group_sync: GroupSync,
     journal: JournalSync,
 }
@@ -259,7 +260,7 @@ impl EmbeddedStore {
             dead_letters: ks("dead_letters")?,
             idempotency: ks("idempotency")?,
             ledger_lock: Mutex::new(()),
-            status_lock: Mutex::new(()),
+            status_lock: Mutex::new(Scratch::default()),
             group_sync: GroupSync::default(),
             journal: JournalSync::new(path.as_ref()),
             db,
@@ -982,12 +983,14 @@ fn receipt_key(deadline: Millis, id: MessageId) -> Vec<u8> {
 impl Inner {
     /// See [`MessageStore::apply_unsynced`]: durable after the next [`Inner::persist`].
     fn apply_changes(&self, changes: Vec<StatusChange>) -> StoreResult<Vec<Option<Message>>> {
-        let status_guard = self.status_lock.lock().unwrap_or_else(|p| p.into_inner());
-        // Each message read once per group, with the result slot of the last change
-        // applied to it (`None`: none applied). That slot gets the message itself once
-        // its record is encoded; an earlier slot of the same message gets a copy.
-        let mut messages: FxHashMap<MessageId, (Message, Option<usize>)> =
-            FxHashMap::with_capacity_and_hasher(changes.len(), Default::default());
+        let mut scratch = self.status_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let Scratch {
+            messages,
+            index,
+            record_bytes,
+        } = &mut *scratch;
+        messages.clear();
+        index.clear();
         let mut facts = Facts::default();
         let mut batches: FxHashMap<QueueId, Batch> = FxHashMap::default();
         let mut credits: FxHashMap<(AccountId, QueueId, LedgerKind), u64> = FxHashMap::default();
@@ -997,8 +1000,8 @@ impl Inner {
         let mut claimed = self.read_claimed(&changes, &recent)?;
 
         for change in changes {
-            let msg = match messages.entry(change.message) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            let at = match index.entry(change.message) {
+                std::collections::hash_map::Entry::Occupied(e) => *e.get(),
                 std::collections::hash_map::Entry::Vacant(e) => {
                     let id = change.message;
                     let loaded = match recent.remove(&id) {
@@ -1006,7 +1009,10 @@ impl Inner {
                         None => self.folded_message(id, claimed.remove(&id), &mut facts)?,
                     };
                     match loaded {
-                        Some(m) => e.insert((m, None)),
+                        Some(m) => {
+                            messages.push((m, None));
+                            *e.insert(messages.len() - 1)
+                        }
                         None => {
                             results.push(None);
                             continue;
@@ -1014,7 +1020,7 @@ impl Inner {
                     }
                 }
             };
-            let (msg, last) = msg;
+            let (msg, last) = &mut messages[at];
             if msg.status != change.from {
                 results.push(None);
                 continue;
@@ -1075,13 +1081,17 @@ impl Inner {
             results.push(None);
         }
 
-        let mut records = Entry::with_capacity(messages.len());
-        for (id, (msg, last)) in &messages {
+        let changed = messages.iter().filter(|(_, last)| last.is_some()).count();
+        let mut records = Entry::with_capacity(changed, *record_bytes);
+        for (msg, last) in messages.iter() {
             if last.is_some() {
-                records.push(*id, |out| record::encode_into(msg, out))?;
+                records.push(msg.id, |out| record::encode_into(msg, out))?;
             }
         }
-        for (msg, last) in messages.into_values() {
+        if let Some(per_record) = records.bytes().checked_div(changed) {
+            *record_bytes = per_record;
+        }
+        for (msg, last) in messages.drain(..) {
             if let Some(slot) = last {
                 results[slot] = Some(msg);
             }
@@ -1130,9 +1140,22 @@ impl Inner {
         wb.commit().map_err(backend)?;
         drop(ledger_guard);
         self.status_log.publish(staged);
-        drop(status_guard);
+        drop(scratch);
         Ok(results)
     }
+}
+
+/// What one status group leaves for the next to reuse (their allocations, and a size).
+#[derive(Default)]
+struct Scratch {
+    /// Each message of the group read once, with the result slot of the last change
+    /// applied to it (`None`: none applied). That slot gets the message itself once its
+    /// record is encoded; an earlier slot of the same message gets a copy.
+    messages: Vec<(Message, Option<usize>)>,
+    /// Where each message is in `messages`.
+    index: FxHashMap<MessageId, usize>,
+    /// Bytes per record in the last group's log entry.
+    record_bytes: usize,
 }
 
 /// Claims in a status group from which their records are read with a range scan.

@@ -36,56 +36,105 @@ const SYNCS_IN_FLIGHT: usize = 4;
 
 impl StatusWriter {
     pub fn start(store: Arc<dyn MessageStore>, max_group: usize) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Pending>(max_group.max(1) * 4);
+        let (tx, rx) = mpsc::channel::<Pending>(max_group.max(1) * 4);
+        tokio::spawn(Self::run(store, max_group, rx));
+        Self { tx }
+    }
+
+    /// Applies groups until every [`StatusWriter`] is dropped, then waits for the syncs
+    /// still running. While changes keep coming, groups are taken and applied one after
+    /// another on a blocking thread, without a turn on this executor between them (it
+    /// runs the actors, and is often busy).
+    async fn run(store: Arc<dyn MessageStore>, max_group: usize, mut rx: mpsc::Receiver<Pending>) {
         let syncs = Arc::new(Semaphore::new(SYNCS_IN_FLIGHT));
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut group = vec![first];
-                let mut count = group[0].0.len();
-                while count < max_group {
-                    match rx.try_recv() {
-                        Ok(p) => {
-                            count += p.0.len();
-                            group.push(p);
-                        }
-                        Err(_) => break,
+        let runtime = tokio::runtime::Handle::current();
+        let (done, mut answered) = oneshot::channel();
+        let _ = done.send(());
+        while let Some(first) = rx.recv().await {
+            let (store, syncs, runtime) = (store.clone(), syncs.clone(), runtime.clone());
+            let busy = tokio::task::spawn_blocking(move || {
+                let mut next = Some(first);
+                while let Some(first) = next.take().or_else(|| rx.try_recv().ok()) {
+                    let group = Self::group(first, &mut rx, max_group);
+                    match runtime.block_on(Self::apply(&store, &syncs, group, answered)) {
+                        Some(this) => answered = this,
+                        None => return None,
                     }
                 }
-                let sizes: Vec<usize> = group.iter().map(|(c, _)| c.len()).collect();
-                let (changes, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
-                let changes: Vec<StatusChange> = changes.into_iter().flatten().collect();
-                let from: Vec<MessageStatus> = changes.iter().map(|c| c.from).collect();
-                let Ok(slot) = syncs.clone().acquire_owned().await else {
-                    return;
-                };
-                let applied = store.apply_unsynced(changes).await;
-                let store = store.clone();
-                tokio::spawn(async move {
-                    let result = match applied {
-                        Ok(all) => store.sync().await.map(|()| all),
-                        Err(e) => Err(e),
-                    };
-                    drop(slot);
-                    match result {
-                        Ok(mut all) => {
-                            crate::metrics::record_applied(&from, &all);
-                            for (reply, n) in replies.into_iter().zip(sizes).rev() {
-                                let mine = all.split_off(all.len() - n);
-                                let _ = reply.send(Ok(mine));
-                            }
-                        }
-                        Err(e) => {
-                            tracing::error!(error = ?e, "persisting status changes");
-                            for reply in replies {
-                                let _ = reply
-                                    .send(Err(StoreError::Backend("status write failed".into())));
-                            }
-                        }
-                    }
-                });
+                Some((rx, answered))
+            });
+            match busy.await {
+                Ok(Some(back)) => (rx, answered) = back,
+                Ok(None) => return,
+                Err(join) => std::panic::resume_unwind(join.into_panic()),
             }
+        }
+        let _ = syncs.acquire_many(SYNCS_IN_FLIGHT as u32).await;
+    }
+
+    /// `first` and what else waits, up to `max_group` changes.
+    fn group(first: Pending, rx: &mut mpsc::Receiver<Pending>, max_group: usize) -> Vec<Pending> {
+        let mut group = vec![first];
+        let mut count = group[0].0.len();
+        while count < max_group {
+            match rx.try_recv() {
+                Ok(p) => {
+                    count += p.0.len();
+                    group.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        group
+    }
+
+    /// Applies `group` and leaves its sync and its answers to a task of their own, which
+    /// answers once `previous` (the group before) has answered: groups are answered in
+    /// the order they were applied, even when a later sync returns first (it made the
+    /// earlier group durable too). Returns when this group will have answered; `None` if
+    /// the writer is closing.
+    async fn apply(
+        store: &Arc<dyn MessageStore>,
+        syncs: &Arc<Semaphore>,
+        group: Vec<Pending>,
+        previous: oneshot::Receiver<()>,
+    ) -> Option<oneshot::Receiver<()>> {
+        let sizes: Vec<usize> = group.iter().map(|(c, _)| c.len()).collect();
+        let (changes, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+        let changes: Vec<StatusChange> = changes.into_iter().flatten().collect();
+        let from: Vec<MessageStatus> = changes.iter().map(|c| c.from).collect();
+        let Ok(slot) = syncs.clone().acquire_owned().await else {
+            return None;
+        };
+        let applied = store.apply_unsynced(changes).await;
+        let store = store.clone();
+        let (done, answered) = oneshot::channel();
+        tokio::spawn(async move {
+            let result = match applied {
+                Ok(all) => store.sync().await.map(|()| all),
+                Err(e) => Err(e),
+            };
+            drop(slot);
+            let _ = previous.await;
+            match result {
+                Ok(all) => {
+                    crate::metrics::record_applied(&from, &all);
+                    // In the order they were submitted.
+                    let mut all = all.into_iter();
+                    for (reply, n) in replies.into_iter().zip(sizes) {
+                        let _ = reply.send(Ok(all.by_ref().take(n).collect()));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = ?e, "persisting status changes");
+                    for reply in replies {
+                        let _ = reply.send(Err(StoreError::Backend("status write failed".into())));
+                    }
+                }
+            }
+            let _ = done.send(());
         });
-        Self { tx }
+        Some(answered)
     }
 
     pub async fn submit_many(
@@ -436,15 +485,24 @@ fn retry_receipt_later(h: DeliveryHandle, receipt: Receipt) {
     });
 }
 
+/// Claim groups submitted at once: while one waits for its durable write, the next is
+/// polled and submitted, so the status writer always has claims to take.
+const CLAIMS_IN_FLIGHT: usize = 2;
+
 async fn dispatch_loop(
     h: DeliveryHandle,
     route: Addr<ProviderActor>,
     settings: DispatchSettings,
     mut stopping: watch::Receiver<bool>,
 ) {
-    let mut bodies: HashMap<QueueId, Arc<str>> = HashMap::new();
+    let bodies = Arc::new(Bodies::default());
+    let claiming = Arc::new(Semaphore::new(CLAIMS_IN_FLIGHT));
     loop {
         if *stopping.borrow() {
+            return;
+        }
+        if !route.connected() {
+            tracing::error!("provider actor stopped");
             return;
         }
         // Take only as many records as there are free slots in the window.
@@ -459,6 +517,10 @@ async fn dispatch_loop(
                 Err(_) => break,
             }
         }
+        let turn = tokio::select! {
+            t = claiming.clone().acquire_owned() => match t { Ok(t) => t, Err(_) => return },
+            _ = stopping.changed() => return,
+        };
         let records = tokio::select! {
             r = h.ports.queue.poll(slots.len(), Duration::from_millis(250)) => r,
             _ = stopping.changed() => return,
@@ -472,91 +534,112 @@ async fn dispatch_loop(
                 continue;
             }
         };
-        let now = h.clock.now();
-        let claims = records
-            .iter()
-            .map(|r| {
-                StatusChange::new(
-                    r.message,
-                    MessageStatus::Queued,
-                    MessageStatus::Sending,
-                    now,
-                )
-            })
-            .collect();
-        let claimed = match h.writer.submit_many(claims).await {
-            Ok(c) => c,
-            Err(e) => {
-                // Not claimed, still `queued` in the store: back on the queue, and only
-                // then let their positions go (a log-based queue would stay stuck on them).
-                tracing::error!(error = ?e, "claiming messages");
-                if h.ports.queue.publish(records.clone()).await.is_ok() {
-                    let _ = h.ports.queue.commit(&records).await;
-                }
-                continue;
-            }
-        };
-        let mut skipped = Vec::new();
-        for ((record, claim), window) in records.into_iter().zip(claimed).zip(slots) {
-            let Some(message) = claim else {
-                // Canceled, or already claimed by someone else: never send it twice.
-                skipped.push(record);
-                continue;
-            };
-            let body = match body_of(&h.ports, &mut bodies, message.queue).await {
-                Ok(b) => b,
-                Err(e) => {
-                    // Claimed: the claim sweep (or the next start) re-queues it.
-                    tracing::error!(error = ?e, "loading a message body");
-                    skipped.push(record);
-                    continue;
-                }
-            };
-            let sms = OutboundSms {
-                id: message.id,
-                to: message.recipient,
-                body,
-                segments: message.segments,
-                kind: message.kind,
-                attempt: message.attempts + 1,
-            };
-            if !route.connected() {
-                tracing::error!("provider actor stopped");
-                return;
-            }
-            // The window bounds what is in flight; no need to wait for the mailbox.
-            route.do_send(Deliver {
-                sms,
-                record,
-                window,
-            });
-        }
-        if !skipped.is_empty() {
-            let _ = h.ports.queue.commit(&skipped).await;
-        }
+        let (h, route, bodies) = (h.clone(), route.clone(), bodies.clone());
+        tokio::spawn(async move {
+            claim_and_hand_over(&h, &route, &bodies, records, slots).await;
+            drop(turn);
+        });
     }
 }
 
-/// Message bodies live on their batch; keep the recent ones at hand.
-async fn body_of(
-    ports: &Ports,
-    cache: &mut HashMap<QueueId, Arc<str>>,
-    queue: QueueId,
-) -> StoreResult<Arc<str>> {
-    if let Some(b) = cache.get(&queue) {
-        return Ok(b.clone());
+/// Claims `records` (`queued → sending`) in one status write and hands the messages
+/// claimed to the route, each with its window slot.
+async fn claim_and_hand_over(
+    h: &DeliveryHandle,
+    route: &Addr<ProviderActor>,
+    bodies: &Bodies,
+    records: Vec<QueueRecord>,
+    slots: Vec<tokio::sync::OwnedSemaphorePermit>,
+) {
+    let now = h.clock.now();
+    let claims = records
+        .iter()
+        .map(|r| {
+            StatusChange::new(
+                r.message,
+                MessageStatus::Queued,
+                MessageStatus::Sending,
+                now,
+            )
+        })
+        .collect();
+    let claimed = match h.writer.submit_many(claims).await {
+        Ok(c) => c,
+        Err(e) => {
+            // Not claimed, still `queued` in the store: back on the queue, and only
+            // then let their positions go (a log-based queue would stay stuck on them).
+            tracing::error!(error = ?e, "claiming messages");
+            if h.ports.queue.publish(records.clone()).await.is_ok() {
+                let _ = h.ports.queue.commit(&records).await;
+            }
+            // Not straight again: a failing store would make the loop spin.
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            return;
+        }
+    };
+    let mut skipped = Vec::new();
+    for ((record, claim), window) in records.into_iter().zip(claimed).zip(slots) {
+        let Some(message) = claim else {
+            // Canceled, or already claimed by someone else: never send it twice.
+            skipped.push(record);
+            continue;
+        };
+        let body = match bodies.of(&h.ports, message.queue).await {
+            Ok(b) => b,
+            Err(e) => {
+                // Claimed: the claim sweep (or the next start) re-queues it.
+                tracing::error!(error = ?e, "loading a message body");
+                skipped.push(record);
+                continue;
+            }
+        };
+        let sms = OutboundSms {
+            id: message.id,
+            to: message.recipient,
+            body,
+            segments: message.segments,
+            kind: message.kind,
+            attempt: message.attempts + 1,
+        };
+        // The window bounds what is in flight; no need to wait for the mailbox. A stopped
+        // route drops it: the claim is re-queued by the claim sweep (or the next start).
+        route.do_send(Deliver {
+            sms,
+            record,
+            window,
+        });
     }
-    let batch = ports
-        .messages
-        .batch(queue)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt("message without batch".into()))?;
-    if cache.len() >= 1024 {
-        cache.clear();
+    if !skipped.is_empty() {
+        let _ = h.ports.queue.commit(&skipped).await;
     }
-    let body: Arc<str> = Arc::from(batch.body.as_str());
-    cache.insert(queue, body.clone());
-    Ok(body)
+}
+
+/// Message bodies live on their batch; the recent ones are kept at hand.
+#[derive(Default)]
+struct Bodies(std::sync::Mutex<HashMap<QueueId, Arc<str>>>);
+
+impl Bodies {
+    async fn of(&self, ports: &Ports, queue: QueueId) -> StoreResult<Arc<str>> {
+        if let Some(b) = self.lock().get(&queue) {
+            return Ok(b.clone());
+        }
+        let batch = ports
+            .messages
+            .batch(queue)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("message without batch".into()))?;
+        let body: Arc<str> = Arc::from(batch.body.as_str());
+        let mut cache = self.lock();
+        if cache.len() >= 1024 {
+            cache.clear();
+        }
+        cache.insert(queue, body.clone());
+        Ok(body)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<QueueId, Arc<str>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 #[cfg(test)]

@@ -165,17 +165,11 @@ impl StatusLog {
         self.lock().newest(id).cloned()
     }
 
-    /// The newest records of those of `ids` changed since they were last folded, with
+    /// For each of `ids`, its newest record if it changed since it was last folded, with
     /// one look at the log's state for all of them.
-    pub(super) fn newest_of(&self, ids: impl Iterator<Item = MessageId>) -> Records {
+    pub(super) fn newest_of(&self, ids: impl Iterator<Item = MessageId>) -> Vec<Option<Record>> {
         let st = self.lock();
-        let mut out = Records::default();
-        for id in ids {
-            if let Some(r) = st.newest(&id) {
-                out.insert(id, r.clone());
-            }
-        }
-        out
+        ids.map(|id| st.newest(&id).cloned()).collect()
     }
 
     /// Adds `entry` to `wb` as the next log entry. The caller serializes its calls, and

@@ -8,7 +8,7 @@
 
 use super::journal::JournalSync;
 use super::record::{self, BatchFacts};
-use super::status_log::{Entry, Records, StatusLog};
+use super::status_log::{Entry, Record, StatusLog};
 use crate::domain::*;
 use crate::ports::*;
 use async_trait::async_trait;
@@ -401,29 +401,31 @@ impl Inner {
     }
 
     /// The records of the messages that `changes` claim (`queued → …`) and that have
-    /// no newer record in `recent`, read with one range scan rather than a point read
-    /// each: a poll of the queue takes a run of consecutive messages of a batch, so their
-    /// ids are close together. Gives up (the rest are read one by one) once the scan has
-    /// passed four times as many records as it looks for.
+    /// no newer record in `recent` (by position in `changes`, as is the answer), read
+    /// with one range scan rather than a point read each: a poll of the queue takes a run
+    /// of consecutive messages of a batch, so their ids are close together. Gives up (the
+    /// rest are read one by one) once the scan has passed four times as many records as
+    /// it looks for.
     fn read_claimed(
         &self,
         changes: &[StatusChange],
-        recent: &Records,
-    ) -> StoreResult<FxHashMap<MessageId, fjall::Slice>> {
-        let mut found = FxHashMap::default();
-        let mut ids: Vec<MessageId> = changes
+        recent: &[Option<Record>],
+    ) -> StoreResult<Vec<Option<fjall::Slice>>> {
+        let mut found = vec![None; changes.len()];
+        let mut wanted: Vec<(MessageId, usize)> = changes
             .iter()
-            .filter(|c| c.from == MessageStatus::Queued && !recent.contains_key(&c.message))
-            .map(|c| c.message)
+            .zip(recent)
+            .enumerate()
+            .filter(|(_, (c, r))| c.from == MessageStatus::Queued && r.is_none())
+            .map(|(i, (c, _))| (c.message, i))
             .collect();
-        if ids.len() < SCAN_CLAIMS_FROM {
+        if wanted.len() < SCAN_CLAIMS_FROM {
             return Ok(found);
         }
-        ids.sort_unstable();
-        ids.dedup();
-        let (first, last) = (ids[0], ids[ids.len() - 1]);
-        let budget = ids.len() * 4;
-        let mut wanted = ids.iter().peekable();
+        wanted.sort_unstable();
+        let (first, last) = (wanted[0].0, wanted[wanted.len() - 1].0);
+        let budget = wanted.len() * 4;
+        let mut wanted = wanted.into_iter().peekable();
         let range = self
             .messages
             .range(first.as_bytes().to_vec()..=last.as_bytes().to_vec());
@@ -432,9 +434,9 @@ impl Inner {
             let Some(id) = MessageId::from_slice(&key) else {
                 continue;
             };
-            while wanted.next_if(|w| **w < id).is_some() {}
-            if wanted.next_if_eq(&&id).is_some() {
-                found.insert(id, value);
+            while wanted.next_if(|(w, _)| *w < id).is_some() {}
+            while let Some((_, i)) = wanted.next_if(|(w, _)| *w == id) {
+                found[i] = Some(value.clone());
             }
             if wanted.peek().is_none() {
                 break;
@@ -999,14 +1001,14 @@ impl Inner {
         let mut recent = self.status_log.newest_of(changes.iter().map(|c| c.message));
         let mut claimed = self.read_claimed(&changes, &recent)?;
 
-        for change in changes {
+        for (i, change) in changes.into_iter().enumerate() {
             let at = match index.entry(change.message) {
                 std::collections::hash_map::Entry::Occupied(e) => *e.get(),
                 std::collections::hash_map::Entry::Vacant(e) => {
                     let id = change.message;
-                    let loaded = match recent.remove(&id) {
+                    let loaded = match recent[i].take() {
                         Some(record) => self.message_from(id, &record, &mut facts)?,
-                        None => self.folded_message(id, claimed.remove(&id), &mut facts)?,
+                        None => self.folded_message(id, claimed[i].take(), &mut facts)?,
                     };
                     match loaded {
                         Some(m) => {

@@ -29,6 +29,7 @@ type Pending = (
 #[derive(Clone)]
 pub struct StatusWriter {
     tx: mpsc::Sender<Pending>,
+    max_group: usize,
 }
 
 /// Groups applied and waiting for their sync at once; the writer waits beyond that.
@@ -38,13 +39,22 @@ impl StatusWriter {
     pub fn start(store: Arc<dyn MessageStore>, max_group: usize) -> Self {
         let (tx, rx) = mpsc::channel::<Pending>(max_group.max(1) * 4);
         tokio::spawn(Self::run(store, max_group, rx));
-        Self { tx }
+        Self { tx, max_group }
+    }
+
+    /// Changes per group (a submission larger than that is one group of its own).
+    pub fn max_group(&self) -> usize {
+        self.max_group
     }
 
     /// Applies groups until every [`StatusWriter`] is dropped, then waits for the syncs
-    /// still running. While changes keep coming, groups are taken and applied one after
-    /// another on a blocking thread, without a turn on this executor between them (it
-    /// runs the actors, and is often busy).
+    /// still running (their answers are sent by tasks of their own). While changes keep
+    /// coming, groups are taken and applied one after another on a blocking thread, without
+    /// a turn on this executor between them (it runs the actors, and is often busy).
+    ///
+    /// That thread drives `apply_unsynced` with `Handle::block_on`: its timers and IO
+    /// progress because this runtime's own thread keeps running, and while it runs, a
+    /// paused test clock does not advance by itself (as with any blocking-pool work).
     async fn run(store: Arc<dyn MessageStore>, max_group: usize, mut rx: mpsc::Receiver<Pending>) {
         let syncs = Arc::new(Semaphore::new(SYNCS_IN_FLIGHT));
         let runtime = tokio::runtime::Handle::current();
@@ -56,17 +66,16 @@ impl StatusWriter {
                 let mut next = Some(first);
                 while let Some(first) = next.take().or_else(|| rx.try_recv().ok()) {
                     let group = Self::group(first, &mut rx, max_group);
-                    match runtime.block_on(Self::apply(&store, &syncs, group, answered)) {
-                        Some(this) => answered = this,
-                        None => return None,
-                    }
+                    answered = runtime.block_on(Self::apply(&store, &syncs, group, answered));
                 }
-                Some((rx, answered))
+                (rx, answered)
             });
             match busy.await {
-                Ok(Some(back)) => (rx, answered) = back,
-                Ok(None) => return,
-                Err(join) => std::panic::resume_unwind(join.into_panic()),
+                Ok(back) => (rx, answered) = back,
+                Err(join) => match join.try_into_panic() {
+                    Ok(panic) => std::panic::resume_unwind(panic),
+                    Err(_) => return, // the runtime is shutting down
+                },
             }
         }
         let _ = syncs.acquire_many(SYNCS_IN_FLIGHT as u32).await;
@@ -91,21 +100,19 @@ impl StatusWriter {
     /// Applies `group` and leaves its sync and its answers to a task of their own, which
     /// answers once `previous` (the group before) has answered: groups are answered in
     /// the order they were applied, even when a later sync returns first (it made the
-    /// earlier group durable too). Returns when this group will have answered; `None` if
-    /// the writer is closing.
+    /// earlier group durable too). Returns a receiver that fires once this group has
+    /// answered.
     async fn apply(
         store: &Arc<dyn MessageStore>,
         syncs: &Arc<Semaphore>,
         group: Vec<Pending>,
         previous: oneshot::Receiver<()>,
-    ) -> Option<oneshot::Receiver<()>> {
+    ) -> oneshot::Receiver<()> {
         let sizes: Vec<usize> = group.iter().map(|(c, _)| c.len()).collect();
         let (changes, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
         let changes: Vec<StatusChange> = changes.into_iter().flatten().collect();
         let from: Vec<MessageStatus> = changes.iter().map(|c| c.from).collect();
-        let Ok(slot) = syncs.clone().acquire_owned().await else {
-            return None;
-        };
+        let slot = (syncs.clone().acquire_owned().await).expect("never closed");
         let applied = store.apply_unsynced(changes).await;
         let store = store.clone();
         let (done, answered) = oneshot::channel();
@@ -134,7 +141,7 @@ impl StatusWriter {
             }
             let _ = done.send(());
         });
-        Some(answered)
+        answered
     }
 
     pub async fn submit_many(
@@ -572,7 +579,8 @@ async fn claim_and_hand_over(
             if h.ports.queue.publish(records.clone()).await.is_ok() {
                 let _ = h.ports.queue.commit(&records).await;
             }
-            // Not straight again: a failing store would make the loop spin.
+            // Not straight again: a failing store would make the loop spin. (This turn
+            // and its window slots are held meanwhile; the other turn goes on polling.)
             tokio::time::sleep(Duration::from_millis(250)).await;
             return;
         }
@@ -602,7 +610,8 @@ async fn claim_and_hand_over(
             attempt: message.attempts + 1,
         };
         // The window bounds what is in flight; no need to wait for the mailbox. A stopped
-        // route drops it: the claim is re-queued by the claim sweep (or the next start).
+        // route drops it: the claim is re-queued by the claim sweep (or the next start),
+        // and its queue position is never committed.
         route.do_send(Deliver {
             sms,
             record,

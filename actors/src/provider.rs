@@ -202,17 +202,18 @@ impl Actor for ProviderActor {
     }
 }
 
-/// Persists final outcomes as they arrive, each arrival group in one status write,
-/// then commits their queue positions and frees their window slots. Persisted or not
-/// (then the claim times out and the message is re-queued from the store), the
-/// positions may go. Ends when the route is gone.
+/// Persists final outcomes as they arrive, each arrival group (up to a status group) in
+/// one status write, then commits their queue positions and frees their window slots.
+/// Persisted or not (then the claim times out and the message is re-queued from the
+/// store), the positions may go. Ends when the route is gone.
 async fn persist_finished(
     mut inbox: mpsc::UnboundedReceiver<Finished>,
     writer: StatusWriter,
     queue: Arc<dyn DispatchQueue>,
 ) {
     let mut arrived = Vec::new();
-    while inbox.recv_many(&mut arrived, FINISHED_GROUP).await > 0 {
+    let group_size = writer.max_group().max(1);
+    while inbox.recv_many(&mut arrived, group_size).await > 0 {
         let group = std::mem::take(&mut arrived);
         let (writer, queue) = (writer.clone(), queue.clone());
         // The next group is taken while this one waits for its write.
@@ -233,9 +234,6 @@ async fn persist_finished(
         });
     }
 }
-
-/// Final outcomes taken from the inbox at once.
-const FINISHED_GROUP: usize = 4096;
 
 /// A claimed message to send. `window` is the dispatcher's in-flight slot, released
 /// once the outcome is persisted and the queue position committed.
@@ -336,16 +334,14 @@ impl Route {
                     c
                 }
             };
-            let finished = Finished {
+            // The inbox lives as long as the route (it ends when the route's sender is
+            // dropped), so this fails only when the arbiter is dropping its tasks, this one
+            // too: then the claim is re-queued at the next start.
+            let _ = self.finished.send(Finished {
                 change,
                 record,
                 window,
-            };
-            if let Err(mpsc::error::SendError(f)) = self.finished.send(finished) {
-                // The route is stopping: persist this one alone.
-                let _ = self.writer.submit(f.change).await;
-                self.release(&f.record).await;
-            }
+            });
             return;
         }
     }

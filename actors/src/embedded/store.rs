@@ -1091,13 +1091,16 @@ impl Inner {
             }
         }
         if let Some(per_record) = records.bytes().checked_div(changed) {
-            *record_bytes = per_record;
+            // Bounded: one group of long records must not make the next hold big buffers
+            // until the fold (a record keeps its whole group buffer alive).
+            *record_bytes = per_record.min(MAX_RECORD_BYTES_HINT);
         }
         for (msg, last) in messages.drain(..) {
             if let Some(slot) = last {
                 results[slot] = Some(msg);
             }
         }
+        index.clear();
         let staged = self.status_log.stage(&mut wb, records);
         for (id, batch) in &batches {
             wb.insert(&self.batches, id.as_bytes().to_vec(), encode(batch)?);
@@ -1146,6 +1149,9 @@ impl Inner {
         Ok(results)
     }
 }
+
+/// The most [`Scratch::record_bytes`] says, whatever the last group's records were.
+const MAX_RECORD_BYTES_HINT: usize = 512;
 
 /// What one status group leaves for the next to reuse (their allocations, and a size).
 #[derive(Default)]

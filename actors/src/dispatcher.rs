@@ -11,7 +11,7 @@
 use crate::clock::EngineClock;
 use crate::domain::*;
 use crate::ports::*;
-use crate::provider::{Deliver, ProviderActor, RouteSettings};
+use crate::provider::{Deliver, DeliverAll, ProviderActor, RouteSettings};
 use actix::{Actor, Addr};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -586,6 +586,7 @@ async fn claim_and_hand_over(
         }
     };
     let mut skipped = Vec::new();
+    let mut deliver = Vec::with_capacity(records.len());
     for ((record, claim), window) in records.into_iter().zip(claimed).zip(slots) {
         let Some(message) = claim else {
             // Canceled, or already claimed by someone else: never send it twice.
@@ -609,14 +610,17 @@ async fn claim_and_hand_over(
             kind: message.kind,
             attempt: message.attempts + 1,
         };
-        // The window bounds what is in flight; no need to wait for the mailbox. A stopped
-        // route drops it: the claim is re-queued by the claim sweep (or the next start),
-        // and its queue position is never committed.
-        route.do_send(Deliver {
+        deliver.push(Deliver {
             sms,
             record,
             window,
         });
+    }
+    // The window bounds what is in flight; no need to wait for the mailbox. A stopped
+    // route drops them: the claims are re-queued by the claim sweep (or the next start),
+    // and their queue positions are never committed.
+    if !deliver.is_empty() {
+        route.do_send(DeliverAll(deliver));
     }
     if !skipped.is_empty() {
         let _ = h.ports.queue.commit(&skipped).await;

@@ -9,6 +9,7 @@ use crate::domain::{MessageStatus, ProviderRef};
 use crate::metrics::{AttemptOutcome, RouteMetrics};
 use crate::ports::{DispatchQueue, OutboundSms, QueueRecord, SendError, SmsProvider, StatusChange};
 use actix::prelude::{Actor, Context, Handler, Message as ActixMessage};
+use futures::stream::{FuturesUnordered, StreamExt};
 use governor::{Quota, RateLimiter};
 use std::hash::BuildHasher;
 use std::num::NonZeroU32;
@@ -237,20 +238,29 @@ async fn persist_finished(
 
 /// A claimed message to send. `window` is the dispatcher's in-flight slot, released
 /// once the outcome is persisted and the queue position committed.
-#[derive(ActixMessage)]
-#[rtype(result = "()")]
 pub struct Deliver {
     pub sms: OutboundSms,
     pub record: QueueRecord,
     pub window: OwnedSemaphorePermit,
 }
 
-impl Handler<Deliver> for ProviderActor {
+/// Claimed messages to send (a claim group's), in order.
+#[derive(ActixMessage)]
+#[rtype(result = "()")]
+pub struct DeliverAll(pub Vec<Deliver>);
+
+impl Handler<DeliverAll> for ProviderActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Deliver, _: &mut Self::Context) {
+    /// One task for the group, its sends driven together (the route's concurrency limit
+    /// still applies to each): a task per message cost as much as the sends themselves.
+    fn handle(&mut self, DeliverAll(all): DeliverAll, _: &mut Self::Context) {
         let route = self.route.clone();
-        actix::spawn(async move { route.deliver(msg).await });
+        actix::spawn(async move {
+            let mut sends: FuturesUnordered<_> =
+                all.into_iter().map(|d| route.deliver(d)).collect();
+            while sends.next().await.is_some() {}
+        });
     }
 }
 

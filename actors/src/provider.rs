@@ -228,9 +228,7 @@ async fn persist_finished(
                 windows.push(f.window);
             }
             let _ = writer.submit_many(changes).await;
-            if let Err(e) = queue.commit(&records).await {
-                tracing::warn!(error = ?e, "committing queue positions");
-            }
+            release(&*queue, &records).await;
             drop(windows);
         });
     }
@@ -264,14 +262,14 @@ impl Handler<DeliverAll> for ProviderActor {
     }
 }
 
-impl Route {
-    /// Commits the record's queue position.
-    async fn release(&self, record: &QueueRecord) {
-        if let Err(e) = self.queue.commit(std::slice::from_ref(record)).await {
-            tracing::warn!(error = ?e, "committing a queue position");
-        }
+/// Commits the queue positions of `records`.
+async fn release(queue: &dyn DispatchQueue, records: &[QueueRecord]) {
+    if let Err(e) = queue.commit(records).await {
+        tracing::warn!(error = ?e, "committing queue positions");
     }
+}
 
+impl Route {
     async fn deliver(
         &self,
         Deliver {
@@ -319,7 +317,7 @@ impl Route {
                     c.attempt = Some(Some(error));
                     if self.writer.submit(c).await.is_err() {
                         // The claim times out and the message is re-queued.
-                        self.release(&record).await;
+                        release(&*self.queue, std::slice::from_ref(&record)).await;
                         return;
                     }
                     tokio::time::sleep(backoff(&self.settings, &sms)).await;

@@ -991,6 +991,7 @@ impl Inner {
             index,
             record_bytes,
         } = &mut *scratch;
+        // Cleared here rather than after use: a group that failed part-way left them.
         messages.clear();
         index.clear();
         let mut facts = Facts::default();
@@ -1100,7 +1101,6 @@ impl Inner {
                 results[slot] = Some(msg);
             }
         }
-        index.clear();
         let staged = self.status_log.stage(&mut wb, records);
         for (id, batch) in &batches {
             wb.insert(&self.batches, id.as_bytes().to_vec(), encode(batch)?);

@@ -153,6 +153,21 @@ pub(super) fn queue_of(bytes: &[u8]) -> StoreResult<QueueId> {
     }
 }
 
+/// The status a record holds and its receipt deadline (kept once the message has left
+/// `sent`).
+pub(super) fn status_and_deadline(bytes: &[u8]) -> StoreResult<(MessageStatus, Option<Millis>)> {
+    match bytes.split_first() {
+        Some((&FORMAT_V2, rest)) => {
+            let s: Stored = postcard::from_bytes(rest).map_err(corrupt)?;
+            Ok((s.status, s.dlr_deadline))
+        }
+        _ => {
+            let m = legacy(bytes)?;
+            Ok((m.status, m.dlr_deadline))
+        }
+    }
+}
+
 /// Message `id` from its record, completed by `facts` of its batch.
 pub(super) fn decode(
     id: MessageId,

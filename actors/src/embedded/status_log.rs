@@ -6,6 +6,12 @@
 //! however many changes it went through meanwhile), then deletes the entries it folded.
 //! At open, whatever the log still holds is folded.
 //!
+//! The `awaiting_receipt` index (deadline ++ id of each `sent` message) is written by the
+//! fold too: each entry carries [`ReceiptMark`]s (a message became `sent`, or left it),
+//! kept in memory with its records until they are folded, and [`StatusLog::overdue`]
+//! reads the index together with them. At open, the marks are derived from the records
+//! left in the log (a record says whether its message is `sent`, and its deadline).
+//!
 //! The fold is not fsync'd: fjall's journal is one sequential file and recovers a prefix
 //! of it, so a fold lost in a crash loses its log deletions too and the log still holds
 //! what it folded (replayed in order, it rewrites the same records). This relies on fjall
@@ -13,12 +19,14 @@
 //! fjall issue #329): a flushed deletion can never be on disk without the writes before
 //! it. Check that again when upgrading fjall.
 
+use super::record;
 use super::store::backend;
-use crate::domain::MessageId;
+use crate::domain::{MessageId, MessageStatus, Millis};
 use crate::ports::{StoreError, StoreResult};
 use bytes::Bytes;
 use fjall::{Database, Keyspace, OwnedWriteBatch, PersistMode};
 use rustc_hash::FxHashMap;
+use std::collections::BTreeSet;
 use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -82,15 +90,58 @@ impl Entry {
 /// A record's id and length before it in an entry.
 const ID_AND_LENGTH: usize = 16 + 4;
 
-/// A staged entry: its key and its records, to [`StatusLog::publish`] once committed.
+/// A change to the `awaiting_receipt` index: message `id` became `sent` with a receipt
+/// `deadline` (`awaiting`), or left `sent` (its entry goes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ReceiptMark {
+    pub(super) deadline: Millis,
+    pub(super) id: MessageId,
+    pub(super) awaiting: bool,
+}
+
+impl ReceiptMark {
+    /// The mark a message's newest record implies: its entry if it is `sent`, the removal
+    /// of any entry it had otherwise (`None`: it never had a deadline).
+    fn of_record(id: MessageId, record: &[u8]) -> StoreResult<Option<Self>> {
+        let (status, deadline) = record::status_and_deadline(record)?;
+        Ok(deadline.map(|deadline| Self {
+            deadline,
+            id,
+            awaiting: status == MessageStatus::Sent,
+        }))
+    }
+
+    /// Its key in the index: the deadline first, so overdue receipts are a range.
+    fn key(&self) -> [u8; 24] {
+        let mut k = [0; 24];
+        k[..8].copy_from_slice(&self.deadline.to_be_bytes());
+        k[8..].copy_from_slice(self.id.as_bytes());
+        k
+    }
+}
+
+/// A staged entry: its key, its records and its receipt marks, to
+/// [`StatusLog::publish`] once committed.
 pub(super) struct Staged {
     seq: u64,
     records: Vec<(MessageId, Record)>,
+    receipts: Vec<ReceiptMark>,
+}
+
+/// What the log holds that is not folded yet (or is being folded).
+#[derive(Default, Clone)]
+struct Unfolded {
+    /// The newest record of each message.
+    records: Records,
+    /// In the order they were made.
+    receipts: Vec<ReceiptMark>,
 }
 
 pub(super) struct StatusLog {
     log: Keyspace,
     messages: Keyspace,
+    /// `sent` messages waiting for a receipt: deadline ++ id → (), as of the last fold.
+    awaiting: Keyspace,
     db: Database,
     state: Mutex<State>,
     /// Signalled when a fold is wanted (or the log is closing) and when one finished.
@@ -99,10 +150,10 @@ pub(super) struct StatusLog {
 
 #[derive(Default)]
 struct State {
-    /// Records changed since the last fold began, by message.
-    recent: Records,
-    /// Records being folded, readable until the fold is committed.
-    folding: Option<Arc<Records>>,
+    /// Records and marks since the last fold began.
+    recent: Unfolded,
+    /// Records and marks being folded, readable until the fold is committed.
+    folding: Option<Arc<Unfolded>>,
     /// Next log entry's key.
     next: u64,
     /// Log entries before this one are folded (or being folded).
@@ -117,15 +168,32 @@ impl State {
     /// folded.
     fn newest(&self, id: &MessageId) -> Option<&Record> {
         self.recent
+            .records
             .get(id)
-            .or_else(|| self.folding.as_deref()?.get(id))
+            .or_else(|| self.folding.as_deref()?.records.get(id))
+    }
+
+    /// The marks not folded yet (or being folded) of receipts due before `now`, oldest
+    /// first.
+    fn marks_due(&self, now: Millis) -> Vec<ReceiptMark> {
+        let folding = self.folding.iter().flat_map(|f| f.receipts.iter());
+        folding
+            .chain(&self.recent.receipts)
+            .filter(|m| m.deadline < now)
+            .copied()
+            .collect()
     }
 }
 
 impl StatusLog {
     /// Folds what a previous run left in `log` into `messages`, then starts empty.
-    pub(super) fn open(db: Database, log: Keyspace, messages: Keyspace) -> StoreResult<Self> {
-        let mut left = Records::default();
+    pub(super) fn open(
+        db: Database,
+        log: Keyspace,
+        messages: Keyspace,
+        awaiting: Keyspace,
+    ) -> StoreResult<Self> {
+        let mut left = Unfolded::default();
         let (mut first, mut next) = (None, 0);
         for g in log.iter() {
             let (key, value) = g.into_inner().map_err(backend)?;
@@ -133,12 +201,16 @@ impl StatusLog {
             first.get_or_insert(seq);
             next = seq + 1;
             for (id, record) in entries(&value)? {
-                left.insert(id, Bytes::copy_from_slice(record));
+                left.records.insert(id, Bytes::copy_from_slice(record));
             }
+        }
+        for (id, record) in &left.records {
+            left.receipts.extend(ReceiptMark::of_record(*id, record)?);
         }
         let this = Self {
             log,
             messages,
+            awaiting,
             db,
             state: Mutex::new(State {
                 next,
@@ -151,7 +223,7 @@ impl StatusLog {
         if let Some(first) = first {
             this.write_folded(&left, first..next)?;
             this.db.persist(PersistMode::SyncData).map_err(backend)?;
-            tracing::info!(messages = left.len(), "folded the status log");
+            tracing::info!(messages = left.records.len(), "folded the status log");
         }
         Ok(this)
     }
@@ -172,9 +244,15 @@ impl StatusLog {
         ids.map(|id| st.newest(&id).cloned()).collect()
     }
 
-    /// Adds `entry` to `wb` as the next log entry. The caller serializes its calls, and
+    /// Adds `entry` to `wb` as the next log entry, with the receipt marks of its changes
+    /// (in the order they were made). The caller serializes its calls, and
     /// [`StatusLog::publish`]es what this returns once `wb` is committed.
-    pub(super) fn stage(&self, wb: &mut OwnedWriteBatch, entry: Entry) -> Staged {
+    pub(super) fn stage(
+        &self,
+        wb: &mut OwnedWriteBatch,
+        entry: Entry,
+        receipts: Vec<ReceiptMark>,
+    ) -> Staged {
         let seq = {
             let mut st = self.lock();
             st.next += 1;
@@ -187,32 +265,77 @@ impl StatusLog {
             .into_iter()
             .map(|(id, range)| (id, value.slice(range)))
             .collect();
-        Staged { seq, records }
+        Staged {
+            seq,
+            records,
+            receipts,
+        }
     }
 
     /// Makes the records of a committed entry what reads see; waits while too many are
     /// waiting for a fold.
-    pub(super) fn publish(&self, Staged { seq, records }: Staged) {
+    pub(super) fn publish(
+        &self,
+        Staged {
+            seq,
+            records,
+            receipts,
+        }: Staged,
+    ) {
         let mut st = self.lock();
-        st.recent.extend(records);
+        st.recent.records.extend(records);
+        st.recent.receipts.extend(receipts);
         st.published_to = seq + 1;
-        if st.recent.len() >= FOLD_AT {
+        if st.recent.records.len() >= FOLD_AT {
             self.changed.notify_all();
         }
-        while st.recent.len() >= HOLD_AT && !st.closing {
+        while st.recent.records.len() >= HOLD_AT && !st.closing {
             st = self.changed.wait(st).unwrap_or_else(|p| p.into_inner());
         }
     }
 
-    /// Writes the records changed since the last fold into `messages` and deletes the log
-    /// entries that held them.
+    /// Up to `max` messages whose receipt was due before `now` and that are still `sent`
+    /// (give or take a message settled while this reads: its expiry finds it no longer
+    /// `sent`), by deadline.
+    pub(super) fn overdue(&self, now: Millis, max: usize) -> StoreResult<Vec<MessageId>> {
+        // The marks before the index: a fold that ends in between has written them there
+        // too, and applying them again on top of it changes nothing.
+        let marks = self.lock().marks_due(now);
+        let end = now.to_be_bytes();
+        let mut due = BTreeSet::new();
+        for g in self.awaiting.range(..end.as_slice()).take(max) {
+            let key = g.key().map_err(backend)?;
+            due.insert(<[u8; 24]>::try_from(&*key).map_err(|_| corrupt("receipt key"))?);
+        }
+        for mark in marks {
+            if mark.awaiting {
+                due.insert(mark.key());
+            } else {
+                due.remove(&mark.key());
+            }
+        }
+        Ok(due
+            .into_iter()
+            .take(max)
+            .filter_map(|key| MessageId::from_slice(&key[8..]))
+            .collect())
+    }
+
+    /// Writes the records changed since the last fold into `messages`, and their receipt
+    /// marks into the index, and deletes the log entries that held them.
     fn fold(&self) -> StoreResult<()> {
         let (records, from, to) = {
             let mut st = self.lock();
-            if st.recent.is_empty() {
+            if st.recent.records.is_empty() {
                 return Ok(());
             }
-            let fresh = Records::with_capacity_and_hasher(st.recent.len(), Default::default());
+            let fresh = Unfolded {
+                records: Records::with_capacity_and_hasher(
+                    st.recent.records.len(),
+                    Default::default(),
+                ),
+                receipts: Vec::new(),
+            };
             let records = Arc::new(std::mem::replace(&mut st.recent, fresh));
             st.folding = Some(records.clone());
             let range = (st.unfolded_from, st.published_to);
@@ -227,11 +350,17 @@ impl StatusLog {
         let mut st = self.lock();
         if let Some(folding) = st.folding.take() {
             if result.is_err() {
-                // Keep the records readable (newer ones win) and their entries for the
-                // next fold (or open).
-                for (id, record) in Arc::unwrap_or_clone(folding) {
-                    st.recent.entry(id).or_insert(record);
+                // Keep the records readable (newer ones win), the marks before the newer
+                // ones, and their entries for the next fold (or open).
+                let Unfolded {
+                    records,
+                    mut receipts,
+                } = Arc::unwrap_or_clone(folding);
+                for (id, record) in records {
+                    st.recent.records.entry(id).or_insert(record);
                 }
+                receipts.append(&mut st.recent.receipts);
+                st.recent.receipts = receipts;
                 st.unfolded_from = from;
             }
         }
@@ -239,20 +368,45 @@ impl StatusLog {
         result
     }
 
-    /// Writes `records` into `messages` in chunks (a huge write batch would hold the
-    /// journal while status changes and accepts wait to commit), then deletes the log
-    /// entries `folded`. A crash in between leaves the entries, which rewrite the same
-    /// records at the next open.
-    fn write_folded(&self, records: &Records, folded: std::ops::Range<u64>) -> StoreResult<()> {
+    /// Writes the records into `messages` and the marks into the index in chunks (a huge
+    /// write batch would hold the journal while status changes and accepts wait to
+    /// commit), then deletes the log entries `folded`. A crash in between leaves the
+    /// entries, which rewrite the same records (and marks) at the next open.
+    fn write_folded(&self, unfolded: &Unfolded, folded: Range<u64>) -> StoreResult<()> {
         let batch = || self.db.batch().durability(Some(PersistMode::Buffer));
         let mut wb = batch();
-        for (id, record) in records.iter() {
-            wb.insert(&self.messages, id.as_bytes(), record.as_ref());
-            if wb.len() == FOLD_CHUNK {
-                std::mem::replace(&mut wb, batch())
-                    .commit()
-                    .map_err(backend)?;
+        let chunk_done = |wb: &mut OwnedWriteBatch| {
+            if wb.len() >= FOLD_CHUNK {
+                std::mem::replace(wb, batch()).commit().map_err(backend)?;
             }
+            Ok::<_, StoreError>(())
+        };
+        // In key order: each insert into the memtable's skiplist then walks nodes the one
+        // before it just touched, instead of missing the cache all over the list.
+        let mut records: Vec<_> = unfolded.records.iter().collect();
+        records.sort_unstable_by_key(|(id, _)| **id);
+        for (id, record) in records {
+            wb.insert(&self.messages, id.as_bytes(), record.as_ref());
+            chunk_done(&mut wb)?;
+        }
+        // A message leaves `sent` at most once, so a key has at most an insert and then a
+        // removal: the removal alone says it (one write batch must not hold both). Sorted,
+        // a key's removal (`false`) comes first and is the one kept; and in key order, as
+        // the records.
+        let mut marks: Vec<([u8; 24], bool)> = unfolded
+            .receipts
+            .iter()
+            .map(|m| (m.key(), m.awaiting))
+            .collect();
+        marks.sort_unstable();
+        marks.dedup_by_key(|(key, _)| *key);
+        for (key, awaiting) in marks {
+            if awaiting {
+                wb.insert(&self.awaiting, key, []);
+            } else {
+                wb.remove(&self.awaiting, key);
+            }
+            chunk_done(&mut wb)?;
         }
         for seq in folded {
             wb.remove(&self.log, seq.to_be_bytes());
@@ -268,7 +422,7 @@ impl StatusLog {
                 let (st, _) = self
                     .changed
                     .wait_timeout_while(st, FOLD_EVERY, |st| {
-                        !st.closing && st.recent.len() < FOLD_AT
+                        !st.closing && st.recent.records.len() < FOLD_AT
                     })
                     .unwrap_or_else(|p| p.into_inner());
                 if st.closing {
@@ -330,17 +484,65 @@ fn entries(mut value: &[u8]) -> StoreResult<Vec<(MessageId, &[u8])>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::*;
     use fjall::KeyspaceCreateOptions;
 
     fn open(dir: &std::path::Path) -> (Database, StatusLog) {
         let db = Database::builder(dir).open().unwrap();
         let ks = |name| db.keyspace(name, KeyspaceCreateOptions::default).unwrap();
-        let log = StatusLog::open(db.clone(), ks("status_log"), ks("messages")).unwrap();
+        let log = StatusLog::open(
+            db.clone(),
+            ks("status_log"),
+            ks("messages"),
+            ks("awaiting_receipt"),
+        )
+        .unwrap();
         (db, log)
     }
 
-    /// Commits one log entry with `records`, as the store's status writer does.
-    fn append(db: &Database, log: &StatusLog, records: &[(MessageId, &[u8])]) {
+    /// A real record of a message in `status` (`deadline`: its receipt deadline, which
+    /// becoming `sent` set) whose last event says `detail`, to tell records apart.
+    fn record(status: MessageStatus, deadline: Option<Millis>, detail: &str) -> Vec<u8> {
+        let batch = Batch {
+            id: QueueId::new(),
+            account: AccountId::new(),
+            member: MemberId::new(),
+            kind: MessageType::Sms,
+            body: MessageBody::parse("hi".into()).unwrap(),
+            segments: 1,
+            total: 1,
+            cost: 1,
+            counts: StatusCounts::default(),
+            created_at: 1_000,
+        };
+        let phone = PhoneNumber::parse("+573001234567", None).unwrap();
+        let mut m = Message::queued(MessageId::new(), &batch, phone);
+        m.status = status;
+        m.dlr_deadline = deadline;
+        m.events.push(MessageEvent {
+            status,
+            at: 2_000,
+            detail: Some(detail.into()),
+        });
+        record::encode_into(&m, Vec::new()).unwrap()
+    }
+
+    fn mark(id: MessageId, deadline: Millis, awaiting: bool) -> ReceiptMark {
+        ReceiptMark {
+            deadline,
+            id,
+            awaiting,
+        }
+    }
+
+    /// Commits one log entry with `records` and `receipts`, as the store's status writer
+    /// does.
+    fn append_marked(
+        db: &Database,
+        log: &StatusLog,
+        records: &[(MessageId, &[u8])],
+        receipts: Vec<ReceiptMark>,
+    ) {
         let mut entry = Entry::default();
         for (id, record) in records {
             entry
@@ -351,13 +553,24 @@ mod tests {
                 .unwrap();
         }
         let mut wb = db.batch().durability(Some(PersistMode::SyncData));
-        let staged = log.stage(&mut wb, entry);
+        let staged = log.stage(&mut wb, entry, receipts);
         wb.commit().unwrap();
         log.publish(staged);
     }
 
+    fn append(db: &Database, log: &StatusLog, records: &[(MessageId, &[u8])]) {
+        append_marked(db, log, records, Vec::new());
+    }
+
     fn folded(log: &StatusLog, id: MessageId) -> Option<Vec<u8>> {
         log.messages.get(id.as_bytes()).unwrap().map(|v| v.to_vec())
+    }
+
+    fn indexed(log: &StatusLog) -> Vec<MessageId> {
+        log.awaiting
+            .iter()
+            .map(|g| MessageId::from_slice(&g.key().unwrap()[8..]).unwrap())
+            .collect()
     }
 
     #[test]
@@ -365,19 +578,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (db, log) = open(dir.path());
         let (a, b) = (MessageId::new(), MessageId::new());
-        append(&db, &log, &[(a, b"a sending"), (b, b"b sending")]);
-        append(&db, &log, &[(a, b"a sent")]);
-        assert_eq!(log.get(&a).as_deref(), Some(&b"a sent"[..]));
+        let a_sending = record(MessageStatus::Sending, None, "a");
+        let a_sent = record(MessageStatus::Sent, Some(9_000), "a");
+        let (b_sending, b_sent) = (
+            record(MessageStatus::Sending, None, "b"),
+            record(MessageStatus::Sent, Some(9_000), "b"),
+        );
+        append(&db, &log, &[(a, &a_sending), (b, &b_sending)]);
+        append(&db, &log, &[(a, &a_sent)]);
+        assert_eq!(log.get(&a).as_deref(), Some(&a_sent[..]));
         assert_eq!(folded(&log, a), None);
 
         log.fold().unwrap();
         assert_eq!(log.get(&a), None, "folded records leave memory");
-        assert_eq!(folded(&log, a).as_deref(), Some(&b"a sent"[..]));
-        assert_eq!(folded(&log, b).as_deref(), Some(&b"b sending"[..]));
+        assert_eq!(folded(&log, a), Some(a_sent));
+        assert_eq!(folded(&log, b), Some(b_sending));
         assert_eq!(log.log.iter().count(), 0, "folded entries are deleted");
 
-        append(&db, &log, &[(b, b"b sent")]);
-        assert_eq!(log.get(&b).as_deref(), Some(&b"b sent"[..]));
+        append(&db, &log, &[(b, &b_sent)]);
+        assert_eq!(log.get(&b).as_deref(), Some(&b_sent[..]));
         assert_eq!(log.log.iter().count(), 1);
     }
 
@@ -385,24 +604,78 @@ mod tests {
     fn what_a_crash_left_in_the_log_is_folded_at_open_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (MessageId::new(), MessageId::new());
+        let a_delivered = record(MessageStatus::Delivered, Some(9_000), "a");
+        let (b_sending, b_sent) = (
+            record(MessageStatus::Sending, None, "b"),
+            record(MessageStatus::Sent, Some(9_000), "b"),
+        );
         {
             let (db, log) = open(dir.path());
-            append(&db, &log, &[(a, b"a sending")]);
+            append(
+                &db,
+                &log,
+                &[(a, &record(MessageStatus::Sending, None, "a"))],
+            );
             log.fold().unwrap();
-            append(&db, &log, &[(a, b"a sent"), (b, b"b sending")]);
-            append(&db, &log, &[(a, b"a delivered")]);
+            let a_sent = record(MessageStatus::Sent, Some(9_000), "a");
+            append(&db, &log, &[(a, &a_sent), (b, &b_sending)]);
+            append(&db, &log, &[(a, &a_delivered)]);
             // Dropped without a last fold, as a killed process would be.
         }
         let (db, log) = open(dir.path());
         assert_eq!(log.get(&a), None);
-        assert_eq!(folded(&log, a).as_deref(), Some(&b"a delivered"[..]));
-        assert_eq!(folded(&log, b).as_deref(), Some(&b"b sending"[..]));
+        assert_eq!(folded(&log, a), Some(a_delivered));
+        assert_eq!(folded(&log, b), Some(b_sending));
         assert_eq!(log.log.iter().count(), 0);
         // New entries continue after the old keys.
-        append(&db, &log, &[(b, b"b sent")]);
+        append(&db, &log, &[(b, &b_sent)]);
         drop((db, log));
         let (_db, log) = open(dir.path());
-        assert_eq!(folded(&log, b).as_deref(), Some(&b"b sent"[..]));
+        assert_eq!(folded(&log, b), Some(b_sent));
+        assert_eq!(
+            indexed(&log),
+            [b],
+            "the index is rebuilt from the records left"
+        );
+    }
+
+    #[test]
+    fn overdue_receipts_are_read_from_the_index_and_the_marks_not_folded_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, log) = open(dir.path());
+        let (a, b, c) = (MessageId::new(), MessageId::new(), MessageId::new());
+        let sent = record(MessageStatus::Sent, Some(5_000), "sent");
+        let settled = record(MessageStatus::Delivered, Some(5_000), "settled");
+        append_marked(
+            &db,
+            &log,
+            &[(a, &sent), (b, &sent)],
+            vec![mark(a, 5_000, true), mark(b, 6_000, true)],
+        );
+        assert_eq!(log.overdue(5_001, 10).unwrap(), [a], "b is not due yet");
+        assert_eq!(log.overdue(7_000, 10).unwrap(), [a, b], "by deadline");
+        assert_eq!(log.overdue(7_000, 1).unwrap(), [a], "at most max");
+
+        log.fold().unwrap();
+        assert_eq!(indexed(&log), [a, b], "the fold writes the index");
+        // a settles after the fold, c is sent and settles before the next one.
+        append_marked(
+            &db,
+            &log,
+            &[(a, &settled), (c, &sent)],
+            vec![mark(a, 5_000, false), mark(c, 4_000, true)],
+        );
+        assert_eq!(log.overdue(7_000, 10).unwrap(), [c, b]);
+        append_marked(&db, &log, &[(c, &settled)], vec![mark(c, 4_000, false)]);
+        assert_eq!(log.overdue(7_000, 10).unwrap(), [b]);
+
+        log.fold().unwrap();
+        assert_eq!(
+            indexed(&log),
+            [b],
+            "one fold both inserted and removed c: neither"
+        );
+        assert_eq!(log.overdue(7_000, 10).unwrap(), [b]);
     }
 
     #[test]

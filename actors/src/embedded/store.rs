@@ -8,7 +8,7 @@
 
 use super::journal::JournalSync;
 use super::record::{self, BatchFacts};
-use super::status_log::{Entry, Record, StatusLog};
+use super::status_log::{Entry, ReceiptMark, Record, StatusLog};
 use crate::domain::*;
 use crate::ports::*;
 use async_trait::async_trait;
@@ -145,8 +145,6 @@ struct Inner {
     /// Batches whose messages are being written in chunks, before their commit marker:
     /// id → account id. What is left here at open is an interrupted accept.
     accepting: Keyspace,
-    /// `sent` messages waiting for a receipt: deadline ++ id → ().
-    awaiting_receipt: Keyspace,
     dead_letters: Keyspace,
     idempotency: Keyspace,
     /// Serializes read-modify-write of balances (one process owns the data dir).
@@ -239,6 +237,7 @@ impl EmbeddedStore {
             db.clone(),
             ks("status_log")?,
             messages.clone(),
+            ks("awaiting_receipt")?,
         )?);
         let inner = Inner {
             accounts: ks("accounts")?,
@@ -256,7 +255,6 @@ impl EmbeddedStore {
             account_messages: ks("account_messages")?,
             open_batches: ks("open_batches")?,
             accepting: ks("accepting")?,
-            awaiting_receipt: ks("awaiting_receipt")?,
             dead_letters: ks("dead_letters")?,
             idempotency: ks("idempotency")?,
             ledger_lock: Mutex::new(()),
@@ -895,18 +893,7 @@ impl MessageStore for EmbeddedStore {
     }
 
     async fn receipts_overdue(&self, now: Millis, max: usize) -> StoreResult<Vec<MessageId>> {
-        let end = now.to_be_bytes();
-        let mut out = Vec::new();
-        for g in self
-            .inner
-            .awaiting_receipt
-            .range(..end.as_slice())
-            .take(max)
-        {
-            let key = g.key().map_err(backend)?;
-            out.extend(MessageId::from_slice(&key[8..]));
-        }
-        Ok(out)
+        self.inner.status_log.overdue(now, max)
     }
 
     async fn queued_in_batch(&self, queue: QueueId) -> StoreResult<Vec<MessageId>> {
@@ -975,13 +962,6 @@ impl Inner {
 /// What the batches read so far say about their messages.
 type Facts = FxHashMap<QueueId, Option<BatchFacts>>;
 
-fn receipt_key(deadline: Millis, id: MessageId) -> Vec<u8> {
-    let mut k = Vec::with_capacity(24);
-    k.extend_from_slice(&deadline.to_be_bytes());
-    k.extend_from_slice(id.as_bytes());
-    k
-}
-
 impl Inner {
     /// See [`MessageStore::apply_unsynced`]: durable after the next [`Inner::persist`].
     fn apply_changes(&self, changes: Vec<StatusChange>) -> StoreResult<Vec<Option<Message>>> {
@@ -1001,6 +981,7 @@ impl Inner {
         let mut results = Vec::with_capacity(changes.len());
         let mut recent = self.status_log.newest_of(changes.iter().map(|c| c.message));
         let mut claimed = self.read_claimed(&changes, &recent)?;
+        let mut receipts = Vec::new();
 
         for (i, change) in changes.into_iter().enumerate() {
             let at = match index.entry(change.message) {
@@ -1036,13 +1017,21 @@ impl Inner {
             change.apply_to(msg);
             let to = msg.status;
             if to != from {
-                if let (MessageStatus::Sent, Some(d)) = (from, old_deadline) {
-                    wb.remove(&self.awaiting_receipt, receipt_key(d, id));
+                if let (MessageStatus::Sent, Some(deadline)) = (from, old_deadline) {
+                    receipts.push(ReceiptMark {
+                        deadline,
+                        id,
+                        awaiting: false,
+                    });
                 }
                 match to {
                     MessageStatus::Sent => {
-                        if let Some(d) = msg.dlr_deadline {
-                            wb.insert(&self.awaiting_receipt, receipt_key(d, id), []);
+                        if let Some(deadline) = msg.dlr_deadline {
+                            receipts.push(ReceiptMark {
+                                deadline,
+                                id,
+                                awaiting: true,
+                            });
                         }
                     }
                     MessageStatus::Failed => {
@@ -1101,7 +1090,7 @@ impl Inner {
                 results[slot] = Some(msg);
             }
         }
-        let staged = self.status_log.stage(&mut wb, records);
+        let staged = self.status_log.stage(&mut wb, records, receipts);
         for (id, batch) in &batches {
             wb.insert(&self.batches, id.as_bytes().to_vec(), encode(batch)?);
             if batch.counts.queued + batch.counts.sending == 0 {

@@ -7,13 +7,16 @@ use crate::clock::EngineClock;
 use crate::dispatcher::StatusWriter;
 use crate::domain::{MessageStatus, ProviderRef};
 use crate::metrics::{AttemptOutcome, RouteMetrics};
-use crate::ports::{DispatchQueue, OutboundSms, QueueRecord, SendError, SmsProvider, StatusChange};
+use crate::ports::{
+    DispatchQueue, OutboundSms, ProviderAck, QueueRecord, SendError, SmsProvider, StatusChange,
+};
 use actix::prelude::{Actor, Context, Handler, Message as ActixMessage};
 use futures::stream::{FuturesUnordered, StreamExt};
 use governor::{Quota, RateLimiter};
 use std::hash::BuildHasher;
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
@@ -92,6 +95,11 @@ impl Pacer {
         }
     }
 
+    /// Whether sends wait for this pacer at all.
+    pub fn limited(&self) -> bool {
+        self.rate.is_some()
+    }
+
     /// The messages per second this pacer allows now (`None`: no limit).
     pub fn rate(&self) -> Option<u32> {
         self.rate?;
@@ -142,7 +150,7 @@ pub fn backoff(settings: &RouteSettings, sms: &OutboundSms) -> Duration {
 pub struct ProviderActor {
     route: Arc<Route>,
     /// Taken by [`persist_finished`] when the actor starts.
-    finished: Option<mpsc::UnboundedReceiver<Finished>>,
+    finished: Option<mpsc::UnboundedReceiver<Vec<Finished>>>,
 }
 
 struct Route {
@@ -154,8 +162,9 @@ struct Route {
     queue: Arc<dyn DispatchQueue>,
     clock: EngineClock,
     metrics: RouteMetrics,
-    /// Where sends go once they have their final outcome, to be persisted in groups.
-    finished: mpsc::UnboundedSender<Finished>,
+    /// Where sends go once they have their final outcome (those of a claim group that
+    /// finished together in one hand-over), to be persisted in groups.
+    finished: mpsc::UnboundedSender<Vec<Finished>>,
 }
 
 /// A send's final outcome (`sent` or `failed`) and what to let go once it is persisted.
@@ -203,19 +212,23 @@ impl Actor for ProviderActor {
     }
 }
 
-/// Persists final outcomes as they arrive, each arrival group (up to a status group) in
-/// one status write, then commits their queue positions and frees their window slots.
-/// Persisted or not (then the claim times out and the message is re-queued from the
+/// Persists final outcomes as they arrive, what arrived together (up to about a status
+/// group) in one status write, then commits their queue positions and frees their window
+/// slots. Persisted or not (then the claim times out and the message is re-queued from the
 /// store), the positions may go. Ends when the route is gone.
 async fn persist_finished(
-    mut inbox: mpsc::UnboundedReceiver<Finished>,
+    mut inbox: mpsc::UnboundedReceiver<Vec<Finished>>,
     writer: StatusWriter,
     queue: Arc<dyn DispatchQueue>,
 ) {
-    let mut arrived = Vec::new();
     let group_size = writer.max_group().max(1);
-    while inbox.recv_many(&mut arrived, group_size).await > 0 {
-        let group = std::mem::take(&mut arrived);
+    while let Some(mut group) = inbox.recv().await {
+        while group.len() < group_size {
+            match inbox.try_recv() {
+                Ok(more) => group.extend(more),
+                Err(_) => break,
+            }
+        }
         let (writer, queue) = (writer.clone(), queue.clone());
         // The next group is taken while this one waits for its write.
         actix::spawn(async move {
@@ -252,12 +265,29 @@ impl Handler<DeliverAll> for ProviderActor {
 
     /// One task for the group, its sends driven together (the route's concurrency limit
     /// still applies to each): a task per message cost as much as the sends themselves.
+    /// The outcomes that are ready together go to be persisted together.
     fn handle(&mut self, DeliverAll(all): DeliverAll, _: &mut Self::Context) {
         let route = self.route.clone();
         actix::spawn(async move {
             let mut sends: FuturesUnordered<_> =
                 all.into_iter().map(|d| route.deliver(d)).collect();
-            while sends.next().await.is_some() {}
+            let mut done = Vec::new();
+            std::future::poll_fn(|cx| loop {
+                let next = sends.poll_next_unpin(cx);
+                if let Poll::Ready(Some(finished)) = next {
+                    done.extend(finished);
+                    continue;
+                }
+                if !done.is_empty() {
+                    // The inbox lives as long as the route (it ends when the route's
+                    // sender is dropped), so this fails only when the arbiter is dropping
+                    // its tasks, this one too: then the claims are re-queued at the next
+                    // start.
+                    let _ = route.finished.send(std::mem::take(&mut done));
+                }
+                return next.map(|_| ());
+            })
+            .await;
         });
     }
 }
@@ -270,6 +300,10 @@ async fn release(queue: &dyn DispatchQueue, records: &[QueueRecord]) {
 }
 
 impl Route {
+    /// Sends until the message has its final outcome (`None`: it could not be recorded
+    /// that a failed attempt is retried, so the claim is left to time out). The common
+    /// path (one attempt, no rate limit) keeps this future small: the group's sends are
+    /// each moved into the group's set of futures.
     async fn deliver(
         &self,
         Deliver {
@@ -277,22 +311,9 @@ impl Route {
             record,
             window,
         }: Deliver,
-    ) {
+    ) -> Option<Finished> {
         loop {
-            self.pacer.set_share(self.queue.owned_share());
-            self.metrics.rate_wait(self.pacer.ready().await);
-            let result = {
-                let _slot = self.concurrency.acquire().await;
-                let started = tokio::time::Instant::now();
-                let result = self.provider.send(&sms).await;
-                let outcome = match &result {
-                    Ok(_) => AttemptOutcome::Sent,
-                    Err(SendError::Transient(_)) => AttemptOutcome::Transient,
-                    Err(SendError::Permanent(_)) => AttemptOutcome::Permanent,
-                };
-                self.metrics.attempt(outcome, started.elapsed());
-                result
-            };
+            let result = self.attempt(&sms).await;
             let now = self.clock.now();
             let change = match result {
                 Ok(ack) => {
@@ -307,20 +328,9 @@ impl Route {
                     c
                 }
                 Err(SendError::Transient(error)) if sms.attempt < self.settings.max_attempts => {
-                    let mut c = StatusChange::new(
-                        sms.id,
-                        MessageStatus::Sending,
-                        MessageStatus::Sending,
-                        now,
-                    )
-                    .detail(format!("attempt {} failed, retrying: {error}", sms.attempt));
-                    c.attempt = Some(Some(error));
-                    if self.writer.submit(c).await.is_err() {
-                        // The claim times out and the message is re-queued.
-                        release(&*self.queue, std::slice::from_ref(&record)).await;
-                        return;
+                    if !Box::pin(self.retry_later(&sms, &record, error, now)).await {
+                        return None;
                     }
-                    tokio::time::sleep(backoff(&self.settings, &sms)).await;
                     sms.attempt += 1;
                     continue;
                 }
@@ -342,15 +352,55 @@ impl Route {
                     c
                 }
             };
-            // The inbox lives as long as the route (it ends when the route's sender is
-            // dropped), so this fails only when the arbiter is dropping its tasks, this one
-            // too: then the claim is re-queued at the next start.
-            let _ = self.finished.send(Finished {
+            return Some(Finished {
                 change,
                 record,
                 window,
             });
-            return;
         }
+    }
+
+    /// One attempt: paced, within the concurrency limit, timed.
+    async fn attempt(&self, sms: &OutboundSms) -> Result<ProviderAck, SendError> {
+        if self.pacer.limited() {
+            self.pacer.set_share(self.queue.owned_share());
+            self.metrics.rate_wait(Box::pin(self.pacer.ready()).await);
+        }
+        // The semaphore is never closed; `try_acquire` first spares a free slot the
+        // `Acquire` future.
+        let _slot = match self.concurrency.try_acquire() {
+            Ok(slot) => Some(slot),
+            Err(_) => self.concurrency.acquire().await.ok(),
+        };
+        let started = tokio::time::Instant::now();
+        let result = self.provider.send(sms).await;
+        let outcome = match &result {
+            Ok(_) => AttemptOutcome::Sent,
+            Err(SendError::Transient(_)) => AttemptOutcome::Transient,
+            Err(SendError::Permanent(_)) => AttemptOutcome::Permanent,
+        };
+        self.metrics.attempt(outcome, started.elapsed());
+        result
+    }
+
+    /// Records that attempt `sms.attempt` failed and is retried, then waits out the
+    /// backoff. `false`: the record failed; the position is released and the claim times
+    /// out (the message is re-queued).
+    async fn retry_later(
+        &self,
+        sms: &OutboundSms,
+        record: &QueueRecord,
+        error: String,
+        now: crate::domain::Millis,
+    ) -> bool {
+        let mut c = StatusChange::new(sms.id, MessageStatus::Sending, MessageStatus::Sending, now)
+            .detail(format!("attempt {} failed, retrying: {error}", sms.attempt));
+        c.attempt = Some(Some(error));
+        if self.writer.submit(c).await.is_err() {
+            release(&*self.queue, std::slice::from_ref(record)).await;
+            return false;
+        }
+        tokio::time::sleep(backoff(&self.settings, sms)).await;
+        true
     }
 }

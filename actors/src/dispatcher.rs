@@ -492,9 +492,10 @@ fn retry_receipt_later(h: DeliveryHandle, receipt: Receipt) {
     });
 }
 
-/// Claim groups submitted at once: while one waits for its durable write, the next is
-/// polled and submitted, so the status writer always has claims to take.
-const CLAIMS_IN_FLIGHT: usize = 2;
+/// Claim groups submitted at once: while one is written and another waits for its
+/// fsync, the next is polled and submitted, so the status writer always has claims to
+/// take (three measured +8–19 % over two once the writer got faster; four, no more).
+const CLAIMS_IN_FLIGHT: usize = 3;
 
 async fn dispatch_loop(
     h: DeliveryHandle,

@@ -581,7 +581,7 @@ async fn claim_and_hand_over(
                 let _ = h.ports.queue.commit(&records).await;
             }
             // Not straight again: a failing store would make the loop spin. (This turn
-            // and its window slots are held meanwhile; the other turn goes on polling.)
+            // and its window slots are held meanwhile; the other turns go on polling.)
             tokio::time::sleep(Duration::from_millis(250)).await;
             return;
         }

@@ -159,7 +159,9 @@ pub trait MessageStore: Send + Sync {
     }
     /// Messages in `sending` claimed before `claimed_before` (their dispatcher is gone).
     async fn stale_claims(&self, claimed_before: Millis) -> StoreResult<Vec<MessageId>>;
-    /// `sent` messages whose receipt deadline is before `now`.
+    /// Up to `max` `sent` messages whose receipt deadline is before `now`, earliest
+    /// first. May include a message settled meanwhile: callers change it only if it is
+    /// still `sent` (a `Sent → Expired` change, which the store checks).
     async fn receipts_overdue(&self, now: Millis, max: usize) -> StoreResult<Vec<MessageId>>;
     /// Ids of a batch's messages that are still `queued`.
     async fn queued_in_batch(&self, queue: QueueId) -> StoreResult<Vec<MessageId>>;

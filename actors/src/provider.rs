@@ -212,10 +212,12 @@ impl Actor for ProviderActor {
     }
 }
 
-/// Persists final outcomes as they arrive, what arrived together (up to about a status
-/// group) in one status write, then commits their queue positions and frees their window
-/// slots. Persisted or not (then the claim times out and the message is re-queued from the
-/// store), the positions may go. Ends when the route is gone.
+/// Persists final outcomes as they arrive, what arrived together in one status write
+/// (batches are joined up to a status group; one batch, a claim group's outcomes, may be
+/// bigger, and the writer takes it as a group of its own), then commits their queue
+/// positions and frees their window slots. Persisted or not (then the claim times out and
+/// the message is re-queued from the store), the positions may go. Ends when the route is
+/// gone.
 async fn persist_finished(
     mut inbox: mpsc::UnboundedReceiver<Vec<Finished>>,
     writer: StatusWriter,

@@ -205,7 +205,11 @@ impl StatusLog {
             }
         }
         for (id, record) in &left.records {
-            left.receipts.extend(ReceiptMark::of_record(*id, record)?);
+            match ReceiptMark::of_record(*id, record) {
+                Ok(mark) => left.receipts.extend(mark),
+                // Folded as it is: reading the message fails, not opening the store.
+                Err(e) => tracing::error!(message = %id, error = ?e, "an unreadable record"),
+            }
         }
         let this = Self {
             log,
@@ -301,19 +305,29 @@ impl StatusLog {
         // The marks before the index: a fold that ends in between has written them there
         // too, and applying them again on top of it changes nothing.
         let marks = self.lock().marks_due(now);
+        // Each key's last mark says whether it is in the index by now.
+        let mut latest: FxHashMap<[u8; 24], bool> = FxHashMap::default();
+        for mark in marks {
+            latest.insert(mark.key(), mark.awaiting);
+        }
         let end = now.to_be_bytes();
         let mut due = BTreeSet::new();
-        for g in self.awaiting.range(..end.as_slice()).take(max) {
+        for g in self.awaiting.range(..end.as_slice()) {
+            if due.len() == max {
+                break;
+            }
             let key = g.key().map_err(backend)?;
-            due.insert(<[u8; 24]>::try_from(&*key).map_err(|_| corrupt("receipt key"))?);
-        }
-        for mark in marks {
-            if mark.awaiting {
-                due.insert(mark.key());
-            } else {
-                due.remove(&mark.key());
+            let key = <[u8; 24]>::try_from(&*key).map_err(|_| corrupt("receipt key"))?;
+            if latest.get(&key) != Some(&false) {
+                due.insert(key);
             }
         }
+        due.extend(
+            latest
+                .into_iter()
+                .filter(|(_, awaiting)| *awaiting)
+                .map(|(k, _)| k),
+        );
         Ok(due
             .into_iter()
             .take(max)
@@ -676,6 +690,25 @@ mod tests {
             "one fold both inserted and removed c: neither"
         );
         assert_eq!(log.overdue(7_000, 10).unwrap(), [b]);
+    }
+
+    #[test]
+    fn a_full_page_of_messages_settled_since_the_fold_does_not_hide_the_next_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, log) = open(dir.path());
+        let mut ids: Vec<MessageId> = (0..4).map(|_| MessageId::new()).collect();
+        ids.sort();
+        let sent = record(MessageStatus::Sent, Some(5_000), "sent");
+        let settled = record(MessageStatus::Expired, Some(5_000), "settled");
+        let records: Vec<_> = ids.iter().map(|id| (*id, &sent[..])).collect();
+        let marks = ids.iter().map(|id| mark(*id, 5_000, true)).collect();
+        append_marked(&db, &log, &records, marks);
+        log.fold().unwrap();
+        // The first two expire; their index entries stay until the next fold.
+        let records: Vec<_> = ids[..2].iter().map(|id| (*id, &settled[..])).collect();
+        let marks = ids[..2].iter().map(|id| mark(*id, 5_000, false)).collect();
+        append_marked(&db, &log, &records, marks);
+        assert_eq!(log.overdue(7_000, 2).unwrap(), ids[2..]);
     }
 
     #[test]

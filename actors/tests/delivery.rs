@@ -406,7 +406,7 @@ async fn an_otp_overtakes_a_bulk_broadcast_already_waiting() {
     h.settle(otp_queue, |c| c.sent == 1).await;
     let sent = h.provider.sent();
     let position = sent.iter().position(|(id, _)| *id == otp[0]).unwrap();
-    // Behind at most what was already claimed when it was accepted: one window (8192
+    // Behind at most what was already claimed when it was accepted: one window (12,288
     // without a rate limit).
     let window = DispatchSettings::default().window;
     assert!(

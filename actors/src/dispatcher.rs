@@ -448,20 +448,30 @@ pub fn start_delivery_with(
         let h = handle.clone();
         tokio::spawn(async move {
             // Receipts arrive as fast as messages are sent: take them in groups so one
-            // durable write records many.
+            // durable write records many, and take the next group while the last ones
+            // are written (the order of receipts does not matter: a part's receipt sets
+            // its bit, a repeated one is ignored).
+            let in_flight = Arc::new(Semaphore::new(RECEIPT_GROUPS_IN_FLIGHT));
             let mut arrived = Vec::new();
             while inbox.recv_many(&mut arrived, 4096).await > 0 {
                 let group = std::mem::take(&mut arrived);
-                match h.record_receipts(group.clone()).await {
-                    Ok(outcomes) => {
-                        for (receipt, outcome) in group.into_iter().zip(outcomes) {
-                            if outcome == ReceiptOutcome::NotYetSent {
-                                retry_receipt_later(h.clone(), receipt);
+                let Ok(turn) = in_flight.clone().acquire_owned().await else {
+                    return;
+                };
+                let h = h.clone();
+                tokio::spawn(async move {
+                    match h.record_receipts(group.clone()).await {
+                        Ok(outcomes) => {
+                            for (receipt, outcome) in group.into_iter().zip(outcomes) {
+                                if outcome == ReceiptOutcome::NotYetSent {
+                                    retry_receipt_later(h.clone(), receipt);
+                                }
                             }
                         }
+                        Err(e) => tracing::error!(error = ?e, "recording receipts"),
                     }
-                    Err(e) => tracing::error!(error = ?e, "recording receipts"),
-                }
+                    drop(turn);
+                });
             }
         });
     }
@@ -495,6 +505,9 @@ fn retry_receipt_later(h: DeliveryHandle, receipt: Receipt) {
         }
     });
 }
+
+/// Receipt groups being written at once (as [`CLAIMS_IN_FLIGHT`]).
+const RECEIPT_GROUPS_IN_FLIGHT: usize = 3;
 
 /// Claim groups submitted at once: while one is written and another waits for its
 /// fsync, the next is polled and submitted, so the status writer always has claims to

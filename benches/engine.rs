@@ -20,16 +20,14 @@ use actix::{Actor, Addr, Arbiter, System};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use criterion::{criterion_group, Criterion, SamplingMode, Throughput};
 use futures::future::join_all;
-use sendme_actors::dedupe::{shard_of, Dedupe, DedupeChunk, ForgetBatch};
+use sendme_actors::accept::dedupe::{shard_of, Dedupe, DedupeChunk, ForgetBatch};
+use sendme_actors::accept::{Broadcast, BroadcastSupervisor, EngineSettings, Recipients};
 use sendme_actors::domain::{
-    count_segments, load_metadata, now_millis, Account, AccountId, Batch, Country, Encoding,
-    MemberId, MessageBlock, MessageBody, MessageType, PhoneNumber, QueueId, StatusCounts,
+    count_segments, load_metadata, now_millis, Account, AccountId, Batch, BatchId, Country,
+    Encoding, MemberId, MessageBlock, MessageBody, MessageType, PhoneNumber, StatusCounts,
 };
 use sendme_actors::embedded::{EmbeddedStore, InProcessQueue};
-use sendme_actors::ports::{DispatchQueue, MessageStore};
-use sendme_actors::supervisor::{
-    Broadcast, BroadcastSupervisor, EngineSettings, Ports, Recipients,
-};
+use sendme_actors::ports::{DispatchQueue, MessageStore, Ports};
 use std::collections::HashSet;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -231,7 +229,7 @@ fn queued_batch(account: AccountId, recipients: &[PhoneNumber]) -> (Batch, Messa
     let segments = body.segments().count;
     let total = recipients.len() as u64;
     let batch = Batch {
-        id: QueueId::new(),
+        id: BatchId::new(),
         account,
         member: MemberId::new(),
         kind: MessageType::Sms,
@@ -338,7 +336,7 @@ fn bench_normalize(c: &mut Criterion) {
 /// ask the shards concurrently, and put the first occurrences back in input order.
 async fn dedupe_chunk(
     shards: &[Addr<Dedupe>],
-    batch: QueueId,
+    batch: BatchId,
     numbers: Vec<PhoneNumber>,
     offset: u32,
 ) -> Vec<PhoneNumber> {
@@ -372,7 +370,7 @@ async fn time_dedupe(
 ) -> Duration {
     let mut total = Duration::ZERO;
     for _ in 0..iters {
-        let batch = QueueId::new();
+        let batch = BatchId::new();
         let chunks: Vec<Vec<PhoneNumber>> = numbers.chunks(chunk_size).map(<[_]>::to_vec).collect();
         let start = Instant::now();
         let mut kept = Vec::with_capacity(unique);
@@ -550,8 +548,7 @@ fn bench_store(c: &mut Criterion) {
     // then `sent`, in status groups of 2,048 as the dispatcher's writer makes them, each
     // group durable before the next.
     group.bench_function("claim_and_send_durable", |b| {
-        use sendme_actors::domain::MessageStatus;
-        use sendme_actors::ports::StatusChange;
+        use sendme_actors::domain::{MessageStatus, StatusChange};
         rounds.run(b, |store, batch, messages| async move {
             let ids: Vec<_> = store
                 .accept_batch(&batch, messages)
@@ -690,9 +687,9 @@ const DELIVERY_N: usize = 100_000;
 /// with no rate limit and no receipts.
 fn bench_delivery(c: &mut Criterion) {
     use sendme_actors::clock::EngineClock;
-    use sendme_actors::dispatcher::{start_delivery, DispatchSettings};
-    use sendme_actors::embedded::{SimulatedProvider, SimulatedSettings};
+    use sendme_actors::deliver::{start_delivery, DispatchSettings};
     use sendme_actors::ports::QueueRecord;
+    use sendme_actors::providers::{SimulatedProvider, SimulatedSettings};
 
     let mut rng = Rng::new(0xde11_7e55);
     let recipients: Vec<PhoneNumber> = colombian_mobiles(DELIVERY_N, &mut rng)

@@ -1,15 +1,14 @@
-//! Layered configuration: `config/base.yaml`, then `config/<environment>.yaml`, then
-//! `SENDME__SECTION__KEY` environment variables. The environment name comes from
-//! `SENDME_ENVIRONMENT` (default `local`); the folder from `SENDME_CONFIG_DIR`
-//! (default `./config`).
+//! Layered configuration: `base.yaml`, then `<environment>.yaml` (both built into the
+//! binary, and overlaid by the same files in `SENDME_CONFIG_DIR`, default `./config`, when
+//! they exist there), then `--config FILE`, then `SENDME__SECTION__KEY` environment
+//! variables. The environment name comes from `SENDME_ENVIRONMENT` (default `local`).
 
-use sendme_actors::dispatcher::DispatchSettings;
+use sendme_actors::accept::EngineSettings;
+use sendme_actors::deliver::{DispatchSettings, RouteSettings};
 use sendme_actors::domain::MessageType;
-use sendme_actors::embedded::SimulatedSettings;
-use sendme_actors::provider::RouteSettings;
-use sendme_actors::supervisor::EngineSettings;
+use sendme_actors::providers::SimulatedSettings;
 use serde::Deserialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -327,14 +326,56 @@ impl Settings {
 }
 
 /// Reads the layered configuration.
-pub fn get_configuration() -> Result<Settings, config::ConfigError> {
+/// The configuration files built into the binary, by name: `base`, then one per
+/// environment. A binary started anywhere (or installed with `cargo install`) runs on them.
+const BUILT_IN: [(&str, &str); 4] = [
+    ("base", include_str!("../config/base.yaml")),
+    ("local", include_str!("../config/local.yaml")),
+    ("distributed", include_str!("../config/distributed.yaml")),
+    ("production", include_str!("../config/production.yaml")),
+];
+
+fn built_in(name: &str) -> Option<&'static str> {
+    BUILT_IN
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, text)| *text)
+}
+
+/// The settings, layered: the built-in `base` and `<environment>` files, then the same
+/// files in the configuration folder if they exist there (`SENDME_CONFIG_DIR`, default
+/// `./config`), then `overlay` (`--config FILE`, which must exist), then `SENDME__...`
+/// environment variables. The environment comes from `SENDME_ENVIRONMENT` (default
+/// `local`); one that is neither built in nor in the folder is an error.
+pub fn get_configuration_with(overlay: Option<&Path>) -> Result<Settings, config::ConfigError> {
     let dir = std::env::var_os("SENDME_CONFIG_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("config"));
     let environment = std::env::var("SENDME_ENVIRONMENT").unwrap_or_else(|_| local());
-    config::Config::builder()
-        .add_source(config::File::from(dir.join("base.yaml")))
-        .add_source(config::File::from(dir.join(format!("{environment}.yaml"))).required(false))
+    let on_disk = dir.join(format!("{environment}.yaml"));
+    if built_in(&environment).is_none() && !on_disk.is_file() {
+        return Err(config::ConfigError::Message(format!(
+            "unknown environment `{environment}`: not built in ({}) and no {} on disk",
+            BUILT_IN[1..]
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", "),
+            on_disk.display()
+        )));
+    }
+    let mut builder = config::Config::builder();
+    for name in ["base", environment.as_str()] {
+        if let Some(text) = built_in(name) {
+            builder = builder.add_source(config::File::from_str(text, config::FileFormat::Yaml));
+        }
+        builder = builder
+            .add_source(config::File::from(dir.join(format!("{name}.yaml"))).required(false));
+    }
+    if let Some(file) = overlay {
+        builder = builder.add_source(config::File::from(file).required(true));
+    }
+    builder
         .set_override("environment", environment)?
         .add_source(
             config::Environment::with_prefix("SENDME")
@@ -343,4 +384,9 @@ pub fn get_configuration() -> Result<Settings, config::ConfigError> {
         )
         .build()?
         .try_deserialize()
+}
+
+/// [`get_configuration_with`] without an overlay file.
+pub fn get_configuration() -> Result<Settings, config::ConfigError> {
+    get_configuration_with(None)
 }

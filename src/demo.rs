@@ -5,10 +5,10 @@
 //!
 //! The ids are fixed so `sendme token --demo` can mint a token without the store.
 
-use crate::auth::JwtKeys;
+use crate::jwt::JwtKeys;
 use sendme_actors::domain::*;
 use sendme_actors::embedded::EmbeddedStore;
-use sendme_actors::supervisor::Ports;
+use sendme_actors::ports::Ports;
 use uuid::{uuid, Uuid};
 
 pub const DEMO_ACCOUNT: AccountId = AccountId(uuid!("0190d3e0-0000-7000-8000-00000000a001"));

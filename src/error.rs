@@ -5,8 +5,8 @@
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
+use sendme_actors::accept::BroadcastError;
 use sendme_actors::ports::{ContactError, LedgerError, StoreError};
-use sendme_actors::supervisor::BroadcastError;
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,8 @@
 //! - [`startup`] opens the backends the settings name (the embedded fjall store and the
 //!   in-process queue by default), seeds the [`demo`] account, re-enqueues messages a
 //!   previous run left `queued`, starts the engine actors and binds the HTTP server.
-//! - [`auth`] turns a bearer JWT into a member, and checks terms acceptance for sends.
+//! - [`jwt`] issues and verifies bearer tokens; [`auth`] turns one into a member, and
+//!   checks terms acceptance for sends. [`state`] is what every handler can reach.
 //! - [`routes`] holds one file per resource; `routes/send.rs` is the seed contract.
 //!   Every failure leaves as the JSON of [`error::ApiError`].
 //! - [`metrics`] installs the Prometheus recorder and times every request by its route
@@ -23,6 +24,7 @@ pub mod auth;
 pub mod configuration;
 pub mod demo;
 pub mod error;
+pub mod jwt;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod metrics;
@@ -32,4 +34,5 @@ pub mod routes;
 #[cfg(feature = "scylla")]
 pub mod scylla;
 pub mod startup;
+pub mod state;
 pub mod telemetry;

@@ -8,7 +8,7 @@ use anyhow::Context;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
-use sendme::configuration::{get_configuration, ProcessRole, StoreKind};
+use sendme::configuration::{get_configuration_with, ProcessRole, StoreKind};
 use sendme::demo::{demo_member, DEMO_ADMIN, DEMO_MEMBER};
 use sendme::startup::{jwt_keys, Application};
 use sendme_actors::domain::{MemberId, Role};
@@ -20,6 +20,10 @@ use std::io::Write;
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
+    /// A configuration file layered over the built-in ones (and `./config`), before
+    /// `SENDME__...` environment variables.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -52,7 +56,8 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     sendme::allocator::tune();
     let cli = Cli::parse();
-    let settings = get_configuration().context("reading configuration")?;
+    let settings =
+        get_configuration_with(cli.config.as_deref()).context("reading configuration")?;
     sendme::telemetry::init(settings.log.format);
     match cli.command.unwrap_or(Command::Serve { role: None }) {
         Command::Serve { role } => {

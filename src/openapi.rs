@@ -5,6 +5,7 @@
 //! error shape ([`crate::error::ErrorBody`]), instead of repeating them per handler.
 
 use crate::routes::{account, admin, contacts, health, receipts, send, status};
+use actix_web::{get, HttpResponse};
 use std::sync::OnceLock;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
@@ -49,7 +50,7 @@ use utoipa::{Modify, OpenApi};
         health::healthz,
         health::readyz,
         health::metrics,
-        health::openapi,
+        openapi_json,
     ),
     // Schemas only referenced from `IntoResponses` enums are not collected from the paths.
     components(schemas(crate::error::ErrorBody, send::EnqueueResult)),
@@ -168,4 +169,20 @@ fn add_common(operation: &mut Operation) {
             "Content-Type is not application/json (`unsupported_media_type`)",
         );
     }
+}
+
+/// This document: the API described by the handlers' own types.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3.1", body = Object)))]
+#[get("/api/openapi.json")]
+pub(crate) async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(document())
+}
+
+/// The document (`/api/openapi.json`) and its reference page (`/docs`); register before
+/// the routes' `/api` scope.
+pub fn configure(cfg: &mut actix_web::web::ServiceConfig) {
+    cfg.service(openapi_json).service(docs_page());
 }

@@ -1,48 +1,32 @@
 //! Wiring: configuration → backends → engine → HTTP server. `Application::build` binds the
 //! listener (port 0 in tests) and returns before serving, so callers learn the port.
 
-use crate::auth::JwtKeys;
 use crate::configuration::{ProviderKind, QueueKind, Settings, StoreKind};
 use crate::demo::{self, DemoCredentials};
 use crate::error::json_error;
+use crate::jwt::JwtKeys;
 use crate::providers::http::HttpProvider;
-use crate::routes;
+use crate::state::AppState;
+use crate::{openapi, routes};
 use actix_web::middleware::from_fn;
 use actix_web::{dev::Server, web, App, HttpServer};
 use anyhow::{bail, Context};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{Quota, RateLimiter};
+use sendme_actors::accept::BroadcastSupervisor;
 use sendme_actors::clock::EngineClock;
-use sendme_actors::dispatcher::{
+use sendme_actors::deliver::{
     requeue_stale_claims, start_delivery_with, sweep_stale_claims, DeliveryHandle,
 };
-use sendme_actors::domain::{AccountId, Millis};
-use sendme_actors::embedded::SimulatedProvider;
+use sendme_actors::domain::Millis;
 use sendme_actors::embedded::{EmbeddedStore, InProcessQueue};
-use sendme_actors::ports::DispatchQueue;
-use sendme_actors::ports::{Receipt, SmsProvider};
-use sendme_actors::supervisor::{BroadcastSupervisor, Ports, Supervisor};
+use sendme_actors::ports::{DispatchQueue, Ports, Receipt, SmsProvider};
+use sendme_actors::providers::SimulatedProvider;
 use std::net::TcpListener;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-
-/// What every handler can reach.
-pub struct AppState {
-    pub settings: Settings,
-    pub ports: Ports,
-    pub supervisor: Supervisor,
-    pub delivery: DeliveryHandle,
-    pub keys: JwtKeys,
-    /// The key that signs delivery receipts, if any is configured.
-    pub dlr_secret: Option<Vec<u8>>,
-    pub rate_limiter: DefaultKeyedRateLimiter<AccountId>,
-    /// Set once SIGTERM/Ctrl-C arrived: `/readyz` answers 503 while connections drain.
-    pub shutting_down: Arc<AtomicBool>,
-    /// Idempotency keys whose first request is still being processed in this process.
-    pub idempotency_in_flight: std::sync::Mutex<std::collections::HashSet<(AccountId, String)>>,
-}
 
 pub struct Application {
     port: u16,
@@ -270,7 +254,13 @@ impl Application {
                 .app_data(web::QueryConfig::default().error_handler(|err, _| {
                     crate::error::ApiError::InvalidRequest(format!("invalid query: {err}")).into()
                 }))
-                .configure(|cfg| routes::configure(cfg, serves_api))
+                .configure(|cfg| {
+                    routes::configure_operations(cfg);
+                    if serves_api {
+                        openapi::configure(cfg);
+                        routes::configure_api(cfg);
+                    }
+                })
         })
         .listen(listener)?
         .run();

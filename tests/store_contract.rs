@@ -172,7 +172,7 @@ fn batch(
 ) -> (Batch, MessageBlock) {
     let total = recipients.len() as u64;
     let batch = Batch {
-        id: QueueId::new(),
+        id: BatchId::new(),
         account,
         member: MemberId::new(),
         kind,
@@ -280,7 +280,7 @@ async fn top_up_adds_credits_with_a_ledger_entry(s: Stores) {
         vec![25, 5],
         "oldest first"
     );
-    assert!(entries.iter().all(|e| e.account == id && e.queue.is_none()));
+    assert!(entries.iter().all(|e| e.account == id && e.batch.is_none()));
     assert!(matches!(
         s.ledger.top_up(AccountId::new(), 1).await,
         Err(LedgerError::AccountNotFound)
@@ -306,10 +306,10 @@ async fn accept_batch_reserves_exactly_its_cost(s: Stores) {
         .filter(|e| e.kind == LedgerKind::Reserve)
         .collect();
     assert_eq!(reserve.len(), 1);
-    assert_eq!((reserve[0].amount, reserve[0].queue), (4, Some(b.id)));
+    assert_eq!((reserve[0].amount, reserve[0].batch), (4, Some(b.id)));
 
     assert_eq!(s.messages.batch(b.id).await.unwrap(), Some(b.clone()));
-    assert_eq!(s.messages.batch(QueueId::new()).await.unwrap(), None);
+    assert_eq!(s.messages.batch(BatchId::new()).await.unwrap(), None);
     for (id, to) in recipients.iter() {
         let m = s.messages.message(id).await.unwrap().unwrap();
         assert_eq!(m, Message::queued(id, &b, to.clone()));
@@ -439,7 +439,7 @@ async fn list_messages_filters_and_pages_newest_first(s: Stores) {
     let by_queue = s
         .messages
         .list_messages(&MessageFilter {
-            queue: Some(sms.id),
+            batch: Some(sms.id),
             ..filter.clone()
         })
         .await
@@ -447,7 +447,7 @@ async fn list_messages_filters_and_pages_newest_first(s: Stores) {
     let mut expected = sms_ids.clone();
     expected.reverse();
     assert_eq!(ids(&by_queue), expected);
-    assert!(by_queue.items.iter().all(|m| m.queue == sms.id));
+    assert!(by_queue.items.iter().all(|m| m.batch == sms.id));
 
     let by_kind = s
         .messages
@@ -461,7 +461,7 @@ async fn list_messages_filters_and_pages_newest_first(s: Stores) {
         ids(&by_kind).into_iter().collect::<BTreeSet<_>>(),
         otp_ids.iter().copied().collect()
     );
-    assert!(by_kind.items.iter().all(|m| m.queue == otp.id));
+    assert!(by_kind.items.iter().all(|m| m.batch == otp.id));
 
     let by_recipient = s
         .messages
@@ -489,7 +489,7 @@ async fn list_messages_filters_and_pages_newest_first(s: Stores) {
     let combined = s
         .messages
         .list_messages(&MessageFilter {
-            queue: Some(sms.id),
+            batch: Some(sms.id),
             status: Some(Queued),
             recipient: Some(phone(1)),
             ..filter.clone()
@@ -523,7 +523,7 @@ async fn list_messages_filters_and_pages_newest_first(s: Stores) {
         .messages
         .list_messages(&MessageFilter {
             account: AccountId::new(),
-            queue: Some(sms.id),
+            batch: Some(sms.id),
             ..filter.clone()
         })
         .await
@@ -639,7 +639,7 @@ async fn apply_moves_credits_and_batch_counts(s: Stores) {
     assert!(entries
         .iter()
         .filter(|e| e.kind != LedgerKind::TopUp)
-        .all(|e| e.queue == Some(b.id)));
+        .all(|e| e.batch == Some(b.id)));
 
     let counts = s.messages.batch(b.id).await.unwrap().unwrap().counts;
     assert_eq!(
@@ -784,7 +784,7 @@ async fn queued_messages_and_queued_in_batch(s: Stores) {
     );
     assert!(s
         .messages
-        .queued_in_batch(QueueId::new())
+        .queued_in_batch(BatchId::new())
         .await
         .unwrap()
         .is_empty());

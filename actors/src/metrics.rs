@@ -5,8 +5,7 @@
 //! number, a message id or an account. Hot paths record per group, or through handles
 //! created once, so the cost stays a few atomic adds per durable write.
 
-use crate::domain::{Message, MessageStatus};
-use crate::supervisor::RecipientStats;
+use crate::domain::{Message, MessageStatus, RecipientStats};
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, Counter, Histogram};
 use std::time::Duration;
 

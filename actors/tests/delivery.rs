@@ -2,19 +2,15 @@
 //! transition, retries, refunds, receipts, expiry, cancel, the OTP lane, the books and
 //! the rate limiter. Nothing here sleeps in real time.
 
+use sendme_actors::accept::{Broadcast, BroadcastSupervisor, EngineSettings, Recipients};
 use sendme_actors::clock::EngineClock;
-use sendme_actors::dispatcher::{
-    requeue_stale_claims, start_delivery, DeliveryHandle, DispatchSettings,
+use sendme_actors::deliver::{
+    requeue_stale_claims, start_delivery, DeliveryHandle, DispatchSettings, Pacer, RouteSettings,
 };
 use sendme_actors::domain::*;
-use sendme_actors::embedded::{
-    EmbeddedStore, InProcessQueue, SimulatedProvider, SimulatedSettings,
-};
+use sendme_actors::embedded::{EmbeddedStore, InProcessQueue};
 use sendme_actors::ports::*;
-use sendme_actors::provider::{Pacer, RouteSettings};
-use sendme_actors::supervisor::{
-    Broadcast, BroadcastSupervisor, EngineSettings, Ports, Recipients,
-};
+use sendme_actors::providers::{SimulatedProvider, SimulatedSettings};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +18,7 @@ const CREDITS: u64 = 1_000_000;
 
 struct Harness {
     ports: Ports,
-    supervisor: sendme_actors::supervisor::Supervisor,
+    supervisor: sendme_actors::accept::Supervisor,
     delivery: DeliveryHandle,
     provider: Arc<SimulatedProvider>,
     account: AccountId,
@@ -102,7 +98,7 @@ impl Harness {
         body: &str,
         kind: MessageType,
         recipients: Vec<String>,
-    ) -> (QueueId, Vec<MessageId>) {
+    ) -> (BatchId, Vec<MessageId>) {
         let accepted = self
             .supervisor
             .send(Broadcast {
@@ -115,10 +111,10 @@ impl Harness {
             })
             .await
             .unwrap();
-        (accepted.queue.unwrap(), accepted.messages.ids().collect())
+        (accepted.batch.unwrap(), accepted.messages.ids().collect())
     }
 
-    async fn batch(&self, queue: QueueId) -> Batch {
+    async fn batch(&self, queue: BatchId) -> Batch {
         self.ports.messages.batch(queue).await.unwrap().unwrap()
     }
 
@@ -136,7 +132,7 @@ impl Harness {
     }
 
     /// Advances simulated time until `done` holds for the batch, at most 10 simulated minutes.
-    async fn settle(&self, queue: QueueId, done: impl Fn(&StatusCounts) -> bool) -> Batch {
+    async fn settle(&self, queue: BatchId, done: impl Fn(&StatusCounts) -> bool) -> Batch {
         for _ in 0..6000 {
             let batch = self.batch(queue).await;
             if done(&batch.counts) {
@@ -220,7 +216,7 @@ async fn a_multipart_message_is_delivered_when_every_part_is() {
     };
     assert_eq!(
         h.delivery.record_receipt(receipt).await.unwrap(),
-        sendme_actors::dispatcher::ReceiptOutcome::Ignored,
+        sendme_actors::deliver::ReceiptOutcome::Ignored,
         "replayed receipts change nothing"
     );
 }

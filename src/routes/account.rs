@@ -2,7 +2,7 @@
 
 use crate::auth::Authenticated;
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 use actix_web::{get, post, web, HttpResponse};
 use sendme_actors::domain::{Account, AccountId, Country};
 use serde::Serialize;

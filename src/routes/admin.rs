@@ -3,7 +3,7 @@
 use super::account::AccountView;
 use crate::auth::Admin;
 use crate::error::{ApiError, ErrorBody};
-use crate::startup::AppState;
+use crate::state::AppState;
 use actix_web::{post, web, HttpResponse};
 use sendme_actors::domain::*;
 use serde::{Deserialize, Serialize};

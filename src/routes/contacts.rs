@@ -3,7 +3,7 @@
 use super::{page_limit, rfc3339, Listing};
 use crate::auth::Authenticated;
 use crate::error::{ApiError, ErrorBody};
-use crate::startup::AppState;
+use crate::state::AppState;
 use actix_web::{delete, get, patch, post, put, web, HttpResponse};
 use sendme_actors::domain::*;
 use serde::{Deserialize, Serialize};

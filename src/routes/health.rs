@@ -1,6 +1,6 @@
 //! Operations: liveness, readiness, metrics and the OpenAPI document (no auth).
 
-use crate::startup::AppState;
+use crate::state::AppState;
 use actix_web::{get, web, HttpResponse};
 use serde::Serialize;
 use std::sync::atomic::Ordering;
@@ -81,14 +81,4 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(crate::metrics::handle().render())
-}
-
-/// This document: the API described by the handlers' own types.
-#[utoipa::path(get, path = "/api/openapi.json", tag = "operations",
-    responses((status = 200, description = "OpenAPI 3.1", body = Object)))]
-#[get("/api/openapi.json")]
-pub(crate) async fn openapi() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(crate::openapi::document())
 }

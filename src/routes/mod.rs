@@ -11,29 +11,29 @@ pub(crate) mod status;
 use actix_web::web;
 use sendme_actors::domain::Millis;
 
-/// Every route; a dispatcher replica (`api` false) serves only health and metrics.
-pub fn configure(cfg: &mut web::ServiceConfig, api: bool) {
+/// Health, readiness and metrics, and the JSON 404: what every replica serves (a
+/// dispatcher replica serves only these).
+pub fn configure_operations(cfg: &mut web::ServiceConfig) {
     cfg.service(health::healthz)
         .service(health::readyz)
         .service(health::metrics)
         .default_service(web::to(|| async {
             Err::<actix_web::HttpResponse, _>(crate::error::ApiError::NotFound("route"))
         }));
-    if !api {
-        return;
-    }
-    // Before the `/api` scope, which would otherwise take the path and 404.
-    cfg.service(health::openapi)
-        .service(crate::openapi::docs_page())
-        .service(
-            web::scope("/api")
-                .configure(send::configure)
-                .configure(status::configure)
-                .configure(contacts::configure)
-                .configure(account::configure)
-                .configure(admin::configure)
-                .configure(receipts::configure),
-        );
+}
+
+/// The API under `/api` (register anything else under `/api`, such as the OpenAPI
+/// document, before it: the scope would otherwise take the path and 404).
+pub fn configure_api(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api")
+            .configure(send::configure)
+            .configure(status::configure)
+            .configure(contacts::configure)
+            .configure(account::configure)
+            .configure(admin::configure)
+            .configure(receipts::configure),
+    );
 }
 
 /// RFC 3339 with milliseconds, UTC.

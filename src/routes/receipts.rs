@@ -4,9 +4,9 @@
 
 use crate::error::{ApiError, ErrorBody};
 use crate::providers::signature::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
-use crate::startup::AppState;
+use crate::state::AppState;
 use actix_web::{post, web, HttpRequest, HttpResponse};
-use sendme_actors::dispatcher::ReceiptOutcome;
+use sendme_actors::deliver::ReceiptOutcome;
 use sendme_actors::domain::MessageId;
 use sendme_actors::ports::Receipt;
 use serde::{Deserialize, Serialize};

@@ -6,11 +6,11 @@
 
 use crate::auth::TermsAccepted;
 use crate::error::{ApiError, ErrorBody};
-use crate::startup::AppState;
+use crate::state::AppState;
 use actix_web::{http::StatusCode, post, web, HttpRequest, HttpResponse};
+use sendme_actors::accept::{Accepted, Broadcast, Recipients};
 use sendme_actors::domain::*;
 use sendme_actors::ports::IdempotentResponse;
-use sendme_actors::supervisor::{Accepted, Broadcast, Recipients};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use utoipa::ToSchema;
@@ -362,7 +362,7 @@ fn enqueue_result_parts(accepted: Accepted) -> impl Iterator<Item = web::Bytes> 
     use std::fmt::Write;
     let head = format!(
         r#"{{"queueId":"{}","channel":"sms","messages":["#,
-        accepted.queue.map(|q| q.to_string()).unwrap_or_default()
+        accepted.batch.map(|q| q.to_string()).unwrap_or_default()
     );
     let messages = Arc::new(accepted.messages);
     let chunks = messages.len().div_ceil(STREAM_CHUNK);
@@ -452,7 +452,7 @@ async fn enqueue(
         })
         .await?;
 
-    let status = if accepted.queue.is_some() {
+    let status = if accepted.batch.is_some() {
         StatusCode::CREATED
     } else {
         StatusCode::OK
@@ -462,7 +462,7 @@ async fn enqueue(
         return Ok(enqueue_response(status, accepted));
     };
     let body = serde_json::to_vec(&EnqueueResult {
-        queue_id: accepted.queue.map(|q| q.to_string()).unwrap_or_default(),
+        queue_id: accepted.batch.map(|q| q.to_string()).unwrap_or_default(),
         channel: "sms",
         messages: accepted
             .messages

@@ -3,7 +3,7 @@
 use super::{page_limit, parse_rfc3339, rfc3339, Listing};
 use crate::auth::Authenticated;
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 use actix_web::{get, post, web, HttpResponse};
 use sendme_actors::domain::*;
 use sendme_actors::ports::MessageFilter;
@@ -23,7 +23,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueView {
-    queue_id: QueueId,
+    queue_id: BatchId,
     channel: &'static str,
     #[serde(rename = "type")]
     kind: MessageType,
@@ -81,7 +81,7 @@ struct EventView<'a> {
 #[serde(rename_all = "camelCase")]
 pub(crate) struct MessageView<'a> {
     id: MessageId,
-    queue_id: QueueId,
+    queue_id: BatchId,
     recipient: &'a str,
     #[serde(rename = "type")]
     kind: MessageType,
@@ -100,7 +100,7 @@ pub(crate) struct MessageView<'a> {
 fn message_view<'a>(m: &'a Message, body: &'a str) -> MessageView<'a> {
     MessageView {
         id: m.id,
-        queue_id: m.queue,
+        queue_id: m.batch,
         recipient: m.recipient.as_str(),
         kind: m.kind,
         status: m.status,
@@ -129,7 +129,7 @@ fn message_view<'a>(m: &'a Message, body: &'a str) -> MessageView<'a> {
 
 /// The caller's batch, or 404 (also for another account's batch or a malformed id).
 async fn own_batch(state: &AppState, account: AccountId, id: &str) -> Result<Batch, ApiError> {
-    let id: QueueId = id.parse().map_err(|_| ApiError::NotFound("queue"))?;
+    let id: BatchId = id.parse().map_err(|_| ApiError::NotFound("queue"))?;
     state
         .ports
         .messages
@@ -229,7 +229,7 @@ impl MessageQuery {
         let invalid = |what: &str| ApiError::InvalidRequest(what.to_owned());
         Ok(MessageFilter {
             account,
-            queue: self
+            batch: self
                 .queue_id
                 .map(|q| q.parse().map_err(|_| invalid("`queueId` must be a UUID")))
                 .transpose()?,
@@ -266,10 +266,10 @@ async fn message_listing(
     filter: MessageFilter,
 ) -> Result<HttpResponse, ApiError> {
     let page = state.ports.messages.list_messages(&filter).await?;
-    let mut bodies: HashMap<QueueId, Batch> = HashMap::new();
+    let mut bodies: HashMap<BatchId, Batch> = HashMap::new();
     for m in &page.items {
-        if let std::collections::hash_map::Entry::Vacant(slot) = bodies.entry(m.queue) {
-            if let Some(b) = state.ports.messages.batch(m.queue).await? {
+        if let std::collections::hash_map::Entry::Vacant(slot) = bodies.entry(m.batch) {
+            if let Some(b) = state.ports.messages.batch(m.batch).await? {
                 slot.insert(b);
             }
         }
@@ -277,7 +277,7 @@ async fn message_listing(
     let items = page
         .items
         .iter()
-        .map(|m| message_view(m, bodies.get(&m.queue).map_or("", |b| b.body.as_str())))
+        .map(|m| message_view(m, bodies.get(&m.batch).map_or("", |b| b.body.as_str())))
         .collect();
     Ok(HttpResponse::Ok().json(Listing {
         items,
@@ -315,7 +315,7 @@ pub(crate) async fn list_queue_messages(
     let batch = own_batch(&state, member.account, &path).await?;
     let country = default_country(&state, member.account).await?;
     let mut filter = query.into_inner().into_filter(member.account, country)?;
-    filter.queue = Some(batch.id);
+    filter.batch = Some(batch.id);
     message_listing(&state, filter).await
 }
 
@@ -343,7 +343,7 @@ pub(crate) async fn get_message(
         .await?
         .filter(|m| m.account == member.account)
         .ok_or(ApiError::NotFound("message"))?;
-    let batch = state.ports.messages.batch(message.queue).await?;
+    let batch = state.ports.messages.batch(message.batch).await?;
     let body = batch.as_ref().map_or("", |b| b.body.as_str());
     Ok(HttpResponse::Ok().json(message_view(&message, body)))
 }

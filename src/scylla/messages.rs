@@ -123,7 +123,7 @@ impl MessageRow {
             .collect::<StoreResult<Vec<_>>>()?;
         let message = Message {
             id: MessageId(self.id),
-            queue: QueueId(
+            batch: BatchId(
                 self.batch_id
                     .ok_or_else(|| corrupt("message without batch"))?,
             ),
@@ -155,7 +155,7 @@ impl MessageRow {
 
 /// Which batches exist (are committed), remembered for one call.
 #[derive(Default)]
-struct Committed(Mutex<HashMap<QueueId, bool>>);
+struct Committed(Mutex<HashMap<BatchId, bool>>);
 
 /// One status change that applied, with what it means for indexes, counts and credits.
 struct Applied {
@@ -179,7 +179,7 @@ fn in_work_index(status: MessageStatus) -> bool {
 type Write<'a> = BoxFuture<'a, StoreResult<()>>;
 
 impl ScyllaStore {
-    async fn batch_committed(&self, cache: &Committed, queue: QueueId) -> StoreResult<bool> {
+    async fn batch_committed(&self, cache: &Committed, queue: BatchId) -> StoreResult<bool> {
         if let Some(c) = cache
             .0
             .lock()
@@ -218,7 +218,7 @@ impl ScyllaStore {
         committed: &Committed,
     ) -> StoreResult<Option<(Message, i32)>> {
         match self.message_row(id).await? {
-            Some((m, v)) if self.batch_committed(committed, m.queue).await? => Ok(Some((m, v))),
+            Some((m, v)) if self.batch_committed(committed, m.batch).await? => Ok(Some((m, v))),
             _ => Ok(None),
         }
     }
@@ -356,13 +356,8 @@ impl ScyllaStore {
     async fn accept(&self, batch: &Batch, recipients: &MessageBlock) -> Result<(), LedgerError> {
         let needed = batch.cost;
         self.update_balance(batch.account, |acc| {
-            if acc.balance < needed {
-                return Err(LedgerError::InsufficientBalance {
-                    needed,
-                    available: acc.balance,
-                });
-            }
-            Ok((acc.balance - needed, acc.reserved + needed))
+            acc.reserve(needed)?;
+            Ok::<_, LedgerError>(())
         })
         .await?;
         let entry = self
@@ -400,7 +395,8 @@ impl ScyllaStore {
             tracing::warn!(queue = %batch.id, %error, "accept failed: releasing its reservation");
             self.remove_messages(batch, recipients).await;
             self.update_balance(batch.account, |acc| {
-                Ok::<_, LedgerError>((acc.balance + needed, acc.reserved.saturating_sub(needed)))
+                acc.release(needed);
+                Ok::<_, LedgerError>(())
             })
             .await?;
             // Without a `reserve` entry the two movements cancel out unrecorded.
@@ -485,8 +481,8 @@ impl ScyllaStore {
     /// Index rows, dead letters, counters and credits of the changes that applied.
     async fn record_effects(&self, applied: &[Applied]) -> StoreResult<()> {
         let mut writes: Vec<Write<'_>> = Vec::new();
-        let mut counts: HashMap<(QueueId, MessageStatus), i64> = HashMap::new();
-        let mut credits: HashMap<(AccountId, QueueId, LedgerKind), u64> = HashMap::new();
+        let mut counts: HashMap<(BatchId, MessageStatus), i64> = HashMap::new();
+        let mut credits: HashMap<(AccountId, BatchId, LedgerKind), u64> = HashMap::new();
         // Per message, the index rows follow its first and last state in this call.
         let mut first: HashMap<MessageId, &Message> = HashMap::new();
         let mut last: HashMap<MessageId, &Message> = HashMap::new();
@@ -497,11 +493,11 @@ impl ScyllaStore {
             if from == to {
                 continue;
             }
-            *counts.entry((a.before.queue, from)).or_default() -= 1;
-            *counts.entry((a.before.queue, to)).or_default() += 1;
-            if let Some(kind) = StatusChange::credit_movement(from, to) {
+            *counts.entry((a.before.batch, from)).or_default() -= 1;
+            *counts.entry((a.before.batch, to)).or_default() += 1;
+            if let Some(kind) = LedgerKind::of_transition(from, to) {
                 *credits
-                    .entry((a.before.account, a.before.queue, kind))
+                    .entry((a.before.account, a.before.batch, kind))
                     .or_default() += a.before.cost;
             }
             if to == MessageStatus::Failed {
@@ -550,12 +546,8 @@ impl ScyllaStore {
             let mut moved = 0;
             let result = self
                 .update_balance(account, |acc| {
-                    moved = amount.min(acc.reserved);
-                    let balance = match kind {
-                        LedgerKind::Refund => acc.balance + moved,
-                        _ => acc.balance,
-                    };
-                    Ok::<_, LedgerError>((balance, acc.reserved - moved))
+                    moved = acc.settle(kind, amount);
+                    Ok::<_, LedgerError>(())
                 })
                 .await;
             match result {
@@ -581,7 +573,7 @@ impl ScyllaStore {
         if from != to {
             writes.push(Box::pin(self.exec(
                 &self.st.update_message_by_batch,
-                (to.as_str(), after.queue.0, id.0),
+                (to.as_str(), after.batch.0, id.0),
             )));
             if in_work_index(from) {
                 writes.push(Box::pin(self.exec(
@@ -596,7 +588,7 @@ impl ScyllaStore {
                         to.as_str(),
                         shard(id),
                         id.0,
-                        after.queue.0,
+                        after.batch.0,
                         after.recipient.as_str().to_owned(),
                         after.kind.as_str(),
                         CqlTimestamp(at),
@@ -698,7 +690,7 @@ impl MessageStore for ScyllaStore {
         Ok(recipients)
     }
 
-    async fn batch(&self, id: QueueId) -> StoreResult<Option<Batch>> {
+    async fn batch(&self, id: BatchId) -> StoreResult<Option<Batch>> {
         type Row = (
             Uuid,
             Option<Uuid>,
@@ -731,7 +723,7 @@ impl MessageStore for ScyllaStore {
             *counts.get_mut(status) = (base + moved).max(0) as u64;
         }
         Ok(Some(Batch {
-            id: QueueId(id),
+            id: BatchId(id),
             account: AccountId(account.ok_or_else(|| corrupt("batch without account"))?),
             member: MemberId(member.ok_or_else(|| corrupt("batch without member"))?),
             kind: kind_from_str(kind.as_deref().unwrap_or_default())?,
@@ -764,7 +756,7 @@ impl MessageStore for ScyllaStore {
         if f.limit == 0 || lo >= hi {
             return Ok(Page { items, next: None });
         }
-        if let Some(queue) = f.queue {
+        if let Some(queue) = f.batch {
             self.scan_ids(
                 &self.st.select_messages_by_batch_range,
                 (queue.0, lo, hi),
@@ -816,7 +808,7 @@ impl MessageStore for ScyllaStore {
         let mut out = Vec::new();
         for (id, queue, recipient, kind, _) in self.work_index(MessageStatus::Queued).await? {
             let Some(queue) = queue else { continue };
-            if !self.batch_committed(&committed, QueueId(queue)).await? {
+            if !self.batch_committed(&committed, BatchId(queue)).await? {
                 continue; // an accept in progress, or one that failed
             }
             let phone = PhoneNumber::from_trusted(recipient.as_deref().unwrap_or_default())
@@ -892,7 +884,7 @@ impl MessageStore for ScyllaStore {
         Ok(due.into_iter().map(|(_, id)| MessageId(id)).collect())
     }
 
-    async fn queued_in_batch(&self, queue: QueueId) -> StoreResult<Vec<MessageId>> {
+    async fn queued_in_batch(&self, queue: BatchId) -> StoreResult<Vec<MessageId>> {
         if !self.batch_committed(&Committed::default(), queue).await? {
             return Ok(Vec::new());
         }

@@ -37,8 +37,8 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::{Consistency, SerialConsistency};
 use scylla::value::CqlTimestamp;
 use sendme_actors::domain::*;
+use sendme_actors::ports::Ports;
 use sendme_actors::ports::*;
-use sendme_actors::supervisor::Ports;
 use statements::Statements;
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -226,7 +226,7 @@ impl ScyllaStore {
     async fn update_balance<E>(
         &self,
         account: AccountId,
-        mut change: impl FnMut(&Account) -> Result<(u64, u64), E>,
+        mut change: impl FnMut(&mut Account) -> Result<(), E>,
     ) -> Result<Account, E>
     where
         E: From<StoreError> + From<LedgerError>,
@@ -236,7 +236,9 @@ impl ScyllaStore {
                 .read_account(account)
                 .await?
                 .ok_or(LedgerError::AccountNotFound)?;
-            let (balance, reserved) = change(&acc)?;
+            let mut changed = acc.clone();
+            change(&mut changed)?;
+            let (balance, reserved) = (changed.balance, changed.reserved);
             let applied = self
                 .lwt(
                     &self.st.update_balance,
@@ -294,7 +296,7 @@ impl ScyllaStore {
                 entry.id.0,
                 ledger_kind_str(entry.kind),
                 entry.amount as i64,
-                entry.queue.map(|q| q.0),
+                entry.batch.map(|q| q.0),
                 CqlTimestamp(entry.at),
             ),
         )
@@ -307,14 +309,14 @@ impl ScyllaStore {
         account: AccountId,
         kind: LedgerKind,
         amount: u64,
-        queue: Option<QueueId>,
+        batch: Option<BatchId>,
     ) -> StoreResult<()> {
         self.write_ledger_entry(&LedgerEntry {
             id: LedgerEntryId::new(),
             account,
             kind,
             amount,
-            queue,
+            batch,
             at: now_millis(),
         })
         .await
@@ -516,7 +518,8 @@ impl Ledger for ScyllaStore {
     async fn top_up(&self, account: AccountId, amount: u64) -> Result<Account, LedgerError> {
         let acc = self
             .update_balance(account, |acc| {
-                Ok::<_, LedgerError>((acc.balance + amount, acc.reserved))
+                acc.top_up(amount);
+                Ok::<_, LedgerError>(())
             })
             .await?;
         self.record(account, LedgerKind::TopUp, amount, None)
@@ -542,7 +545,7 @@ impl Ledger for ScyllaStore {
                     account: AccountId(account),
                     kind: parse_ledger_kind(kind.as_deref().unwrap_or_default())?,
                     amount: amount.unwrap_or(0).max(0) as u64,
-                    queue: queue.map(QueueId),
+                    batch: queue.map(BatchId),
                     at: millis(at),
                 })
             })

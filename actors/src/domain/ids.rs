@@ -55,8 +55,8 @@ uuid_id!(
     MemberId,
     /// One SMS to one recipient.
     MessageId,
-    /// One accepted send request (the seed API's `queueId`).
-    QueueId,
+    /// One accepted send request: a batch of messages (the API calls its id `queueId`).
+    BatchId,
     ContactId,
     TagId,
     /// One movement of credits in an account's ledger.

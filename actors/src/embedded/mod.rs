@@ -1,18 +1,38 @@
 //! The embedded backends: everything SendMe needs in one process and one data directory.
+//!
+//! - [`EmbeddedStore`] (every store port) on fjall, split by concern: [`keys`] and
+//!   [`keyspaces`] (encoding, the keyspaces, durable writes), [`group_sync`] and
+//!   [`journal`] (shared fsyncs), [`accept`] (batches and reservations), [`status`] and
+//!   [`status_log`] (status changes as a log folded into the message records), [`lookup`]
+//!   and [`messages`] (reads and listings), [`accounts`], [`contacts`], [`idempotency`],
+//!   [`migrate`] (what opening a data directory repairs).
+//! - [`InProcessQueue`]: the partitioned dispatch queue, rebuilt from the store on start.
+//!
+//! May use [`crate::domain`] and [`crate::ports`]; nothing of accept or delivery.
 
+mod accept;
+mod accounts;
+mod contacts;
+mod group_sync;
+mod idempotency;
 mod journal;
+mod keys;
+mod keyspaces;
+mod lookup;
+mod messages;
+mod migrate;
 mod queue;
 mod record;
-mod simulated;
+mod status;
 mod status_log;
 mod store;
+#[cfg(test)]
+mod tests;
 
 pub use queue::{InProcessConsumer, InProcessQueue};
-pub use simulated::{SimulatedProvider, SimulatedSettings};
 pub use store::EmbeddedStore;
 
-use crate::ports::DispatchQueue;
-use crate::supervisor::Ports;
+use crate::ports::{DispatchQueue, Ports};
 use std::sync::Arc;
 
 impl Ports {

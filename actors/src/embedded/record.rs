@@ -13,16 +13,16 @@ use serde::{Deserialize, Serialize};
 
 const FORMAT_V2: u8 = 2;
 
-/// What a message's batch says about it.
+/// The fields a message shares with its batch (left out of its record).
 #[derive(Debug, Clone, Copy)]
-pub(super) struct BatchFacts {
+pub(super) struct BatchFields {
     account: AccountId,
     kind: MessageType,
     segments: u32,
     created_at: Millis,
 }
 
-impl BatchFacts {
+impl BatchFields {
     pub(super) fn of(batch: &Batch) -> Self {
         Self {
             account: batch.account,
@@ -37,7 +37,7 @@ impl BatchFacts {
 /// [`Stored`] (postcard writes `&T` as `T` and a slice as a `Vec`).
 #[derive(Serialize)]
 struct StoredRef<'a> {
-    queue: QueueId,
+    batch: BatchId,
     recipient: &'a PhoneNumber,
     status: MessageStatus,
     updated_at: Millis,
@@ -53,7 +53,7 @@ struct StoredRef<'a> {
 /// The record as read.
 #[derive(Deserialize)]
 struct Stored {
-    queue: QueueId,
+    batch: BatchId,
     recipient: PhoneNumber,
     status: MessageStatus,
     updated_at: Millis,
@@ -106,7 +106,7 @@ fn encode(m: &Message) -> StoreResult<Vec<u8>> {
 pub(super) fn encode_into(m: &Message, out: Vec<u8>) -> StoreResult<Vec<u8>> {
     write_into(
         &StoredRef {
-            queue: m.queue,
+            batch: m.batch,
             recipient: &m.recipient,
             status: m.status,
             updated_at: m.updated_at,
@@ -124,7 +124,7 @@ pub(super) fn encode_into(m: &Message, out: Vec<u8>) -> StoreResult<Vec<u8>> {
 /// The record of `Message::queued(_, batch, recipient)`, without building it.
 pub(super) fn encode_queued(batch: &Batch, recipient: &PhoneNumber) -> StoreResult<Vec<u8>> {
     write(&StoredRef {
-        queue: batch.id,
+        batch: batch.id,
         recipient,
         status: MessageStatus::Queued,
         updated_at: batch.created_at,
@@ -138,15 +138,15 @@ pub(super) fn encode_queued(batch: &Batch, recipient: &PhoneNumber) -> StoreResu
 }
 
 /// The batch a record belongs to, without decoding the rest.
-pub(super) fn queue_of(bytes: &[u8]) -> StoreResult<QueueId> {
+pub(super) fn queue_of(bytes: &[u8]) -> StoreResult<BatchId> {
     match bytes.split_first() {
         Some((&FORMAT_V2, rest)) => {
-            let (queue, _): (QueueId, _) = postcard::take_from_bytes(rest).map_err(corrupt)?;
+            let (queue, _): (BatchId, _) = postcard::take_from_bytes(rest).map_err(corrupt)?;
             Ok(queue)
         }
         // A whole message starts with its id and its batch's.
         _ => {
-            let ((_, queue), _): ((MessageId, QueueId), _) =
+            let ((_, queue), _): ((MessageId, BatchId), _) =
                 postcard::take_from_bytes(bytes).map_err(corrupt)?;
             Ok(queue)
         }
@@ -168,18 +168,18 @@ pub(super) fn status_and_deadline(bytes: &[u8]) -> StoreResult<(MessageStatus, O
     }
 }
 
-/// Message `id` from its record, completed by `facts` of its batch.
+/// Message `id` from its record, completed by `fields_of` of its batch.
 pub(super) fn decode(
     id: MessageId,
     bytes: &[u8],
-    facts: impl FnOnce(QueueId) -> StoreResult<Option<BatchFacts>>,
+    fields_of: impl FnOnce(BatchId) -> StoreResult<Option<BatchFields>>,
 ) -> StoreResult<Option<Message>> {
     let Some((&FORMAT_V2, rest)) = bytes.split_first() else {
         let m = legacy(bytes)?;
-        return Ok(facts(m.queue)?.map(|_| m));
+        return Ok(fields_of(m.batch)?.map(|_| m));
     };
     let s: Stored = postcard::from_bytes(rest).map_err(corrupt)?;
-    let Some(b) = facts(s.queue)? else {
+    let Some(b) = fields_of(s.batch)? else {
         return Ok(None);
     };
     // Room for the next change's event without growing.
@@ -192,7 +192,7 @@ pub(super) fn decode(
     events.extend(s.later_events);
     Ok(Some(Message {
         id,
-        queue: s.queue,
+        batch: s.batch,
         account: b.account,
         recipient: s.recipient,
         kind: b.kind,
@@ -225,7 +225,7 @@ mod tests {
 
     fn batch() -> Batch {
         Batch {
-            id: QueueId::new(),
+            id: BatchId::new(),
             account: AccountId::new(),
             member: MemberId::new(),
             kind: MessageType::Otp,
@@ -243,13 +243,13 @@ mod tests {
         let b = batch();
         let phone = PhoneNumber::parse("+573001234567", None).unwrap();
         let queued = Message::queued(MessageId::new(), &b, phone.clone());
-        let facts = |q: QueueId| Ok((q == b.id).then(|| BatchFacts::of(&b)));
+        let fields_of = |q: BatchId| Ok((q == b.id).then(|| BatchFields::of(&b)));
         assert_eq!(encode(&queued).unwrap(), encode_queued(&b, &phone).unwrap());
-        let back = decode(queued.id, &encode(&queued).unwrap(), facts).unwrap();
+        let back = decode(queued.id, &encode(&queued).unwrap(), fields_of).unwrap();
         assert_eq!(back.as_ref(), Some(&queued));
 
         let mut sent = queued.clone();
-        let claim = crate::ports::StatusChange::new(
+        let claim = crate::domain::StatusChange::new(
             sent.id,
             MessageStatus::Queued,
             MessageStatus::Sending,
@@ -265,7 +265,10 @@ mod tests {
         sent.dlr_deadline = Some(1_700_000_100_000);
         let record = encode(&sent).unwrap();
         assert_eq!(queue_of(&record).unwrap(), b.id);
-        assert_eq!(decode(sent.id, &record, facts).unwrap(), Some(sent.clone()));
+        assert_eq!(
+            decode(sent.id, &record, fields_of).unwrap(),
+            Some(sent.clone())
+        );
         assert!(
             record.len() * 3 < postcard::to_allocvec(&sent).unwrap().len() * 2,
             "a record is at most two thirds of the whole message"
@@ -274,7 +277,7 @@ mod tests {
         // Written by an older version: the whole message.
         let old = postcard::to_allocvec(&sent).unwrap();
         assert_eq!(queue_of(&old).unwrap(), b.id);
-        assert_eq!(decode(sent.id, &old, facts).unwrap(), Some(sent));
+        assert_eq!(decode(sent.id, &old, fields_of).unwrap(), Some(sent));
         // No batch (an accept that never committed): no message.
         assert_eq!(decode(queued.id, &record, |_| Ok(None)).unwrap(), None);
     }

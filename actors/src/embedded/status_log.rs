@@ -19,8 +19,8 @@
 //! fjall issue #329): a flushed deletion can never be on disk without the writes before
 //! it. Check that again when upgrading fjall.
 
+use super::keys::backend;
 use super::record;
-use super::store::backend;
 use crate::domain::{MessageId, MessageStatus, Millis};
 use crate::ports::{StoreError, StoreResult};
 use bytes::Bytes;
@@ -468,6 +468,35 @@ impl StatusLog {
     }
 }
 
+/// Runs [`StatusLog::run_folds`]; dropping it folds what is left and stops the thread.
+pub(super) struct FoldThread {
+    log: Arc<StatusLog>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FoldThread {
+    pub(super) fn start(log: Arc<StatusLog>) -> StoreResult<Self> {
+        let folding = log.clone();
+        let thread = std::thread::Builder::new()
+            .name("sendme-fold".into())
+            .spawn(move || folding.run_folds())
+            .map_err(backend)?;
+        Ok(Self {
+            log,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for FoldThread {
+    fn drop(&mut self) {
+        self.log.close();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(format!("status log: {what}").into())
 }
@@ -518,7 +547,7 @@ mod tests {
     /// becoming `sent` set) whose last event says `detail`, to tell records apart.
     fn record(status: MessageStatus, deadline: Option<Millis>, detail: &str) -> Vec<u8> {
         let batch = Batch {
-            id: QueueId::new(),
+            id: BatchId::new(),
             account: AccountId::new(),
             member: MemberId::new(),
             kind: MessageType::Sms,

@@ -1,11 +1,10 @@
-//! The ports: what the engine needs from the outside world. Each has an embedded backend
-//! in [`crate::embedded`]; the distributed backends (ScyllaDB, Kafka) live in the `sendme`
-//! crate behind cargo features. Every backend must pass the same contract test suite.
+//! The store ports: accounts and members, the credit ledger, contacts and tags, messages
+//! and their batches, and remembered answers to idempotency keys.
 
+use super::queue::QueueRecord;
+use super::BoxError;
 use crate::domain::*;
 use async_trait::async_trait;
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -25,6 +24,15 @@ pub enum LedgerError {
     AccountNotFound,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<InsufficientBalance> for LedgerError {
+    fn from(e: InsufficientBalance) -> Self {
+        LedgerError::InsufficientBalance {
+            needed: e.needed,
+            available: e.available,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +117,7 @@ pub trait ContactStore: Send + Sync {
 #[derive(Debug, Clone, Default)]
 pub struct MessageFilter {
     pub account: AccountId,
-    pub queue: Option<QueueId>,
+    pub batch: Option<BatchId>,
     pub status: Option<MessageStatus>,
     pub recipient: Option<PhoneNumber>,
     pub kind: Option<MessageType>,
@@ -131,7 +139,7 @@ pub trait MessageStore: Send + Sync {
         batch: &Batch,
         messages: MessageBlock,
     ) -> Result<MessageBlock, LedgerError>;
-    async fn batch(&self, id: QueueId) -> StoreResult<Option<Batch>>;
+    async fn batch(&self, id: BatchId) -> StoreResult<Option<Batch>>;
     async fn message(&self, id: MessageId) -> StoreResult<Option<Message>>;
     async fn list_messages(&self, filter: &MessageFilter) -> StoreResult<Page<Message, MessageId>>;
     /// Every message still waiting for dispatch, to rebuild the queue after a restart.
@@ -164,94 +172,9 @@ pub trait MessageStore: Send + Sync {
     /// still `sent` (a `Sent → Expired` change, which the store checks).
     async fn receipts_overdue(&self, now: Millis, max: usize) -> StoreResult<Vec<MessageId>>;
     /// Ids of a batch's messages that are still `queued`.
-    async fn queued_in_batch(&self, queue: QueueId) -> StoreResult<Vec<MessageId>>;
+    async fn queued_in_batch(&self, queue: BatchId) -> StoreResult<Vec<MessageId>>;
     /// Messages that ended `failed`, with the reason (the dead-letter records).
     async fn dead_letters(&self, account: AccountId) -> StoreResult<Vec<DeadLetter>>;
-}
-
-/// One conditional status transition and what it records.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatusChange {
-    pub message: MessageId,
-    pub from: MessageStatus,
-    pub to: MessageStatus,
-    pub at: Millis,
-    pub detail: Option<String>,
-    pub provider: Option<ProviderRef>,
-    /// A send attempt was made (counts in `attempts`); its error, if it failed.
-    pub attempt: Option<Option<String>>,
-    /// Receipt deadline, set when the message becomes `sent`.
-    pub dlr_deadline: Option<Millis>,
-    /// For a `delivered` receipt of one part of a multipart message (1-based).
-    pub part: Option<u32>,
-}
-
-impl StatusChange {
-    pub fn new(message: MessageId, from: MessageStatus, to: MessageStatus, at: Millis) -> Self {
-        Self {
-            message,
-            from,
-            to,
-            at,
-            detail: None,
-            provider: None,
-            attempt: None,
-            dlr_deadline: None,
-            part: None,
-        }
-    }
-
-    pub fn detail(mut self, detail: impl Into<String>) -> Self {
-        self.detail = Some(detail.into());
-        self
-    }
-
-    /// Applies this change to `msg`, already known to be in `from`: attempts, provider,
-    /// receipts for parts of a multipart message (delivered once every part is), the
-    /// event, the receipt deadline and the status. Every store backend's `apply` uses it.
-    pub fn apply_to(&self, msg: &mut Message) {
-        let mut to = self.to;
-        if let (MessageStatus::Delivered, Some(part)) = (to, self.part) {
-            if (1..=32).contains(&part) {
-                msg.delivered_parts |= 1 << (part - 1);
-            }
-            if msg.delivered_parts.count_ones() < msg.segments {
-                to = MessageStatus::Sent;
-            }
-        }
-        if let Some(error) = &self.attempt {
-            msg.attempts += 1;
-            msg.last_error = error.clone();
-        }
-        if self.provider.is_some() {
-            msg.provider = self.provider.clone();
-        }
-        msg.updated_at = self.at;
-        if to != msg.status || self.detail.is_some() {
-            msg.events.push(MessageEvent {
-                status: to,
-                at: self.at,
-                detail: self.detail.clone(),
-            });
-        }
-        if to != msg.status {
-            if to == MessageStatus::Sent {
-                msg.dlr_deadline = self.dlr_deadline;
-            }
-            msg.status = to;
-        }
-    }
-
-    /// Credits move when a message reaches a provider (capture) or ends without
-    /// reaching one (refund).
-    pub fn credit_movement(from: MessageStatus, to: MessageStatus) -> Option<LedgerKind> {
-        match (from, to) {
-            (MessageStatus::Sending, MessageStatus::Sent) => Some(LedgerKind::Capture),
-            (MessageStatus::Sending, MessageStatus::Failed)
-            | (MessageStatus::Queued, MessageStatus::Canceled) => Some(LedgerKind::Refund),
-            _ => None,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -284,112 +207,4 @@ pub trait IdempotencyStore: Send + Sync {
         key: &str,
         response: &IdempotentResponse,
     ) -> StoreResult<()>;
-}
-
-/// What the dispatch queue carries: the message, its lane, and its recipient as the
-/// partition key (so one recipient's messages keep their order).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct QueueRecord {
-    pub message: MessageId,
-    pub kind: MessageType,
-    /// [`PhoneNumber::as_u64`] of the recipient.
-    pub key: u64,
-    /// Where a log-based queue delivered it from, so [`DispatchQueue::commit`] can move
-    /// that partition's committed position; `None` until it has been polled.
-    #[serde(skip)]
-    pub position: Option<QueuePosition>,
-}
-
-/// A record's place in a partitioned log (the lane is the record's `kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct QueuePosition {
-    pub partition: i32,
-    pub offset: i64,
-}
-
-impl QueueRecord {
-    pub fn new(message: MessageId, recipient: &PhoneNumber, kind: MessageType) -> Self {
-        Self {
-            message,
-            kind,
-            key: recipient.as_u64(),
-            position: None,
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum QueueError {
-    #[error("dispatch queue backend failed")]
-    Backend(#[source] BoxError),
-}
-
-#[async_trait]
-pub trait DispatchQueue: Send + Sync {
-    /// Appends records; partition = hash(recipient) % partitions, OTP on its own lane.
-    async fn publish(&self, records: Vec<QueueRecord>) -> Result<(), QueueError>;
-    /// Up to `max` records from the partitions this consumer owns, OTP before bulk;
-    /// waits at most `wait` for the first one.
-    async fn poll(
-        &self,
-        max: usize,
-        wait: std::time::Duration,
-    ) -> Result<Vec<QueueRecord>, QueueError>;
-    /// The records' outcome is persisted: their queue positions may be committed.
-    async fn commit(&self, records: &[QueueRecord]) -> Result<(), QueueError>;
-    /// Records published and not yet taken by a dispatcher.
-    fn depth(&self) -> usize;
-    /// The same, per partition this process can see (its consumer lag).
-    fn partition_depths(&self) -> Vec<usize> {
-        Vec::new()
-    }
-    /// The share of the queue's partitions this consumer owns (0.0–1.0): a provider's
-    /// rate is split by it, so dispatcher replicas together never exceed the rate.
-    fn owned_share(&self) -> f64 {
-        1.0
-    }
-}
-
-/// One SMS handed to a provider. The message id is the provider's idempotency key.
-#[derive(Debug, Clone)]
-pub struct OutboundSms {
-    pub id: MessageId,
-    pub to: PhoneNumber,
-    pub body: std::sync::Arc<str>,
-    pub segments: u32,
-    pub kind: MessageType,
-    /// 1 for the first try.
-    pub attempt: u32,
-}
-
-/// The provider took the message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProviderAck {
-    pub provider_message_id: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
-    /// Worth retrying: timeouts, 5xx, throttling.
-    #[error("transient provider error: {0}")]
-    Transient(String),
-    /// Retrying cannot help: invalid destination, rejected content, 4xx.
-    #[error("permanent provider error: {0}")]
-    Permanent(String),
-}
-
-#[async_trait]
-pub trait SmsProvider: Send + Sync {
-    fn name(&self) -> &str;
-    async fn send(&self, sms: &OutboundSms) -> Result<ProviderAck, SendError>;
-}
-
-/// A delivery receipt (DLR) for a sent message, or for one part of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Receipt {
-    pub message: MessageId,
-    pub delivered: bool,
-    /// 1-based part of a multipart message; `None` for the whole message.
-    pub part: Option<u32>,
-    pub detail: Option<String>,
 }

@@ -3,13 +3,11 @@
 //! and jitter, and records every outcome through the status writer before the queue
 //! position is committed.
 
+use super::status_writer::StatusWriter;
 use crate::clock::EngineClock;
-use crate::dispatcher::StatusWriter;
-use crate::domain::{MessageStatus, ProviderRef};
+use crate::domain::{MessageStatus, ProviderRef, StatusChange};
 use crate::metrics::{AttemptOutcome, RouteMetrics};
-use crate::ports::{
-    DispatchQueue, OutboundSms, ProviderAck, QueueRecord, SendError, SmsProvider, StatusChange,
-};
+use crate::ports::{DispatchQueue, OutboundSms, ProviderAck, QueueRecord, SendError, SmsProvider};
 use actix::prelude::{Actor, Context, Handler, Message as ActixMessage};
 use futures::stream::{FuturesUnordered, StreamExt};
 use governor::{Quota, RateLimiter};

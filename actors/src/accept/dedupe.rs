@@ -2,14 +2,14 @@
 //! batch, which it has already seen. A number is kept as [`PhoneNumber::as_u64`], so the
 //! set is small and compares fast.
 
-use crate::domain::{PhoneNumber, QueueId};
+use crate::domain::{BatchId, PhoneNumber};
 use actix::prelude::*;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::hash::BuildHasher;
 
 #[derive(Default)]
 pub struct Dedupe {
-    seen: FxHashMap<QueueId, FxHashSet<u64>>,
+    seen: FxHashMap<BatchId, FxHashSet<u64>>,
 }
 
 impl Actor for Dedupe {
@@ -37,14 +37,14 @@ pub fn keep_first<T>(
 #[derive(Message)]
 #[rtype(result = "Vec<(u32, PhoneNumber)>")]
 pub struct DedupeChunk {
-    pub batch: QueueId,
+    pub batch: BatchId,
     pub numbers: Vec<(u32, PhoneNumber)>,
 }
 
 /// The batch is complete: drop its set.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct ForgetBatch(pub QueueId);
+pub struct ForgetBatch(pub BatchId);
 
 impl Handler<DedupeChunk> for Dedupe {
     type Result = MessageResult<DedupeChunk>;

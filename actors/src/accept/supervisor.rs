@@ -7,26 +7,15 @@
 //! fails the messages stay `queued` in the store, which is the source of truth, and are
 //! enqueued again on the next start.
 
-use crate::dedupe::{keep_first, shard_of, Dedupe, DedupeChunk, ForgetBatch};
+use super::dedupe::{keep_first, shard_of, Dedupe, DedupeChunk, ForgetBatch};
+use super::normalizer::{NormalizeChunk, Normalizer};
 use crate::domain::*;
-use crate::normalizer::{NormalizeChunk, Normalizer};
 use crate::ports::*;
 use actix::prelude::{Actor, Addr, Arbiter, Context, Handler, MailboxError, ResponseFuture};
 use actix::Message as ActixMessage;
 use futures::stream::{self, StreamExt};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
-
-/// The backends the engine runs on, chosen by configuration.
-#[derive(Clone)]
-pub struct Ports {
-    pub accounts: Arc<dyn AccountStore>,
-    pub ledger: Arc<dyn Ledger>,
-    pub contacts: Arc<dyn ContactStore>,
-    pub messages: Arc<dyn MessageStore>,
-    pub idempotency: Arc<dyn IdempotencyStore>,
-    pub queue: Arc<dyn DispatchQueue>,
-}
 
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
@@ -75,17 +64,10 @@ pub struct Broadcast {
     pub recipients: Recipients,
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct RecipientStats {
-    pub requested: u64,
-    pub invalid: u64,
-    pub duplicates: u64,
-}
-
 /// What was enqueued: `queue` is `None` when no recipient was valid.
 #[derive(Debug)]
 pub struct Accepted {
-    pub queue: Option<QueueId>,
+    pub batch: Option<BatchId>,
     pub messages: MessageBlock,
     pub stats: RecipientStats,
 }
@@ -209,7 +191,7 @@ const PUBLISH_CHUNK: usize = 16_384;
 
 impl Pipeline {
     async fn run(&self, msg: Broadcast) -> Result<Accepted, BroadcastError> {
-        let batch = QueueId::new();
+        let batch = BatchId::new();
         let (unique, stats) = match msg.recipients {
             Recipients::Numbers(raw) => {
                 let _permit = self.hold(raw.len())?;
@@ -231,7 +213,7 @@ impl Pipeline {
         if unique.is_empty() {
             crate::metrics::record_accepted(&stats, 0, 0);
             return Ok(Accepted {
-                queue: None,
+                batch: None,
                 messages: MessageBlock::new(Vec::new()),
                 stats,
             });
@@ -278,7 +260,7 @@ impl Pipeline {
         }
         crate::metrics::record_accepted(&stats, messages.len() as u64, cost);
         Ok(Accepted {
-            queue: Some(batch),
+            batch: Some(batch),
             messages,
             stats,
         })
@@ -301,7 +283,7 @@ impl Pipeline {
 
     async fn normalize_and_dedupe(
         &self,
-        batch: QueueId,
+        batch: BatchId,
         raw: RawNumbers,
         country: Country,
     ) -> Result<(Vec<PhoneNumber>, RecipientStats), BroadcastError> {
@@ -383,7 +365,7 @@ impl Pipeline {
     /// `None` for contact pages, each of which holds its room while it is in flight.
     async fn normalize_stream(
         &self,
-        batch: QueueId,
+        batch: BatchId,
         chunks: impl futures::Stream<Item = Result<RawChunk, BroadcastError>>,
         country: Country,
         total: Option<usize>,
@@ -442,7 +424,7 @@ impl Pipeline {
     /// Routes each number to its shard and returns the first occurrences, in input order.
     async fn dedupe_chunk(
         &self,
-        batch: QueueId,
+        batch: BatchId,
         numbers: Vec<PhoneNumber>,
         offset: u32,
     ) -> Result<Vec<PhoneNumber>, BroadcastError> {
@@ -467,7 +449,7 @@ impl Pipeline {
         Ok(kept.into_iter().map(|(_, n)| n).collect())
     }
 
-    fn forget(&self, batch: QueueId) {
+    fn forget(&self, batch: BatchId) {
         for shard in &self.dedupes {
             // Fire-and-forget is right here: a lost ForgetBatch only delays freeing a set.
             shard.do_send(ForgetBatch(batch));

@@ -1,0 +1,92 @@
+//! Delivery: everything after the 201. Consumes the dispatch queue, claims each message
+//! (`queued → sending`, so it is never sent twice) and hands it to a rate-limited provider
+//! actor; outcomes and receipts are persisted in groups by one status writer, with their
+//! ledger effects, before the queue position is committed.
+//!
+//! - [`dispatch`]: the dispatch loop and its window; [`route`]: the provider actor (pacing,
+//!   concurrency, retries); [`status_writer`]: group commit of status changes;
+//!   [`receipts`]: DLRs; [`recovery`]: stale claims and overdue receipts; [`handle`]: what
+//!   the API holds (cancel, receipts, shutdown).
+//!
+//! May use [`crate::domain`], [`crate::ports`], [`crate::clock`] and [`crate::metrics`].
+
+pub mod dispatch;
+mod handle;
+mod receipts;
+mod recovery;
+pub mod route;
+mod status_writer;
+
+pub use dispatch::DispatchSettings;
+pub use handle::DeliveryHandle;
+pub use receipts::ReceiptOutcome;
+pub use recovery::{requeue_stale_claims, sweep_stale_claims};
+pub use route::{Pacer, ProviderActor, RouteSettings};
+pub use status_writer::StatusWriter;
+
+use crate::clock::EngineClock;
+use crate::ports::*;
+use actix::Actor;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch, Semaphore};
+
+/// Starts the dispatcher, its provider route, the receipt inbox and the expiry sweep.
+/// `receipts` is where the provider's receipts arrive (see `SimulatedProvider`).
+pub fn start_delivery(
+    ports: Ports,
+    provider: Arc<dyn SmsProvider>,
+    receipts: Option<mpsc::UnboundedReceiver<Receipt>>,
+    settings: DispatchSettings,
+    clock: EngineClock,
+) -> DeliveryHandle {
+    start_delivery_with(ports, provider, receipts, settings, clock, true)
+}
+
+/// Like [`start_delivery`]; with `dispatch` false only receipts, cancel and the
+/// expiry sweep run here (an `api` replica), and messages wait for a dispatcher.
+pub fn start_delivery_with(
+    ports: Ports,
+    provider: Arc<dyn SmsProvider>,
+    receipts: Option<mpsc::UnboundedReceiver<Receipt>>,
+    settings: DispatchSettings,
+    clock: EngineClock,
+    dispatch: bool,
+) -> DeliveryHandle {
+    let writer = StatusWriter::start(ports.messages.clone(), settings.max_status_group);
+    let route = ProviderActor::new(
+        provider,
+        settings.route.clone(),
+        writer.clone(),
+        ports.queue.clone(),
+        clock,
+    )
+    .start();
+    let (shutdown, stopping) = watch::channel(false);
+    let window_size = settings.window.max(1);
+    let handle = DeliveryHandle {
+        ports: ports.clone(),
+        writer: writer.clone(),
+        clock,
+        shutdown,
+        window: Arc::new(Semaphore::new(window_size)),
+        window_size,
+        dispatching: dispatch,
+    };
+    if dispatch {
+        tokio::spawn(dispatch::dispatch_loop(
+            handle.clone(),
+            route,
+            settings.clone(),
+            stopping.clone(),
+        ));
+    }
+    if let Some(inbox) = receipts {
+        tokio::spawn(receipts::run_receipt_inbox(handle.clone(), inbox));
+    }
+    tokio::spawn(recovery::run_expiry_sweep(
+        handle.clone(),
+        settings.expiry_sweep,
+        stopping,
+    ));
+    handle
+}

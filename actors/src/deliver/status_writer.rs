@@ -1,0 +1,151 @@
+//! The status writer: group commit for status changes. Claims, send outcomes, receipts,
+//! cancels and expiries are submitted here, and many share one durable write.
+
+use crate::domain::*;
+use crate::ports::*;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+type Pending = (
+    Vec<StatusChange>,
+    oneshot::Sender<StoreResult<Vec<Option<Message>>>>,
+);
+
+/// Group commit for status changes: callers submit and wait; the writer applies
+/// whatever has accumulated as one group. A group's sync (its fsync) overlaps the next
+/// group's work; its callers hear back once it is durable.
+#[derive(Clone)]
+pub struct StatusWriter {
+    tx: mpsc::Sender<Pending>,
+    max_group: usize,
+}
+
+/// Groups applied and waiting for their sync at once; the writer waits beyond that.
+const SYNCS_IN_FLIGHT: usize = 4;
+
+impl StatusWriter {
+    pub fn start(store: Arc<dyn MessageStore>, max_group: usize) -> Self {
+        let (tx, rx) = mpsc::channel::<Pending>(max_group.max(1) * 4);
+        tokio::spawn(Self::run(store, max_group, rx));
+        Self { tx, max_group }
+    }
+
+    /// Changes per group (a submission larger than that is one group of its own).
+    pub fn max_group(&self) -> usize {
+        self.max_group
+    }
+
+    /// Applies groups until every [`StatusWriter`] is dropped, then waits for the syncs
+    /// still running (their answers are sent by tasks of their own). While changes keep
+    /// coming, groups are taken and applied one after another on a blocking thread, without
+    /// a turn on this executor between them (it runs the actors, and is often busy).
+    ///
+    /// That thread drives `apply_unsynced` with `Handle::block_on`: its timers and IO
+    /// progress because this runtime's own thread keeps running, and while it runs, a
+    /// paused test clock does not advance by itself (as with any blocking-pool work).
+    async fn run(store: Arc<dyn MessageStore>, max_group: usize, mut rx: mpsc::Receiver<Pending>) {
+        let syncs = Arc::new(Semaphore::new(SYNCS_IN_FLIGHT));
+        let runtime = tokio::runtime::Handle::current();
+        let (done, mut answered) = oneshot::channel();
+        let _ = done.send(());
+        while let Some(first) = rx.recv().await {
+            let (store, syncs, runtime) = (store.clone(), syncs.clone(), runtime.clone());
+            let busy = tokio::task::spawn_blocking(move || {
+                let mut next = Some(first);
+                while let Some(first) = next.take().or_else(|| rx.try_recv().ok()) {
+                    let group = Self::group(first, &mut rx, max_group);
+                    answered = runtime.block_on(Self::apply(&store, &syncs, group, answered));
+                }
+                (rx, answered)
+            });
+            match busy.await {
+                Ok(back) => (rx, answered) = back,
+                Err(join) => match join.try_into_panic() {
+                    Ok(panic) => std::panic::resume_unwind(panic),
+                    Err(_) => return, // the runtime is shutting down
+                },
+            }
+        }
+        let _ = syncs.acquire_many(SYNCS_IN_FLIGHT as u32).await;
+    }
+
+    /// `first` and what else waits, up to `max_group` changes.
+    fn group(first: Pending, rx: &mut mpsc::Receiver<Pending>, max_group: usize) -> Vec<Pending> {
+        let mut group = vec![first];
+        let mut count = group[0].0.len();
+        while count < max_group {
+            match rx.try_recv() {
+                Ok(p) => {
+                    count += p.0.len();
+                    group.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        group
+    }
+
+    /// Applies `group` and leaves its sync and its answers to a task of their own, which
+    /// answers once `previous` (the group before) has answered: groups are answered in
+    /// the order they were applied, even when a later sync returns first (it made the
+    /// earlier group durable too). Returns a receiver that fires once this group has
+    /// answered.
+    async fn apply(
+        store: &Arc<dyn MessageStore>,
+        syncs: &Arc<Semaphore>,
+        group: Vec<Pending>,
+        previous: oneshot::Receiver<()>,
+    ) -> oneshot::Receiver<()> {
+        let sizes: Vec<usize> = group.iter().map(|(c, _)| c.len()).collect();
+        let (changes, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+        let changes: Vec<StatusChange> = changes.into_iter().flatten().collect();
+        let from: Vec<MessageStatus> = changes.iter().map(|c| c.from).collect();
+        let slot = (syncs.clone().acquire_owned().await).expect("never closed");
+        let applied = store.apply_unsynced(changes).await;
+        let store = store.clone();
+        let (done, answered) = oneshot::channel();
+        tokio::spawn(async move {
+            let result = match applied {
+                Ok(all) => store.sync().await.map(|()| all),
+                Err(e) => Err(e),
+            };
+            drop(slot);
+            let _ = previous.await;
+            match result {
+                Ok(all) => {
+                    crate::metrics::record_applied(&from, &all);
+                    // In the order they were submitted.
+                    let mut all = all.into_iter();
+                    for (reply, n) in replies.into_iter().zip(sizes) {
+                        let _ = reply.send(Ok(all.by_ref().take(n).collect()));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = ?e, "persisting status changes");
+                    for reply in replies {
+                        let _ = reply.send(Err(StoreError::Backend("status write failed".into())));
+                    }
+                }
+            }
+            let _ = done.send(());
+        });
+        answered
+    }
+
+    pub async fn submit_many(
+        &self,
+        changes: Vec<StatusChange>,
+    ) -> StoreResult<Vec<Option<Message>>> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, answer) = oneshot::channel();
+        let closed = || StoreError::Backend("status writer stopped".into());
+        self.tx.send((changes, reply)).await.map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    pub async fn submit(&self, change: StatusChange) -> StoreResult<Option<Message>> {
+        Ok(self.submit_many(vec![change]).await?.pop().flatten())
+    }
+}

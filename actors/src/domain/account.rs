@@ -1,0 +1,67 @@
+//! Who sends: accounts, their members, and their address book (contacts and tags).
+
+use super::{AccountId, ContactId, Country, MemberId, Millis, TagId};
+use serde::{Deserialize, Serialize};
+
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Member,
+    Admin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: AccountId,
+    pub name: String,
+    pub default_country: Country,
+    /// Credits available to new sends.
+    pub balance: u64,
+    /// Credits held by accepted messages that have not reached a final status.
+    pub reserved: u64,
+    pub created_at: Millis,
+}
+
+impl Account {
+    /// A new account, without credits.
+    pub fn new(id: AccountId, name: String, default_country: Country, created_at: Millis) -> Self {
+        Account {
+            id,
+            name,
+            default_country,
+            balance: 0,
+            reserved: 0,
+            created_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub id: MemberId,
+    pub account: AccountId,
+    pub role: Role,
+    /// The terms version this member accepted, if any.
+    pub accepted_terms: Option<u32>,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    pub id: ContactId,
+    pub account: AccountId,
+    /// E.164 when created through the API; imported or legacy data may hold other
+    /// formats (or invalid numbers), so sends normalize it like any raw recipient.
+    pub phone: String,
+    pub name: Option<String>,
+    pub tags: Vec<TagId>,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tag {
+    pub id: TagId,
+    pub account: AccountId,
+    pub name: String,
+}

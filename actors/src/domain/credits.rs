@@ -1,0 +1,93 @@
+//! Credits: the movements of an account's balance and reservation, written once for
+//! every store backend. An accept reserves (balance → reserved); a message that reaches a
+//! provider captures its part of the reservation, one that ends without reaching one is
+//! refunded (reserved → balance); an accept that fails after reserving releases it.
+
+use super::{Account, AccountId, BatchId, LedgerEntryId, MessageStatus, Millis};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LedgerKind {
+    TopUp,
+    Reserve,
+    Release,
+    Capture,
+    Refund,
+}
+
+/// One movement of credits; the balance is the sum of an account's entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub id: LedgerEntryId,
+    pub account: AccountId,
+    pub kind: LedgerKind,
+    pub amount: u64,
+    pub batch: Option<BatchId>,
+    pub at: Millis,
+}
+
+/// A reservation larger than the balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("insufficient balance: {needed} credits needed, {available} available")]
+pub struct InsufficientBalance {
+    pub needed: u64,
+    pub available: u64,
+}
+
+impl LedgerKind {
+    /// The movement a status transition makes: capture when a message reaches a provider,
+    /// refund when it ends without reaching one; none for any other transition.
+    pub fn of_transition(from: MessageStatus, to: MessageStatus) -> Option<LedgerKind> {
+        match (from, to) {
+            (MessageStatus::Sending, MessageStatus::Sent) => Some(LedgerKind::Capture),
+            (MessageStatus::Sending, MessageStatus::Failed)
+            | (MessageStatus::Queued, MessageStatus::Canceled) => Some(LedgerKind::Refund),
+            _ => None,
+        }
+    }
+}
+
+impl Account {
+    /// Adds purchased credits to the balance.
+    pub fn top_up(&mut self, amount: u64) {
+        self.balance += amount;
+    }
+
+    /// Moves `amount` from the balance to the reservation, or changes nothing if the
+    /// balance is short.
+    pub fn reserve(&mut self, amount: u64) -> Result<(), InsufficientBalance> {
+        self.can_reserve(amount)?;
+        self.balance -= amount;
+        self.reserved += amount;
+        Ok(())
+    }
+
+    /// Whether [`Account::reserve`] of `amount` would succeed.
+    pub fn can_reserve(&self, amount: u64) -> Result<(), InsufficientBalance> {
+        if self.balance < amount {
+            return Err(InsufficientBalance {
+                needed: amount,
+                available: self.balance,
+            });
+        }
+        Ok(())
+    }
+
+    /// Undoes [`Account::reserve`] for an accept that failed after reserving.
+    pub fn release(&mut self, amount: u64) {
+        self.balance += amount;
+        self.reserved = self.reserved.saturating_sub(amount);
+    }
+
+    /// Settles `amount` of the reservation by `kind` (a capture spends it, a refund
+    /// returns it to the balance), never more than is reserved; returns what moved.
+    pub fn settle(&mut self, kind: LedgerKind, amount: u64) -> u64 {
+        let moved = amount.min(self.reserved);
+        self.reserved -= moved;
+        if kind == LedgerKind::Refund {
+            self.balance += moved;
+        }
+        moved
+    }
+}

@@ -1,0 +1,78 @@
+//! Status changes: one conditional transition of a message and what it records, applied
+//! the same way by every store backend.
+
+use super::{Message, MessageEvent, MessageId, MessageStatus, Millis, ProviderRef};
+
+/// One conditional status transition and what it records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    pub message: MessageId,
+    pub from: MessageStatus,
+    pub to: MessageStatus,
+    pub at: Millis,
+    pub detail: Option<String>,
+    pub provider: Option<ProviderRef>,
+    /// A send attempt was made (counts in `attempts`); its error, if it failed.
+    pub attempt: Option<Option<String>>,
+    /// Receipt deadline, set when the message becomes `sent`.
+    pub dlr_deadline: Option<Millis>,
+    /// For a `delivered` receipt of one part of a multipart message (1-based).
+    pub part: Option<u32>,
+}
+
+impl StatusChange {
+    pub fn new(message: MessageId, from: MessageStatus, to: MessageStatus, at: Millis) -> Self {
+        Self {
+            message,
+            from,
+            to,
+            at,
+            detail: None,
+            provider: None,
+            attempt: None,
+            dlr_deadline: None,
+            part: None,
+        }
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// Applies this change to `msg`, already known to be in `from`: attempts, provider,
+    /// receipts for parts of a multipart message (delivered once every part is), the
+    /// event, the receipt deadline and the status. Every store backend's `apply` uses it.
+    pub fn apply_to(&self, msg: &mut Message) {
+        let mut to = self.to;
+        if let (MessageStatus::Delivered, Some(part)) = (to, self.part) {
+            if (1..=32).contains(&part) {
+                msg.delivered_parts |= 1 << (part - 1);
+            }
+            if msg.delivered_parts.count_ones() < msg.segments {
+                to = MessageStatus::Sent;
+            }
+        }
+        if let Some(error) = &self.attempt {
+            msg.attempts += 1;
+            msg.last_error = error.clone();
+        }
+        if self.provider.is_some() {
+            msg.provider = self.provider.clone();
+        }
+        msg.updated_at = self.at;
+        if to != msg.status || self.detail.is_some() {
+            msg.events.push(MessageEvent {
+                status: to,
+                at: self.at,
+                detail: self.detail.clone(),
+            });
+        }
+        if to != msg.status {
+            if to == MessageStatus::Sent {
+                msg.dlr_deadline = self.dlr_deadline;
+            }
+            msg.status = to;
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! Accounts, members, the terms version and the credit ledger.
+
+use super::keys::{backend, decode, encode, key2, TERMS_KEY};
+use super::keyspaces::Keyspaces;
+use super::store::EmbeddedStore;
+use crate::domain::*;
+use crate::ports::*;
+use async_trait::async_trait;
+
+impl Keyspaces {
+    /// Adds credits and records the top-up in the ledger, atomically and durably.
+    pub(super) fn top_up(&self, account: AccountId, amount: u64) -> Result<Account, LedgerError> {
+        let guard = self.ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut acc = self.account(account)?.ok_or(LedgerError::AccountNotFound)?;
+        acc.top_up(amount);
+        let entry = LedgerEntry {
+            id: LedgerEntryId::new(),
+            account,
+            kind: LedgerKind::TopUp,
+            amount,
+            batch: None,
+            at: now_millis(),
+        };
+        let mut batch = self.buffered_batch();
+        batch.insert(&self.accounts, account.as_bytes().to_vec(), encode(&acc)?);
+        batch.insert(
+            &self.ledger,
+            key2(account.as_bytes(), entry.id.as_bytes()),
+            encode(&entry)?,
+        );
+        batch.commit().map_err(backend)?;
+        // Later reservations may read this balance before it is on disk; they are
+        // answered only after their own, later, fsync, which covers this write too.
+        drop(guard);
+        self.persist()?;
+        Ok(acc)
+    }
+}
+
+#[async_trait]
+impl AccountStore for EmbeddedStore {
+    async fn put_account(&self, account: &Account) -> StoreResult<()> {
+        let account = account.clone();
+        self.blocking(move |s| s.put(&s.accounts, account.id.as_bytes(), &account))
+            .await
+    }
+
+    async fn account(&self, id: AccountId) -> StoreResult<Option<Account>> {
+        self.keyspaces.account(id)
+    }
+
+    async fn put_member(&self, member: &Member) -> StoreResult<()> {
+        let member = member.clone();
+        self.blocking(move |s| s.put(&s.members, member.id.as_bytes(), &member))
+            .await
+    }
+
+    async fn member(&self, id: MemberId) -> StoreResult<Option<Member>> {
+        self.keyspaces.get(&self.keyspaces.members, id.as_bytes())
+    }
+
+    async fn terms_version(&self) -> StoreResult<u32> {
+        Ok(self
+            .keyspaces
+            .get(&self.keyspaces.meta, TERMS_KEY)?
+            .unwrap_or(0))
+    }
+
+    async fn publish_terms(&self, version: u32) -> StoreResult<()> {
+        self.blocking(move |s| s.put(&s.meta, TERMS_KEY, &version))
+            .await
+    }
+}
+
+#[async_trait]
+impl Ledger for EmbeddedStore {
+    async fn top_up(&self, account: AccountId, amount: u64) -> Result<Account, LedgerError> {
+        self.blocking(move |s| s.top_up(account, amount)).await
+    }
+
+    async fn entries(&self, account: AccountId) -> StoreResult<Vec<LedgerEntry>> {
+        let s = &self.keyspaces;
+        s.ledger
+            .prefix(account.as_bytes())
+            .map(|g| decode(&g.value().map_err(backend)?))
+            .collect()
+    }
+}

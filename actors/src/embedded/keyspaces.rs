@@ -1,0 +1,173 @@
+//! The store's keyspaces (one per kind of record or index), what serializes writes to
+//! them, and the primitives every concern builds on: durable writes through group commit,
+//! buffered write batches, typed reads.
+
+use super::group_sync::GroupSync;
+use super::journal::JournalSync;
+use super::keys::{backend, decode, encode};
+use super::status_log::StatusLog;
+use crate::domain::*;
+use crate::ports::*;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use rustc_hash::FxHashMap;
+use serde::{de::DeserializeOwned, Serialize};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// The open keyspaces and what serializes writes to them; each concern of the store adds
+/// its methods in its own module.
+pub(super) struct Keyspaces {
+    pub(super) db: Database,
+    pub(super) accounts: Keyspace,
+    pub(super) members: Keyspace,
+    pub(super) ledger: Keyspace,
+    pub(super) meta: Keyspace,
+    pub(super) tags: Keyspace,
+    pub(super) contacts: Keyspace,
+    pub(super) contact_phones: Keyspace,
+    pub(super) tag_contacts: Keyspace,
+    pub(super) batches: Keyspace,
+    /// Message records as of the last fold; [`Keyspaces::status_log`] has newer ones.
+    pub(super) messages: Keyspace,
+    /// Status changes since the last fold, and their records.
+    pub(super) status_log: Arc<StatusLog>,
+    /// A batch's messages: batch id ++ first message id → [`MessageRun`].
+    pub(super) batch_messages: Keyspace,
+    /// An account's messages: account id ++ first message id → [`MessageRun`].
+    pub(super) account_messages: Keyspace,
+    /// Committed batches with messages still `queued` or `sending`: id → (). Kept per
+    /// batch rather than per message, so a status change writes only the message.
+    pub(super) open_batches: Keyspace,
+    /// Batches whose messages are being written in chunks, before their commit marker:
+    /// id → account id. What is left here at open is an interrupted accept.
+    pub(super) accepting: Keyspace,
+    pub(super) dead_letters: Keyspace,
+    pub(super) idempotency: Keyspace,
+    /// Serializes read-modify-write of balances (one process owns the data dir).
+    pub(super) ledger_lock: Mutex<()>,
+    /// Serializes status transitions, which read, check and rewrite messages and batches;
+    /// holds what they reuse from one group to the next.
+    pub(super) status_lock: Mutex<StatusGroupBuffers>,
+    pub(super) group_sync: GroupSync,
+    pub(super) journal: JournalSync,
+}
+
+/// What one status group leaves for the next to reuse (their allocations, and a size).
+#[derive(Default)]
+pub(super) struct StatusGroupBuffers {
+    /// Each message of the group read once, with the result slot of the last change
+    /// applied to it (`None`: none applied). That slot gets the message itself once its
+    /// record is encoded; an earlier slot of the same message gets a copy.
+    pub(super) messages: Vec<(Message, Option<usize>)>,
+    /// Where each message is in `messages`.
+    pub(super) index: FxHashMap<MessageId, usize>,
+    /// Bytes per record in the last group's log entry.
+    pub(super) record_bytes: usize,
+}
+
+/// Memtable size per keyspace unless configured, fixed when a keyspace is created. fjall's
+/// default (64 MiB) let a big broadcast hold hundreds of MiB of memtables (messages and
+/// their two indexes) until they flushed. The price: more flushes and compactions, so
+/// steady small requests with delivery cost ~17 % more CPU than with 64 MiB (measured in
+/// BENCHMARKS.md).
+pub const DEFAULT_MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
+
+impl Keyspaces {
+    /// Opens the database in `path` and every keyspace, creating what is missing with
+    /// memtables of `memtable_bytes`; reads the status log.
+    pub(super) fn open(path: &Path, memtable_bytes: u64) -> StoreResult<Self> {
+        // Journal values are not compressed: the big ones are status log entries, mostly ids,
+        // where lz4 cost CPU on the status writer's path and saved little.
+        let db = Database::builder(path)
+            .journal_compression(fjall::CompressionType::None)
+            .open()
+            .map_err(backend)?;
+        let ks = |name: &str| {
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes)
+            })
+            .map_err(backend)
+        };
+        let messages = ks("messages")?;
+        let status_log = Arc::new(StatusLog::open(
+            db.clone(),
+            ks("status_log")?,
+            messages.clone(),
+            ks("awaiting_receipt")?,
+        )?);
+        Ok(Keyspaces {
+            accounts: ks("accounts")?,
+            members: ks("members")?,
+            ledger: ks("ledger")?,
+            meta: ks("meta")?,
+            tags: ks("tags")?,
+            contacts: ks("contacts")?,
+            contact_phones: ks("contact_phones")?,
+            tag_contacts: ks("tag_contacts")?,
+            batches: ks("batches")?,
+            messages,
+            status_log,
+            batch_messages: ks("batch_messages")?,
+            account_messages: ks("account_messages")?,
+            open_batches: ks("open_batches")?,
+            accepting: ks("accepting")?,
+            dead_letters: ks("dead_letters")?,
+            idempotency: ks("idempotency")?,
+            ledger_lock: Mutex::new(()),
+            status_lock: Mutex::new(StatusGroupBuffers::default()),
+            group_sync: GroupSync::default(),
+            journal: JournalSync::new(path),
+            db,
+        })
+    }
+
+    /// Makes every write committed before this call durable (sharing the fsync).
+    pub(super) fn persist(&self) -> StoreResult<()> {
+        self.group_sync
+            .persist(|| self.journal.sync(&self.db))
+            .map_err(backend)
+    }
+
+    /// A write batch that reaches the OS on commit; call [`Keyspaces::persist`] after it.
+    pub(super) fn buffered_batch(&self) -> fjall::OwnedWriteBatch {
+        self.db.batch().durability(Some(PersistMode::Buffer))
+    }
+
+    pub(super) fn get<T: DeserializeOwned>(
+        &self,
+        ks: &Keyspace,
+        key: &[u8],
+    ) -> StoreResult<Option<T>> {
+        match ks.get(key).map_err(backend)? {
+            Some(bytes) => decode(&bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn put<T: Serialize>(
+        &self,
+        ks: &Keyspace,
+        key: &[u8],
+        value: &T,
+    ) -> StoreResult<()> {
+        ks.insert(key, encode(value)?).map_err(backend)?;
+        self.persist()
+    }
+
+    pub(super) fn account(&self, id: AccountId) -> StoreResult<Option<Account>> {
+        self.get(&self.accounts, id.as_bytes())
+    }
+}
+
+/// Runs blocking store work off the async executor.
+pub(super) async fn blocking<T, F>(keyspaces: &Arc<Keyspaces>, f: F) -> T
+where
+    F: FnOnce(&Keyspaces) -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let keyspaces = keyspaces.clone();
+    match tokio::task::spawn_blocking(move || f(&keyspaces)).await {
+        Ok(v) => v,
+        Err(join) => std::panic::resume_unwind(join.into_panic()),
+    }
+}

@@ -1,0 +1,110 @@
+//! Reading a message: its newest record (the status log's, else the folded one in
+//! `messages`) completed by what its batch says, and the scans over a batch's messages.
+
+use super::keys::{backend, MessageRun};
+use super::keyspaces::Keyspaces;
+use super::record::{self, BatchFields};
+use crate::domain::*;
+use crate::ports::*;
+use rustc_hash::FxHashMap;
+
+/// What the batches read so far say about their messages.
+pub(super) type KnownBatches = FxHashMap<BatchId, Option<BatchFields>>;
+
+impl Keyspaces {
+    /// Message `id`, if it exists and its batch is committed; `known` caches what the
+    /// batches read so far say.
+    pub(super) fn load_message(
+        &self,
+        id: &[u8],
+        known: &mut KnownBatches,
+    ) -> StoreResult<Option<Message>> {
+        let Some(message_id) = MessageId::from_slice(id) else {
+            return Ok(None);
+        };
+        match self.status_log.get(&message_id) {
+            Some(recent) => self.message_from(message_id, &recent, known),
+            None => self.folded_message(message_id, None, known),
+        }
+    }
+
+    /// Message `id` as of the last fold, from its record in `messages` (`read`: that
+    /// record, already read).
+    pub(super) fn folded_message(
+        &self,
+        id: MessageId,
+        read: Option<fjall::Slice>,
+        known: &mut KnownBatches,
+    ) -> StoreResult<Option<Message>> {
+        let record = match read {
+            Some(record) => Some(record),
+            None => self.messages.get(id.as_bytes()).map_err(backend)?,
+        };
+        match record {
+            Some(record) => self.message_from(id, &record, known),
+            None => Ok(None),
+        }
+    }
+
+    /// Message `id` from its newest `record`, completed by its batch (`known` as for
+    /// [`Keyspaces::load_message`]).
+    pub(super) fn message_from(
+        &self,
+        id: MessageId,
+        record: &[u8],
+        known: &mut KnownBatches,
+    ) -> StoreResult<Option<Message>> {
+        record::decode(id, record, |queue: BatchId| {
+            if let Some(f) = known.get(&queue) {
+                return Ok(*f);
+            }
+            let f = self
+                .get::<Batch>(&self.batches, queue.as_bytes())?
+                .map(|b| BatchFields::of(&b));
+            known.insert(queue, f);
+            Ok(f)
+        })
+    }
+
+    /// Calls `f` with every message in `status` of the open batches that have any.
+    pub(super) fn open_messages(
+        &self,
+        status: MessageStatus,
+        mut f: impl FnMut(Message),
+    ) -> StoreResult<()> {
+        for g in self.open_batches.iter() {
+            let key = g.key().map_err(backend)?;
+            let Some(batch) = self.get::<Batch>(&self.batches, &key)? else {
+                continue;
+            };
+            if batch.counts.get(status) > 0 {
+                let mut known =
+                    KnownBatches::from_iter([(batch.id, Some(BatchFields::of(&batch)))]);
+                self.batch_messages_with(batch.id, status, &mut known, &mut f)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with every message of batch `queue` in `status` (`known` as for
+    /// [`Keyspaces::load_message`]).
+    pub(super) fn batch_messages_with(
+        &self,
+        queue: BatchId,
+        status: MessageStatus,
+        known: &mut KnownBatches,
+        mut f: impl FnMut(Message),
+    ) -> StoreResult<()> {
+        for g in self.batch_messages.prefix(queue.as_bytes()) {
+            let (key, value) = g.into_inner().map_err(backend)?;
+            for id in MessageRun::read(&key, &value)?.ids() {
+                if let Some(m) = self.load_message(id.as_bytes(), known)? {
+                    if m.status == status {
+                        f(m);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,156 @@
+//! The message store port on the embedded store: accepts (see [`super::accept`]),
+//! lookups and listings, status changes (see [`super::status`]) and the recovery reads.
+
+use super::keys::{backend, decode, key2, v7_floor, MessageRun};
+use super::keyspaces::Keyspaces;
+use super::lookup::KnownBatches;
+use super::store::EmbeddedStore;
+use crate::domain::*;
+use crate::ports::*;
+use async_trait::async_trait;
+
+#[async_trait]
+impl MessageStore for EmbeddedStore {
+    async fn accept_batch(
+        &self,
+        batch: &Batch,
+        recipients: MessageBlock,
+    ) -> Result<MessageBlock, LedgerError> {
+        self.writer.accept(batch.clone(), recipients).await
+    }
+
+    async fn batch(&self, id: BatchId) -> StoreResult<Option<Batch>> {
+        self.keyspaces.get(&self.keyspaces.batches, id.as_bytes())
+    }
+
+    async fn message(&self, id: MessageId) -> StoreResult<Option<Message>> {
+        self.keyspaces
+            .load_message(id.as_bytes(), &mut KnownBatches::default())
+    }
+
+    async fn list_messages(&self, f: &MessageFilter) -> StoreResult<Page<Message, MessageId>> {
+        let f = f.clone();
+        self.blocking(move |s| {
+            let (ks, owner) = match f.batch {
+                Some(q) => (&s.batch_messages, *q.as_bytes()),
+                None => (&s.account_messages, *f.account.as_bytes()),
+            };
+            // UUIDv7 ids start with their creation time, so a time window is a key range.
+            let lo = key2(&owner, &v7_floor(f.from.unwrap_or(0)));
+            let mut hi = key2(&owner, &v7_floor(f.to.map_or(i64::MAX >> 16, |t| t + 1)));
+            if let Some(before) = f.before {
+                let b = key2(&owner, before.as_bytes());
+                if b < hi {
+                    hi = b;
+                }
+            }
+            let mut items = Vec::new();
+            let mut known = KnownBatches::default();
+            // A run starting below `hi` may reach past it (`before` inside a block); a
+            // time window never cuts one, since a block's ids share their millisecond.
+            let below = MessageRun::id_part(&hi)?;
+            'scan: for g in ks.range(lo..hi).rev() {
+                let (key, value) = g.into_inner().map_err(backend)?;
+                for id in MessageRun::read(&key, &value)?.ids_below(below).rev() {
+                    // None too for an accept still in progress (no batch yet).
+                    let Some(msg) = s.load_message(id.as_bytes(), &mut known)? else {
+                        continue;
+                    };
+                    let keep = msg.account == f.account
+                        && f.status.is_none_or(|st| st == msg.status)
+                        && f.kind.is_none_or(|k| k == msg.kind)
+                        && f.recipient.as_ref().is_none_or(|r| *r == msg.recipient);
+                    if keep {
+                        items.push(msg);
+                        if items.len() == f.limit {
+                            break 'scan;
+                        }
+                    }
+                }
+            }
+            let next = if items.len() == f.limit {
+                items.last().map(|m| m.id)
+            } else {
+                None
+            };
+            Ok(Page { items, next })
+        })
+        .await
+    }
+
+    async fn queued_messages(&self) -> StoreResult<Vec<QueueRecord>> {
+        self.blocking(|s| {
+            let mut out = Vec::new();
+            s.open_messages(MessageStatus::Queued, |m| {
+                out.push(QueueRecord::new(m.id, &m.recipient, m.kind))
+            })?;
+            // In acceptance order (UUIDv7), so one recipient's messages of two batches
+            // accepted side by side keep their order.
+            out.sort_unstable_by_key(|r| r.message);
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn apply(&self, changes: Vec<StatusChange>) -> StoreResult<Vec<Option<Message>>> {
+        self.blocking(move |s| {
+            let applied = s.apply_changes(changes)?;
+            s.persist()?;
+            Ok(applied)
+        })
+        .await
+    }
+
+    async fn apply_unsynced(
+        &self,
+        changes: Vec<StatusChange>,
+    ) -> StoreResult<Vec<Option<Message>>> {
+        self.blocking(move |s| s.apply_changes(changes)).await
+    }
+
+    async fn sync(&self) -> StoreResult<()> {
+        self.blocking(Keyspaces::persist).await
+    }
+
+    async fn stale_claims(&self, claimed_before: Millis) -> StoreResult<Vec<MessageId>> {
+        self.blocking(move |s| {
+            let mut out = Vec::new();
+            s.open_messages(MessageStatus::Sending, |m| {
+                // A claim sets `updated_at`, and so does each retry of the send: the
+                // lease runs from the last attempt.
+                if m.updated_at < claimed_before {
+                    out.push(m.id)
+                }
+            })?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn receipts_overdue(&self, now: Millis, max: usize) -> StoreResult<Vec<MessageId>> {
+        self.keyspaces.status_log.overdue(now, max)
+    }
+
+    async fn queued_in_batch(&self, queue: BatchId) -> StoreResult<Vec<MessageId>> {
+        self.blocking(move |s| {
+            let mut out = Vec::new();
+            if s.open_batches
+                .contains_key(queue.as_bytes())
+                .map_err(backend)?
+            {
+                let known = &mut KnownBatches::default();
+                s.batch_messages_with(queue, MessageStatus::Queued, known, |m| out.push(m.id))?;
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn dead_letters(&self, account: AccountId) -> StoreResult<Vec<DeadLetter>> {
+        self.keyspaces
+            .dead_letters
+            .prefix(account.as_bytes())
+            .map(|g| decode(&g.value().map_err(backend)?))
+            .collect()
+    }
+}

@@ -1,0 +1,61 @@
+//! Bearer tokens: HS256 JWTs naming a member, its account and its role.
+
+use crate::error::ApiError;
+use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use sendme_actors::domain::{AccountId, Member, MemberId, Role};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: MemberId,
+    pub account: AccountId,
+    pub role: Role,
+    pub iat: u64,
+    pub exp: u64,
+}
+
+#[derive(Clone)]
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    ttl_seconds: u64,
+}
+
+impl JwtKeys {
+    pub fn new(secret: &[u8], ttl_seconds: u64) -> Self {
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            ttl_seconds,
+        }
+    }
+
+    /// Issues a token for `member`, valid for the configured lifetime.
+    pub fn issue(&self, member: &Member) -> Result<String, ApiError> {
+        let iat = jsonwebtoken::get_current_timestamp();
+        let claims = Claims {
+            sub: member.id,
+            account: member.account,
+            role: member.role,
+            iat,
+            exp: iat + self.ttl_seconds,
+        };
+        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(ApiError::internal)
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        decode::<Claims>(token, &self.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                    ApiError::Unauthorized("the token has expired")
+                }
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                    ApiError::Unauthorized("the token signature is invalid")
+                }
+                _ => ApiError::Unauthorized("the token is malformed"),
+            })
+    }
+}

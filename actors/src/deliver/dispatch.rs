@@ -202,13 +202,13 @@ async fn claim_and_hand_over(
 struct MessageBodies(std::sync::Mutex<HashMap<BatchId, Arc<str>>>);
 
 impl MessageBodies {
-    async fn of(&self, ports: &Ports, queue: BatchId) -> StoreResult<Arc<str>> {
-        if let Some(b) = self.lock().get(&queue) {
+    async fn of(&self, ports: &Ports, batch_id: BatchId) -> StoreResult<Arc<str>> {
+        if let Some(b) = self.lock().get(&batch_id) {
             return Ok(b.clone());
         }
         let batch = ports
             .messages
-            .batch(queue)
+            .batch(batch_id)
             .await?
             .ok_or_else(|| StoreError::Corrupt("message without batch".into()))?;
         let body: Arc<str> = Arc::from(batch.body.as_str());
@@ -216,7 +216,7 @@ impl MessageBodies {
         if cache.len() >= 1024 {
             cache.clear();
         }
-        cache.insert(queue, body.clone());
+        cache.insert(batch_id, body.clone());
         Ok(body)
     }
 

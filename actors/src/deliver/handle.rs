@@ -25,8 +25,8 @@ pub struct DeliveryHandle {
 impl DeliveryHandle {
     /// Cancels every message of a batch that no dispatcher has claimed; their credits
     /// are refunded. Returns how many were canceled.
-    pub async fn cancel(&self, queue: BatchId) -> StoreResult<u64> {
-        let ids = self.ports.messages.queued_in_batch(queue).await?;
+    pub async fn cancel(&self, batch: BatchId) -> StoreResult<u64> {
+        let ids = self.ports.messages.queued_in_batch(batch).await?;
         let now = self.clock.now();
         let changes = ids
             .into_iter()

@@ -54,14 +54,14 @@ impl Keyspaces {
         record: &[u8],
         known: &mut KnownBatches,
     ) -> StoreResult<Option<Message>> {
-        record::decode(id, record, |queue: BatchId| {
-            if let Some(f) = known.get(&queue) {
+        record::decode(id, record, |batch: BatchId| {
+            if let Some(f) = known.get(&batch) {
                 return Ok(*f);
             }
             let f = self
-                .get::<Batch>(&self.batches, queue.as_bytes())?
+                .get::<Batch>(&self.batches, batch.as_bytes())?
                 .map(|b| BatchFields::of(&b));
-            known.insert(queue, f);
+            known.insert(batch, f);
             Ok(f)
         })
     }
@@ -86,16 +86,16 @@ impl Keyspaces {
         Ok(())
     }
 
-    /// Calls `f` with every message of batch `queue` in `status` (`known` as for
+    /// Calls `f` with every message of batch `batch` in `status` (`known` as for
     /// [`Keyspaces::load_message`]).
     pub(super) fn batch_messages_with(
         &self,
-        queue: BatchId,
+        batch: BatchId,
         status: MessageStatus,
         known: &mut KnownBatches,
         mut f: impl FnMut(Message),
     ) -> StoreResult<()> {
-        for g in self.batch_messages.prefix(queue.as_bytes()) {
+        for g in self.batch_messages.prefix(batch.as_bytes()) {
             let (key, value) = g.into_inner().map_err(backend)?;
             for id in MessageRun::read(&key, &value)?.ids() {
                 if let Some(m) = self.load_message(id.as_bytes(), known)? {

@@ -131,15 +131,15 @@ impl MessageStore for EmbeddedStore {
         self.keyspaces.status_log.overdue(now, max)
     }
 
-    async fn queued_in_batch(&self, queue: BatchId) -> StoreResult<Vec<MessageId>> {
+    async fn queued_in_batch(&self, batch: BatchId) -> StoreResult<Vec<MessageId>> {
         self.blocking(move |s| {
             let mut out = Vec::new();
             if s.open_batches
-                .contains_key(queue.as_bytes())
+                .contains_key(batch.as_bytes())
                 .map_err(backend)?
             {
                 let known = &mut KnownBatches::default();
-                s.batch_messages_with(queue, MessageStatus::Queued, known, |m| out.push(m.id))?;
+                s.batch_messages_with(batch, MessageStatus::Queued, known, |m| out.push(m.id))?;
             }
             Ok(out)
         })

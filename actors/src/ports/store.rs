@@ -172,7 +172,7 @@ pub trait MessageStore: Send + Sync {
     /// still `sent` (a `Sent → Expired` change, which the store checks).
     async fn receipts_overdue(&self, now: Millis, max: usize) -> StoreResult<Vec<MessageId>>;
     /// Ids of a batch's messages that are still `queued`.
-    async fn queued_in_batch(&self, queue: BatchId) -> StoreResult<Vec<MessageId>>;
+    async fn queued_in_batch(&self, batch: BatchId) -> StoreResult<Vec<MessageId>>;
     /// Messages that ended `failed`, with the reason (the dead-letter records).
     async fn dead_letters(&self, account: AccountId) -> StoreResult<Vec<DeadLetter>>;
 }

@@ -645,6 +645,7 @@ fn bench_pipeline(c: &mut Criterion) {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     let request = Broadcast {
+                        batch: BatchId::new(),
                         account,
                         member,
                         country: co,

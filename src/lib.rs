@@ -24,6 +24,7 @@ pub mod auth;
 pub mod configuration;
 pub mod demo;
 pub mod error;
+pub mod idempotency;
 pub mod jwt;
 #[cfg(feature = "kafka")]
 pub mod kafka;

@@ -102,6 +102,7 @@ impl Harness {
         let accepted = self
             .supervisor
             .send(Broadcast {
+                batch: BatchId::new(),
                 account: self.account,
                 member: MemberId::new(),
                 country: "CO".parse().unwrap(),

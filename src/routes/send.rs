@@ -6,11 +6,12 @@
 
 use crate::auth::TermsAccepted;
 use crate::error::{ApiError, ErrorBody};
+use crate::idempotency::{self, Begun, Idempotency, Replay};
 use crate::state::AppState;
 use actix_web::{http::StatusCode, post, web, HttpRequest, HttpResponse};
 use sendme_actors::accept::{Accepted, Broadcast, Recipients};
 use sendme_actors::domain::*;
-use sendme_actors::ports::IdempotentResponse;
+use sendme_actors::ports::MessageFilter;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use utoipa::ToSchema;
@@ -280,79 +281,6 @@ pub(crate) async fn send_to_tags(
     .await
 }
 
-/// An `Idempotency-Key` and the fingerprint of the request it came with.
-struct Idempotency {
-    key: String,
-    fingerprint: u64,
-}
-
-impl Idempotency {
-    fn from_request<T: Serialize>(
-        req: &HttpRequest,
-        endpoint: &str,
-        payload: &T,
-    ) -> Result<Option<Self>, ApiError> {
-        let Some(value) = req.headers().get("Idempotency-Key") else {
-            return Ok(None);
-        };
-        let key = value
-            .to_str()
-            .ok()
-            .filter(|k| !k.is_empty() && k.len() <= 255)
-            .ok_or_else(|| {
-                ApiError::InvalidRequest(
-                    "`Idempotency-Key` must be 1 to 255 visible ASCII characters".into(),
-                )
-            })?;
-        let bytes = serde_json::to_vec(payload).map_err(ApiError::internal)?;
-        Ok(Some(Self {
-            key: format!("{endpoint}:{key}"),
-            fingerprint: fnv1a(&bytes),
-        }))
-    }
-}
-
-/// An `Idempotency-Key` being processed; released when dropped, whatever the outcome.
-struct InFlightKey<'a> {
-    state: &'a AppState,
-    key: (AccountId, String),
-}
-
-impl<'a> InFlightKey<'a> {
-    fn claim(state: &'a AppState, account: AccountId, key: &str) -> Result<Self, ApiError> {
-        let key = (account, key.to_owned());
-        let mut in_flight = state
-            .idempotency_in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if !in_flight.insert(key.clone()) {
-            return Err(ApiError::Conflict(
-                "idempotency_in_progress",
-                "a request with this Idempotency-Key is still being processed; retry shortly"
-                    .into(),
-            ));
-        }
-        Ok(Self { state, key })
-    }
-}
-
-impl Drop for InFlightKey<'_> {
-    fn drop(&mut self) {
-        self.state
-            .idempotency_in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.key);
-    }
-}
-
-/// FNV-1a: a fingerprint that stays the same across builds and releases.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 /// Messages per streamed chunk of a 201 body.
 const STREAM_CHUNK: usize = 8192;
 
@@ -401,6 +329,62 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> HttpResponse {
         .body(body)
 }
 
+/// The first answer to a key's request, again: the batch it committed, read back in
+/// message order (ids ascend in the order they were answered), or nothing enqueued.
+async fn replay(
+    state: &AppState,
+    account: AccountId,
+    replay: Replay,
+) -> Result<HttpResponse, ApiError> {
+    let batch = match replay {
+        Replay::Remembered(answer) => {
+            let status = StatusCode::from_u16(answer.status).map_err(ApiError::internal)?;
+            return Ok(json_response(status, answer.body));
+        }
+        Replay::Batch(None) => None,
+        Replay::Batch(Some(batch)) => Some(batch),
+    };
+    let mut messages = Vec::new();
+    if let Some(batch) = batch {
+        let mut filter = MessageFilter {
+            account,
+            batch: Some(batch),
+            limit: REPLAY_PAGE,
+            ..MessageFilter::default()
+        };
+        loop {
+            let page = state.ports.messages.list_messages(&filter).await?;
+            messages.extend(page.items.into_iter().map(|m| (m.id, m.recipient)));
+            match page.next {
+                Some(next) => filter.before = Some(next),
+                None => break,
+            }
+        }
+        messages.reverse();
+    }
+    let body = serde_json::to_vec(&EnqueueResult {
+        queue_id: batch.map(|b| b.to_string()).unwrap_or_default(),
+        channel: "sms",
+        messages: messages
+            .iter()
+            .map(|(id, recipient)| EnqueuedMessage {
+                id: *id,
+                recipient: recipient.as_str(),
+            })
+            .collect(),
+    })
+    .map_err(ApiError::internal)?;
+    let status = if batch.is_some() {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json_response(status, body))
+}
+
+/// Messages read per page while a replay reads its batch back.
+const REPLAY_PAGE: usize = 10_000;
+
 async fn enqueue(
     state: &AppState,
     member: &Member,
@@ -411,81 +395,55 @@ async fn enqueue(
     if state.rate_limiter.check_key(&member.account).is_err() {
         return Err(ApiError::RateLimited { retry_after: 1 });
     }
-    let idempotency_store = &state.ports.idempotency;
-    // Held until this request has answered: a concurrent retry with the same key gets 409
-    // instead of sending a second time.
-    let _in_flight = match &idempotency {
-        Some(idem) => Some(InFlightKey::claim(state, member.account, &idem.key)?),
+    let held = match idempotency {
+        Some(idem) => match idempotency::begin(state, member.account, idem).await? {
+            Begun::Send(held) => Some(held),
+            Begun::Replay(answer) => return replay(state, member.account, answer).await,
+        },
         None => None,
     };
-    if let Some(idem) = &idempotency {
-        if let Some(previous) = idempotency_store
-            .idempotent_response(member.account, &idem.key)
+    let batch = held.as_ref().map_or_else(BatchId::new, |h| h.batch());
+    let accepted = async {
+        let account = state
+            .ports
+            .accounts
+            .account(member.account)
             .await?
-        {
-            if previous.request_fingerprint != idem.fingerprint {
-                return Err(ApiError::Conflict(
-                    "idempotency_conflict",
-                    "this Idempotency-Key was used with a different request".into(),
-                ));
-            }
-            let status = StatusCode::from_u16(previous.status).map_err(ApiError::internal)?;
-            return Ok(json_response(status, previous.body));
-        }
+            .ok_or(ApiError::NotFound("account"))?;
+        Ok::<_, ApiError>(
+            state
+                .supervisor
+                .send(Broadcast {
+                    batch,
+                    account: member.account,
+                    member: member.id,
+                    country: request.country.unwrap_or(account.default_country),
+                    body: request.body,
+                    kind: request.kind,
+                    recipients,
+                })
+                .await?,
+        )
     }
-
-    let account = state
-        .ports
-        .accounts
-        .account(member.account)
-        .await?
-        .ok_or(ApiError::NotFound("account"))?;
-    let accepted = state
-        .supervisor
-        .send(Broadcast {
-            account: member.account,
-            member: member.id,
-            country: request.country.unwrap_or(account.default_country),
-            body: request.body,
-            kind: request.kind,
-            recipients,
-        })
-        .await?;
-
+    .await;
+    let accepted = match (accepted, held) {
+        (Ok(accepted), Some(held)) => {
+            held.answered(accepted.batch).await;
+            accepted
+        }
+        (Ok(accepted), None) => accepted,
+        (Err(e), held) => {
+            // Nothing was persisted: the key is free for the client's retry.
+            if let Some(held) = held {
+                held.release().await;
+            }
+            return Err(e);
+        }
+    };
     let status = if accepted.batch.is_some() {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    let Some(idem) = idempotency else {
-        // Nothing to remember: stream the answer rather than building it in memory.
-        return Ok(enqueue_response(status, accepted));
-    };
-    let body = serde_json::to_vec(&EnqueueResult {
-        queue_id: accepted.batch.map(|q| q.to_string()).unwrap_or_default(),
-        channel: "sms",
-        messages: accepted
-            .messages
-            .iter()
-            .map(|(id, recipient)| EnqueuedMessage {
-                id,
-                recipient: recipient.as_str(),
-            })
-            .collect(),
-    })
-    .map_err(ApiError::internal)?;
-    let remembered = IdempotentResponse {
-        request_fingerprint: idem.fingerprint,
-        status: status.as_u16(),
-        body: body.clone(),
-        at: now_millis(),
-    };
-    // The messages are already durable: failing to remember only loses replay safety.
-    if let Err(e) = idempotency_store
-        .remember_response(member.account, &idem.key, &remembered)
-        .await
-    {
-        tracing::error!(error = ?e, "remembering an idempotent response");
-    }
-    Ok(json_response(status, body))
+    Ok(enqueue_response(status, accepted))
 }

@@ -55,6 +55,9 @@ pub enum Recipients {
 #[derive(ActixMessage)]
 #[rtype(result = "Result<Accepted, BroadcastError>")]
 pub struct Broadcast {
+    /// The id the batch commits under (chosen by the caller, so an `Idempotency-Key`
+    /// claim can name it before any work).
+    pub batch: BatchId,
     pub account: AccountId,
     pub member: MemberId,
     /// The request's country, else the account's default.
@@ -191,7 +194,7 @@ const PUBLISH_CHUNK: usize = 16_384;
 
 impl Pipeline {
     async fn run(&self, msg: Broadcast) -> Result<Accepted, BroadcastError> {
-        let batch = BatchId::new();
+        let batch = msg.batch;
         let (unique, stats) = match msg.recipients {
             Recipients::Numbers(raw) => {
                 let _permit = self.hold(raw.len())?;

@@ -42,9 +42,14 @@ pub(super) struct Keyspaces {
     /// id → account id. What is left here at open is an interrupted accept.
     pub(super) accepting: Keyspace,
     pub(super) dead_letters: Keyspace,
+    /// Answers remembered whole by versions before key claims: account ++ key → answer.
     pub(super) idempotency: Keyspace,
+    /// `Idempotency-Key` claims: account ++ key → [`KeyClaim`].
+    pub(super) idempotency_claims: Keyspace,
     /// Serializes read-modify-write of balances (one process owns the data dir).
     pub(super) ledger_lock: Mutex<()>,
+    /// Serializes the read-check-write of idempotency claims.
+    pub(super) claims_lock: Mutex<()>,
     /// Serializes status transitions, which read, check and rewrite messages and batches;
     /// holds what they reuse from one group to the next.
     pub(super) status_lock: Mutex<StatusGroupBuffers>,
@@ -113,7 +118,9 @@ impl Keyspaces {
             accepting: ks("accepting")?,
             dead_letters: ks("dead_letters")?,
             idempotency: ks("idempotency")?,
+            idempotency_claims: ks("idempotency_claims")?,
             ledger_lock: Mutex::new(()),
+            claims_lock: Mutex::new(()),
             status_lock: Mutex::new(StatusGroupBuffers::default()),
             group_sync: GroupSync::default(),
             journal: JournalSync::new(path),

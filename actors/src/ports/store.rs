@@ -185,7 +185,8 @@ pub struct DeadLetter {
     pub at: Millis,
 }
 
-/// A remembered answer to an `Idempotency-Key`.
+/// An answer remembered whole for an `Idempotency-Key`, as versions before key claims
+/// stored them (still replayed while they last).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IdempotentResponse {
     pub request_fingerprint: u64,
@@ -194,17 +195,55 @@ pub struct IdempotentResponse {
     pub at: Millis,
 }
 
+/// An `Idempotency-Key` held by one request: claimed before any work, so that a retry,
+/// on this process or another, finds it and sends nothing; its answer is the batch it
+/// names (rebuilt from the store), so no crash can separate the two.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyClaim {
+    /// The request's fingerprint: the key with another request is a conflict.
+    pub fingerprint: u64,
+    /// The batch the request commits under; `None` once it answered with nothing
+    /// enqueued.
+    pub batch: Option<BatchId>,
+    /// When the request claimed the key.
+    pub claimed_at: Millis,
+    /// The request has answered: its batch committed, or it had nothing to enqueue.
+    pub answered: bool,
+}
+
+/// What an `Idempotency-Key` holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeldKey {
+    Claim(KeyClaim),
+    /// An answer remembered by a version before key claims.
+    Answer(IdempotentResponse),
+}
+
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync {
-    async fn idempotent_response(
+    /// Claims `key` for `claim`, atomically across every process that shares the store:
+    /// `None` if the key was free (the caller holds it now), else what holds it.
+    async fn claim_key(
         &self,
         account: AccountId,
         key: &str,
-    ) -> StoreResult<Option<IdempotentResponse>>;
-    async fn remember_response(
+        claim: &KeyClaim,
+    ) -> StoreResult<Option<HeldKey>>;
+    /// Replaces the claim `held` with `next` (`None`: frees the key), only if the key
+    /// still holds exactly `held`; returns whether it did. Replacing a claim that has not
+    /// answered fences its batch: once this returns true, that batch can no longer
+    /// commit (the claim's request is gone or will fail to commit).
+    async fn replace_claim(
         &self,
         account: AccountId,
         key: &str,
-        response: &IdempotentResponse,
-    ) -> StoreResult<()>;
+        held: &KeyClaim,
+        next: Option<&KeyClaim>,
+    ) -> StoreResult<bool>;
+    /// How long an unanswered claim is presumed alive when its request is not running in
+    /// this process: 0 where one process owns the store (a claim it is not running was
+    /// left by a process that is gone), else a lease longer than any accept.
+    fn claim_lease(&self) -> Millis {
+        0
+    }
 }

@@ -20,9 +20,21 @@ pub const CREDITS_RESERVED: &str = "sendme_credits_reserved_total";
 pub const CREDITS_CAPTURED: &str = "sendme_credits_captured_total";
 pub const CREDITS_REFUNDED: &str = "sendme_credits_refunded_total";
 pub const OVERLOADED: &str = "sendme_supervisor_overloaded_total";
+pub const CREDIT_DRIFT: &str = "sendme_credit_drift_credits_total";
+pub const RECONCILIATIONS: &str = "sendme_reconciliations_total";
 
 /// HELP texts for the engine's metrics (call once, after installing the recorder).
 pub fn describe() {
+    describe_counter!(
+        CREDIT_DRIFT,
+        "Credits the reconciliation found reserved without a message to hold them \
+         (`direction=excess`, returned to the balance) or held by messages without a \
+         reservation (`direction=shortfall`); 0 while the books agree."
+    );
+    describe_counter!(
+        RECONCILIATIONS,
+        "Accounts reconciled (their reservation recomputed from their messages), by outcome."
+    );
     describe_counter!(
         RECIPIENTS,
         "Recipients of send requests by outcome: accepted, invalid or duplicate."
@@ -184,4 +196,17 @@ impl RouteMetrics {
             self.rate_wait.record(waited.as_secs_f64());
         }
     }
+}
+
+/// One account reconciled: `drift` is reserved minus what its messages hold.
+pub(crate) fn record_reconciled(drift: i64) {
+    let outcome = if drift == 0 { "agreed" } else { "repaired" };
+    counter!(RECONCILIATIONS, "outcome" => outcome).increment(1);
+    let direction = if drift >= 0 { "excess" } else { "shortfall" };
+    counter!(CREDIT_DRIFT, "direction" => direction).increment(drift.unsigned_abs());
+}
+
+/// An account whose reconciliation failed.
+pub(crate) fn record_reconcile_failed() {
+    counter!(RECONCILIATIONS, "outcome" => "failed").increment(1);
 }

@@ -20,7 +20,7 @@ mod status_writer;
 pub use dispatch::DispatchSettings;
 pub use handle::DeliveryHandle;
 pub use receipts::ReceiptOutcome;
-pub use recovery::{requeue_stale_claims, sweep_stale_claims};
+pub use recovery::{reconcile_all, requeue_stale_claims, run_reconciliation, sweep_stale_claims};
 pub use route::{Pacer, ProviderActor, RouteSettings};
 pub use status_writer::StatusWriter;
 

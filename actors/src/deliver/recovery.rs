@@ -95,3 +95,38 @@ pub async fn sweep_stale_claims(ports: Ports, clock: EngineClock, lease: Duratio
         }
     }
 }
+
+/// Reconciles every account's reservation with its messages ([`Ledger::reconcile`]);
+/// returns the accounts whose books drifted, with the drift repaired.
+pub async fn reconcile_all(ports: &Ports) -> StoreResult<Vec<(AccountId, i64)>> {
+    let mut drifted = Vec::new();
+    for account in ports.accounts.account_ids().await? {
+        match ports.ledger.reconcile(account).await {
+            Ok(drift) => {
+                crate::metrics::record_reconciled(drift);
+                if drift != 0 {
+                    tracing::warn!(%account, drift, "repaired a drift of reserved credits");
+                    drifted.push((account, drift));
+                }
+            }
+            Err(LedgerError::AccountNotFound) => {}
+            Err(e) => {
+                crate::metrics::record_reconcile_failed();
+                tracing::error!(%account, error = ?e, "reconciling an account");
+            }
+        }
+    }
+    Ok(drifted)
+}
+
+/// [`reconcile_all`] every `every`, for as long as the engine runs.
+pub async fn run_reconciliation(ports: Ports, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await; // not at start: recovery runs then
+    loop {
+        tick.tick().await;
+        if let Err(e) = reconcile_all(&ports).await {
+            tracing::error!(error = ?e, "reconciling credits");
+        }
+    }
+}

@@ -80,6 +80,27 @@ impl Account {
         self.reserved = self.reserved.saturating_sub(amount);
     }
 
+    /// Sets the reservation to `held`, what the account's open messages cost, moving the
+    /// difference to the balance (an excess, such as a reservation an accept left behind)
+    /// or from it (a shortfall, never below zero). Returns the drift found (reserved −
+    /// held) and the movement that repairs it, if any.
+    pub fn reconcile(&mut self, held: u64) -> (i64, Option<(LedgerKind, u64)>) {
+        let drift = i64::try_from(i128::from(self.reserved) - i128::from(held))
+            .unwrap_or(if self.reserved > held { i64::MAX } else { i64::MIN });
+        if self.reserved > held {
+            let excess = self.reserved - held;
+            self.release(excess);
+            (drift, Some((LedgerKind::Release, excess)))
+        } else if self.reserved < held {
+            let shortfall = held - self.reserved;
+            self.balance = self.balance.saturating_sub(shortfall);
+            self.reserved = held;
+            (drift, Some((LedgerKind::Reserve, shortfall)))
+        } else {
+            (0, None)
+        }
+    }
+
     /// Settles `amount` of the reservation by `kind` (a capture spends it, a refund
     /// returns it to the balance), never more than is reserved; returns what moved.
     pub fn settle(&mut self, kind: LedgerKind, amount: u64) -> u64 {

@@ -35,6 +35,49 @@ impl Keyspaces {
         self.persist()?;
         Ok(acc)
     }
+
+    /// See [`Ledger::reconcile`]. Holds the status lock and then the ledger lock (the
+    /// order status changes take them): no status change or accept runs meanwhile, and
+    /// each of those moves credits in the same write as the messages they pay for, so
+    /// what the open batches count is exactly what must be reserved.
+    fn reconcile(&self, account: AccountId) -> Result<i64, LedgerError> {
+        let status_guard = self.status_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = self.ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut acc = self.account(account)?.ok_or(LedgerError::AccountNotFound)?;
+        let mut held = 0u64;
+        for g in self.open_batches.iter() {
+            let key = g.key().map_err(backend)?;
+            let Some(batch) = self.get::<Batch>(&self.batches, &key)? else {
+                continue;
+            };
+            if batch.account == account {
+                let open = batch.counts.queued + batch.counts.sending;
+                held = held.saturating_add(open.saturating_mul(u64::from(batch.segments)));
+            }
+        }
+        let (drift, movement) = acc.reconcile(held);
+        if let Some((kind, amount)) = movement {
+            let entry = LedgerEntry {
+                id: LedgerEntryId::new(),
+                account,
+                kind,
+                amount,
+                batch: None,
+                at: now_millis(),
+            };
+            let mut wb = self.buffered_batch();
+            wb.insert(&self.accounts, account.as_bytes().to_vec(), encode(&acc)?);
+            wb.insert(
+                &self.ledger,
+                key2(account.as_bytes(), entry.id.as_bytes()),
+                encode(&entry)?,
+            );
+            wb.commit().map_err(backend)?;
+            drop((guard, status_guard));
+            self.persist()?;
+        }
+        Ok(drift)
+    }
 }
 
 #[async_trait]
@@ -57,6 +100,17 @@ impl AccountStore for EmbeddedStore {
 
     async fn member(&self, id: MemberId) -> StoreResult<Option<Member>> {
         self.keyspaces.get(&self.keyspaces.members, id.as_bytes())
+    }
+
+    async fn account_ids(&self) -> StoreResult<Vec<AccountId>> {
+        self.keyspaces
+            .accounts
+            .iter()
+            .map(|g| {
+                let key = g.key().map_err(backend)?;
+                AccountId::from_slice(&key).ok_or_else(|| StoreError::Corrupt("account key".into()))
+            })
+            .collect()
     }
 
     async fn terms_version(&self) -> StoreResult<u32> {
@@ -84,5 +138,9 @@ impl Ledger for EmbeddedStore {
             .prefix(account.as_bytes())
             .map(|g| decode(&g.value().map_err(backend)?))
             .collect()
+    }
+
+    async fn reconcile(&self, account: AccountId) -> Result<i64, LedgerError> {
+        self.blocking(move |s| s.reconcile(account)).await
     }
 }

@@ -53,6 +53,8 @@ pub trait AccountStore: Send + Sync {
     async fn put_member(&self, member: &Member) -> StoreResult<()>;
     async fn member(&self, id: MemberId) -> StoreResult<Option<Member>>;
     /// The terms version members must have accepted to send (0 before any is published).
+    /// Every account's id (for the reconciliation).
+    async fn account_ids(&self) -> StoreResult<Vec<AccountId>>;
     async fn terms_version(&self) -> StoreResult<u32>;
     async fn publish_terms(&self, version: u32) -> StoreResult<()>;
 }
@@ -63,6 +65,12 @@ pub trait AccountStore: Send + Sync {
 pub trait Ledger: Send + Sync {
     async fn top_up(&self, account: AccountId, amount: u64) -> Result<Account, LedgerError>;
     async fn entries(&self, account: AccountId) -> StoreResult<Vec<LedgerEntry>>;
+    /// Recomputes the account's reservation from its messages (the cost of every message
+    /// still `queued` or `sending`, and of accepts still being written) and repairs a
+    /// drift with [`Account::reconcile`], recorded as a ledger entry (`release` for an
+    /// excess returned to the balance, `reserve` for a shortfall). Returns the drift found:
+    /// reserved minus what the messages hold, 0 when the books agree.
+    async fn reconcile(&self, account: AccountId) -> Result<i64, LedgerError>;
 }
 
 /// A page of a listing and the cursor of the next one.

@@ -1,0 +1,84 @@
+//! `sendme admin …`: what a fresh deployment needs before its first request, done against
+//! the configured store (embedded or ScyllaDB) without the HTTP API: the first account,
+//! its first member (an admin can then use the admin API), and a token for a member.
+//! Each prints one JSON line, for scripts and the k8s bootstrap Job.
+
+use crate::jwt::JwtKeys;
+use anyhow::{bail, Context};
+use sendme_actors::domain::*;
+use sendme_actors::ports::{AccountStore, Ledger};
+use serde_json::json;
+
+/// Creates an account with `credits`; prints `{"accountId": ...}`.
+pub async fn create_account(
+    accounts: &dyn AccountStore,
+    ledger: &dyn Ledger,
+    name: &str,
+    country: &str,
+    credits: u64,
+) -> anyhow::Result<serde_json::Value> {
+    if name.trim().is_empty() {
+        bail!("--name must not be blank");
+    }
+    let country: Country = country
+        .parse()
+        .with_context(|| format!("--country {country}"))?;
+    let account = Account::new(AccountId::new(), name.trim().to_owned(), country, now_millis());
+    accounts.put_account(&account).await?;
+    let account = if credits > 0 {
+        ledger.top_up(account.id, credits).await?
+    } else {
+        account
+    };
+    Ok(json!({
+        "accountId": account.id,
+        "name": account.name,
+        "balance": account.balance,
+    }))
+}
+
+/// Adds a member with `role` to `account`; with `accept_terms`, the member has accepted
+/// the current terms (a sender can send at once). Prints `{"memberId": ...}`.
+pub async fn create_member(
+    accounts: &dyn AccountStore,
+    account: AccountId,
+    role: Role,
+    accept_terms: bool,
+) -> anyhow::Result<serde_json::Value> {
+    accounts
+        .account(account)
+        .await?
+        .with_context(|| format!("no account {account}"))?;
+    let accepted_terms = if accept_terms {
+        Some(accounts.terms_version().await?)
+    } else {
+        None
+    };
+    let member = Member {
+        id: MemberId::new(),
+        account,
+        role,
+        accepted_terms,
+        created_at: now_millis(),
+    };
+    accounts.put_member(&member).await?;
+    Ok(json!({
+        "memberId": member.id,
+        "accountId": account,
+        "role": role,
+        "acceptedTerms": accepted_terms,
+    }))
+}
+
+/// A token for an existing member. Prints `{"token": ...}`.
+pub async fn token(
+    accounts: &dyn AccountStore,
+    keys: &JwtKeys,
+    member: MemberId,
+) -> anyhow::Result<serde_json::Value> {
+    let member = accounts
+        .member(member)
+        .await?
+        .with_context(|| format!("no member {member}"))?;
+    Ok(json!({ "token": keys.issue(&member)? }))
+}

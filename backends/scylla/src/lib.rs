@@ -1,4 +1,4 @@
-//! The store ports on ScyllaDB (cargo feature `scylla`): [`ScyllaStore`] implements
+//! The store ports on ScyllaDB (the app's cargo feature `scylla`): [`ScyllaStore`] implements
 //! [`AccountStore`], [`Ledger`], [`ContactStore`], [`MessageStore`] and
 //! [`IdempotencyStore`] with the semantics of the embedded store, for deployments where
 //! several SendMe processes share one database.
@@ -12,16 +12,17 @@
 //!   second claim of a message is skipped, exactly like the embedded store's check.
 //! - Contact scans page through the buckets; writes of many rows run with bounded
 //!   concurrency ([`ScyllaSettings::write_concurrency`]).
-//! - The schema lives in `schema/*.cql`, embedded in the binary and applied by
-//!   `sendme migrate` ([`schema::migrate`]).
+//! - The schema lives in `schema/*.cql` at the repository root, embedded in the binary
+//!   and applied by `sendme migrate` ([`schema::migrate`]).
 
 mod contacts;
 mod messages;
 pub mod schema;
+mod settings;
 mod statements;
 
-pub use crate::configuration::ScyllaSettings;
 pub use schema::migrate;
+pub use settings::ScyllaSettings;
 
 use anyhow::Context;
 use async_trait::async_trait;

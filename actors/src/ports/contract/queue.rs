@@ -188,7 +188,7 @@ pub async fn two_consumers_split_the_partitions_and_one_takes_over_when_the_othe
 /// One `#[test]` per queue contract case, on the consumer group `$join` (a [`Join`],
 /// evaluated anew in every test) makes. Attributes before it go on every test:
 ///
-/// ```ignore
+/// ```text
 /// sendme_actors::queue_contract_tests!(
 ///     #[cfg_attr(not(kafka_broker), ignore = "needs SENDME_TEST_KAFKA")]
 ///     kafka_join()

@@ -63,7 +63,7 @@ impl Stores {
 /// `$stores` (a future of [`Stores`], evaluated anew in every test) resolves to.
 /// Attributes before it go on every test:
 ///
-/// ```ignore
+/// ```text
 /// sendme_actors::store_contract_tests!(
 ///     #[cfg_attr(not(scylla_server), ignore = "needs SCYLLA_URI")]
 ///     async { scylla_stores().await }

@@ -11,14 +11,16 @@ WORKDIR /src
 # Dependencies first, so a source change does not rebuild them.
 COPY Cargo.toml Cargo.lock ./
 COPY actors/Cargo.toml actors/Cargo.toml
-RUN mkdir -p src actors/src benches examples \
+COPY backends/kafka/Cargo.toml backends/kafka/Cargo.toml
+COPY backends/scylla/Cargo.toml backends/scylla/Cargo.toml
+RUN mkdir -p src actors/src backends/kafka/src backends/scylla/src benches \
     && echo 'fn main() {}' > src/main.rs && touch src/lib.rs actors/src/lib.rs \
+    && touch backends/kafka/src/lib.rs backends/scylla/src/lib.rs \
     && mkdir -p tests/api && echo 'fn main() {}' > benches/engine.rs && touch tests/api/main.rs \
-    && echo 'fn main() {}' > examples/kafka_throughput.rs \
     && cargo build --release --locked --features "$FEATURES" --bin sendme \
-    && rm -rf src actors/src benches examples tests
+    && rm -rf src actors/src backends/kafka/src backends/scylla/src benches tests
 COPY . .
-RUN touch src/main.rs src/lib.rs actors/src/lib.rs \
+RUN touch src/main.rs src/lib.rs actors/src/lib.rs backends/kafka/src/lib.rs backends/scylla/src/lib.rs \
     && cargo build --release --locked --features "$FEATURES" --bin sendme \
     && cp target/release/sendme /usr/local/bin/sendme
 

@@ -5,7 +5,6 @@
 
 use sendme_actors::accept::EngineSettings;
 use sendme_actors::deliver::{DispatchSettings, RouteSettings};
-use sendme_actors::domain::MessageType;
 use sendme_actors::providers::SimulatedSettings;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -79,20 +78,15 @@ pub struct StoreSettings {
     pub scylla: ScyllaSettings,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct ScyllaSettings {
-    /// Contact points, comma separated: `10.0.0.1:9042,10.0.0.2:9042`.
-    pub nodes: String,
-    pub keyspace: String,
-    /// The keyspace's replication map, as CQL, used when `sendme migrate` creates it.
-    pub replication: String,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    /// Rows per page when scanning (contacts for /sms/all and /sms/tags, work indexes).
-    pub page_size: u32,
-    /// Writes in flight at once while accepting a batch or applying status changes.
-    pub write_concurrency: usize,
-}
+/// `store.scylla`: the ScyllaDB store's settings with the `scylla` feature.
+#[cfg(feature = "scylla")]
+pub use sendme_scylla::ScyllaSettings;
+
+/// Without the `scylla` feature the `store.scylla` section is still read (every
+/// configuration file has it) and ignored.
+#[cfg(not(feature = "scylla"))]
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ScyllaSettings {}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -109,74 +103,14 @@ pub struct QueueSettings {
     pub kafka: KafkaSettings,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct KafkaSettings {
-    /// `host:port[,host:port…]`
-    pub brokers: String,
-    /// Topics are `<prefix>.sms.dispatch`, `<prefix>.otp.dispatch`, `<prefix>.dlq` and
-    /// `<prefix>.status`.
-    pub topic_prefix: String,
-    /// Partitions of topics created at start (existing topics keep theirs).
-    pub partitions: i32,
-    pub replication_factor: i32,
-    /// The dispatchers' consumer group.
-    pub group_id: String,
-    /// librdkafka debug contexts (e.g. `cgrp,topic`), logged at debug level.
-    pub debug: Option<String>,
-    /// A dispatcher that owns no partition for 3 session timeouts rejoins the group
-    /// (tansu 0.6 can leave a dead leader in charge; see `kafka.rs`). Off for a group
-    /// with more dispatchers than partitions on a real Kafka cluster.
-    pub rejoin_when_idle: bool,
-    pub session_timeout_ms: u64,
-    /// A dispatcher that does not poll for this long leaves the group; also how long a
-    /// rebalance waits for members that do not rejoin.
-    pub max_poll_interval_ms: u64,
-    pub linger_ms: u64,
-    /// Producer idempotence (needs a broker that grants producer ids).
-    pub idempotence: bool,
-}
+/// `queue.kafka`: the Kafka queue's settings with the `kafka` feature.
+#[cfg(feature = "kafka")]
+pub use sendme_kafka::KafkaSettings;
 
-impl Default for KafkaSettings {
-    fn default() -> Self {
-        Self {
-            brokers: "127.0.0.1:9092".into(),
-            topic_prefix: "sendme".into(),
-            partitions: 8,
-            replication_factor: 1,
-            group_id: "sendme-dispatchers".into(),
-            debug: None,
-            rejoin_when_idle: true,
-            session_timeout_ms: 10_000,
-            max_poll_interval_ms: 60_000,
-            linger_ms: 5,
-            idempotence: true,
-        }
-    }
-}
-
-impl KafkaSettings {
-    pub fn topic(&self, lane: &str) -> String {
-        format!("{}.{lane}", self.topic_prefix)
-    }
-
-    pub fn lane_topic(&self, kind: MessageType) -> String {
-        self.topic(match kind {
-            MessageType::Sms => "sms.dispatch",
-            MessageType::Otp => "otp.dispatch",
-        })
-    }
-
-    /// Every topic SendMe uses.
-    pub fn topics(&self) -> [String; 4] {
-        [
-            self.lane_topic(MessageType::Sms),
-            self.lane_topic(MessageType::Otp),
-            self.topic("dlq"),
-            self.topic("status"),
-        ]
-    }
-}
+/// Without the `kafka` feature the `queue.kafka` section is read, if present, and ignored.
+#[cfg(not(feature = "kafka"))]
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct KafkaSettings {}
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct AuthSettings {

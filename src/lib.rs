@@ -14,8 +14,10 @@
 //! - [`metrics`] installs the Prometheus recorder and times every request by its route
 //!   pattern; [`telemetry`] sets up logs and gives every request an id.
 //! - [`openapi`] is the OpenAPI 3.1 document, generated from the handlers' own types.
-//! - `scylla` (cargo feature `scylla`) puts every store port on ScyllaDB for the
-//!   distributed mode; `sendme migrate` applies its schema.
+//! - The distributed backends are crates of their own: `sendme-scylla` in
+//!   `backends/scylla/` (cargo feature `scylla`) puts every store port on ScyllaDB, and
+//!   `sendme migrate` applies its schema; `sendme-kafka` in `backends/kafka/` (cargo
+//!   feature `kafka`) is the dispatch queue on Kafka.
 //! - The engine itself (supervisor, normalizer pool, dedupe shards, ports and embedded
 //!   backends) is the `sendme-actors` crate in `actors/`.
 
@@ -26,14 +28,10 @@ pub mod demo;
 pub mod error;
 pub mod idempotency;
 pub mod jwt;
-#[cfg(feature = "kafka")]
-pub mod kafka;
 pub mod metrics;
 pub mod openapi;
 pub mod providers;
 pub mod routes;
-#[cfg(feature = "scylla")]
-pub mod scylla;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

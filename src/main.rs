@@ -105,7 +105,7 @@ async fn main() -> anyhow::Result<()> {
             #[cfg(feature = "scylla")]
             StoreKind::Scylla => {
                 let scylla = &settings.store.scylla;
-                sendme::scylla::migrate(scylla).await?;
+                sendme_scylla::migrate(scylla).await?;
                 println!("keyspace {} is up to date", scylla.keyspace);
             }
             #[cfg(not(feature = "scylla"))]

@@ -122,7 +122,7 @@ async fn open_ports(settings: &Settings) -> anyhow::Result<(Ports, Option<Embedd
         })?,
         #[cfg(feature = "scylla")]
         StoreKind::Scylla => {
-            let store = crate::scylla::ScyllaStore::connect(&settings.store.scylla).await?;
+            let store = sendme_scylla::ScyllaStore::connect(&settings.store.scylla).await?;
             let queue = open_queue(settings).await?;
             return Ok((Arc::new(store).ports(queue), None));
         }
@@ -144,7 +144,7 @@ async fn open_queue(settings: &Settings) -> anyhow::Result<Arc<dyn DispatchQueue
         #[cfg(feature = "kafka")]
         QueueKind::Kafka => {
             let kafka = &settings.queue.kafka;
-            let queue = crate::kafka::KafkaQueue::connect(kafka, settings.role.dispatches())
+            let queue = sendme_kafka::KafkaQueue::connect(kafka, settings.role.dispatches())
                 .await
                 .with_context(|| format!("connecting to Kafka at {}", kafka.brokers))?;
             Arc::new(queue)

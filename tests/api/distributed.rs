@@ -1,7 +1,7 @@
 //! Distributed mode end to end: SendMe with the Kafka queue (embedded store) delivers a
 //! 10,000-recipient broadcast and 50 OTPs sent meanwhile to the simulated provider,
-//! every message once. Runs when
-//! `SENDME_TEST_KAFKA` names a broker (`.ci/run` starts tansu).
+//! every message once. Runs when `SENDME_TEST_KAFKA` names a broker when the tests are
+//! built (`.ci/run` starts tansu); shows as ignored otherwise.
 
 use crate::helpers::*;
 use sendme::configuration::{KafkaSettings, ProcessRole, QueueKind};
@@ -9,11 +9,15 @@ use serde_json::{json, Value};
 use std::collections::HashSet;
 
 #[actix_web::test]
+#[cfg_attr(
+    not(kafka_broker),
+    ignore = "needs SENDME_TEST_KAFKA (a Kafka-protocol broker, host:port)"
+)]
 async fn a_10k_broadcast_over_kafka_is_delivered_once_each() {
-    let Ok(brokers) = std::env::var("SENDME_TEST_KAFKA") else {
-        eprintln!("SENDME_TEST_KAFKA is not set: skipping the Kafka end-to-end test");
-        return;
-    };
+    let brokers = std::env::var("SENDME_TEST_KAFKA")
+        .ok()
+        .filter(|b| !b.is_empty())
+        .expect("SENDME_TEST_KAFKA names the broker (host:port)");
     let unique = uuid::Uuid::now_v7().simple().to_string();
     let app = spawn_app_with(|s| {
         s.role = ProcessRole::All;

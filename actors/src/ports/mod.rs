@@ -10,6 +10,8 @@
 //! May use [`crate::domain`] only.
 
 mod bundle;
+#[cfg(feature = "contract")]
+pub mod contract;
 pub mod provider;
 pub mod queue;
 pub mod store;

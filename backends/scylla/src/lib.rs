@@ -1,4 +1,4 @@
-//! The store ports on ScyllaDB (cargo feature `scylla`): [`ScyllaStore`] implements
+//! The store ports on ScyllaDB (the app's cargo feature `scylla`): [`ScyllaStore`] implements
 //! [`AccountStore`], [`Ledger`], [`ContactStore`], [`MessageStore`] and
 //! [`IdempotencyStore`] with the semantics of the embedded store, for deployments where
 //! several SendMe processes share one database.
@@ -12,16 +12,19 @@
 //!   second claim of a message is skipped, exactly like the embedded store's check.
 //! - Contact scans page through the buckets; writes of many rows run with bounded
 //!   concurrency ([`ScyllaSettings::write_concurrency`]).
-//! - The schema lives in `schema/*.cql`, embedded in the binary and applied by
-//!   `sendme migrate` ([`schema::migrate`]).
+//! - The schema lives in `schema/*.cql` at the repository root, embedded in the binary
+//!   and applied by `sendme migrate` ([`schema::migrate`]).
 
+mod accounts;
 mod contacts;
+mod idempotency;
 mod messages;
 pub mod schema;
+mod settings;
 mod statements;
 
-pub use crate::configuration::ScyllaSettings;
 pub use schema::migrate;
+pub use settings::ScyllaSettings;
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -417,187 +420,6 @@ fn parse_ledger_kind(s: &str) -> StoreResult<LedgerKind> {
         "refund" => LedgerKind::Refund,
         other => return Err(corrupt(format!("unknown ledger kind `{other}`"))),
     })
-}
-
-fn role_str(role: Role) -> &'static str {
-    match role {
-        Role::Member => "member",
-        Role::Admin => "admin",
-    }
-}
-
-fn parse_role(s: &str) -> StoreResult<Role> {
-    match s {
-        "member" => Ok(Role::Member),
-        "admin" => Ok(Role::Admin),
-        other => Err(corrupt(format!("unknown role `{other}`"))),
-    }
-}
-
-const TERMS_VERSION: &str = "terms_version";
-
-#[async_trait]
-impl AccountStore for ScyllaStore {
-    async fn put_account(&self, a: &Account) -> StoreResult<()> {
-        self.exec(
-            &self.st.insert_account,
-            (
-                a.id.0,
-                a.name.as_str(),
-                a.default_country.as_str(),
-                a.balance as i64,
-                a.reserved as i64,
-                CqlTimestamp(a.created_at),
-            ),
-        )
-        .await
-    }
-
-    async fn account(&self, id: AccountId) -> StoreResult<Option<Account>> {
-        self.read_account(id).await
-    }
-
-    async fn put_member(&self, m: &Member) -> StoreResult<()> {
-        self.exec(
-            &self.st.insert_member,
-            (
-                m.id.0,
-                m.account.0,
-                role_str(m.role),
-                m.accepted_terms.map(|v| v as i32),
-                CqlTimestamp(m.created_at),
-            ),
-        )
-        .await
-    }
-
-    async fn member(&self, id: MemberId) -> StoreResult<Option<Member>> {
-        type Row = (
-            Uuid,
-            Option<Uuid>,
-            Option<String>,
-            Option<i32>,
-            Option<CqlTimestamp>,
-        );
-        let Some((id, account, role, accepted, created_at)) =
-            self.one::<Row>(&self.st.select_member, (id.0,)).await?
-        else {
-            return Ok(None);
-        };
-        Ok(Some(Member {
-            id: MemberId(id),
-            account: AccountId(account.ok_or_else(|| corrupt("member without account"))?),
-            role: parse_role(role.as_deref().unwrap_or_default())?,
-            accepted_terms: accepted.map(|v| v as u32),
-            created_at: millis(created_at),
-        }))
-    }
-
-    async fn terms_version(&self) -> StoreResult<u32> {
-        let value = self
-            .one::<(Option<String>,)>(&self.st.select_setting, (TERMS_VERSION,))
-            .await?
-            .and_then(|(v,)| v);
-        match value {
-            None => Ok(0),
-            Some(v) => v.parse().map_err(corrupt_from),
-        }
-    }
-
-    async fn publish_terms(&self, version: u32) -> StoreResult<()> {
-        self.exec(
-            &self.st.insert_setting,
-            (TERMS_VERSION, version.to_string()),
-        )
-        .await
-    }
-}
-
-#[async_trait]
-impl Ledger for ScyllaStore {
-    async fn top_up(&self, account: AccountId, amount: u64) -> Result<Account, LedgerError> {
-        let acc = self
-            .update_balance(account, |acc| {
-                acc.top_up(amount);
-                Ok::<_, LedgerError>(())
-            })
-            .await?;
-        self.record(account, LedgerKind::TopUp, amount, None)
-            .await?;
-        Ok(acc)
-    }
-
-    async fn entries(&self, account: AccountId) -> StoreResult<Vec<LedgerEntry>> {
-        type Row = (
-            Uuid,
-            Uuid,
-            Option<String>,
-            Option<i64>,
-            Option<Uuid>,
-            Option<CqlTimestamp>,
-        );
-        self.rows::<Row>(&self.st.select_ledger_entries, (account.0,))
-            .await?
-            .into_iter()
-            .map(|(account, id, kind, amount, queue, at)| {
-                Ok(LedgerEntry {
-                    id: LedgerEntryId(id),
-                    account: AccountId(account),
-                    kind: parse_ledger_kind(kind.as_deref().unwrap_or_default())?,
-                    amount: amount.unwrap_or(0).max(0) as u64,
-                    batch: queue.map(BatchId),
-                    at: millis(at),
-                })
-            })
-            .collect()
-    }
-}
-
-#[async_trait]
-impl IdempotencyStore for ScyllaStore {
-    async fn idempotent_response(
-        &self,
-        account: AccountId,
-        key: &str,
-    ) -> StoreResult<Option<IdempotentResponse>> {
-        type Row = (
-            Option<i64>,
-            Option<i32>,
-            Option<Vec<u8>>,
-            Option<CqlTimestamp>,
-        );
-        Ok(self
-            .one::<Row>(&self.st.select_idempotency, (account.0, key))
-            .await?
-            .map(|(fingerprint, status, body, at)| IdempotentResponse {
-                request_fingerprint: fingerprint.unwrap_or(0) as u64,
-                status: status.unwrap_or(0) as u16,
-                body: body.unwrap_or_default(),
-                at: millis(at),
-            }))
-    }
-
-    /// Kept 24 hours (the table's default TTL).
-    async fn remember_response(
-        &self,
-        account: AccountId,
-        key: &str,
-        response: &IdempotentResponse,
-    ) -> StoreResult<()> {
-        self.exec(
-            &self.st.insert_idempotency,
-            (
-                account.0,
-                key,
-                // The fingerprint's bits, stored in a signed column.
-                response.request_fingerprint as i64,
-                i32::from(response.status),
-                response.body.as_slice(),
-                CqlTimestamp(response.at),
-            ),
-        )
-        .await
-    }
 }
 
 #[cfg(test)]

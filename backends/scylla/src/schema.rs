@@ -7,7 +7,7 @@ use scylla::client::session::Session;
 /// `schema/*.cql` in the order they apply. Embedded so the binary migrates from any
 /// working directory.
 pub const SCHEMA_FILES: &[(&str, &str)] =
-    &[("001_init.cql", include_str!("../../schema/001_init.cql"))];
+    &[("001_init.cql", include_str!("../../../schema/001_init.cql"))];
 
 /// The statements of a schema file: comments removed, split at `;`, blanks dropped.
 /// (Our schema has no `;` or `--` inside string literals; quotes are still honoured.)

@@ -1,4 +1,4 @@
-//! The Kafka backend of [`DispatchQueue`] (cargo feature `kafka`).
+//! The Kafka backend of [`DispatchQueue`] (the app's cargo feature `kafka`).
 //!
 //! - Two lanes, two topics: `<prefix>.otp.dispatch` is drained before
 //!   `<prefix>.sms.dispatch`, so an OTP never waits behind a bulk backlog. Each lane has
@@ -14,7 +14,10 @@
 //! - Partition assignment and revocation drive [`DispatchQueue::owned_share`], which
 //!   splits a provider's rate across the dispatcher replicas.
 
-use crate::configuration::KafkaSettings;
+mod settings;
+
+pub use settings::KafkaSettings;
+
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;

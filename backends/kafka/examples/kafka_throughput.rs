@@ -2,12 +2,11 @@
 //! publishes N records through `KafkaQueue::publish` (acks=all, idempotent, lz4), then
 //! consumes them with `poll` + `commit` as a dispatcher does, on fresh topics.
 //!
-//! cargo run --release --features kafka --example kafka_throughput -- 127.0.0.1:39092 200000
+//! cargo run --release -p sendme-kafka --example kafka_throughput -- 127.0.0.1:39092 200000
 
-use sendme::configuration::KafkaSettings;
-use sendme::kafka::KafkaQueue;
 use sendme_actors::domain::{MessageId, MessageType, PhoneNumber};
 use sendme_actors::ports::{DispatchQueue, QueueRecord};
+use sendme_kafka::{KafkaQueue, KafkaSettings};
 use std::time::{Duration, Instant};
 
 #[tokio::main]

@@ -1,33 +1,28 @@
-//! The `DispatchQueue` contract, run on every backend available: the in-process queue
-//! always; Kafka when built with `--features kafka` and `SENDME_TEST_KAFKA` names a
-//! running broker (`.ci/run` starts tansu on 127.0.0.1 and sets it).
+//! The `DispatchQueue` contract, written once and run against each backend by
+//! [`queue_contract_tests!`](crate::queue_contract_tests): the in-process queue in
+//! `actors/tests/queue_contract.rs`, Kafka in `backends/kafka/tests/queue_contract.rs`
+//! (when `SENDME_TEST_KAFKA` names a running broker; `.ci/run` starts tansu on 127.0.0.1
+//! and sets it).
 //!
-//! A backend is a consumer-group factory: every call joins the same group.
+//! A backend is a consumer-group factory ([`Join`]): every call joins the same group.
 
-use sendme_actors::domain::{MessageId, MessageType, PhoneNumber};
-use sendme_actors::embedded::InProcessQueue;
-use sendme_actors::ports::{DispatchQueue, QueueRecord};
+use crate::domain::{MessageId, MessageType, PhoneNumber};
+use crate::ports::{DispatchQueue, QueueRecord};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-type Consumer = Arc<dyn DispatchQueue>;
-type Join = Box<dyn Fn() -> Pin<Box<dyn Future<Output = Consumer>>>>;
+/// One member of the consumer group.
+pub type Consumer = Arc<dyn DispatchQueue>;
+/// Joins the group: a new consumer each call.
+pub type Join = Box<dyn Fn() -> Pin<Box<dyn Future<Output = Consumer>>>>;
 
 /// Bounds every wait on the broker (rebalances, deliveries).
 const PATIENCE: Duration = Duration::from_secs(60);
 /// Records asked for per poll.
 const POLL_MAX: usize = 37;
-
-fn in_process() -> Join {
-    let queue = Arc::new(InProcessQueue::new(8));
-    Box::new(move || {
-        let consumer: Consumer = Arc::new(queue.consumer());
-        Box::pin(async move { consumer })
-    })
-}
 
 fn record(n: u64, kind: MessageType) -> QueueRecord {
     let phone = PhoneNumber::from_trusted(&format!("+57300{:07}", n)).unwrap();
@@ -89,7 +84,7 @@ async fn settle(consumers: &[&Consumer]) {
     }
 }
 
-async fn one_recipients_records_keep_their_order_and_spread_over_partitions(join: Join) {
+pub async fn one_recipients_records_keep_their_order_and_spread_over_partitions(join: Join) {
     let consumer = join().await;
     settle(&[&consumer]).await;
     let first: Vec<_> = (0..300).map(|n| record(n, MessageType::Sms)).collect();
@@ -120,7 +115,7 @@ async fn one_recipients_records_keep_their_order_and_spread_over_partitions(join
     assert!(partitions.len() >= 4, "load spreads: {partitions:?}");
 }
 
-async fn records_not_committed_come_back_after_their_consumer_is_dropped(join: Join) {
+pub async fn records_not_committed_come_back_after_their_consumer_is_dropped(join: Join) {
     let first = join().await;
     settle(&[&first]).await;
     let records: Vec<_> = (0..200).map(|n| record(n, MessageType::Sms)).collect();
@@ -153,7 +148,9 @@ async fn records_not_committed_come_back_after_their_consumer_is_dropped(join: J
     assert!(ids(&again).is_subset(&records.iter().map(|r| r.message).collect()));
 }
 
-async fn two_consumers_split_the_partitions_and_one_takes_over_when_the_other_leaves(join: Join) {
+pub async fn two_consumers_split_the_partitions_and_one_takes_over_when_the_other_leaves(
+    join: Join,
+) {
     let a = join().await;
     let b = join().await;
     settle(&[&a, &b]).await;
@@ -188,74 +185,55 @@ async fn two_consumers_split_the_partitions_and_one_takes_over_when_the_other_le
     settle(&[&a]).await;
 }
 
-macro_rules! contract {
-    ($backend:ident, $join:expr) => {
-        mod $backend {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn keeps_order_per_recipient_and_spreads_load() {
-                if let Some(join) = $join {
-                    one_recipients_records_keep_their_order_and_spread_over_partitions(join).await;
-                }
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redelivers_what_a_dropped_consumer_did_not_commit() {
-                if let Some(join) = $join {
-                    records_not_committed_come_back_after_their_consumer_is_dropped(join).await;
-                }
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn splits_partitions_and_takes_over_after_a_consumer_leaves() {
-                if let Some(join) = $join {
-                    two_consumers_split_the_partitions_and_one_takes_over_when_the_other_leaves(
-                        join,
-                    )
-                    .await;
-                }
-            }
+/// One `#[test]` per queue contract case, on the consumer group `$join` (a [`Join`],
+/// evaluated anew in every test) makes. Attributes before it go on every test:
+///
+/// ```text
+/// sendme_actors::queue_contract_tests!(
+///     #[cfg_attr(not(kafka_broker), ignore = "needs SENDME_TEST_KAFKA")]
+///     kafka_join()
+/// );
+/// ```
+#[macro_export]
+macro_rules! queue_contract_tests {
+    // The attributes one by one (an expression may start with `#[...]` too).
+    (@attrs [$($attrs:tt)*] #[$attr:meta] $($rest:tt)*) => {
+        $crate::queue_contract_tests!(@attrs [$($attrs)* #[$attr]] $($rest)*);
+    };
+    (@attrs $attrs:tt $join:expr $(,)?) => {
+        $crate::__queue_contract_cases! {
+            $attrs [$join]
+            keeps_order_per_recipient_and_spreads_load =>
+                one_recipients_records_keep_their_order_and_spread_over_partitions,
+            redelivers_what_a_dropped_consumer_did_not_commit =>
+                records_not_committed_come_back_after_their_consumer_is_dropped,
+            splits_partitions_and_takes_over_after_a_consumer_leaves =>
+                two_consumers_split_the_partitions_and_one_takes_over_when_the_other_leaves,
         }
+    };
+    ($($input:tt)*) => {
+        $crate::queue_contract_tests!(@attrs [] $($input)*);
     };
 }
 
-contract!(in_process_queue, Some(in_process()));
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __queue_contract_cases {
+    ($attrs:tt $join:tt $($test:ident => $case:ident),* $(,)?) => {
+        $($crate::__queue_contract_case! { $attrs $join $test $case })*
+    };
+}
 
-#[cfg(feature = "kafka")]
-contract!(kafka_queue, kafka::join());
-
-#[cfg(feature = "kafka")]
-mod kafka {
-    use super::*;
-    use sendme::configuration::KafkaSettings;
-    use sendme::kafka::KafkaQueue;
-
-    /// A group on fresh topics of the broker named by `SENDME_TEST_KAFKA`.
-    pub fn join() -> Option<Join> {
-        let Ok(brokers) = std::env::var("SENDME_TEST_KAFKA") else {
-            eprintln!("SENDME_TEST_KAFKA is not set: skipping the Kafka contract");
-            return None;
-        };
-        let unique = uuid::Uuid::now_v7().simple().to_string();
-        let settings = KafkaSettings {
-            brokers,
-            topic_prefix: format!("contract-{unique}"),
-            partitions: 8,
-            group_id: format!("contract-{unique}"),
-            session_timeout_ms: 6000,
-            max_poll_interval_ms: 10_000,
-            linger_ms: 1,
-            ..KafkaSettings::default()
-        };
-        Some(Box::new(move || {
-            let settings = settings.clone();
-            Box::pin(async move {
-                let queue = KafkaQueue::connect(&settings, true)
-                    .await
-                    .expect("connecting to the test broker");
-                Arc::new(queue) as Consumer
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __queue_contract_case {
+    ([$(#[$attr:meta])*] [$join:expr] $test:ident $case:ident) => {
+        $(#[$attr])*
+        #[test]
+        fn $test() {
+            $crate::ports::contract::run(async {
+                $crate::ports::contract::queue::$case($join).await
             })
-        }))
-    }
+        }
+    };
 }

@@ -1,0 +1,173 @@
+//! Store contract cases: accounts, members and terms, the ledger, accepting batches.
+
+use super::*;
+
+// ---------------------------------------------------------------------------------
+// Accounts and the ledger
+
+pub async fn accounts_members_and_terms_round_trip(s: Stores) {
+    let account = Account {
+        id: AccountId::new(),
+        name: "Acme".into(),
+        default_country: "MX".parse().unwrap(),
+        balance: 42,
+        reserved: 0,
+        created_at: 1_700_000_000_123,
+    };
+    s.accounts.put_account(&account).await.unwrap();
+    assert_eq!(
+        s.accounts.account(account.id).await.unwrap(),
+        Some(account.clone())
+    );
+    assert_eq!(s.accounts.account(AccountId::new()).await.unwrap(), None);
+
+    let member = Member {
+        id: MemberId::new(),
+        account: account.id,
+        role: Role::Admin,
+        accepted_terms: Some(2),
+        created_at: 1_700_000_000_456,
+    };
+    s.accounts.put_member(&member).await.unwrap();
+    assert_eq!(
+        s.accounts.member(member.id).await.unwrap(),
+        Some(member.clone())
+    );
+    let never_accepted = Member {
+        id: MemberId::new(),
+        role: Role::Member,
+        accepted_terms: None,
+        ..member
+    };
+    s.accounts.put_member(&never_accepted).await.unwrap();
+    assert_eq!(
+        s.accounts.member(never_accepted.id).await.unwrap(),
+        Some(never_accepted)
+    );
+    assert_eq!(s.accounts.member(MemberId::new()).await.unwrap(), None);
+
+    assert_eq!(s.accounts.terms_version().await.unwrap(), 0);
+    s.accounts.publish_terms(3).await.unwrap();
+    assert_eq!(s.accounts.terms_version().await.unwrap(), 3);
+}
+
+pub async fn top_up_adds_credits_with_a_ledger_entry(s: Stores) {
+    let id = account_with(&s, 0).await;
+    let acc = s.ledger.top_up(id, 25).await.unwrap();
+    assert_eq!((acc.balance, acc.reserved), (25, 0));
+    let acc = s.ledger.top_up(id, 5).await.unwrap();
+    assert_eq!(acc.balance, 30);
+    assert_eq!(balance(&s, id).await, (30, 0));
+    let entries = s.ledger.entries(id).await.unwrap();
+    assert_eq!(
+        entries_of(&entries, LedgerKind::TopUp),
+        vec![25, 5],
+        "oldest first"
+    );
+    assert!(entries.iter().all(|e| e.account == id && e.batch.is_none()));
+    assert!(matches!(
+        s.ledger.top_up(AccountId::new(), 1).await,
+        Err(LedgerError::AccountNotFound)
+    ));
+}
+
+// ---------------------------------------------------------------------------------
+// Accepting batches
+
+pub async fn accept_batch_reserves_exactly_its_cost(s: Stores) {
+    let account = account_with(&s, 10).await;
+    let (b, recipients) = batch(account, MessageType::Sms, 2, &[phone(1), phone(2)]);
+    let back = s
+        .messages
+        .accept_batch(&b, recipients.clone())
+        .await
+        .unwrap();
+    assert_eq!(back, recipients, "the recipients come back for the answer");
+    assert_eq!(balance(&s, account).await, (6, 4));
+    let entries = s.ledger.entries(account).await.unwrap();
+    let reserve: Vec<_> = entries
+        .iter()
+        .filter(|e| e.kind == LedgerKind::Reserve)
+        .collect();
+    assert_eq!(reserve.len(), 1);
+    assert_eq!((reserve[0].amount, reserve[0].batch), (4, Some(b.id)));
+
+    assert_eq!(s.messages.batch(b.id).await.unwrap(), Some(b.clone()));
+    assert_eq!(s.messages.batch(BatchId::new()).await.unwrap(), None);
+    for (id, to) in recipients.iter() {
+        let m = s.messages.message(id).await.unwrap().unwrap();
+        assert_eq!(m, Message::queued(id, &b, to.clone()));
+    }
+    assert_eq!(s.messages.message(MessageId::new()).await.unwrap(), None);
+}
+
+pub async fn accept_batch_without_enough_balance_writes_nothing(s: Stores) {
+    let account = account_with(&s, 2).await;
+    let (b, recipients) = batch(
+        account,
+        MessageType::Sms,
+        1,
+        &[phone(1), phone(2), phone(3)],
+    );
+    let ids: Vec<_> = recipients.ids().collect();
+    match s.messages.accept_batch(&b, recipients).await {
+        Err(LedgerError::InsufficientBalance { needed, available }) => {
+            assert_eq!((needed, available), (3, 2))
+        }
+        other => panic!("expected InsufficientBalance, got {other:?}"),
+    }
+    assert_eq!(balance(&s, account).await, (2, 0));
+    assert_eq!(s.messages.batch(b.id).await.unwrap(), None);
+    for id in &ids {
+        assert_eq!(s.messages.message(*id).await.unwrap(), None);
+    }
+    let queued = s.messages.queued_messages().await.unwrap();
+    assert!(queued.iter().all(|r| !ids.contains(&r.message)));
+    let listed = s
+        .messages
+        .list_messages(&MessageFilter {
+            account,
+            limit: 10,
+            ..MessageFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(listed.items.is_empty());
+    let entries = s.ledger.entries(account).await.unwrap();
+    assert!(entries.iter().all(|e| e.kind == LedgerKind::TopUp));
+
+    let (b, recipients) = batch(AccountId::new(), MessageType::Sms, 1, &[phone(1)]);
+    assert!(matches!(
+        s.messages.accept_batch(&b, recipients).await,
+        Err(LedgerError::AccountNotFound)
+    ));
+}
+
+pub async fn concurrent_accepts_never_overdraw(s: Stores) {
+    // 15 credits, 20 requests of 2: exactly 7 fit.
+    let account = account_with(&s, 15).await;
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let (b, recipients) = batch(account, MessageType::Sms, 2, &[phone(i)]);
+                (b.id, s.messages.accept_batch(&b, recipients).await)
+            })
+        })
+        .collect();
+    let mut accepted = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            (id, Ok(_)) => accepted.push(id),
+            (_, Err(LedgerError::InsufficientBalance { needed: 2, .. })) => {}
+            (_, Err(e)) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!(accepted.len(), 7);
+    assert_eq!(balance(&s, account).await, (1, 14));
+    let entries = s.ledger.entries(account).await.unwrap();
+    assert_eq!(entries_of(&entries, LedgerKind::Reserve), vec![2; 7]);
+    for id in accepted {
+        assert!(s.messages.batch(id).await.unwrap().is_some());
+    }
+}

@@ -1,0 +1,137 @@
+//! Accounts, members, terms and the ledger.
+
+use super::*;
+
+fn role_str(role: Role) -> &'static str {
+    match role {
+        Role::Member => "member",
+        Role::Admin => "admin",
+    }
+}
+
+fn parse_role(s: &str) -> StoreResult<Role> {
+    match s {
+        "member" => Ok(Role::Member),
+        "admin" => Ok(Role::Admin),
+        other => Err(corrupt(format!("unknown role `{other}`"))),
+    }
+}
+
+const TERMS_VERSION: &str = "terms_version";
+
+#[async_trait]
+impl AccountStore for ScyllaStore {
+    async fn put_account(&self, a: &Account) -> StoreResult<()> {
+        self.exec(
+            &self.st.insert_account,
+            (
+                a.id.0,
+                a.name.as_str(),
+                a.default_country.as_str(),
+                a.balance as i64,
+                a.reserved as i64,
+                CqlTimestamp(a.created_at),
+            ),
+        )
+        .await
+    }
+
+    async fn account(&self, id: AccountId) -> StoreResult<Option<Account>> {
+        self.read_account(id).await
+    }
+
+    async fn put_member(&self, m: &Member) -> StoreResult<()> {
+        self.exec(
+            &self.st.insert_member,
+            (
+                m.id.0,
+                m.account.0,
+                role_str(m.role),
+                m.accepted_terms.map(|v| v as i32),
+                CqlTimestamp(m.created_at),
+            ),
+        )
+        .await
+    }
+
+    async fn member(&self, id: MemberId) -> StoreResult<Option<Member>> {
+        type Row = (
+            Uuid,
+            Option<Uuid>,
+            Option<String>,
+            Option<i32>,
+            Option<CqlTimestamp>,
+        );
+        let Some((id, account, role, accepted, created_at)) =
+            self.one::<Row>(&self.st.select_member, (id.0,)).await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Member {
+            id: MemberId(id),
+            account: AccountId(account.ok_or_else(|| corrupt("member without account"))?),
+            role: parse_role(role.as_deref().unwrap_or_default())?,
+            accepted_terms: accepted.map(|v| v as u32),
+            created_at: millis(created_at),
+        }))
+    }
+
+    async fn terms_version(&self) -> StoreResult<u32> {
+        let value = self
+            .one::<(Option<String>,)>(&self.st.select_setting, (TERMS_VERSION,))
+            .await?
+            .and_then(|(v,)| v);
+        match value {
+            None => Ok(0),
+            Some(v) => v.parse().map_err(corrupt_from),
+        }
+    }
+
+    async fn publish_terms(&self, version: u32) -> StoreResult<()> {
+        self.exec(
+            &self.st.insert_setting,
+            (TERMS_VERSION, version.to_string()),
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl Ledger for ScyllaStore {
+    async fn top_up(&self, account: AccountId, amount: u64) -> Result<Account, LedgerError> {
+        let acc = self
+            .update_balance(account, |acc| {
+                acc.top_up(amount);
+                Ok::<_, LedgerError>(())
+            })
+            .await?;
+        self.record(account, LedgerKind::TopUp, amount, None)
+            .await?;
+        Ok(acc)
+    }
+
+    async fn entries(&self, account: AccountId) -> StoreResult<Vec<LedgerEntry>> {
+        type Row = (
+            Uuid,
+            Uuid,
+            Option<String>,
+            Option<i64>,
+            Option<Uuid>,
+            Option<CqlTimestamp>,
+        );
+        self.rows::<Row>(&self.st.select_ledger_entries, (account.0,))
+            .await?
+            .into_iter()
+            .map(|(account, id, kind, amount, queue, at)| {
+                Ok(LedgerEntry {
+                    id: LedgerEntryId(id),
+                    account: AccountId(account),
+                    kind: parse_ledger_kind(kind.as_deref().unwrap_or_default())?,
+                    amount: amount.unwrap_or(0).max(0) as u64,
+                    batch: queue.map(BatchId),
+                    at: millis(at),
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,205 @@
+//! Accepting a batch: reserve its cost with a compare-and-set on the account, write the
+//! messages and their index rows, then the batch row (the commit marker).
+
+use super::*;
+use scylla::statement::batch::{Batch as CqlBatch, BatchType};
+
+/// Rows per unlogged batch when many rows go to one partition (a batch's or a day's
+/// message index): one round trip and one partition write per group instead of one per
+/// row. Rows for different partitions (the messages themselves, recipients, shards) are
+/// written individually with bounded concurrency instead, because the driver routes each
+/// straight to its replicas, while a multi-partition batch would load one coordinator.
+const ROWS_PER_BATCH: usize = 64;
+
+impl ScyllaStore {
+    /// One unlogged batch of `statement` per [`ROWS_PER_BATCH`] rows, for rows that share
+    /// a partition.
+    fn grouped_writes<'a, V>(
+        &'a self,
+        statement: &'a PreparedStatement,
+        rows: Vec<V>,
+    ) -> Vec<Write<'a>>
+    where
+        V: SerializeRow + Send + Sync + 'a,
+    {
+        let mut groups = Vec::new();
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let group: Vec<V> = rows.by_ref().take(ROWS_PER_BATCH).collect();
+            let mut batch = CqlBatch::new(BatchType::Unlogged);
+            for _ in 0..group.len() {
+                batch.append_statement(statement.clone());
+            }
+            batch.set_is_idempotent(true);
+            groups.push(Box::pin(async move {
+                self.session
+                    .batch(&batch, &group)
+                    .await
+                    .map(drop)
+                    .map_err(backend)
+            }) as Write<'a>);
+        }
+        groups
+    }
+
+    /// Writes the messages of `batch` and their index rows (everything but the batch row).
+    async fn write_messages(&self, batch: &Batch, recipients: &MessageBlock) -> StoreResult<()> {
+        let q = batch.id.0;
+        let account = batch.account.0;
+        let kind = batch.kind.as_str();
+        let queued = MessageStatus::Queued.as_str();
+        let mut writes: Vec<Write<'_>> = Vec::new();
+        let mut days: HashMap<i32, Vec<(Uuid, i32, Uuid)>> = HashMap::new();
+        for id in recipients.ids() {
+            days.entry(day_of(id.0))
+                .or_default()
+                .push((account, day_of(id.0), id.0));
+        }
+        for day in days.keys() {
+            writes.push(Box::pin(
+                self.exec(&self.st.insert_account_day, (account, *day)),
+            ));
+        }
+        for rows in days.into_values() {
+            writes.extend(self.grouped_writes(&self.st.insert_message_by_account, rows));
+        }
+        let by_batch: Vec<_> = recipients.iter().map(|(id, _)| (q, id.0, queued)).collect();
+        writes.extend(self.grouped_writes(&self.st.insert_message_by_batch, by_batch));
+        let per_message = recipients.iter().flat_map(|(id, phone)| {
+            let m = Message::queued(id, batch, phone.clone());
+            let events = events_to_cql(&m.events);
+            let insert = self.exec(
+                &self.st.insert_message,
+                (
+                    id.0,
+                    q,
+                    account,
+                    phone.as_str(),
+                    kind,
+                    queued,
+                    m.segments as i32,
+                    m.cost as i64,
+                    CqlTimestamp(m.created_at),
+                    CqlTimestamp(m.updated_at),
+                    m.attempts as i32,
+                    events,
+                    0i32,
+                    0i32,
+                ),
+            );
+            let by_recipient = self.exec(
+                &self.st.insert_message_by_recipient,
+                (account, phone.as_str(), id.0),
+            );
+            let by_status = self.exec(
+                &self.st.insert_message_by_status,
+                (
+                    queued,
+                    shard(id),
+                    id.0,
+                    q,
+                    phone.as_str(),
+                    kind,
+                    CqlTimestamp(batch.created_at),
+                ),
+            );
+            [
+                Box::pin(insert) as Write<'_>,
+                Box::pin(by_recipient),
+                Box::pin(by_status),
+            ]
+        });
+        writes.extend(per_message);
+        self.write_all(writes).await
+    }
+
+    /// Best effort: removes what [`ScyllaStore::write_messages`] may have written.
+    async fn remove_messages(&self, batch: &Batch, recipients: &MessageBlock) {
+        let account = batch.account.0;
+        let queued = MessageStatus::Queued.as_str();
+        let deletes = recipients.iter().flat_map(|(id, phone)| {
+            [
+                Box::pin(self.exec(&self.st.delete_message, (id.0,))) as Write<'_>,
+                Box::pin(self.exec(&self.st.delete_message_by_batch, (batch.id.0, id.0))),
+                Box::pin(self.exec(
+                    &self.st.delete_message_by_account,
+                    (account, day_of(id.0), id.0),
+                )),
+                Box::pin(self.exec(
+                    &self.st.delete_message_by_recipient,
+                    (account, phone.as_str(), id.0),
+                )),
+                Box::pin(self.exec(&self.st.delete_message_by_status, (queued, shard(id), id.0))),
+            ]
+        });
+        let deletes = deletes.collect();
+        if let Err(e) = self.write_all(deletes).await {
+            tracing::warn!(
+                queue = %batch.id,
+                error = %e,
+                "could not remove the messages of a failed accept; they stay invisible"
+            );
+        }
+    }
+
+    /// [`MessageStore::accept_batch`] (the recipients go back to the caller there).
+    pub(super) async fn accept(
+        &self,
+        batch: &Batch,
+        recipients: &MessageBlock,
+    ) -> Result<(), LedgerError> {
+        let needed = batch.cost;
+        self.update_balance(batch.account, |acc| {
+            acc.reserve(needed)?;
+            Ok::<_, LedgerError>(())
+        })
+        .await?;
+        let entry = self
+            .record(batch.account, LedgerKind::Reserve, needed, Some(batch.id))
+            .await;
+        let entry_written = entry.is_ok();
+        let written = async {
+            entry?;
+            self.write_messages(batch, recipients).await?;
+            let counts: HashMap<&str, i64> = MessageStatus::ALL
+                .iter()
+                .map(|s| (s.as_str(), batch.counts.get(*s) as i64))
+                .filter(|(_, n)| *n != 0)
+                .collect();
+            // Last: the commit marker.
+            self.exec(
+                &self.st.insert_batch,
+                (
+                    batch.id.0,
+                    batch.account.0,
+                    batch.member.0,
+                    batch.kind.as_str(),
+                    batch.body.as_str(),
+                    batch.segments as i32,
+                    batch.total as i64,
+                    batch.cost as i64,
+                    counts,
+                    CqlTimestamp(batch.created_at),
+                ),
+            )
+            .await
+        }
+        .await;
+        if let Err(error) = written {
+            tracing::warn!(queue = %batch.id, %error, "accept failed: releasing its reservation");
+            self.remove_messages(batch, recipients).await;
+            self.update_balance(batch.account, |acc| {
+                acc.release(needed);
+                Ok::<_, LedgerError>(())
+            })
+            .await?;
+            // Without a `reserve` entry the two movements cancel out unrecorded.
+            if entry_written {
+                self.record(batch.account, LedgerKind::Release, needed, Some(batch.id))
+                    .await?;
+            }
+            return Err(error.into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,286 @@
+//! Reads: a batch with its counts, message listings, the work indexes (queued messages,
+//! stale claims, overdue receipts), a batch's queued messages and dead letters.
+
+use super::*;
+
+impl ScyllaStore {
+    /// [`MessageStore::batch`].
+    pub(super) async fn read_batch(&self, id: BatchId) -> StoreResult<Option<Batch>> {
+        type Row = (
+            Uuid,
+            Option<Uuid>,
+            Option<Uuid>,
+            Option<String>,
+            Option<String>,
+            Option<i32>,
+            Option<i64>,
+            Option<i64>,
+            Option<HashMap<String, i64>>,
+            Option<CqlTimestamp>,
+        );
+        let Some((id, account, member, kind, body, segments, total, cost, accepted, created_at)) =
+            self.one::<Row>(&self.st.select_batch, (id.0,)).await?
+        else {
+            return Ok(None);
+        };
+        let moves = self
+            .rows::<(String, Option<scylla::value::Counter>)>(&self.st.select_batch_counts, (id,))
+            .await?;
+        let mut counts = StatusCounts::default();
+        let accepted = accepted.unwrap_or_default();
+        for status in MessageStatus::ALL {
+            let base = accepted.get(status.as_str()).copied().unwrap_or(0);
+            let moved = moves
+                .iter()
+                .find(|(s, _)| s == status.as_str())
+                .and_then(|(_, c)| c.map(|c| c.0))
+                .unwrap_or(0);
+            *counts.get_mut(status) = (base + moved).max(0) as u64;
+        }
+        Ok(Some(Batch {
+            id: BatchId(id),
+            account: AccountId(account.ok_or_else(|| corrupt("batch without account"))?),
+            member: MemberId(member.ok_or_else(|| corrupt("batch without member"))?),
+            kind: kind_from_str(kind.as_deref().unwrap_or_default())?,
+            body: MessageBody::parse(body.unwrap_or_default()).map_err(corrupt_from)?,
+            segments: segments.unwrap_or(0) as u32,
+            total: total.unwrap_or(0).max(0) as u64,
+            cost: cost.unwrap_or(0).max(0) as u64,
+            counts,
+            created_at: millis(created_at),
+        }))
+    }
+
+    /// [`MessageStore::list_messages`]:
+    /// Reads the narrowest index the filter allows (the batch's, the recipient's, or the
+    /// account's days), newest first, and filters the rest on the messages.
+    pub(super) async fn list(&self, f: &MessageFilter) -> StoreResult<Page<Message, MessageId>> {
+        let lo = v7_floor(f.from.unwrap_or(0));
+        let mut hi = v7_floor(f.to.map_or(i64::MAX >> 16, |t| t.saturating_add(1)));
+        if let Some(before) = f.before {
+            hi = hi.min(before.0);
+        }
+        let mut items = Vec::new();
+        let committed = Committed::default();
+        if f.limit == 0 || lo >= hi {
+            return Ok(Page { items, next: None });
+        }
+        if let Some(queue) = f.batch {
+            self.scan_ids(
+                &self.st.select_messages_by_batch_range,
+                (queue.0, lo, hi),
+                f,
+                &committed,
+                &mut items,
+            )
+            .await?;
+        } else if let Some(recipient) = &f.recipient {
+            self.scan_ids(
+                &self.st.select_messages_by_recipient_range,
+                (f.account.0, recipient.as_str(), lo, hi),
+                f,
+                &committed,
+                &mut items,
+            )
+            .await?;
+        } else {
+            let days = self
+                .rows::<(i32,)>(
+                    &self.st.select_account_days,
+                    (f.account.0, day_of(lo), day_of(hi)),
+                )
+                .await?;
+            for (day,) in days {
+                if items.len() >= f.limit {
+                    break;
+                }
+                self.scan_ids(
+                    &self.st.select_messages_by_account_range,
+                    (f.account.0, day, lo, hi),
+                    f,
+                    &committed,
+                    &mut items,
+                )
+                .await?;
+            }
+        }
+        let next = if items.len() == f.limit {
+            items.last().map(|m| m.id)
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    /// [`MessageStore::queued_messages`].
+    pub(super) async fn queued_records(&self) -> StoreResult<Vec<QueueRecord>> {
+        let committed = Committed::default();
+        let mut out = Vec::new();
+        for (id, queue, recipient, kind, _) in self.work_index(MessageStatus::Queued).await? {
+            let Some(queue) = queue else { continue };
+            if !self.batch_committed(&committed, BatchId(queue)).await? {
+                continue; // an accept in progress, or one that failed
+            }
+            let phone = PhoneNumber::from_trusted(recipient.as_deref().unwrap_or_default())
+                .map_err(|_| corrupt("message with a malformed recipient"))?;
+            let kind = kind_from_str(kind.as_deref().unwrap_or_default())?;
+            out.push(QueueRecord::new(MessageId(id), &phone, kind));
+        }
+        Ok(out)
+    }
+
+    /// [`MessageStore::stale_claims`].
+    pub(super) async fn claimed_before(
+        &self,
+        claimed_before: Millis,
+    ) -> StoreResult<Vec<MessageId>> {
+        Ok(self
+            .work_index(MessageStatus::Sending)
+            .await?
+            .into_iter()
+            .filter(|(.., at)| at.map_or(Millis::MIN, |t| t.0) < claimed_before)
+            .map(|(id, ..)| MessageId(id))
+            .collect())
+    }
+
+    /// [`MessageStore::receipts_overdue`].
+    pub(super) async fn overdue_receipts(
+        &self,
+        now: Millis,
+        max: usize,
+    ) -> StoreResult<Vec<MessageId>> {
+        let mut due: Vec<(i64, Uuid)> = Vec::new();
+        for s in 0..STATUS_SHARDS {
+            let mut taken = 0;
+            self.pages(
+                &self.st.select_receipts_due,
+                &(i16::from(s), CqlTimestamp(now)),
+                |page: Vec<(CqlTimestamp, Uuid)>| {
+                    taken += page.len();
+                    due.extend(page.into_iter().map(|(d, id)| (d.0, id)));
+                    if taken >= max {
+                        ControlFlow::Break(())
+                    } else {
+                        ControlFlow::Continue(())
+                    }
+                },
+            )
+            .await?;
+        }
+        // Oldest deadlines first, as the embedded store answers.
+        due.sort_unstable();
+        due.truncate(max);
+        Ok(due.into_iter().map(|(_, id)| MessageId(id)).collect())
+    }
+
+    /// [`MessageStore::queued_in_batch`].
+    pub(super) async fn queued_ids(&self, queue: BatchId) -> StoreResult<Vec<MessageId>> {
+        if !self.batch_committed(&Committed::default(), queue).await? {
+            return Ok(Vec::new());
+        }
+        let queued = MessageStatus::Queued.as_str();
+        let mut out = Vec::new();
+        self.pages(
+            &self.st.select_messages_by_batch,
+            &(queue.0,),
+            |page: Vec<(Uuid, Option<String>)>| {
+                out.extend(
+                    page.into_iter()
+                        .filter(|(_, s)| s.as_deref() == Some(queued))
+                        .map(|(id, _)| MessageId(id)),
+                );
+                ControlFlow::Continue(())
+            },
+        )
+        .await?;
+        // The index is newest first; answer in id order like the embedded store.
+        out.reverse();
+        Ok(out)
+    }
+
+    /// [`MessageStore::dead_letters`].
+    pub(super) async fn read_dead_letters(
+        &self,
+        account: AccountId,
+    ) -> StoreResult<Vec<DeadLetter>> {
+        type Row = (Uuid, Uuid, Option<String>, Option<CqlTimestamp>);
+        Ok(self
+            .rows::<Row>(&self.st.select_dead_letters, (account.0,))
+            .await?
+            .into_iter()
+            .map(|(account, message, reason, at)| DeadLetter {
+                message: MessageId(message),
+                account: AccountId(account),
+                reason: reason.unwrap_or_default(),
+                at: millis(at),
+            })
+            .collect())
+    }
+
+    /// Rows of one status in the work index, from every shard.
+    async fn work_index(
+        &self,
+        status: MessageStatus,
+    ) -> StoreResult<
+        Vec<(
+            Uuid,
+            Option<Uuid>,
+            Option<String>,
+            Option<String>,
+            Option<CqlTimestamp>,
+        )>,
+    > {
+        let mut out = Vec::new();
+        for s in 0..STATUS_SHARDS {
+            self.pages(
+                &self.st.select_messages_by_status,
+                &(status.as_str(), i16::from(s)),
+                |page| {
+                    out.extend(page);
+                    ControlFlow::Continue(())
+                },
+            )
+            .await?;
+        }
+        Ok(out)
+    }
+
+    /// Pages through message ids from one index partition (newest first) and keeps the
+    /// visible messages that pass the filter, until `items` holds `filter.limit`.
+    async fn scan_ids<V: SerializeRow>(
+        &self,
+        st: &PreparedStatement,
+        values: V,
+        filter: &MessageFilter,
+        committed: &Committed,
+        items: &mut Vec<Message>,
+    ) -> StoreResult<()> {
+        let mut pager = Pager::new(st);
+        while items.len() < filter.limit {
+            let Some(page) = pager.next::<(Uuid,), V>(self, &values).await? else {
+                break;
+            };
+            let found = futures_util::stream::iter(page)
+                .map(|(id,)| self.visible_message(MessageId(id), committed))
+                .buffered(32)
+                .try_collect::<Vec<_>>()
+                .await?;
+            for (msg, _) in found.into_iter().flatten() {
+                let keep = msg.account == filter.account
+                    && filter.status.is_none_or(|st| st == msg.status)
+                    && filter.kind.is_none_or(|k| k == msg.kind)
+                    && filter
+                        .recipient
+                        .as_ref()
+                        .is_none_or(|r| *r == msg.recipient);
+                if keep {
+                    items.push(msg);
+                    if items.len() == filter.limit {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,261 @@
+//! Status changes: `UPDATE messages ... IF status = ? AND version = ?` per change, then
+//! the index rows, batch counters and credits of the changes that applied.
+
+use super::*;
+
+/// One status change that applied, with what it means for indexes, counts and credits.
+struct Applied {
+    before: Message,
+    after: Message,
+    change: StatusChange,
+}
+
+/// The next state of `msg` (already checked to be in `change.from`) after `change`.
+fn next_state(msg: &Message, change: &StatusChange) -> Message {
+    let mut msg = msg.clone();
+    change.apply_to(&mut msg);
+    msg
+}
+
+/// Statuses with rows in `messages_by_status`.
+fn in_work_index(status: MessageStatus) -> bool {
+    matches!(status, MessageStatus::Queued | MessageStatus::Sending)
+}
+
+impl ScyllaStore {
+    /// [`MessageStore::apply`].
+    pub(super) async fn apply_changes(
+        &self,
+        changes: Vec<StatusChange>,
+    ) -> StoreResult<Vec<Option<Message>>> {
+        let total = changes.len();
+        // Changes of one message apply in order; different messages concurrently.
+        let mut groups: Vec<Vec<(usize, StatusChange)>> = Vec::new();
+        let mut group_of: HashMap<MessageId, usize> = HashMap::new();
+        for (position, change) in changes.into_iter().enumerate() {
+            let g = *group_of.entry(change.message).or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+            groups[g].push((position, change));
+        }
+        let committed = Committed::default();
+        let outcomes = futures_util::stream::iter(groups)
+            .map(|g| self.apply_to_message(g, &committed))
+            .buffer_unordered(self.write_concurrency)
+            .try_collect::<Vec<_>>()
+            .await?;
+        let mut results = vec![None; total];
+        let mut applied = Vec::new();
+        for (positioned, effects) in outcomes {
+            for (position, message) in positioned {
+                results[position] = message;
+            }
+            applied.extend(effects);
+        }
+        self.record_effects(&applied).await?;
+        Ok(results)
+    }
+
+    /// Applies the changes of one message, in order, each with a compare-and-set.
+    async fn apply_to_message(
+        &self,
+        changes: Vec<(usize, StatusChange)>,
+        committed: &Committed,
+    ) -> StoreResult<(Vec<(usize, Option<Message>)>, Vec<Applied>)> {
+        let Some((_, first)) = changes.first() else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let id = first.message;
+        let mut current = self.visible_message(id, committed).await?;
+        let mut results = Vec::with_capacity(changes.len());
+        let mut applied = Vec::new();
+        for (position, change) in changes {
+            let mut attempt = 0;
+            loop {
+                let Some((msg, version)) = &current else {
+                    results.push((position, None));
+                    break;
+                };
+                if msg.status != change.from {
+                    results.push((position, None));
+                    break;
+                }
+                let next = next_state(msg, &change);
+                let done = self
+                    .lwt(
+                        &self.st.update_message,
+                        (
+                            next.status.as_str(),
+                            CqlTimestamp(next.updated_at),
+                            next.provider.as_ref().map(|p| p.name.as_str()),
+                            next.provider.as_ref().and_then(|p| p.message_id.as_deref()),
+                            next.attempts as i32,
+                            next.last_error.as_deref(),
+                            events_to_cql(&next.events),
+                            next.delivered_parts as i32,
+                            next.dlr_deadline.map(CqlTimestamp),
+                            version.wrapping_add(1),
+                            id.0,
+                            change.from.as_str(),
+                            *version,
+                        ),
+                    )
+                    .await?;
+                if done {
+                    let version = version.wrapping_add(1);
+                    applied.push(Applied {
+                        before: msg.clone(),
+                        after: next.clone(),
+                        change,
+                    });
+                    results.push((position, Some(next.clone())));
+                    current = Some((next, version));
+                    break;
+                }
+                // Someone else changed the message: read it again, and either skip (its
+                // status moved on) or retry on the new version.
+                attempt += 1;
+                if attempt >= LWT_ATTEMPTS {
+                    return Err(contention("message status"));
+                }
+                contention_backoff(attempt).await;
+                current = self.visible_message(id, committed).await?;
+            }
+        }
+        Ok((results, applied))
+    }
+
+    /// Index rows, dead letters, counters and credits of the changes that applied.
+    async fn record_effects(&self, applied: &[Applied]) -> StoreResult<()> {
+        let mut writes: Vec<Write<'_>> = Vec::new();
+        let mut counts: HashMap<(BatchId, MessageStatus), i64> = HashMap::new();
+        let mut credits: HashMap<(AccountId, BatchId, LedgerKind), u64> = HashMap::new();
+        // Per message, the index rows follow its first and last state in this call.
+        let mut first: HashMap<MessageId, &Message> = HashMap::new();
+        let mut last: HashMap<MessageId, &Message> = HashMap::new();
+        for a in applied {
+            first.entry(a.before.id).or_insert(&a.before);
+            last.insert(a.after.id, &a.after);
+            let (from, to) = (a.before.status, a.after.status);
+            if from == to {
+                continue;
+            }
+            *counts.entry((a.before.batch, from)).or_default() -= 1;
+            *counts.entry((a.before.batch, to)).or_default() += 1;
+            if let Some(kind) = LedgerKind::of_transition(from, to) {
+                *credits
+                    .entry((a.before.account, a.before.batch, kind))
+                    .or_default() += a.before.cost;
+            }
+            if to == MessageStatus::Failed {
+                let reason = a
+                    .after
+                    .last_error
+                    .clone()
+                    .or(a.change.detail.clone())
+                    .unwrap_or_default();
+                writes.push(Box::pin(self.exec(
+                    &self.st.insert_dead_letter,
+                    (
+                        a.after.account.0,
+                        a.after.id.0,
+                        reason,
+                        CqlTimestamp(a.change.at),
+                    ),
+                )));
+            }
+        }
+        for (id, after) in &last {
+            let before = first[id];
+            let claimed_at = applied
+                .iter()
+                .rev()
+                .find(|a| a.after.id == *id)
+                .map_or(after.updated_at, |a| a.change.at);
+            writes.extend(self.index_writes(before, after, claimed_at));
+        }
+        self.write_all(writes).await?;
+
+        // Counter updates are not idempotent: never retried, each sent once.
+        let counters = counts
+            .into_iter()
+            .filter(|(_, delta)| *delta != 0)
+            .map(|((queue, status), delta)| {
+                Box::pin(self.exec(
+                    &self.st.add_batch_count,
+                    (scylla::value::Counter(delta), queue.0, status.as_str()),
+                )) as Write<'_>
+            })
+            .collect();
+        self.write_all(counters).await?;
+
+        for ((account, queue, kind), amount) in credits {
+            let mut moved = 0;
+            let result = self
+                .update_balance(account, |acc| {
+                    moved = acc.settle(kind, amount);
+                    Ok::<_, LedgerError>(())
+                })
+                .await;
+            match result {
+                Ok(_) => self.record(account, kind, moved, Some(queue)).await?,
+                Err(LedgerError::AccountNotFound) => continue,
+                Err(LedgerError::Store(e)) => return Err(e),
+                Err(e @ LedgerError::InsufficientBalance { .. }) => {
+                    return Err(StoreError::Backend(Box::new(e)))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The index rows that change when a message goes from `before` to `after`.
+    fn index_writes<'a>(&'a self, before: &Message, after: &Message, at: Millis) -> Vec<Write<'a>> {
+        let mut writes: Vec<Write<'a>> = Vec::new();
+        let id = after.id;
+        if before.status == after.status && before.dlr_deadline == after.dlr_deadline {
+            return writes;
+        }
+        let (from, to) = (before.status, after.status);
+        if from != to {
+            writes.push(Box::pin(self.exec(
+                &self.st.update_message_by_batch,
+                (to.as_str(), after.batch.0, id.0),
+            )));
+            if in_work_index(from) {
+                writes.push(Box::pin(self.exec(
+                    &self.st.delete_message_by_status,
+                    (from.as_str(), shard(id), id.0),
+                )));
+            }
+            if in_work_index(to) {
+                writes.push(Box::pin(self.exec(
+                    &self.st.insert_message_by_status,
+                    (
+                        to.as_str(),
+                        shard(id),
+                        id.0,
+                        after.batch.0,
+                        after.recipient.as_str().to_owned(),
+                        after.kind.as_str(),
+                        CqlTimestamp(at),
+                    ),
+                )));
+            }
+        }
+        if let (MessageStatus::Sent, Some(deadline)) = (from, before.dlr_deadline) {
+            writes.push(Box::pin(self.exec(
+                &self.st.delete_receipt_deadline,
+                (shard(id), CqlTimestamp(deadline), id.0),
+            )));
+        }
+        if let (MessageStatus::Sent, Some(deadline)) = (to, after.dlr_deadline) {
+            writes.push(Box::pin(self.exec(
+                &self.st.insert_receipt_deadline,
+                (shard(id), CqlTimestamp(deadline), id.0),
+            )));
+        }
+        writes
+    }
+}

@@ -1,0 +1,11 @@
+//! `cfg(kafka_broker)` when `SENDME_TEST_KAFKA` names a Kafka-protocol broker at build
+//! time: the tests that need one (`--features kafka`) run then, and show as ignored
+//! otherwise.
+
+fn main() {
+    println!("cargo::rustc-check-cfg=cfg(kafka_broker)");
+    println!("cargo::rerun-if-env-changed=SENDME_TEST_KAFKA");
+    if std::env::var_os("SENDME_TEST_KAFKA").is_some_and(|brokers| !brokers.is_empty()) {
+        println!("cargo::rustc-cfg=kafka_broker");
+    }
+}

@@ -9,10 +9,12 @@ use sendme_actors::domain::*;
 use sendme_actors::ports::{AccountStore, Ledger};
 use serde_json::json;
 
-/// Creates an account with `credits`; prints `{"accountId": ...}`.
+/// Creates an account with `credits`; prints `{"accountId": ...}`. With `id`, running it
+/// again changes nothing (a Job may run twice): an existing account is printed as it is.
 pub async fn create_account(
     accounts: &dyn AccountStore,
     ledger: &dyn Ledger,
+    id: Option<AccountId>,
     name: &str,
     country: &str,
     credits: u64,
@@ -23,24 +25,36 @@ pub async fn create_account(
     let country: Country = country
         .parse()
         .with_context(|| format!("--country {country}"))?;
-    let account = Account::new(AccountId::new(), name.trim().to_owned(), country, now_millis());
+    let view = |a: &Account, created: bool| {
+        json!({
+            "accountId": a.id,
+            "name": a.name,
+            "balance": a.balance,
+            "created": created,
+        })
+    };
+    if let Some(id) = id {
+        if let Some(existing) = accounts.account(id).await? {
+            return Ok(view(&existing, false));
+        }
+    }
+    let id = id.unwrap_or_default();
+    let account = Account::new(id, name.trim().to_owned(), country, now_millis());
     accounts.put_account(&account).await?;
     let account = if credits > 0 {
         ledger.top_up(account.id, credits).await?
     } else {
         account
     };
-    Ok(json!({
-        "accountId": account.id,
-        "name": account.name,
-        "balance": account.balance,
-    }))
+    Ok(view(&account, true))
 }
 
 /// Adds a member with `role` to `account`; with `accept_terms`, the member has accepted
 /// the current terms (a sender can send at once). Prints `{"memberId": ...}`.
+/// With `id`, an existing member is printed as it is.
 pub async fn create_member(
     accounts: &dyn AccountStore,
+    id: Option<MemberId>,
     account: AccountId,
     role: Role,
     accept_terms: bool,
@@ -49,13 +63,30 @@ pub async fn create_member(
         .account(account)
         .await?
         .with_context(|| format!("no account {account}"))?;
+    if let Some(existing) = match id {
+        Some(id) => accounts.member(id).await?,
+        None => None,
+    } {
+        anyhow::ensure!(
+            existing.account == account,
+            "member {} belongs to another account",
+            existing.id
+        );
+        return Ok(json!({
+            "memberId": existing.id,
+            "accountId": existing.account,
+            "role": existing.role,
+            "acceptedTerms": existing.accepted_terms,
+            "created": false,
+        }));
+    }
     let accepted_terms = if accept_terms {
         Some(accounts.terms_version().await?)
     } else {
         None
     };
     let member = Member {
-        id: MemberId::new(),
+        id: id.unwrap_or_default(),
         account,
         role,
         accepted_terms,
@@ -67,6 +98,7 @@ pub async fn create_member(
         "accountId": account,
         "role": role,
         "acceptedTerms": accepted_terms,
+        "created": true,
     }))
 }
 

@@ -145,7 +145,24 @@ impl EngineConfig {
 #[derive(Debug, Clone, Deserialize)]
 pub struct LimitSettings {
     pub max_recipients_per_request: usize,
+    /// Across the deployment: each API replica allows its share (see `api_replicas`).
     pub requests_per_second_per_account: u32,
+    /// The most API replicas that serve at once (the HPA's maximum): each replica allows
+    /// `requests_per_second_per_account / api_replicas` (at least 1), so together they
+    /// never exceed the limit.
+    #[serde(default = "one")]
+    pub api_replicas: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl LimitSettings {
+    /// What this replica allows per account and second.
+    pub fn per_replica_rate(&self) -> u32 {
+        (self.requests_per_second_per_account / self.api_replicas.max(1)).max(1)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -176,6 +193,14 @@ pub struct DeliveryConfig {
     /// On a shared store: a `sending` claim older than this is a dead dispatcher's and
     /// goes back to `queued`. Must outlast one send with all its retries.
     pub claim_lease_seconds: u64,
+    /// How often the dispatching processes recompute every account's reserved credits
+    /// from its messages and repair a drift (`sendme reconcile` does it once); 0: never.
+    #[serde(default = "reconcile_every")]
+    pub reconcile_seconds: u64,
+}
+
+fn reconcile_every() -> u64 {
+    300
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

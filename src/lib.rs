@@ -23,6 +23,7 @@
 
 pub mod allocator;
 pub mod auth;
+pub mod bootstrap;
 pub mod configuration;
 pub mod demo;
 pub mod error;

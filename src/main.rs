@@ -8,10 +8,12 @@ use anyhow::Context;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::{Parser, Subcommand};
+use sendme::bootstrap;
 use sendme::configuration::{get_configuration_with, ProcessRole, StoreKind};
 use sendme::demo::{demo_member, DEMO_ADMIN, DEMO_MEMBER};
-use sendme::startup::{jwt_keys, Application};
-use sendme_actors::domain::{MemberId, Role};
+use sendme::startup::{jwt_keys, open_store_for_commands, Application};
+use sendme_actors::deliver::reconcile_all;
+use sendme_actors::domain::{AccountId, MemberId, Role};
 use sendme_actors::embedded::EmbeddedStore;
 use sendme_actors::ports::AccountStore;
 use std::io::Write;
@@ -50,6 +52,52 @@ enum Command {
     },
     /// Apply database migrations (the embedded store needs none).
     Migrate,
+    /// Bootstrap a deployment without the HTTP API, on the configured store (embedded:
+    /// stop the server first; ScyllaDB: any time). Each prints one JSON line.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Recompute every account's reserved credits from its messages and repair any
+    /// drift (also run periodically by the server); prints the accounts that drifted.
+    Reconcile,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an account: prints {"accountId", ...}.
+    CreateAccount {
+        /// A fixed id: running the command again then changes nothing.
+        #[arg(long)]
+        id: Option<AccountId>,
+        #[arg(long)]
+        name: String,
+        /// Default country for numbers without `+` (ISO 3166-1 alpha-2).
+        #[arg(long, default_value = "CO")]
+        country: String,
+        /// Credits to start with.
+        #[arg(long, default_value_t = 0)]
+        credits: u64,
+    },
+    /// Add a member to an account: prints {"memberId", ...}.
+    CreateMember {
+        /// A fixed id: running the command again then changes nothing.
+        #[arg(long)]
+        id: Option<MemberId>,
+        #[arg(long)]
+        account: AccountId,
+        /// `admin` (can use /api/admin) or `member`.
+        #[arg(long, default_value = "admin")]
+        role: String,
+        /// The member has accepted the current terms (can send at once).
+        #[arg(long)]
+        accept_terms: bool,
+    },
+    /// A bearer token for a member: prints {"token"}.
+    Token {
+        #[arg(long)]
+        member: MemberId,
+    },
 }
 
 #[actix_web::main]
@@ -99,6 +147,49 @@ async fn main() -> anyhow::Result<()> {
                 _ => demo_member(DEMO_MEMBER, Role::Member),
             };
             println!("{}", keys.issue(&member)?);
+        }
+        Command::Admin { command } => {
+            let ports = open_store_for_commands(&settings).await?;
+            let (accounts, ledger) = (ports.accounts.as_ref(), ports.ledger.as_ref());
+            let out = match command {
+                AdminCommand::CreateAccount {
+                    id,
+                    name,
+                    country,
+                    credits,
+                } => {
+                    bootstrap::create_account(accounts, ledger, id, &name, &country, credits)
+                        .await?
+                }
+                AdminCommand::CreateMember {
+                    id,
+                    account,
+                    role,
+                    accept_terms,
+                } => {
+                    let role = match role.as_str() {
+                        "admin" => Role::Admin,
+                        "member" => Role::Member,
+                        other => anyhow::bail!("--role is admin or member, not {other}"),
+                    };
+                    bootstrap::create_member(accounts, id, account, role, accept_terms).await?
+                }
+                AdminCommand::Token { member } => {
+                    bootstrap::token(accounts, &jwt_keys(&settings)?, member).await?
+                }
+            };
+            println!("{out}");
+        }
+        Command::Reconcile => {
+            let ports = open_store_for_commands(&settings).await?;
+            let drifted = reconcile_all(&ports).await?;
+            for (account, drift) in &drifted {
+                println!(
+                    "{}",
+                    serde_json::json!({ "accountId": account, "drift": drift })
+                );
+            }
+            eprintln!("reconciled; {} account(s) had drifted", drifted.len());
         }
         Command::Migrate => match settings.store.kind {
             StoreKind::Embedded => println!("the embedded store needs no migrations"),

@@ -15,7 +15,8 @@ use governor::{Quota, RateLimiter};
 use sendme_actors::accept::BroadcastSupervisor;
 use sendme_actors::clock::EngineClock;
 use sendme_actors::deliver::{
-    requeue_stale_claims, start_delivery_with, sweep_stale_claims, DeliveryHandle,
+    requeue_stale_claims, run_reconciliation, start_delivery_with, sweep_stale_claims,
+    DeliveryHandle,
 };
 use sendme_actors::domain::Millis;
 use sendme_actors::embedded::{EmbeddedStore, InProcessQueue};
@@ -106,6 +107,22 @@ pub fn jwt_keys(settings: &Settings) -> anyhow::Result<JwtKeys> {
 
 /// Opens the backends the configuration names; a backend not compiled in is an error.
 async fn open_ports(settings: &Settings) -> anyhow::Result<(Ports, Option<EmbeddedStore>)> {
+    let queue = open_queue(settings).await?;
+    open_store(settings, queue).await
+}
+
+/// For commands that do not serve (`sendme admin`, `sendme reconcile`): the store the
+/// settings name, with an in-process queue nothing reads.
+pub async fn open_store_for_commands(settings: &Settings) -> anyhow::Result<Ports> {
+    let queue = Arc::new(InProcessQueue::new(1));
+    Ok(open_store(settings, queue).await?.0)
+}
+
+/// The store the settings name, with `queue`; the embedded store is handed back too.
+async fn open_store(
+    settings: &Settings,
+    queue: Arc<dyn DispatchQueue>,
+) -> anyhow::Result<(Ports, Option<EmbeddedStore>)> {
     // The embedded store and the in-process queue belong to one process; roles still
     // apply (an `api` process leaves messages `queued` for the next `all` or
     // `dispatcher` process that opens the directory).
@@ -123,7 +140,6 @@ async fn open_ports(settings: &Settings) -> anyhow::Result<(Ports, Option<Embedd
         #[cfg(feature = "scylla")]
         StoreKind::Scylla => {
             let store = sendme_scylla::ScyllaStore::connect(&settings.store.scylla).await?;
-            let queue = open_queue(settings).await?;
             return Ok((Arc::new(store).ports(queue), None));
         }
         #[cfg(not(feature = "scylla"))]
@@ -131,7 +147,6 @@ async fn open_ports(settings: &Settings) -> anyhow::Result<(Ports, Option<Embedd
             bail!("store.kind is `scylla`, but this binary was built without the `scylla` feature")
         }
     };
-    let queue = open_queue(settings).await?;
     let shared = Arc::new(store.clone());
     let ports = Ports::embedded(shared, queue);
     Ok((ports, Some(store)))
@@ -200,6 +215,10 @@ impl Application {
             let lease = Duration::from_secs(settings.delivery.claim_lease_seconds);
             tokio::spawn(sweep_stale_claims(ports.clone(), clock, lease));
         }
+        if settings.role.dispatches() && settings.delivery.reconcile_seconds > 0 {
+            let every = Duration::from_secs(settings.delivery.reconcile_seconds);
+            tokio::spawn(run_reconciliation(ports.clone(), every));
+        }
 
         let supervisor =
             BroadcastSupervisor::start(ports.clone(), &settings.engine.engine_settings());
@@ -214,7 +233,11 @@ impl Application {
         );
         let shutdown_grace = Duration::from_secs(settings.delivery.shutdown_grace_seconds);
         let dlr_secret = dlr_secret(&settings)?;
-        let per_second = NonZeroU32::new(settings.limits.requests_per_second_per_account)
+        anyhow::ensure!(
+            settings.limits.requests_per_second_per_account > 0,
+            "limits.requests_per_second_per_account must be positive"
+        );
+        let per_second = NonZeroU32::new(settings.limits.per_replica_rate())
             .context("limits.requests_per_second_per_account must be positive")?;
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
             .with_context(|| {

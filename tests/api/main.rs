@@ -10,6 +10,7 @@ mod delivery;
 mod distributed;
 mod helpers;
 mod operations;
+mod rate_limit;
 mod restart;
 mod send_all_and_tags;
 mod send_contacts;

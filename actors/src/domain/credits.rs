@@ -85,8 +85,13 @@ impl Account {
     /// or from it (a shortfall, never below zero). Returns the drift found (reserved −
     /// held) and the movement that repairs it, if any.
     pub fn reconcile(&mut self, held: u64) -> (i64, Option<(LedgerKind, u64)>) {
-        let drift = i64::try_from(i128::from(self.reserved) - i128::from(held))
-            .unwrap_or(if self.reserved > held { i64::MAX } else { i64::MIN });
+        let drift = i64::try_from(i128::from(self.reserved) - i128::from(held)).unwrap_or(
+            if self.reserved > held {
+                i64::MAX
+            } else {
+                i64::MIN
+            },
+        );
         if self.reserved > held {
             let excess = self.reserved - held;
             self.release(excess);

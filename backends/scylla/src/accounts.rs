@@ -76,6 +76,16 @@ impl AccountStore for ScyllaStore {
         }))
     }
 
+    async fn account_ids(&self) -> StoreResult<Vec<AccountId>> {
+        let mut ids = Vec::new();
+        self.pages(&self.st.select_account_ids, &(), |page: Vec<(Uuid,)>| {
+            ids.extend(page.into_iter().map(|(id,)| AccountId(id)));
+            ControlFlow::Continue(())
+        })
+        .await?;
+        Ok(ids)
+    }
+
     async fn terms_version(&self) -> StoreResult<u32> {
         let value = self
             .one::<(Option<String>,)>(&self.st.select_setting, (TERMS_VERSION,))
@@ -134,4 +144,39 @@ impl Ledger for ScyllaStore {
             })
             .collect()
     }
+
+    /// Held: the committed open messages' cost, plus the reservations of accepts still
+    /// being written (a `reserve` entry younger than [`ACCEPT_GRACE`] whose batch has not
+    /// committed and was not released). An older one is a reservation an accept that died
+    /// left behind, and is returned to the balance.
+    async fn reconcile(&self, account: AccountId) -> Result<i64, LedgerError> {
+        let mut held = self.held_by_open_messages(account).await?;
+        let entries = self.entries(account).await?;
+        let recent = now_millis() - ACCEPT_GRACE;
+        for e in entries
+            .iter()
+            .filter(|e| e.kind == LedgerKind::Reserve && e.at >= recent)
+        {
+            let Some(batch) = e.batch else { continue };
+            let released = entries
+                .iter()
+                .any(|r| r.kind == LedgerKind::Release && r.batch == Some(batch));
+            if !released && self.read_batch(batch).await?.is_none() {
+                held = held.saturating_add(e.amount);
+            }
+        }
+        let (mut drift, mut movement) = (0, None);
+        self.update_balance(account, |acc| {
+            (drift, movement) = acc.reconcile(held);
+            Ok::<_, LedgerError>(())
+        })
+        .await?;
+        if let Some((kind, amount)) = movement {
+            self.record(account, kind, amount, None).await?;
+        }
+        Ok(drift)
+    }
 }
+
+/// How long a reservation without its batch is taken for an accept still being written.
+const ACCEPT_GRACE: Millis = 10 * 60 * 1000;

@@ -6,8 +6,13 @@ use scylla::client::session::Session;
 
 /// `schema/*.cql` in the order they apply. Embedded so the binary migrates from any
 /// working directory.
-pub const SCHEMA_FILES: &[(&str, &str)] =
-    &[("001_init.cql", include_str!("../../../schema/001_init.cql"))];
+pub const SCHEMA_FILES: &[(&str, &str)] = &[
+    ("001_init.cql", include_str!("../../../schema/001_init.cql")),
+    (
+        "002_idempotency_claims.cql",
+        include_str!("../../../schema/002_idempotency_claims.cql"),
+    ),
+];
 
 /// The statements of a schema file: comments removed, split at `;`, blanks dropped.
 /// (Our schema has no `;` or `--` inside string literals; quotes are still honoured.)

@@ -237,6 +237,10 @@ fn split_keeps_quoted_text_and_drops_line_comments() {
     );
 }
 
+/// Statements that read a whole table, paged: only the periodic reconciliation's list of
+/// accounts (a leaked reservation can sit on an account with no message left).
+const FULL_SCANS: &[&str] = &["select_account_ids"];
+
 #[test]
 fn every_prepared_statement_matches_the_schema() {
     let tables = schema_tables();
@@ -254,7 +258,11 @@ fn every_prepared_statement_matches_the_schema() {
                         other => panic!("{stmt}: select {other} explicitly"),
                     }
                 }
-                check_where(t, &s.where_clause, false, cql);
+                if FULL_SCANS.contains(stmt) {
+                    assert!(s.where_clause.is_empty(), "{stmt}: a full scan, no WHERE");
+                } else {
+                    check_where(t, &s.where_clause, false, cql);
+                }
             }
             CassandraStatement::Insert(i) => {
                 let t = table(&tables, &i.table_name, cql);
@@ -293,18 +301,20 @@ fn every_prepared_statement_matches_the_schema() {
 #[test]
 fn idempotency_keys_expire_after_24_hours() {
     let all = statements("ks", REPLICATION);
-    let table = all
-        .iter()
-        .find(|s| s.starts_with("CREATE TABLE IF NOT EXISTS idempotency_keys "))
-        .expect("the idempotency_keys table");
-    assert!(
-        table.ends_with(" WITH default_time_to_live = 86400"),
-        "{table}"
-    );
+    for name in ["idempotency_keys", "idempotency_claims"] {
+        let table = all
+            .iter()
+            .find(|s| s.starts_with(&format!("CREATE TABLE IF NOT EXISTS {name} ")))
+            .expect("the table");
+        assert!(
+            table.ends_with(" WITH default_time_to_live = 86400"),
+            "{table}"
+        );
+    }
 }
 
 #[test]
-fn conditional_statements_are_the_balance_message_and_phone_ones() {
+fn conditional_statements_are_the_balance_message_phone_claim_and_batch_ones() {
     let conditional: BTreeSet<&str> = CQL
         .iter()
         .filter(|(_, cql)| cql.contains(" IF "))
@@ -316,7 +326,12 @@ fn conditional_statements_are_the_balance_message_and_phone_ones() {
             "update_balance",
             "update_message",
             "claim_phone",
-            "release_phone"
+            "release_phone",
+            "insert_claim",
+            "replace_claim",
+            "delete_claim",
+            "insert_batch",
+            "fence_batch",
         ])
     );
 }

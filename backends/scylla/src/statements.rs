@@ -78,9 +78,10 @@ statements! {
     select_tag_phones = "SELECT phone FROM contacts_by_tag WHERE account_id = ? AND tag_id = ? AND bucket = ?";
 
     // Batches and messages.
-    insert_batch = "INSERT INTO batches (id, account_id, member_id, kind, body, segments, total, cost, accepted_counts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    insert_batch = "INSERT INTO batches (id, account_id, member_id, kind, body, segments, total, cost, accepted_counts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS";
+    fence_batch = "INSERT INTO batches (id) VALUES (?) IF NOT EXISTS";
     select_batch = "SELECT id, account_id, member_id, kind, body, segments, total, cost, accepted_counts, created_at FROM batches WHERE id = ?";
-    select_batch_exists = "SELECT id FROM batches WHERE id = ?";
+    select_batch_exists = "SELECT account_id FROM batches WHERE id = ?";
     select_batch_counts = "SELECT status, messages FROM batch_status_counts WHERE batch_id = ?";
     add_batch_count = "UPDATE batch_status_counts SET messages = messages + ? WHERE batch_id = ? AND status = ?";
     insert_message = "INSERT INTO messages (id, batch_id, account_id, recipient, kind, status, segments, cost, created_at, updated_at, attempts, events, delivered_parts, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
@@ -114,4 +115,9 @@ statements! {
     // Idempotency keys (the table's default TTL is 24 hours).
     insert_idempotency = "INSERT INTO idempotency_keys (account_id, idempotency_key, fingerprint, status, body, at) VALUES (?, ?, ?, ?, ?, ?)";
     select_idempotency = "SELECT fingerprint, status, body, at FROM idempotency_keys WHERE account_id = ? AND idempotency_key = ?";
+    insert_claim = "INSERT INTO idempotency_claims (account_id, idempotency_key, fingerprint, batch_id, claimed_at, answered) VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS";
+    select_claim = "SELECT fingerprint, batch_id, claimed_at, answered FROM idempotency_claims WHERE account_id = ? AND idempotency_key = ?";
+    replace_claim = "UPDATE idempotency_claims SET fingerprint = ?, batch_id = ?, claimed_at = ?, answered = ? WHERE account_id = ? AND idempotency_key = ? IF fingerprint = ? AND batch_id = ? AND claimed_at = ? AND answered = ?";
+    delete_claim = "DELETE FROM idempotency_claims WHERE account_id = ? AND idempotency_key = ? IF fingerprint = ? AND batch_id = ? AND claimed_at = ? AND answered = ?";
+    select_account_ids = "SELECT id FROM accounts";
 }

@@ -93,7 +93,11 @@ macro_rules! store_contract_tests {
             updating_a_contact_keeps_its_indexes_in_step,
             list_contacts_pages_in_id_order_with_and_without_tag,
             all_phones_and_tagged_phones_page_through_every_contact,
-            idempotent_responses_are_remembered_per_account,
+            a_movement_applied_twice_changes_the_balance_once,
+            reconciliation_repairs_an_injected_drift,
+            idempotency_keys_are_claimed_once_per_account,
+            concurrent_claims_of_one_key_leave_exactly_one_holder,
+            of_concurrent_takeovers_of_a_stale_claim_exactly_one_wins,
         }
     };
     ($($input:tt)*) => {

@@ -166,23 +166,32 @@ impl ScyllaStore {
                 .map(|s| (s.as_str(), batch.counts.get(*s) as i64))
                 .filter(|(_, n)| *n != 0)
                 .collect();
-            // Last: the commit marker.
-            self.exec(
-                &self.st.insert_batch,
-                (
-                    batch.id.0,
-                    batch.account.0,
-                    batch.member.0,
-                    batch.kind.as_str(),
-                    batch.body.as_str(),
-                    batch.segments as i32,
-                    batch.total as i64,
-                    batch.cost as i64,
-                    counts,
-                    CqlTimestamp(batch.created_at),
-                ),
-            )
-            .await
+            // Last: the commit marker, conditional, so a batch id fenced by an
+            // idempotency takeover (`fence_batch`) can never commit afterwards.
+            let committed = self
+                .lwt(
+                    &self.st.insert_batch,
+                    (
+                        batch.id.0,
+                        batch.account.0,
+                        batch.member.0,
+                        batch.kind.as_str(),
+                        batch.body.as_str(),
+                        batch.segments as i32,
+                        batch.total as i64,
+                        batch.cost as i64,
+                        counts,
+                        CqlTimestamp(batch.created_at),
+                    ),
+                )
+                .await?;
+            if committed {
+                Ok(())
+            } else {
+                Err(StoreError::Backend(
+                    format!("batch {} was fenced by an idempotency takeover", batch.id).into(),
+                ))
+            }
         }
         .await;
         if let Err(error) = written {

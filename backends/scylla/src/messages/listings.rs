@@ -5,7 +5,7 @@ use super::*;
 
 impl ScyllaStore {
     /// [`MessageStore::batch`].
-    pub(super) async fn read_batch(&self, id: BatchId) -> StoreResult<Option<Batch>> {
+    pub(crate) async fn read_batch(&self, id: BatchId) -> StoreResult<Option<Batch>> {
         type Row = (
             Uuid,
             Option<Uuid>,
@@ -23,6 +23,9 @@ impl ScyllaStore {
         else {
             return Ok(None);
         };
+        if account.is_none() {
+            return Ok(None); // a fenced id (`fence_batch`), never a batch
+        }
         let moves = self
             .rows::<(String, Option<scylla::value::Counter>)>(&self.st.select_batch_counts, (id,))
             .await?;
@@ -218,7 +221,7 @@ impl ScyllaStore {
     }
 
     /// Rows of one status in the work index, from every shard.
-    async fn work_index(
+    pub(crate) async fn work_index(
         &self,
         status: MessageStatus,
     ) -> StoreResult<
@@ -282,5 +285,28 @@ impl ScyllaStore {
             }
         }
         Ok(())
+    }
+
+    /// What the committed messages of `account` still `queued` or `sending` cost: the
+    /// credits they must hold reserved (a scan of the work indexes).
+    pub(crate) async fn held_by_open_messages(&self, account: AccountId) -> StoreResult<u64> {
+        let mut per_batch: HashMap<Uuid, u64> = HashMap::new();
+        for status in [MessageStatus::Queued, MessageStatus::Sending] {
+            for (_, batch, ..) in self.work_index(status).await? {
+                if let Some(batch) = batch {
+                    *per_batch.entry(batch).or_default() += 1;
+                }
+            }
+        }
+        let mut held = 0u64;
+        for (batch, open) in per_batch {
+            // Not committed (an accept in progress or one that failed): not held here.
+            if let Some(b) = self.read_batch(BatchId(batch)).await? {
+                if b.account == account {
+                    held = held.saturating_add(open.saturating_mul(u64::from(b.segments)));
+                }
+            }
+        }
+        Ok(held)
     }
 }

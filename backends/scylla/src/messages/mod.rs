@@ -169,10 +169,11 @@ impl ScyllaStore {
         {
             return Ok(*c);
         }
+        // A fenced id (`fence_batch`) has a row without an account: no batch.
         let exists = self
-            .one::<(Uuid,)>(&self.st.select_batch_exists, (queue.0,))
+            .one::<(Option<Uuid>,)>(&self.st.select_batch_exists, (queue.0,))
             .await?
-            .is_some();
+            .is_some_and(|(account,)| account.is_some());
         cache
             .0
             .lock()

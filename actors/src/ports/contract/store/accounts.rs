@@ -171,3 +171,80 @@ pub async fn concurrent_accepts_never_overdraw(s: Stores) {
         assert!(s.messages.batch(id).await.unwrap().is_some());
     }
 }
+
+pub async fn a_movement_applied_twice_changes_the_balance_once(s: Stores) {
+    let account = account_with(&s, 10).await;
+    let (_, ids) = accepted(&s, account, MessageType::Sms, &[phone(1), phone(2)]).await;
+    for id in &ids {
+        apply_one(
+            &s,
+            change(*id, MessageStatus::Queued, MessageStatus::Sending),
+        )
+        .await;
+    }
+    let sent = change(ids[0], MessageStatus::Sending, MessageStatus::Sent);
+    let failed = change(ids[1], MessageStatus::Sending, MessageStatus::Failed);
+    // The same capture and refund twice, in one group and again in another.
+    let first = s
+        .messages
+        .apply(vec![
+            sent.clone(),
+            failed.clone(),
+            sent.clone(),
+            failed.clone(),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(first.iter().filter(|m| m.is_some()).count(), 2);
+    let again = s.messages.apply(vec![sent, failed]).await.unwrap();
+    assert_eq!(again, vec![None, None]);
+    // Captured 1, refunded 1, nothing reserved: moved once each.
+    assert_eq!(balance(&s, account).await, (9, 0));
+    let entries = s.ledger.entries(account).await.unwrap();
+    assert_eq!(entries_of(&entries, LedgerKind::Capture), vec![1]);
+    assert_eq!(entries_of(&entries, LedgerKind::Refund), vec![1]);
+}
+
+pub async fn reconciliation_repairs_an_injected_drift(s: Stores) {
+    let account = account_with(&s, 100).await;
+    let (_, ids) = accepted(
+        &s,
+        account,
+        MessageType::Sms,
+        &[phone(1), phone(2), phone(3)],
+    )
+    .await;
+    apply_one(
+        &s,
+        change(ids[0], MessageStatus::Queued, MessageStatus::Sending),
+    )
+    .await;
+    apply_one(
+        &s,
+        change(ids[0], MessageStatus::Sending, MessageStatus::Sent),
+    )
+    .await;
+    // Books that agree: two messages still open hold two credits.
+    assert_eq!(balance(&s, account).await, (97, 2));
+    assert_eq!(s.ledger.reconcile(account).await.unwrap(), 0);
+    assert_eq!(balance(&s, account).await, (97, 2));
+
+    // A reservation left behind (as by an accept that died after reserving).
+    let mut acc = s.accounts.account(account).await.unwrap().unwrap();
+    acc.balance -= 5;
+    acc.reserved += 5;
+    s.accounts.put_account(&acc).await.unwrap();
+    assert_eq!(s.ledger.reconcile(account).await.unwrap(), 5);
+    assert_eq!(balance(&s, account).await, (97, 2));
+    let entries = s.ledger.entries(account).await.unwrap();
+    assert_eq!(entries_of(&entries, LedgerKind::Release), vec![5]);
+
+    // A reservation lost (as by a status write that moved credits twice).
+    let mut acc = s.accounts.account(account).await.unwrap().unwrap();
+    acc.reserved = 0;
+    s.accounts.put_account(&acc).await.unwrap();
+    assert_eq!(s.ledger.reconcile(account).await.unwrap(), -2);
+    assert_eq!(balance(&s, account).await, (95, 2));
+    // Repaired: a second run finds nothing.
+    assert_eq!(s.ledger.reconcile(account).await.unwrap(), 0);
+}

@@ -20,11 +20,17 @@ pub const CREDITS_RESERVED: &str = "sendme_credits_reserved_total";
 pub const CREDITS_CAPTURED: &str = "sendme_credits_captured_total";
 pub const CREDITS_REFUNDED: &str = "sendme_credits_refunded_total";
 pub const OVERLOADED: &str = "sendme_supervisor_overloaded_total";
+pub const OUTBOX: &str = "sendme_outbox_records";
 pub const CREDIT_DRIFT: &str = "sendme_credit_drift_credits_total";
 pub const RECONCILIATIONS: &str = "sendme_reconciliations_total";
 
 /// HELP texts for the engine's metrics (call once, after installing the recorder).
 pub fn describe() {
+    describe_gauge!(
+        OUTBOX,
+        "Accepted messages whose publish to the dispatch queue failed, waiting for the \
+         outbox relay to publish them again (0 while the queue takes every publish)."
+    );
     describe_counter!(
         CREDIT_DRIFT,
         "Credits the reconciliation found reserved without a message to hold them \
@@ -209,4 +215,9 @@ pub(crate) fn record_reconciled(drift: i64) {
 /// An account whose reconciliation failed.
 pub(crate) fn record_reconcile_failed() {
     counter!(RECONCILIATIONS, "outcome" => "failed").increment(1);
+}
+
+/// Records waiting in the outbox relay.
+pub(crate) fn record_outbox(depth: usize) {
+    metrics::gauge!(OUTBOX).set(depth as f64);
 }

@@ -38,10 +38,18 @@ async fn harness(sim: SimulatedSettings, route: RouteSettings) -> Harness {
 }
 
 async fn harness_with(sim: SimulatedSettings, settings: DispatchSettings) -> Harness {
+    harness_on(sim, settings, Arc::new(InProcessQueue::new(8))).await
+}
+
+async fn harness_on(
+    sim: SimulatedSettings,
+    settings: DispatchSettings,
+    queue: Arc<dyn DispatchQueue>,
+) -> Harness {
     tokio::time::pause();
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-    let ports = Ports::embedded(store, Arc::new(InProcessQueue::new(8)));
+    let ports = Ports::embedded(store, queue);
     let account = AccountId::new();
     ports
         .accounts
@@ -563,4 +571,218 @@ async fn dispatchers_split_a_route_rate_by_their_share_of_partitions() {
     // When one leaves, the others' shares grow and the rate follows.
     pacers[0].set_share(5.0 / 8.0);
     assert_eq!(pacers[0].rate(), Some(625));
+}
+
+/// The in-process queue behind a switch: while `down`, every publish fails, as a Kafka
+/// producer's does while its broker is away.
+struct SwitchedQueue {
+    queue: InProcessQueue,
+    down: std::sync::atomic::AtomicBool,
+    failed: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl DispatchQueue for SwitchedQueue {
+    async fn publish(&self, records: Vec<QueueRecord>) -> Result<(), QueueError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.down.load(SeqCst) {
+            self.failed.fetch_add(1, SeqCst);
+            return Err(QueueError::Backend("the broker is down".into()));
+        }
+        self.queue.publish(records).await
+    }
+
+    async fn poll(&self, max: usize, wait: Duration) -> Result<Vec<QueueRecord>, QueueError> {
+        self.queue.poll(max, wait).await
+    }
+
+    async fn commit(&self, records: &[QueueRecord]) -> Result<(), QueueError> {
+        self.queue.commit(records).await
+    }
+
+    fn depth(&self) -> usize {
+        self.queue.depth()
+    }
+}
+
+#[actix::test]
+async fn messages_accepted_while_the_queue_fails_are_published_by_the_outbox_and_sent_once() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let queue = Arc::new(SwitchedQueue {
+        queue: InProcessQueue::new(8),
+        down: true.into(),
+        failed: 0.into(),
+    });
+    let h = harness_on(
+        SimulatedSettings::default(),
+        DispatchSettings::default(),
+        queue.clone(),
+    )
+    .await;
+    // Accepted (durable, charged) although nothing could be published.
+    let (batch, ids) = h
+        .broadcast("hello", MessageType::Sms, numbers(300, 0))
+        .await;
+    assert_eq!(ids.len(), 300);
+    assert_eq!(h.batch(batch).await.counts.queued, 300);
+    // The relay keeps trying while the broker is down (a backoff of simulated time).
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(queue.failed.load(SeqCst) >= 3, "the relay retried");
+    assert_eq!(h.batch(batch).await.counts.queued, 300);
+    // Back up: every message is published and delivered, once, with no restart.
+    queue.down.store(false, SeqCst);
+    let done = h.settle(batch, all_final).await;
+    assert_eq!(done.counts.delivered, 300);
+    let sent: Vec<MessageId> = h.provider.sent().into_iter().map(|(id, _)| id).collect();
+    assert_eq!(sent.len(), 300);
+    assert_eq!(
+        sent.iter().collect::<std::collections::HashSet<_>>().len(),
+        300
+    );
+    h.assert_books_balance().await;
+}
+
+/// The embedded store with a switch: while `down`, a status write that records a send's
+/// outcome fails (as a store out of space would), other writes go through.
+struct FailingOutcomes {
+    store: Arc<EmbeddedStore>,
+    down: std::sync::atomic::AtomicBool,
+    failed: std::sync::atomic::AtomicUsize,
+}
+
+impl FailingOutcomes {
+    fn refuses(&self, changes: &[StatusChange]) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        let outcome = changes.iter().any(|c| c.from == MessageStatus::Sending);
+        if outcome && self.down.load(SeqCst) {
+            self.failed.fetch_add(1, SeqCst);
+            return true;
+        }
+        false
+    }
+}
+
+#[async_trait::async_trait]
+impl MessageStore for FailingOutcomes {
+    async fn accept_batch(&self, b: &Batch, m: MessageBlock) -> Result<MessageBlock, LedgerError> {
+        self.store.accept_batch(b, m).await
+    }
+    async fn batch(&self, id: BatchId) -> StoreResult<Option<Batch>> {
+        self.store.batch(id).await
+    }
+    async fn message(&self, id: MessageId) -> StoreResult<Option<Message>> {
+        self.store.message(id).await
+    }
+    async fn list_messages(&self, f: &MessageFilter) -> StoreResult<Page<Message, MessageId>> {
+        self.store.list_messages(f).await
+    }
+    async fn queued_messages(&self) -> StoreResult<Vec<QueueRecord>> {
+        self.store.queued_messages().await
+    }
+    async fn apply(&self, changes: Vec<StatusChange>) -> StoreResult<Vec<Option<Message>>> {
+        if self.refuses(&changes) {
+            return Err(StoreError::Backend("no space left on device".into()));
+        }
+        self.store.apply(changes).await
+    }
+    async fn apply_unsynced(
+        &self,
+        changes: Vec<StatusChange>,
+    ) -> StoreResult<Vec<Option<Message>>> {
+        if self.refuses(&changes) {
+            return Err(StoreError::Backend("no space left on device".into()));
+        }
+        self.store.apply_unsynced(changes).await
+    }
+    async fn sync(&self) -> StoreResult<()> {
+        self.store.sync().await
+    }
+    async fn stale_claims(&self, before: Millis) -> StoreResult<Vec<MessageId>> {
+        self.store.stale_claims(before).await
+    }
+    async fn receipts_overdue(&self, now: Millis, max: usize) -> StoreResult<Vec<MessageId>> {
+        self.store.receipts_overdue(now, max).await
+    }
+    async fn queued_in_batch(&self, batch: BatchId) -> StoreResult<Vec<MessageId>> {
+        self.store.queued_in_batch(batch).await
+    }
+    async fn dead_letters(&self, account: AccountId) -> StoreResult<Vec<DeadLetter>> {
+        self.store.dead_letters(account).await
+    }
+}
+
+#[actix::test]
+async fn a_failed_outcome_write_is_retried_until_it_lands_and_nothing_is_sent_twice() {
+    use std::sync::atomic::Ordering::SeqCst;
+    tokio::time::pause();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let failing = Arc::new(FailingOutcomes {
+        store: store.clone(),
+        down: true.into(),
+        failed: 0.into(),
+    });
+    let mut ports = Ports::embedded(store, Arc::new(InProcessQueue::new(8)));
+    ports.messages = failing.clone();
+    let account = AccountId::new();
+    ports
+        .accounts
+        .put_account(&Account::new(account, "t".into(), "CO".parse().unwrap(), 0))
+        .await
+        .unwrap();
+    ports.ledger.top_up(account, CREDITS).await.unwrap();
+    let clock = EngineClock::start();
+    let provider = Arc::new(
+        SimulatedProvider::new("simulated", SimulatedSettings::default(), clock).with_log(),
+    );
+    let _delivery = start_delivery(
+        ports.clone(),
+        provider.clone(),
+        None,
+        DispatchSettings::default(),
+        clock,
+    );
+    let supervisor = BroadcastSupervisor::start(
+        ports.clone(),
+        &EngineSettings {
+            normalizer_threads: 1,
+            ..EngineSettings::default()
+        },
+    );
+    let accepted = supervisor
+        .send(Broadcast {
+            batch: BatchId::new(),
+            account,
+            member: MemberId::new(),
+            country: "CO".parse().unwrap(),
+            body: MessageBody::parse("hello".into()).unwrap(),
+            kind: MessageType::Sms,
+            recipients: Recipients::Numbers(numbers(200, 0).into()),
+        })
+        .await
+        .unwrap();
+    let batch = accepted.batch.unwrap();
+    // Sent, but the outcomes cannot be written: they wait (claimed), retried.
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(failing.failed.load(SeqCst) >= 3, "retried");
+    let counts = ports.messages.batch(batch).await.unwrap().unwrap().counts;
+    assert_eq!(counts.sending, 200, "{counts:?}");
+    failing.down.store(false, SeqCst);
+    let mut counts = StatusCounts::default();
+    for _ in 0..6000 {
+        counts = ports.messages.batch(batch).await.unwrap().unwrap().counts;
+        if counts.sent == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(counts.sent, 200, "{counts:?}");
+    // Each message reached the provider once: the retry wrote the outcome, it did not
+    // send again.
+    let sent = provider.sent();
+    assert_eq!(sent.len(), 200);
 }

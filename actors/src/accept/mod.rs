@@ -2,12 +2,14 @@
 //! the recipients (the request's list, or contacts from the store), fans them out in
 //! chunks to the [`normalizer`] pool (a `SyncArbiter`, one metadata copy per thread),
 //! routes them by hash to the [`dedupe`] shards, then the store reserves the credits and
-//! writes the batch in one durable step, and the queue gets the records.
+//! writes the batch in one durable step, and the queue gets the records (or, while the
+//! queue fails, the [`outbox`] relay, which publishes them again).
 //!
 //! May use [`crate::domain`], [`crate::ports`] and [`crate::metrics`].
 
 pub mod dedupe;
 pub mod normalizer;
+pub mod outbox;
 pub mod supervisor;
 
 pub use supervisor::{

@@ -4,11 +4,12 @@
 //! contacts from the store), fanned out in chunks to the normalizer pool, routed by hash
 //! to the dedupe shards, then the store reserves `segments × recipients` credits and
 //! writes the batch in one durable step and the queue gets the records. If publishing
-//! fails the messages stay `queued` in the store, which is the source of truth, and are
-//! enqueued again on the next start.
+//! fails the messages stay `queued` in the store, which is the source of truth, and the
+//! [`Outbox`] relay publishes them once the queue takes them again.
 
 use super::dedupe::{keep_first, shard_of, Dedupe, DedupeChunk, ForgetBatch};
 use super::normalizer::{NormalizeChunk, Normalizer};
+use super::outbox::Outbox;
 use crate::domain::*;
 use crate::ports::*;
 use actix::prelude::{Actor, Addr, Arbiter, Context, Handler, MailboxError, ResponseFuture};
@@ -140,6 +141,8 @@ impl Supervisor {
 
 struct Pipeline {
     ports: Ports,
+    /// Records whose publish failed, published again while the process runs.
+    outbox: Arc<Outbox>,
     normalizers: Addr<Normalizer>,
     dedupes: Vec<Addr<Dedupe>>,
     chunk_size: usize,
@@ -155,6 +158,7 @@ impl BroadcastSupervisor {
             .map(|_| Dedupe::start_in_arbiter(&Arbiter::new().handle(), |_| Dedupe::default()))
             .collect();
         let pipeline = Pipeline {
+            outbox: Outbox::start(ports.queue.clone()),
             ports,
             normalizers,
             dedupes,
@@ -251,14 +255,23 @@ impl Pipeline {
             .await?;
 
         // In chunks: a million records at once would be a second copy of the batch.
-        for chunk in messages.chunks(PUBLISH_CHUNK) {
-            let records = chunk
+        let records = |chunk: &mut dyn Iterator<Item = (MessageId, &PhoneNumber)>| {
+            chunk
                 .map(|(id, recipient)| QueueRecord::new(id, recipient, msg.kind))
-                .collect();
-            if let Err(e) = self.ports.queue.publish(records).await {
-                // Durable and `queued`: the next start enqueues them again.
-                tracing::error!(error = ?e, %batch, "publishing failed; messages stay queued in the store");
+                .collect::<Vec<_>>()
+        };
+        let mut failed_from = None;
+        for (n, mut chunk) in messages.chunks(PUBLISH_CHUNK).enumerate() {
+            if let Err(e) = self.ports.queue.publish(records(&mut chunk)).await {
+                // Durable and `queued`: the outbox relay publishes them when it can.
+                tracing::error!(error = ?e, %batch, "publishing failed; the outbox relay retries");
+                failed_from = Some(n);
                 break;
+            }
+        }
+        if let Some(first) = failed_from {
+            for mut chunk in messages.chunks(PUBLISH_CHUNK).skip(first) {
+                self.outbox.push(records(&mut chunk));
             }
         }
         crate::metrics::record_accepted(&stats, messages.len() as u64, cost);

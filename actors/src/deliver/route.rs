@@ -213,9 +213,8 @@ impl Actor for ProviderActor {
 /// Persists final outcomes as they arrive, what arrived together in one status write
 /// (batches are joined up to a status group; one batch, a claim group's outcomes, may be
 /// bigger, and the writer takes it as a group of its own), then commits their queue
-/// positions and frees their window slots. Persisted or not (then the claim times out and
-/// the message is re-queued from the store), the positions may go. Ends when the route is
-/// gone.
+/// positions and frees their window slots, only once the outcomes are durable (a failed
+/// write is retried with a backoff). Ends when the route is gone.
 async fn persist_finished(
     mut inbox: mpsc::UnboundedReceiver<Vec<Finished>>,
     writer: StatusWriter,
@@ -240,12 +239,24 @@ async fn persist_finished(
                 records.push(f.record);
                 windows.push(f.window);
             }
-            let _ = writer.submit_many(changes).await;
+            // The positions go only once the outcomes are durable: a failed write is
+            // tried again (the changes are conditional, so one that did land is skipped),
+            // holding the window slots meanwhile, so a failing store stops new sends.
+            let mut wait = RETRY_WRITE_FIRST;
+            while let Err(e) = writer.submit_many(changes.clone()).await {
+                tracing::error!(error = ?e, "persisting send outcomes; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RETRY_WRITE_MAX);
+            }
             release(&*queue, &records).await;
             drop(windows);
         });
     }
 }
+
+/// The first wait before a failed outcome write is tried again, doubled up to the max.
+const RETRY_WRITE_FIRST: Duration = Duration::from_millis(100);
+const RETRY_WRITE_MAX: Duration = Duration::from_secs(5);
 
 /// A claimed message to send. `window` is the dispatcher's in-flight slot, released
 /// once the outcome is persisted and the queue position committed.

@@ -76,6 +76,14 @@ pub async fn begin<'a>(
             "a request with this Idempotency-Key is still being processed; retry shortly".into(),
         )
     };
+    let hold = |idem, batch, claim, in_flight| HeldClaim {
+        state,
+        account,
+        idem,
+        batch,
+        claim,
+        _in_flight: in_flight,
+    };
     // A look, and at most two takeovers that lost a race, before giving up.
     for _ in 0..3 {
         let batch = BatchId::new();
@@ -86,16 +94,7 @@ pub async fn begin<'a>(
             answered: false,
         };
         let held = match store.claim_key(account, &idem.key, &claim).await? {
-            None => {
-                return Ok(Begun::Send(HeldClaim {
-                    state,
-                    account,
-                    idem,
-                    batch,
-                    claim,
-                    _in_flight: in_flight,
-                }))
-            }
+            None => return Ok(Begun::Send(hold(idem, batch, claim, in_flight))),
             Some(HeldKey::Answer(answer)) => {
                 if answer.request_fingerprint != idem.fingerprint {
                     return Err(conflict());
@@ -132,14 +131,7 @@ pub async fn begin<'a>(
             .replace_claim(account, &idem.key, &held, Some(&claim))
             .await?
         {
-            return Ok(Begun::Send(HeldClaim {
-                state,
-                account,
-                idem,
-                batch,
-                claim,
-                _in_flight: in_flight,
-            }));
+            return Ok(Begun::Send(hold(idem, batch, claim, in_flight)));
         }
     }
     Err(in_progress())

@@ -14,15 +14,20 @@ use std::process::Command;
 const ACCOUNT: &str = "0193a000-0000-7000-8000-0000000000a1";
 const ADMIN: &str = "0193a000-0000-7000-8000-0000000000b1";
 
-/// Runs `sendme ARGS` on `data` (no demo data) and returns its JSON line.
-fn sendme(data: &Path, args: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_sendme"))
+/// Runs `sendme ARGS` on `data` (no demo data).
+fn run(data: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sendme"))
         .args(args)
         .env("SENDME_CONFIG_DIR", CONFIG_DIR)
         .env("SENDME__STORE__PATH", data)
         .env("SENDME__DEMO__SEED", "false")
         .output()
-        .expect("sendme");
+        .expect("sendme")
+}
+
+/// Runs `sendme ARGS` on `data`, which must succeed, and returns its JSON line.
+fn sendme(data: &Path, args: &[&str]) -> Value {
+    let out = run(data, args);
     assert!(
         out.status.success(),
         "sendme {args:?}: {}",
@@ -129,12 +134,7 @@ async fn an_operator_bootstraps_the_first_account_admin_and_token_without_the_ap
     drop(server);
 
     // The books agree: nothing to repair (no line on stdout).
-    let reconciled = Command::new(env!("CARGO_BIN_EXE_sendme"))
-        .arg("reconcile")
-        .env("SENDME_CONFIG_DIR", CONFIG_DIR)
-        .env("SENDME__STORE__PATH", &data)
-        .output()
-        .unwrap();
+    let reconciled = run(&data, &["reconcile"]);
     assert!(reconciled.status.success());
     assert_eq!(String::from_utf8_lossy(&reconciled.stdout), "");
 }
@@ -143,14 +143,7 @@ async fn an_operator_bootstraps_the_first_account_admin_and_token_without_the_ap
 fn bootstrap_commands_refuse_bad_input_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_sendme"))
-            .args(args)
-            .env("SENDME_CONFIG_DIR", CONFIG_DIR)
-            .env("SENDME__STORE__PATH", &data)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| run(&data, args);
     assert!(!run(&["admin", "create-account", "--name", " "])
         .status
         .success());

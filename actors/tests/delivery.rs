@@ -38,18 +38,21 @@ async fn harness(sim: SimulatedSettings, route: RouteSettings) -> Harness {
 }
 
 async fn harness_with(sim: SimulatedSettings, settings: DispatchSettings) -> Harness {
-    harness_on(sim, settings, Arc::new(InProcessQueue::new(8))).await
+    harness_on(sim, settings, Arc::new(InProcessQueue::new(8)), |_, _| {}).await
 }
 
+/// The harness on `queue`, its ports changed by `adjust` (given the embedded store).
 async fn harness_on(
     sim: SimulatedSettings,
     settings: DispatchSettings,
     queue: Arc<dyn DispatchQueue>,
+    adjust: impl FnOnce(&mut Ports, Arc<EmbeddedStore>),
 ) -> Harness {
     tokio::time::pause();
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-    let ports = Ports::embedded(store, queue);
+    let mut ports = Ports::embedded(store.clone(), queue);
+    adjust(&mut ports, store);
     let account = AccountId::new();
     ports
         .accounts
@@ -617,6 +620,7 @@ async fn messages_accepted_while_the_queue_fails_are_published_by_the_outbox_and
         SimulatedSettings::default(),
         DispatchSettings::default(),
         queue.clone(),
+        |_, _| {},
     )
     .await;
     // Accepted (durable, charged) although nothing could be published.
@@ -716,73 +720,37 @@ impl MessageStore for FailingOutcomes {
 #[actix::test]
 async fn a_failed_outcome_write_is_retried_until_it_lands_and_nothing_is_sent_twice() {
     use std::sync::atomic::Ordering::SeqCst;
-    tokio::time::pause();
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
-    let failing = Arc::new(FailingOutcomes {
-        store: store.clone(),
-        down: true.into(),
-        failed: 0.into(),
-    });
-    let mut ports = Ports::embedded(store, Arc::new(InProcessQueue::new(8)));
-    ports.messages = failing.clone();
-    let account = AccountId::new();
-    ports
-        .accounts
-        .put_account(&Account::new(account, "t".into(), "CO".parse().unwrap(), 0))
-        .await
-        .unwrap();
-    ports.ledger.top_up(account, CREDITS).await.unwrap();
-    let clock = EngineClock::start();
-    let provider = Arc::new(
-        SimulatedProvider::new("simulated", SimulatedSettings::default(), clock).with_log(),
-    );
-    let _delivery = start_delivery(
-        ports.clone(),
-        provider.clone(),
-        None,
+    let mut failing = None;
+    let h = harness_on(
+        SimulatedSettings::default(),
         DispatchSettings::default(),
-        clock,
-    );
-    let supervisor = BroadcastSupervisor::start(
-        ports.clone(),
-        &EngineSettings {
-            normalizer_threads: 1,
-            ..EngineSettings::default()
+        Arc::new(InProcessQueue::new(8)),
+        |ports, store| {
+            let store = Arc::new(FailingOutcomes {
+                store,
+                down: true.into(),
+                failed: 0.into(),
+            });
+            ports.messages = store.clone();
+            failing = Some(store);
         },
-    );
-    let accepted = supervisor
-        .send(Broadcast {
-            batch: BatchId::new(),
-            account,
-            member: MemberId::new(),
-            country: "CO".parse().unwrap(),
-            body: MessageBody::parse("hello".into()).unwrap(),
-            kind: MessageType::Sms,
-            recipients: Recipients::Numbers(numbers(200, 0).into()),
-        })
-        .await
-        .unwrap();
-    let batch = accepted.batch.unwrap();
+    )
+    .await;
+    let failing = failing.unwrap();
+    let (batch, _) = h
+        .broadcast("hello", MessageType::Sms, numbers(200, 0))
+        .await;
     // Sent, but the outcomes cannot be written: they wait (claimed), retried.
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(failing.failed.load(SeqCst) >= 3, "retried");
-    let counts = ports.messages.batch(batch).await.unwrap().unwrap().counts;
-    assert_eq!(counts.sending, 200, "{counts:?}");
+    assert_eq!(h.batch(batch).await.counts.sending, 200);
     failing.down.store(false, SeqCst);
-    let mut counts = StatusCounts::default();
-    for _ in 0..6000 {
-        counts = ports.messages.batch(batch).await.unwrap().unwrap().counts;
-        if counts.sent == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(counts.sent, 200, "{counts:?}");
+    let done = h.settle(batch, all_final).await;
+    assert_eq!(done.counts.delivered, 200, "{:?}", done.counts);
     // Each message reached the provider once: the retry wrote the outcome, it did not
     // send again.
-    let sent = provider.sent();
-    assert_eq!(sent.len(), 200);
+    assert_eq!(h.provider.sent().len(), 200);
+    h.assert_books_balance().await;
 }

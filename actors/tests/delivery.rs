@@ -747,8 +747,15 @@ async fn a_failed_outcome_write_is_retried_until_it_lands_and_nothing_is_sent_tw
     assert!(failing.failed.load(SeqCst) >= 3, "retried");
     assert_eq!(h.batch(batch).await.counts.sending, 200);
     failing.down.store(false, SeqCst);
-    let done = h.settle(batch, all_final).await;
-    assert_eq!(done.counts.delivered, 200, "{:?}", done.counts);
+    // (Receipts that overtook their outcome by more than the receipt retry's 10 s are
+    // dropped: these ones may end `sent`, waiting for the receipt deadline.)
+    let done = h.settle(batch, |c| c.sending == 0).await;
+    assert_eq!(
+        done.counts.sent + done.counts.delivered,
+        200,
+        "{:?}",
+        done.counts
+    );
     // Each message reached the provider once: the retry wrote the outcome, it did not
     // send again.
     assert_eq!(h.provider.sent().len(), 200);

@@ -37,6 +37,15 @@ pub enum ApiError {
     Internal(#[source] anyhow::Error),
 }
 
+impl ApiError {
+    /// Whether the request that failed so is known to have written nothing: a refusal
+    /// before any write. A storage or internal error may come after a write that still
+    /// lands (an fsync that failed, a commit whose answer was lost).
+    pub fn wrote_nothing(&self) -> bool {
+        !matches!(self, ApiError::Internal(_))
+    }
+}
+
 /// Every error of the API: `{statusCode, code, message}`.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]

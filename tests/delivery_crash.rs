@@ -37,6 +37,12 @@ impl Delivery {
             .ok()
             .filter(|b| !b.is_empty())
             .expect("SENDME_TEST_KAFKA names the broker (host:port)");
+        Self::over_brokers(brokers)
+    }
+
+    /// SendMe on the Kafka queue of `brokers`, on topics and a consumer group of its own.
+    #[cfg(feature = "kafka")]
+    fn over_brokers(brokers: String) -> Self {
         let unique = format!("crash-{}", uuid::Uuid::now_v7().simple());
         let mut delivery = Self::start();
         delivery.env = [
@@ -284,4 +290,155 @@ async fn sigterm_during_delivery(delivery: Delivery) {
         received.values().all(|n| *n == 1),
         "a graceful stop sends nothing twice"
     );
+}
+
+/// A tansu broker of this test's own, started with `.ci/kafka-broker` (which `.ci/run`
+/// installs) on a data directory it keeps across restarts, so the test can stop it.
+#[cfg(feature = "kafka")]
+struct OwnBroker {
+    dir: tempfile::TempDir,
+    port: u16,
+    pid: Option<u32>,
+}
+
+#[cfg(feature = "kafka")]
+impl OwnBroker {
+    fn start() -> Self {
+        let mut broker = Self {
+            dir: tempfile::tempdir().unwrap(),
+            port: free_port(),
+            pid: None,
+        };
+        broker.restart();
+        broker
+    }
+
+    fn script() -> Command {
+        Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/kafka-broker"))
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again) on its data directory and port.
+    fn restart(&mut self) {
+        let out = Self::script()
+            .arg("start")
+            .arg(self.dir.path())
+            .arg(self.port.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.pid = Some(
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap(),
+        );
+    }
+
+    /// Stops it (SIGTERM) and waits until the process is gone.
+    fn stop(&mut self) {
+        let Some(pid) = self.pid.take() else { return };
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(Instant::now() < deadline, "the broker did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[cfg(feature = "kafka")]
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Sends `requests` broadcasts of `n` recipients each (numbers from `offset`), each
+/// answered 201 within a few seconds even while the broker is down.
+#[cfg(feature = "kafka")]
+async fn keep_sending(
+    base: &str,
+    token: &str,
+    requests: usize,
+    n: usize,
+    offset: usize,
+) -> Vec<(String, usize)> {
+    let mut sent = Vec::new();
+    for r in 0..requests {
+        let contacts: Vec<String> = (0..n)
+            .map(|i| {
+                let k = offset + r * n + i;
+                format!("3{:02}{:07}", 10 + k % 14, k)
+            })
+            .collect();
+        let started = Instant::now();
+        let answer = client()
+            .post(format!("{base}/api/messages/sms/contacts"))
+            .bearer_auth(token)
+            .json(&json!({"message": "Outage test", "contacts": contacts}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), StatusCode::CREATED);
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "answered in {:?}",
+            started.elapsed()
+        );
+        let body: Value = answer.json().await.unwrap();
+        sent.push((body["queueId"].as_str().unwrap().to_owned(), n));
+    }
+    sent
+}
+
+#[cfg(feature = "kafka")]
+#[tokio::test]
+#[cfg_attr(
+    not(kafka_broker),
+    ignore = "needs SENDME_TEST_KAFKA (set where .ci/kafka-broker has installed tansu)"
+)]
+async fn over_kafka_a_broker_outage_delays_nothing_and_loses_nothing_even_through_a_kill_9() {
+    let mut broker = OwnBroker::start();
+    let delivery = Delivery::over_brokers(broker.address());
+    let token = demo_token();
+    let (server, base) = delivery.sendme();
+    let mut batches = keep_sending(&base, &token, 1, 200, 0).await;
+
+    // The broker goes away: sends still answer 201 at once, and nothing is lost.
+    broker.stop();
+    batches.extend(keep_sending(&base, &token, 5, 100, 200).await);
+    // Back, with SendMe still running: everything is delivered without a restart.
+    broker.restart();
+    for (queue_id, n) in &batches {
+        wait_delivered(&base, &token, queue_id, *n).await;
+    }
+
+    // Gone again; SendMe takes more and is killed (-9) before the broker returns.
+    broker.stop();
+    let during = keep_sending(&base, &token, 3, 100, 1_000).await;
+    server.kill_9();
+    broker.restart();
+    let (_server, base) = delivery.sendme();
+    for (queue_id, n) in &during {
+        wait_delivered(&base, &token, queue_id, *n).await;
+    }
+
+    // Every accepted message reached the provider once, and was charged once.
+    let total: usize = batches.iter().chain(&during).map(|(_, n)| n).sum();
+    let received = delivery.received();
+    assert_eq!(received.len(), total, "every accepted message, no other");
+    let twice: Vec<_> = received.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "{} ids received twice", twice.len());
+    let account = get_json(&client(), &format!("{base}/api/account"), &token).await;
+    assert_eq!(account["reserved"], 0);
+    assert_eq!(account["balance"], 100_000 - total as u64);
 }

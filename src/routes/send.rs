@@ -433,8 +433,10 @@ async fn enqueue(
         }
         (Ok(accepted), None) => accepted,
         (Err(e), held) => {
-            // Nothing was persisted: the key is free for the client's retry.
-            if let Some(held) = held {
+            // Refused before any write: the key is free for the client's retry. After a
+            // storage error the batch may still land: the claim stays, and the retry
+            // finds the batch or, if it never committed, takes the claim over.
+            if let (Some(held), true) = (held, e.wrote_nothing()) {
                 held.release().await;
             }
             return Err(e);

@@ -195,6 +195,10 @@ impl Handler<Broadcast> for BroadcastSupervisor {
 
 /// Queue records built and published at once.
 const PUBLISH_CHUNK: usize = 16_384;
+/// How long an accept waits for the queue to take a chunk before leaving it (and the
+/// rest) to the outbox relay. A chunk that was only slow may then be published twice:
+/// the claim sends it once.
+const PUBLISH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Pipeline {
     async fn run(&self, msg: Broadcast) -> Result<Accepted, BroadcastError> {
@@ -260,14 +264,24 @@ impl Pipeline {
                 .map(|(id, recipient)| QueueRecord::new(id, recipient, msg.kind))
                 .collect::<Vec<_>>()
         };
-        let mut failed_from = None;
+        // Behind records the outbox still holds, these wait their turn there too: one
+        // recipient's messages keep their order.
+        let mut failed_from = (self.outbox.depth() > 0).then_some(0);
         for (n, mut chunk) in messages.chunks(PUBLISH_CHUNK).enumerate() {
-            if let Err(e) = self.ports.queue.publish(records(&mut chunk)).await {
-                // Durable and `queued`: the outbox relay publishes them when it can.
-                tracing::error!(error = ?e, %batch, "publishing failed; the outbox relay retries");
-                failed_from = Some(n);
+            if failed_from.is_some() {
                 break;
             }
+            let published =
+                tokio::time::timeout(PUBLISH_WAIT, self.ports.queue.publish(records(&mut chunk)));
+            let error = match published.await {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no acknowledgement within {PUBLISH_WAIT:?}"),
+            };
+            // Durable and `queued`: the outbox relay publishes them when it can, and the
+            // client gets its 201 now rather than after the broker's own timeout.
+            tracing::error!(error, %batch, "publishing failed; the outbox relay retries");
+            failed_from = Some(n);
         }
         if let Some(first) = failed_from {
             for mut chunk in messages.chunks(PUBLISH_CHUNK).skip(first) {

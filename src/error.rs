@@ -133,6 +133,7 @@ impl From<LedgerError> for ApiError {
                 ApiError::InsufficientBalance { needed, available }
             }
             LedgerError::AccountNotFound => ApiError::NotFound("account"),
+            LedgerError::Overflow(e) => ApiError::InvalidRequest(format!("`amount`: {e}")),
             LedgerError::Store(e) => e.into(),
         }
     }

@@ -126,3 +126,24 @@ async fn concurrent_requests_never_overdraw_and_charge_exactly_what_was_accepted
         accepted * 5
     );
 }
+
+#[actix_web::test]
+async fn a_top_up_that_would_overflow_the_balance_answers_400_and_changes_nothing() {
+    let app = spawn_app().await;
+    let before = app.balance(&app.token).await;
+    let path = "/api/admin/accounts/0190d3e0-0000-7000-8000-00000000a001/credits";
+    // u64::MAX (past the largest balance once added), and u64::MAX + 1 (no u64 at all).
+    for amount in ["18446744073709551615", "18446744073709551616"] {
+        let r = app
+            .client
+            .post(format!("{}{path}", app.address))
+            .bearer_auth(&app.admin_token)
+            .header("Content-Type", "application/json")
+            .body(format!(r#"{{"amount": {amount}}}"#))
+            .send()
+            .await
+            .unwrap();
+        assert_error(r, StatusCode::BAD_REQUEST, "invalid_request").await;
+        assert_eq!(app.balance(&app.token).await, before, "after {amount}");
+    }
+}

@@ -99,6 +99,8 @@ impl From<LedgerError> for BroadcastError {
                 BroadcastError::InsufficientBalance { needed, available }
             }
             LedgerError::AccountNotFound => BroadcastError::AccountNotFound,
+            // An accept only reserves; a top-up's overflow cannot come from it.
+            LedgerError::Overflow(e) => BroadcastError::Store(StoreError::Backend(Box::new(e))),
             LedgerError::Store(e) => BroadcastError::Store(e),
         }
     }

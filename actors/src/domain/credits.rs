@@ -27,6 +27,11 @@ pub struct LedgerEntry {
     pub at: Millis,
 }
 
+/// A top-up that would take the account's credits past `u64::MAX`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the account's credits would pass {max}", max = u64::MAX)]
+pub struct CreditOverflow;
+
 /// A reservation larger than the balance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("insufficient balance: {needed} credits needed, {available} available")]
@@ -49,9 +54,16 @@ impl LedgerKind {
 }
 
 impl Account {
-    /// Adds purchased credits to the balance.
-    pub fn top_up(&mut self, amount: u64) {
+    /// Adds purchased credits to the balance, or changes nothing if the account's credits
+    /// (balance and reserved together, so no later refund can overflow) would pass
+    /// `u64::MAX`.
+    pub fn top_up(&mut self, amount: u64) -> Result<(), CreditOverflow> {
+        self.balance
+            .checked_add(self.reserved)
+            .and_then(|total| total.checked_add(amount))
+            .ok_or(CreditOverflow)?;
         self.balance += amount;
+        Ok(())
     }
 
     /// Moves `amount` from the balance to the reservation, or changes nothing if the

@@ -13,7 +13,7 @@ pub mod segments;
 pub mod status;
 
 pub use account::*;
-pub use credits::{InsufficientBalance, LedgerEntry, LedgerKind};
+pub use credits::{CreditOverflow, InsufficientBalance, LedgerEntry, LedgerKind};
 pub use ids::*;
 pub use message::*;
 pub use phone::{

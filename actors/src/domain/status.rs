@@ -40,6 +40,22 @@ impl StatusChange {
         self
     }
 
+    /// Whether this change applies to `msg`: the message is in `from`, and a receipt for
+    /// one part names a part the message has (1 to its segments) that no receipt recorded
+    /// yet, so a replayed or forged part changes nothing, not even the events.
+    pub fn applies_to(&self, msg: &Message) -> bool {
+        if msg.status != self.from {
+            return false;
+        }
+        let Some(part) = self.part else { return true };
+        let real = (1..=msg.segments.min(32)).contains(&part);
+        match self.to {
+            MessageStatus::Delivered => real && msg.delivered_parts & (1 << (part - 1)) == 0,
+            MessageStatus::Undelivered => real,
+            _ => true,
+        }
+    }
+
     /// Applies this change to `msg`, already known to be in `from`: attempts, provider,
     /// receipts for parts of a multipart message (delivered once every part is), the
     /// event, the receipt deadline and the status. Every store backend's `apply` uses it.

@@ -12,7 +12,7 @@ impl Keyspaces {
     pub(super) fn top_up(&self, account: AccountId, amount: u64) -> Result<Account, LedgerError> {
         let guard = self.ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut acc = self.account(account)?.ok_or(LedgerError::AccountNotFound)?;
-        acc.top_up(amount);
+        acc.top_up(amount)?;
         let entry = LedgerEntry {
             id: LedgerEntryId::new(),
             account,

@@ -57,7 +57,7 @@ impl Keyspaces {
                 }
             };
             let (msg, last) = &mut messages[at];
-            if msg.status != change.from {
+            if !change.applies_to(msg) {
                 results.push(None);
                 continue;
             }

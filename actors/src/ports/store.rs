@@ -23,6 +23,8 @@ pub enum LedgerError {
     #[error("account not found")]
     AccountNotFound,
     #[error(transparent)]
+    Overflow(#[from] CreditOverflow),
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 

@@ -111,7 +111,7 @@ impl Ledger for ScyllaStore {
     async fn top_up(&self, account: AccountId, amount: u64) -> Result<Account, LedgerError> {
         let acc = self
             .update_balance(account, |acc| {
-                acc.top_up(amount);
+                acc.top_up(amount)?;
                 Ok::<_, LedgerError>(())
             })
             .await?;

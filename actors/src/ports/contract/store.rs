@@ -95,6 +95,7 @@ macro_rules! store_contract_tests {
             all_phones_and_tagged_phones_page_through_every_contact,
             a_movement_applied_twice_changes_the_balance_once,
             reconciliation_repairs_an_injected_drift,
+            a_top_up_past_the_largest_balance_changes_nothing,
             idempotency_keys_are_claimed_once_per_account,
             concurrent_claims_of_one_key_leave_exactly_one_holder,
             of_concurrent_takeovers_of_a_stale_claim_exactly_one_wins,

@@ -77,7 +77,7 @@ impl ScyllaStore {
                     results.push((position, None));
                     break;
                 };
-                if msg.status != change.from {
+                if !change.applies_to(&msg) {
                     results.push((position, None));
                     break;
                 }
@@ -202,7 +202,7 @@ impl ScyllaStore {
                 Ok(_) => self.record(account, kind, moved, Some(queue)).await?,
                 Err(LedgerError::AccountNotFound) => continue,
                 Err(LedgerError::Store(e)) => return Err(e),
-                Err(e @ LedgerError::InsufficientBalance { .. }) => {
+                Err(e @ (LedgerError::InsufficientBalance { .. } | LedgerError::Overflow(_))) => {
                     return Err(StoreError::Backend(Box::new(e)))
                 }
             }

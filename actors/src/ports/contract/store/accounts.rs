@@ -248,3 +248,15 @@ pub async fn reconciliation_repairs_an_injected_drift(s: Stores) {
     // Repaired: a second run finds nothing.
     assert_eq!(s.ledger.reconcile(account).await.unwrap(), 0);
 }
+
+pub async fn a_top_up_past_the_largest_balance_changes_nothing(s: Stores) {
+    let account = account_with(&s, 100).await;
+    let err = s.ledger.top_up(account, u64::MAX).await.unwrap_err();
+    assert!(matches!(err, LedgerError::Overflow(_)), "{err:?}");
+    assert_eq!(balance(&s, account).await, (100, 0));
+    let entries = s.ledger.entries(account).await.unwrap();
+    assert_eq!(entries_of(&entries, LedgerKind::TopUp), vec![100]);
+    // Up to the largest, a top-up still goes through.
+    s.ledger.top_up(account, u64::MAX - 100).await.unwrap();
+    assert_eq!(balance(&s, account).await, (u64::MAX, 0));
+}

@@ -296,6 +296,12 @@ pub async fn multipart_receipts_deliver_once_every_part_arrived(s: Stores) {
     };
     let first = apply_one(&s, part(1)).await.unwrap();
     assert_eq!((first.status, first.delivered_parts), (Sent, 0b01));
+    // A replay of part 1, a part 0 and a part the message does not have change nothing,
+    // not even the events.
+    for bogus in [1, 0, 3, 7, 33] {
+        assert_eq!(apply_one(&s, part(bogus)).await, None, "part {bogus}");
+    }
+    assert_eq!(s.messages.message(id).await.unwrap().unwrap(), first);
     let second = apply_one(&s, part(2)).await.unwrap();
     assert_eq!((second.status, second.delivered_parts), (Delivered, 0b11));
     let counts = s.messages.batch(b.id).await.unwrap().unwrap().counts;

@@ -77,7 +77,7 @@ impl ScyllaStore {
                     results.push((position, None));
                     break;
                 };
-                if !change.applies_to(&msg) {
+                if !change.applies_to(msg) {
                     results.push((position, None));
                     break;
                 }

@@ -48,7 +48,8 @@ pub fn verify(
     let signature = signature
         .and_then(|s| hex::decode(s.trim().trim_start_matches("sha256=")).ok())
         .ok_or(SignatureError::Missing)?;
-    if (now - timestamp).abs() > MAX_SKEW_SECONDS {
+    // abs_diff: no timestamp, however far (i64::MIN + now), overflows the check.
+    if now.abs_diff(timestamp) > MAX_SKEW_SECONDS.unsigned_abs() {
         return Err(SignatureError::Stale);
     }
     mac(secret, timestamp, body)
@@ -108,5 +109,18 @@ mod tests {
             verify(b"key", Some("1000"), Some("zz"), b"{}", 1000),
             Err(SignatureError::Missing)
         );
+    }
+
+    #[test]
+    fn a_timestamp_at_the_ends_of_i64_is_stale_not_an_overflow() {
+        let now = 1_764_000_000;
+        for ts in [i64::MIN, i64::MIN + now, i64::MAX, -now] {
+            let sig = sign(b"key", ts, b"{}");
+            assert_eq!(
+                verify(b"key", Some(&ts.to_string()), Some(&sig), b"{}", now),
+                Err(SignatureError::Stale),
+                "{ts}"
+            );
+        }
     }
 }

@@ -47,6 +47,7 @@ pub(crate) struct ReceiptResult {
     security(()),
     responses(
         (status = 200, description = "Recorded (or already recorded)", body = ReceiptResult),
+        (status = 400, description = "Malformed, or a `part` the message does not have (`invalid_request`)", body = ErrorBody),
         (status = 409, description = "The send is still being recorded (`receipt_before_send`): retry shortly", body = ErrorBody),
     )
 )]
@@ -103,7 +104,7 @@ pub(crate) async fn receive_receipt(
             message,
             delivered,
             part: receipt.part,
-            detail: receipt.detail,
+            detail: receipt.detail.map(bounded_detail),
         })
         .await?;
     match outcome {
@@ -118,5 +119,19 @@ pub(crate) async fn receive_receipt(
             "the message's send is still being recorded; retry the receipt shortly".into(),
         )),
         ReceiptOutcome::UnknownMessage => Err(ApiError::NotFound("message")),
+        ReceiptOutcome::NoSuchPart => Err(ApiError::InvalidRequest(
+            "`part` must be between 1 and the message's number of segments".into(),
+        )),
+    }
+}
+
+/// The most of a receipt's `detail` kept with the message (the rest is cut, at a
+/// character boundary): a provider's text, not a store for anything it sends.
+const MAX_DETAIL_CHARS: usize = 256;
+
+fn bounded_detail(detail: String) -> String {
+    match detail.char_indices().nth(MAX_DETAIL_CHARS) {
+        Some((cut, _)) => detail[..cut].to_owned(),
+        None => detail,
     }
 }

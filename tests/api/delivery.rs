@@ -225,3 +225,72 @@ async fn cancel_turns_unclaimed_messages_canceled_and_refunds_exactly_them() {
     assert_eq!(again["canceled"], 0);
     assert_eq!(app.balance(&app.token).await, (100_000, 0));
 }
+
+#[actix_web::test]
+async fn a_part_receipt_counts_once_only_for_a_part_the_message_has_and_its_detail_is_bounded() {
+    let app = dispatching_app(None).await;
+    // 161 GSM-7 characters: two segments.
+    let two_parts = "x".repeat(161);
+    let sent: Value = app
+        .send_to_contacts(&json!({"message": two_parts, "contacts": ["3001234567"]}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = sent["messages"][0]["id"].as_str().unwrap().to_owned();
+    let message_path = format!("/api/messages/{id}");
+    app.wait_until(&message_path, |m| m["status"] == "sent")
+        .await;
+    let now = unix_now();
+    let part = |n: u32| json!({"messageId": id, "status": "delivered", "part": n, "detail": "d".repeat(200_000)});
+
+    for no_such in [0, 3, 7] {
+        let r = app
+            .post_receipt("simulated", &part(no_such), now, DLR_SECRET)
+            .await;
+        assert_error(r, StatusCode::BAD_REQUEST, "invalid_request").await;
+    }
+    let r = app
+        .post_receipt("simulated", &part(1), now, DLR_SECRET)
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let after_first: Value = app
+        .get(&message_path, &app.token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    // Replays of part 1 answer 200 and change nothing, not even the events.
+    for _ in 0..5 {
+        let r = app
+            .post_receipt("simulated", &part(1), now, DLR_SECRET)
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let after_replays: Value = app
+        .get(&message_path, &app.token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(after_replays, after_first);
+    assert_eq!(after_first["status"], "sent");
+    let details: Vec<usize> = after_first["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["detail"].as_str().map(str::len))
+        .collect();
+    assert!(details.iter().all(|n| *n <= 256), "{details:?}");
+    let r = app
+        .post_receipt("simulated", &part(2), now, DLR_SECRET)
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let done: Value = app
+        .get(&message_path, &app.token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(done["status"], "delivered");
+}

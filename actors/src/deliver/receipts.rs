@@ -18,6 +18,9 @@ pub enum ReceiptOutcome {
     /// changed, and the receipt must be offered again later.
     NotYetSent,
     UnknownMessage,
+    /// A receipt for a part the message does not have (0, or past its segments): nothing
+    /// changed.
+    NoSuchPart,
 }
 
 impl DeliveryHandle {
@@ -62,13 +65,16 @@ impl DeliveryHandle {
             if self.writer.submit(change.clone()).await?.is_some() {
                 return Ok(ReceiptOutcome::Applied);
             }
-            let status = self
-                .ports
-                .messages
-                .message(message)
-                .await?
-                .map(|m| m.status);
-            match status {
+            let found = self.ports.messages.message(message).await?;
+            let no_such_part = |m: &Message| {
+                receipt
+                    .part
+                    .is_some_and(|p| p == 0 || p > m.segments.min(32))
+            };
+            if found.as_ref().is_some_and(no_such_part) {
+                return Ok(ReceiptOutcome::NoSuchPart);
+            }
+            match found.map(|m| m.status) {
                 Some(MessageStatus::Sent) => continue,
                 Some(MessageStatus::Queued | MessageStatus::Sending) => {
                     return Ok(ReceiptOutcome::NotYetSent)

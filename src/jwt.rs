@@ -12,7 +12,14 @@ pub struct Claims {
     pub role: Role,
     pub iat: u64,
     pub exp: u64,
+    /// Not before (Unix seconds), if the issuer set one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
 }
+
+/// How far in the future a token's `iat` or `nbf` may lie: clocks of issuers drift a
+/// little, never by more.
+const CLOCK_LEEWAY_SECONDS: u64 = 60;
 
 #[derive(Clone)]
 pub struct JwtKeys {
@@ -39,6 +46,7 @@ impl JwtKeys {
             role: member.role,
             iat,
             exp: iat + self.ttl_seconds,
+            nbf: None,
         };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(ApiError::internal)
     }
@@ -46,7 +54,7 @@ impl JwtKeys {
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
-        decode::<Claims>(token, &self.decoding, &validation)
+        let claims = decode::<Claims>(token, &self.decoding, &validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
@@ -56,6 +64,11 @@ impl JwtKeys {
                     ApiError::Unauthorized("the token signature is invalid")
                 }
                 _ => ApiError::Unauthorized("the token is malformed"),
-            })
+            })?;
+        let latest = jsonwebtoken::get_current_timestamp() + CLOCK_LEEWAY_SECONDS;
+        if claims.iat > latest || claims.nbf.is_some_and(|nbf| nbf > latest) {
+            return Err(ApiError::Unauthorized("the token is not valid yet"));
+        }
+        Ok(claims)
     }
 }

@@ -131,3 +131,29 @@ async fn admin_endpoints_need_the_admin_role() {
         .await;
     assert_error(r, StatusCode::BAD_REQUEST, "invalid_request").await;
 }
+
+#[actix_web::test]
+async fn a_token_issued_or_valid_only_in_the_future_answers_401_beyond_a_minute_of_drift() {
+    let app = spawn_app().await;
+    let now = jsonwebtoken::get_current_timestamp();
+    let with = |extra: Value| {
+        let mut c = claims(7200);
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        sign(&c, TEST_JWT_SECRET)
+    };
+    for future in [json!({"iat": now + 3600}), json!({"nbf": now + 3600})] {
+        let r = app.get("/api/account", &with(future.clone())).await;
+        let body = assert_error(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
+        assert!(
+            body["message"].as_str().unwrap().contains("not valid yet"),
+            "{future}: {body}"
+        );
+    }
+    // A clock a few seconds ahead is fine.
+    for drift in [json!({"iat": now + 10}), json!({"nbf": now + 10})] {
+        let r = app.get("/api/account", &with(drift.clone())).await;
+        assert_eq!(r.status(), StatusCode::OK, "{drift}");
+    }
+}

@@ -58,7 +58,15 @@ fn local() -> String {
 pub struct ServerSettings {
     pub host: String,
     pub port: u16,
+    /// The largest body of a send request (a million recipients).
     pub max_body_bytes: usize,
+    /// The largest body of any other request.
+    #[serde(default = "small_body")]
+    pub max_small_body_bytes: usize,
+}
+
+fn small_body() -> usize {
+    64 * 1024
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -3,7 +3,6 @@
 
 use crate::configuration::{ProviderKind, QueueKind, Settings, StoreKind};
 use crate::demo::{self, DemoCredentials};
-use crate::error::json_error;
 use crate::jwt::JwtKeys;
 use crate::providers::http::HttpProvider;
 use crate::state::AppState;
@@ -246,6 +245,7 @@ impl Application {
         let port = listener.local_addr()?.port();
 
         let max_body = settings.server.max_body_bytes;
+        let max_small_body = settings.server.max_small_body_bytes;
         let serves_api = settings.role.serves_api();
         let shutting_down = Arc::new(AtomicBool::new(false));
         let state = web::Data::new(AppState {
@@ -265,12 +265,8 @@ impl Application {
                 .wrap(from_fn(crate::metrics::track_http))
                 .wrap(from_fn(crate::telemetry::with_request_id))
                 .app_data(state.clone())
-                .app_data(
-                    web::JsonConfig::default()
-                        .limit(max_body)
-                        .content_type_required(true)
-                        .error_handler(|err, _| json_error(err).into()),
-                )
+                // Small bodies everywhere but the send routes (see routes::send).
+                .app_data(routes::json_config(max_small_body))
                 .app_data(web::PathConfig::default().error_handler(|err, _| {
                     crate::error::ApiError::InvalidRequest(format!("invalid path: {err}")).into()
                 }))
@@ -281,7 +277,7 @@ impl Application {
                     routes::configure_operations(cfg);
                     if serves_api {
                         openapi::configure(cfg);
-                        routes::configure_api(cfg);
+                        routes::configure_api(cfg, max_body);
                     }
                 })
         })

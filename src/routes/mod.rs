@@ -24,16 +24,26 @@ pub fn configure_operations(cfg: &mut web::ServiceConfig) {
 
 /// The API under `/api` (register anything else under `/api`, such as the OpenAPI
 /// document, before it: the scope would otherwise take the path and 404).
-pub fn configure_api(cfg: &mut web::ServiceConfig) {
+pub fn configure_api(cfg: &mut web::ServiceConfig, max_send_body: usize) {
     cfg.service(
         web::scope("/api")
-            .configure(send::configure)
+            .configure(|cfg| send::configure(cfg, max_send_body))
             .configure(status::configure)
             .configure(contacts::configure)
             .configure(account::configure)
             .configure(admin::configure)
             .configure(receipts::configure),
     );
+}
+
+/// How JSON bodies are read: at most `limit` bytes (a larger body is refused from its
+/// Content-Length, or as soon as it passes the limit, before it is parsed), with a JSON
+/// content type, every error in the JSON error shape.
+pub fn json_config(limit: usize) -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(limit)
+        .content_type_required(true)
+        .error_handler(|err, _| crate::error::json_error(err).into())
 }
 
 /// RFC 3339 with milliseconds, UTC.

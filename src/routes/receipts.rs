@@ -56,8 +56,9 @@ pub(crate) async fn receive_receipt(
     state: web::Data<AppState>,
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let body = read_body(payload, state.settings.server.max_small_body_bytes).await?;
     if *path != state.settings.provider.name {
         return Err(ApiError::NotFound("provider"));
     }
@@ -134,4 +135,22 @@ fn bounded_detail(detail: String) -> String {
         Some((cut, _)) => detail[..cut].to_owned(),
         None => detail,
     }
+}
+
+/// The raw body (its bytes are signed), at most `limit` bytes: a larger one is refused as
+/// soon as it passes the limit, with the JSON error shape.
+async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
+    use futures_util::StreamExt;
+    let too_large =
+        || ApiError::PayloadTooLarge(format!("request body is larger than {limit} bytes"));
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::InvalidRequest(format!("reading the body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }

@@ -16,10 +16,16 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use utoipa::ToSchema;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(send_to_contacts)
-        .service(send_to_all)
-        .service(send_to_tags);
+/// The send routes, the only ones whose bodies may be large (a million recipients): they
+/// take `server.max_body_bytes`, every other route the small limit the app sets.
+pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
+    cfg.service(
+        web::scope("/messages/sms")
+            .app_data(super::json_config(max_body))
+            .service(send_to_contacts)
+            .service(send_to_all)
+            .service(send_to_tags),
+    );
 }
 
 /// Send one message to a list of numbers, as the client wrote them.
@@ -191,7 +197,7 @@ enum SendResponses {
     params(IdempotencyKey),
     responses(SendResponses)
 )]
-#[post("/messages/sms/contacts")]
+#[post("/contacts")]
 pub(crate) async fn send_to_contacts(
     state: web::Data<AppState>,
     TermsAccepted(member): TermsAccepted,
@@ -226,7 +232,7 @@ pub(crate) async fn send_to_contacts(
     params(IdempotencyKey),
     responses(SendResponses)
 )]
-#[post("/messages/sms/all")]
+#[post("/all")]
 pub(crate) async fn send_to_all(
     state: web::Data<AppState>,
     TermsAccepted(member): TermsAccepted,
@@ -255,7 +261,7 @@ pub(crate) async fn send_to_all(
     params(IdempotencyKey),
     responses(SendResponses)
 )]
-#[post("/messages/sms/tags")]
+#[post("/tags")]
 pub(crate) async fn send_to_tags(
     state: web::Data<AppState>,
     TermsAccepted(member): TermsAccepted,

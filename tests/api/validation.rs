@@ -154,3 +154,44 @@ async fn unknown_routes_answer_404_json() {
     let r = app.get("/api/nothing-here", &app.token).await;
     assert_error(r, StatusCode::NOT_FOUND, "not_found").await;
 }
+
+#[actix_web::test]
+async fn only_the_send_routes_take_large_bodies_and_a_50_mb_body_elsewhere_is_refused_at_once() {
+    let app = spawn_app().await;
+    // A 1 MB send (about 70,000 numbers) is a normal broadcast.
+    let many: Vec<String> = (0..70_000)
+        .map(|i| format!("3{:02}{:07}", 10 + i % 14, i))
+        .collect();
+    let r = app
+        .send_to_contacts(&json!({"message": HELLO, "contacts": many}))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let before = app.balance(&app.token).await;
+
+    // 50 MB anywhere else: refused from its length, before it is read, in JSON.
+    let huge = format!(r#"{{"name": "{}"}}"#, "x".repeat(50 * 1024 * 1024));
+    for (path, token) in [
+        ("/api/contacts", &app.token),
+        ("/api/tags", &app.token),
+        ("/api/admin/accounts", &app.admin_token),
+        ("/api/providers/simulated/dlr", &app.token),
+    ] {
+        let started = std::time::Instant::now();
+        let r = app
+            .client
+            .post(app.url(path))
+            .bearer_auth(token)
+            .header("Content-Type", "application/json")
+            .body(huge.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_error(r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{path}: {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(app.balance(&app.token).await, before);
+}

@@ -1,5 +1,6 @@
 //! Bearer tokens: HS256 JWTs naming a member, its account and its role.
 
+use crate::cursor::CursorKey;
 use crate::error::ApiError;
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use sendme_actors::domain::{AccountId, Member, MemberId, Role};
@@ -26,6 +27,7 @@ pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     ttl_seconds: u64,
+    cursors: CursorKey,
 }
 
 impl JwtKeys {
@@ -34,7 +36,13 @@ impl JwtKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             ttl_seconds,
+            cursors: CursorKey::derive(secret),
         }
+    }
+
+    /// The key listing cursors are sealed with (derived from the same secret).
+    pub fn cursors(&self) -> &CursorKey {
+        &self.cursors
     }
 
     /// Issues a token for `member`, valid for the configured lifetime.

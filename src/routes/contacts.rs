@@ -188,11 +188,17 @@ pub(crate) async fn list_contacts(
         .map(|t| t.parse::<TagId>())
         .transpose()
         .map_err(|_| ApiError::InvalidRequest("`tagId` must be a UUID".into()))?;
+    // A cursor is bound to the account and the tag filter.
+    let cursors = state.keys.cursors();
+    let listing = format!(
+        "contacts|{}",
+        tag.map(|t| t.to_string()).unwrap_or_default()
+    );
     let after = q
         .cursor
-        .map(|c| c.parse::<ContactId>())
-        .transpose()
-        .map_err(|_| ApiError::InvalidRequest("`cursor` is not valid".into()))?;
+        .map(|c| cursors.open(member.account, &listing, &c))
+        .transpose()?
+        .map(|id| ContactId(uuid::Uuid::from_bytes(id)));
     let page = state
         .ports
         .contacts
@@ -200,7 +206,9 @@ pub(crate) async fn list_contacts(
         .await?;
     Ok(HttpResponse::Ok().json(Listing {
         items: page.items.iter().map(ContactView::from).collect(),
-        next_cursor: page.next.map(|c| c.to_string()),
+        next_cursor: page
+            .next
+            .map(|c| cursors.seal(member.account, &listing, c.as_bytes())),
     }))
 }
 

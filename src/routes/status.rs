@@ -221,13 +221,14 @@ pub(crate) struct MessageQuery {
 }
 
 impl MessageQuery {
+    /// The filter, and the cursor to open once the filter is complete.
     fn into_filter(
         self,
         account: AccountId,
         default_country: Country,
-    ) -> Result<MessageFilter, ApiError> {
+    ) -> Result<(MessageFilter, Option<String>), ApiError> {
         let invalid = |what: &str| ApiError::InvalidRequest(what.to_owned());
-        Ok(MessageFilter {
+        let filter = MessageFilter {
             account,
             batch: self
                 .queue_id
@@ -252,19 +253,36 @@ impl MessageQuery {
             },
             from: self.from.map(|f| parse_rfc3339("from", &f)).transpose()?,
             to: self.to.map(|t| parse_rfc3339("to", &t)).transpose()?,
-            before: self
-                .cursor
-                .map(|c| c.parse().map_err(|_| invalid("`cursor` is not valid")))
-                .transpose()?,
+            before: None,
             limit: page_limit(self.limit)?,
-        })
+        };
+        Ok((filter, self.cursor))
     }
+}
+
+/// What a message listing's cursor is bound to: every filter but the page.
+fn listing_query(f: &MessageFilter) -> String {
+    format!(
+        "messages|{}|{}|{}|{}|{}|{}",
+        f.batch.map(|b| b.to_string()).unwrap_or_default(),
+        f.status.map(|s| s.as_str()).unwrap_or_default(),
+        f.recipient.as_ref().map(|r| r.as_str()).unwrap_or_default(),
+        f.kind.map(|k| k.as_str()).unwrap_or_default(),
+        f.from.map(|t| t.to_string()).unwrap_or_default(),
+        f.to.map(|t| t.to_string()).unwrap_or_default(),
+    )
 }
 
 async fn message_listing(
     state: &AppState,
-    filter: MessageFilter,
+    (mut filter, cursor): (MessageFilter, Option<String>),
 ) -> Result<HttpResponse, ApiError> {
+    let cursors = state.keys.cursors();
+    let query = listing_query(&filter);
+    if let Some(cursor) = cursor {
+        let id = cursors.open(filter.account, &query, &cursor)?;
+        filter.before = Some(MessageId(uuid::Uuid::from_bytes(id)));
+    }
     let page = state.ports.messages.list_messages(&filter).await?;
     let mut bodies: HashMap<BatchId, Batch> = HashMap::new();
     for m in &page.items {
@@ -281,7 +299,9 @@ async fn message_listing(
         .collect();
     Ok(HttpResponse::Ok().json(Listing {
         items,
-        next_cursor: page.next.map(|id| id.to_string()),
+        next_cursor: page
+            .next
+            .map(|id| cursors.seal(filter.account, &query, id.as_bytes())),
     }))
 }
 
@@ -314,9 +334,9 @@ pub(crate) async fn list_queue_messages(
 ) -> Result<HttpResponse, ApiError> {
     let batch = own_batch(&state, member.account, &path).await?;
     let country = default_country(&state, member.account).await?;
-    let mut filter = query.into_inner().into_filter(member.account, country)?;
+    let (mut filter, cursor) = query.into_inner().into_filter(member.account, country)?;
     filter.batch = Some(batch.id);
-    message_listing(&state, filter).await
+    message_listing(&state, (filter, cursor)).await
 }
 
 #[utoipa::path(

@@ -254,12 +254,7 @@ async fn a_part_receipt_counts_once_only_for_a_part_the_message_has_and_its_deta
         .post_receipt("simulated", &part(1), now, DLR_SECRET)
         .await;
     assert_eq!(r.status(), StatusCode::OK);
-    let after_first: Value = app
-        .get(&message_path, &app.token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let after_first: Value = app.get_json(&message_path).await;
     // Replays of part 1 answer 200 and change nothing, not even the events.
     for _ in 0..5 {
         let r = app
@@ -267,12 +262,7 @@ async fn a_part_receipt_counts_once_only_for_a_part_the_message_has_and_its_deta
             .await;
         assert_eq!(r.status(), StatusCode::OK);
     }
-    let after_replays: Value = app
-        .get(&message_path, &app.token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let after_replays: Value = app.get_json(&message_path).await;
     assert_eq!(after_replays, after_first);
     assert_eq!(after_first["status"], "sent");
     let details: Vec<usize> = after_first["events"]
@@ -286,11 +276,6 @@ async fn a_part_receipt_counts_once_only_for_a_part_the_message_has_and_its_deta
         .post_receipt("simulated", &part(2), now, DLR_SECRET)
         .await;
     assert_eq!(r.status(), StatusCode::OK);
-    let done: Value = app
-        .get(&message_path, &app.token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let done: Value = app.get_json(&message_path).await;
     assert_eq!(done["status"], "delivered");
 }

@@ -106,6 +106,11 @@ impl TestApp {
             .expect("request")
     }
 
+    /// `GET path` as the demo member, as JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.get(path, &self.token).await.json().await.unwrap()
+    }
+
     pub async fn send_to_contacts(&self, body: &Value) -> Response {
         self.post("/api/messages/sms/contacts", &self.token, body)
             .await

@@ -179,3 +179,51 @@ async fn another_accounts_queue_message_and_contact_are_404() {
         .unwrap();
     assert_error(r, StatusCode::NOT_FOUND, "not_found").await;
 }
+
+#[actix_web::test]
+async fn a_cursor_works_only_unaltered_for_its_own_account_and_filters() {
+    let app = spawn_app().await;
+    let contacts: Vec<String> = (0..5).map(|i| format!("30055{i:05}")).collect();
+    let r = app
+        .send_to_contacts(&json!({"message": HELLO, "contacts": contacts}))
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let first = app.get_json("/api/messages?limit=2&status=queued").await;
+    let cursor = first["nextCursor"].as_str().unwrap().to_owned();
+    // Its own next page.
+    let next = app
+        .get(
+            &format!("/api/messages?limit=2&status=queued&cursor={cursor}"),
+            &app.token,
+        )
+        .await;
+    assert_eq!(next.status(), StatusCode::OK);
+    let next: Value = next.json().await.unwrap();
+    assert_eq!(next["items"].as_array().unwrap().len(), 2);
+    assert_ne!(next["items"][0]["id"], first["items"][0]["id"]);
+
+    // Altered, with other filters, or by another account: 400.
+    let mut altered = cursor.clone().into_bytes();
+    altered[0] = if altered[0] == b'0' { b'1' } else { b'0' };
+    let altered = String::from_utf8(altered).unwrap();
+    let other = app.new_account(10, "CO", true).await;
+    for (path, token) in [
+        (
+            format!("/api/messages?limit=2&status=queued&cursor={altered}"),
+            &app.token,
+        ),
+        (
+            format!("/api/messages?limit=2&status=sent&cursor={cursor}"),
+            &app.token,
+        ),
+        (format!("/api/messages?limit=2&cursor={cursor}"), &app.token),
+        (
+            format!("/api/messages?limit=2&status=queued&cursor={cursor}"),
+            &other,
+        ),
+        (format!("/api/contacts?limit=2&cursor={cursor}"), &app.token),
+    ] {
+        let r = app.get(&path, token).await;
+        assert_error(r, StatusCode::BAD_REQUEST, "invalid_request").await;
+    }
+}

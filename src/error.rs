@@ -33,6 +33,9 @@ pub enum ApiError {
     RateLimited { retry_after: u64 },
     #[error("the engine is at capacity; retry after {retry_after} s")]
     Overloaded { retry_after: u64 },
+    /// A store write or read failed (disk full, the store unreachable): retry later.
+    #[error("storage is unavailable; retry after {} s", STORAGE_RETRY_AFTER)]
+    StorageUnavailable(#[source] StoreError),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -42,7 +45,10 @@ impl ApiError {
     /// before any write. A storage or internal error may come after a write that still
     /// lands (an fsync that failed, a commit whose answer was lost).
     pub fn wrote_nothing(&self) -> bool {
-        !matches!(self, ApiError::Internal(_))
+        !matches!(
+            self,
+            ApiError::Internal(_) | ApiError::StorageUnavailable(_)
+        )
     }
 }
 
@@ -79,6 +85,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Overloaded { .. } => "overloaded",
+            ApiError::StorageUnavailable(_) => "storage_unavailable",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -96,7 +103,9 @@ impl ResponseError for ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Overloaded { .. } | ApiError::StorageUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -105,9 +114,15 @@ impl ResponseError for ApiError {
         if let ApiError::Internal(e) = self {
             tracing::error!(error = ?e, "request failed");
         }
+        if let ApiError::StorageUnavailable(e) = self {
+            tracing::error!(error = ?e, "request failed: storage unavailable");
+        }
         let mut response = HttpResponse::build(self.status_code());
         if let ApiError::RateLimited { retry_after } | ApiError::Overloaded { retry_after } = self {
             response.insert_header((header::RETRY_AFTER, retry_after.to_string()));
+        }
+        if let ApiError::StorageUnavailable(_) = self {
+            response.insert_header((header::RETRY_AFTER, STORAGE_RETRY_AFTER.to_string()));
         }
         if let ApiError::Unauthorized(_) = self {
             response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
@@ -120,9 +135,20 @@ impl ResponseError for ApiError {
     }
 }
 
+/// Seconds a client is asked to wait after `storage_unavailable`.
+pub const STORAGE_RETRY_AFTER: u64 = 5;
+
+/// A backend failure is the storage being unavailable (503, retry); a record that cannot
+/// be decoded is a bug or corruption (500).
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::internal(e)
+        match e {
+            StoreError::Backend(_) => {
+                sendme_actors::metrics::record_store_error("request");
+                ApiError::StorageUnavailable(e)
+            }
+            StoreError::Corrupt(_) => ApiError::internal(e),
+        }
     }
 }
 
@@ -179,5 +205,23 @@ pub fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
         }
         E::Deserialize(e) => ApiError::InvalidRequest(format!("invalid JSON body: {e}")),
         other => ApiError::InvalidRequest(format!("invalid JSON body: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::ResponseError;
+
+    #[test]
+    fn a_store_that_fails_answers_503_storage_unavailable_with_retry_after_and_corruption_500() {
+        let unavailable = ApiError::from(StoreError::Backend("No space left on device".into()));
+        let response = unavailable.error_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "5");
+        assert_eq!(unavailable.code(), "storage_unavailable");
+        assert!(!unavailable.wrote_nothing(), "the write may still land");
+        let corrupt = ApiError::from(StoreError::Corrupt("bad record".into()));
+        assert_eq!(corrupt.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

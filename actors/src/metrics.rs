@@ -21,11 +21,25 @@ pub const CREDITS_CAPTURED: &str = "sendme_credits_captured_total";
 pub const CREDITS_REFUNDED: &str = "sendme_credits_refunded_total";
 pub const OVERLOADED: &str = "sendme_supervisor_overloaded_total";
 pub const OUTBOX: &str = "sendme_outbox_records";
+pub const STORE_ERRORS: &str = "sendme_store_errors_total";
 pub const CREDIT_DRIFT: &str = "sendme_credit_drift_credits_total";
 pub const RECONCILIATIONS: &str = "sendme_reconciliations_total";
 
 /// HELP texts for the engine's metrics (call once, after installing the recorder).
 pub fn describe() {
+    // Series that stay 0 while all is well exist from the start, so dashboards and alerts
+    // see 0 rather than no data.
+    for write in ["request", "status"] {
+        counter!(STORE_ERRORS, "write" => write).increment(0);
+    }
+    for direction in ["excess", "shortfall"] {
+        counter!(CREDIT_DRIFT, "direction" => direction).increment(0);
+    }
+    metrics::gauge!(OUTBOX).set(0.0);
+    describe_counter!(
+        STORE_ERRORS,
+        "Store writes that failed (disk full, the store unreachable), by what was written."
+    );
     describe_gauge!(
         OUTBOX,
         "Accepted messages whose publish to the dispatch queue failed, waiting for the \
@@ -220,4 +234,37 @@ pub(crate) fn record_reconcile_failed() {
 /// Records waiting in the outbox relay.
 pub(crate) fn record_outbox(depth: usize) {
     metrics::gauge!(OUTBOX).set(depth as f64);
+}
+
+/// When a store write last failed, in milliseconds since the epoch (0: never).
+static LAST_STORE_ERROR: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// A store write failed while writing `what` (`accept`, `status`, ...): counted, and
+/// remembered for readiness (see [`store_failing`]).
+pub fn record_store_error(what: &'static str) {
+    counter!(STORE_ERRORS, "write" => what).increment(1);
+    LAST_STORE_ERROR.store(
+        crate::domain::now_millis(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// Whether a store write failed in the last `window_ms` before `now`: an instance whose
+/// writes fail should take no traffic until they succeed again.
+pub fn store_failing(now: crate::domain::Millis, window_ms: i64) -> bool {
+    let last = LAST_STORE_ERROR.load(std::sync::atomic::Ordering::Relaxed);
+    last != 0 && now.saturating_sub(last) < window_ms
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_store_write_counts_as_failing_for_the_window_after_it() {
+        record_store_error("status");
+        let now = crate::domain::now_millis();
+        assert!(store_failing(now, 10_000));
+        assert!(!store_failing(now + 10_001, 10_000));
+    }
 }

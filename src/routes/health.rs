@@ -16,7 +16,7 @@ pub(crate) struct Health {
     /// Records waiting in the dispatch queue (when ready).
     #[serde(skip_serializing_if = "Option::is_none")]
     queue_depth: Option<usize>,
-    /// Why the instance is not ready: `store` or `shutting_down`.
+    /// Why the instance is not ready: `store`, `store_writes` or `shutting_down`.
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
 }
@@ -43,16 +43,25 @@ pub(crate) async fn healthz() -> HttpResponse {
     })
 }
 
-/// The store answers and no shutdown has begun: the instance can take traffic.
+/// How long after a failed store write the instance reports not ready.
+const STORE_FAILING_FOR_MS: i64 = 10_000;
+
+/// The store answers, no store write failed in the last 10 s, and no shutdown has begun:
+/// the instance can take traffic.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Health),
-        (status = 503, description = "Not ready: the store does not answer, or shutting down", body = Health),
+        (status = 503, description = "Not ready: the store does not answer, a store write failed in the last 10 s, or shutting down", body = Health),
     ))]
 #[get("/readyz")]
 pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if state.shutting_down.load(Ordering::Relaxed) {
         return HttpResponse::ServiceUnavailable().json(Health::unavailable("shutting_down"));
+    }
+    // Reads may still work on a full disk: a write that failed lately says more.
+    let now = sendme_actors::domain::now_millis();
+    if sendme_actors::metrics::store_failing(now, STORE_FAILING_FOR_MS) {
+        return HttpResponse::ServiceUnavailable().json(Health::unavailable("store_writes"));
     }
     match state.ports.accounts.terms_version().await {
         Ok(_) => HttpResponse::Ok().json(Health {

@@ -183,7 +183,7 @@ enum SendResponses {
     RateLimited(ErrorBody<'static>),
     #[response(
         status = 503,
-        description = "Engine at capacity (`overloaded`), with `Retry-After`"
+        description = "Engine at capacity (`overloaded`) or storage unavailable (`storage_unavailable`), with `Retry-After`"
     )]
     Overloaded(ErrorBody<'static>),
 }

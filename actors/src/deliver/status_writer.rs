@@ -122,6 +122,7 @@ impl StatusWriter {
                 }
                 Err(e) => {
                     tracing::error!(error = ?e, "persisting status changes");
+                    crate::metrics::record_store_error("status");
                     for reply in replies {
                         let _ = reply.send(Err(StoreError::Backend("status write failed".into())));
                     }

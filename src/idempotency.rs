@@ -6,7 +6,7 @@
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use actix_web::HttpRequest;
+use actix_web::{web, HttpRequest};
 use sendme_actors::domain::{now_millis, AccountId, BatchId};
 use sendme_actors::ports::{HeldKey, IdempotentResponse, KeyClaim};
 use serde::Serialize;
@@ -45,9 +45,9 @@ impl Idempotency {
 }
 
 /// What a request with a key does.
-pub enum Begun<'a> {
+pub enum Begun {
     /// The key is this request's: send under [`HeldClaim::batch`], then answer or release.
-    Send(HeldClaim<'a>),
+    Send(HeldClaim),
     /// An earlier request with the key answered: replay its answer.
     Replay(Replay),
 }
@@ -62,11 +62,11 @@ pub enum Replay {
 
 /// Looks at, and if free claims, the key. 409 `idempotency_conflict` for the key with
 /// another request, `idempotency_in_progress` while its first request still runs.
-pub async fn begin<'a>(
-    state: &'a AppState,
+pub async fn begin(
+    state: &web::Data<AppState>,
     account: AccountId,
     idem: Idempotency,
-) -> Result<Begun<'a>, ApiError> {
+) -> Result<Begun, ApiError> {
     // A retry racing its first request in this process waits for nothing: 409 at once.
     let in_flight = InFlightKey::claim(state, account, &idem.key)?;
     let store = &state.ports.idempotency;
@@ -77,7 +77,7 @@ pub async fn begin<'a>(
         )
     };
     let hold = |idem, batch, claim, in_flight| HeldClaim {
-        state,
+        state: state.clone(),
         account,
         idem,
         batch,
@@ -144,17 +144,19 @@ fn conflict() -> ApiError {
     )
 }
 
-/// A key this request holds.
-pub struct HeldClaim<'a> {
-    state: &'a AppState,
+/// A key this request holds. It owns what it needs, so the work it guards may outlive
+/// the request (a client that hangs up does not stop an accept): the key stays "in
+/// flight" in this process until the work is done.
+pub struct HeldClaim {
+    state: web::Data<AppState>,
     account: AccountId,
     idem: Idempotency,
     batch: BatchId,
     claim: KeyClaim,
-    _in_flight: InFlightKey<'a>,
+    _in_flight: InFlightKey,
 }
 
-impl HeldClaim<'_> {
+impl HeldClaim {
     /// The batch id the request must commit under.
     pub fn batch(&self) -> BatchId {
         self.batch
@@ -189,13 +191,13 @@ impl HeldClaim<'_> {
 
 /// An `Idempotency-Key` being processed in this process; released when dropped, whatever
 /// the outcome.
-struct InFlightKey<'a> {
-    state: &'a AppState,
+struct InFlightKey {
+    state: web::Data<AppState>,
     key: (AccountId, String),
 }
 
-impl<'a> InFlightKey<'a> {
-    fn claim(state: &'a AppState, account: AccountId, key: &str) -> Result<Self, ApiError> {
+impl InFlightKey {
+    fn claim(state: &web::Data<AppState>, account: AccountId, key: &str) -> Result<Self, ApiError> {
         let key = (account, key.to_owned());
         let mut in_flight = state
             .idempotency_in_flight
@@ -208,11 +210,14 @@ impl<'a> InFlightKey<'a> {
                     .into(),
             ));
         }
-        Ok(Self { state, key })
+        Ok(Self {
+            state: state.clone(),
+            key,
+        })
     }
 }
 
-impl Drop for InFlightKey<'_> {
+impl Drop for InFlightKey {
     fn drop(&mut self) {
         self.state
             .idempotency_in_flight

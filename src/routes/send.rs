@@ -214,7 +214,7 @@ pub(crate) async fn send_to_contacts(
     let idempotency = Idempotency::from_request(&req, "contacts", &payload)?;
     let request = SendRequest::parse(payload.message, payload.kind, payload.country)?;
     enqueue(
-        &state,
+        state,
         &member,
         idempotency,
         request,
@@ -243,7 +243,7 @@ pub(crate) async fn send_to_all(
     let idempotency = Idempotency::from_request(&req, "all", &payload)?;
     let request = SendRequest::parse(payload.message, payload.kind, payload.country)?;
     enqueue(
-        &state,
+        state,
         &member,
         idempotency,
         request,
@@ -277,14 +277,7 @@ pub(crate) async fn send_to_tags(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|_| ApiError::InvalidRequest("`tagIds` must be UUIDs".into()))?;
     let request = SendRequest::parse(payload.message, payload.kind, payload.country)?;
-    enqueue(
-        &state,
-        &member,
-        idempotency,
-        request,
-        Recipients::Tags(tags),
-    )
-    .await
+    enqueue(state, &member, idempotency, request, Recipients::Tags(tags)).await
 }
 
 /// Messages per streamed chunk of a 201 body.
@@ -392,7 +385,7 @@ async fn replay(
 const REPLAY_PAGE: usize = 10_000;
 
 async fn enqueue(
-    state: &AppState,
+    state: web::Data<AppState>,
     member: &Member,
     idempotency: Option<Idempotency>,
     request: SendRequest,
@@ -402,52 +395,60 @@ async fn enqueue(
         return Err(ApiError::RateLimited { retry_after: 1 });
     }
     let held = match idempotency {
-        Some(idem) => match idempotency::begin(state, member.account, idem).await? {
+        Some(idem) => match idempotency::begin(&state, member.account, idem).await? {
             Begun::Send(held) => Some(held),
-            Begun::Replay(answer) => return replay(state, member.account, answer).await,
+            Begun::Replay(answer) => return replay(&state, member.account, answer).await,
         },
         None => None,
     };
     let batch = held.as_ref().map_or_else(BatchId::new, |h| h.batch());
-    let accepted = async {
-        let account = state
-            .ports
-            .accounts
-            .account(member.account)
-            .await?
-            .ok_or(ApiError::NotFound("account"))?;
-        Ok::<_, ApiError>(
-            state
-                .supervisor
-                .send(Broadcast {
-                    batch,
-                    account: member.account,
-                    member: member.id,
-                    country: request.country.unwrap_or(account.default_country),
-                    body: request.body,
-                    kind: request.kind,
-                    recipients,
-                })
-                .await?,
-        )
-    }
-    .await;
-    let accepted = match (accepted, held) {
-        (Ok(accepted), Some(held)) => {
-            held.answered(accepted.batch).await;
-            accepted
+    let member = member.clone();
+    // A task of its own: a client that hangs up does not stop an accept half-way, and a
+    // key stays held (in flight here) until its accept is done and answered.
+    let work = async move {
+        let accepted = async {
+            let account = state
+                .ports
+                .accounts
+                .account(member.account)
+                .await?
+                .ok_or(ApiError::NotFound("account"))?;
+            Ok::<_, ApiError>(
+                state
+                    .supervisor
+                    .send(Broadcast {
+                        batch,
+                        account: member.account,
+                        member: member.id,
+                        country: request.country.unwrap_or(account.default_country),
+                        body: request.body,
+                        kind: request.kind,
+                        recipients,
+                    })
+                    .await?,
+            )
         }
-        (Ok(accepted), None) => accepted,
-        (Err(e), held) => {
-            // Refused before any write: the key is free for the client's retry. After a
-            // storage error the batch may still land: the claim stays, and the retry
-            // finds the batch or, if it never committed, takes the claim over.
-            if let (Some(held), true) = (held, e.wrote_nothing()) {
-                held.release().await;
+        .await;
+        match (accepted, held) {
+            (Ok(accepted), Some(held)) => {
+                held.answered(accepted.batch).await;
+                Ok(accepted)
             }
-            return Err(e);
+            (Ok(accepted), None) => Ok(accepted),
+            (Err(e), held) => {
+                // Refused before any write: the key is free for the client's retry. After
+                // a storage error the batch may still land: the claim stays, and the retry
+                // finds the batch or, if it never committed, takes the claim over.
+                if let (Some(held), true) = (held, e.wrote_nothing()) {
+                    held.release().await;
+                }
+                Err(e)
+            }
         }
     };
+    let accepted = actix_web::rt::spawn(work)
+        .await
+        .map_err(ApiError::internal)??;
     let status = if accepted.batch.is_some() {
         StatusCode::CREATED
     } else {

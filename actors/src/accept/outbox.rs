@@ -20,6 +20,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Records whose publish failed, oldest first.
 pub struct Outbox {
     pending: Mutex<VecDeque<QueueRecord>>,
+    /// Records the relay took and is publishing: still in the outbox for [`Outbox::depth`],
+    /// so a new accept does not overtake them.
+    publishing: std::sync::atomic::AtomicUsize,
     arrived: Arc<Notify>,
 }
 
@@ -28,6 +31,7 @@ impl Outbox {
     pub fn start(queue: Arc<dyn DispatchQueue>) -> Arc<Self> {
         let outbox = Arc::new(Self {
             pending: Mutex::new(VecDeque::new()),
+            publishing: std::sync::atomic::AtomicUsize::new(0),
             arrived: Arc::new(Notify::new()),
         });
         tokio::spawn(relay(Arc::downgrade(&outbox), queue));
@@ -43,9 +47,11 @@ impl Outbox {
         self.arrived.notify_one();
     }
 
-    /// Records waiting to be published.
+    /// Records waiting to be published, or being published by the relay.
     pub fn depth(&self) -> usize {
-        self.lock().len()
+        // Taken under the lock, as the relay moves records between the two.
+        let pending = self.lock();
+        pending.len() + self.publishing.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Puts records taken for a publish that failed back at the front, in order.
@@ -54,6 +60,8 @@ impl Outbox {
         for record in records.into_iter().rev() {
             pending.push_front(record);
         }
+        self.publishing
+            .store(0, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<QueueRecord>> {
@@ -69,6 +77,8 @@ async fn relay(outbox: std::sync::Weak<Outbox>, queue: Arc<dyn DispatchQueue>) {
         let chunk: Vec<QueueRecord> = {
             let mut pending = this.lock();
             let n = pending.len().min(RELAY_CHUNK);
+            this.publishing
+                .store(n, std::sync::atomic::Ordering::SeqCst);
             pending.drain(..n).collect()
         };
         if chunk.is_empty() {
@@ -80,6 +90,8 @@ async fn relay(outbox: std::sync::Weak<Outbox>, queue: Arc<dyn DispatchQueue>) {
         }
         match queue.publish(chunk.clone()).await {
             Ok(()) => {
+                this.publishing
+                    .store(0, std::sync::atomic::Ordering::SeqCst);
                 backoff = FIRST_BACKOFF;
                 crate::metrics::record_outbox(this.depth());
             }

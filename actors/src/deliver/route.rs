@@ -243,7 +243,16 @@ async fn persist_finished(
             // tried again (the changes are conditional, so one that did land is skipped),
             // holding the window slots meanwhile, so a failing store stops new sends.
             let mut wait = RETRY_WRITE_FIRST;
-            while let Err(e) = writer.submit_many(changes.clone()).await {
+            for attempt in 1.. {
+                let Err(e) = writer.submit_many(changes.clone()).await else {
+                    break;
+                };
+                if attempt == RETRY_WRITE_ATTEMPTS {
+                    // Past a store outage's worth of tries: the claims stay `sending`, and
+                    // the claim sweep (or the next start) re-queues them.
+                    tracing::error!(error = ?e, "persisting send outcomes; giving up");
+                    break;
+                }
                 tracing::error!(error = ?e, "persisting send outcomes; retrying");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(RETRY_WRITE_MAX);
@@ -257,6 +266,8 @@ async fn persist_finished(
 /// The first wait before a failed outcome write is tried again, doubled up to the max.
 const RETRY_WRITE_FIRST: Duration = Duration::from_millis(100);
 const RETRY_WRITE_MAX: Duration = Duration::from_secs(5);
+/// Tries of a failed outcome write before its window slots go (about 5 minutes).
+const RETRY_WRITE_ATTEMPTS: u32 = 64;
 
 /// A claimed message to send. `window` is the dispatcher's in-flight slot, released
 /// once the outcome is persisted and the queue position committed.

@@ -149,7 +149,44 @@ impl Ledger for ScyllaStore {
     /// being written (a `reserve` entry younger than [`ACCEPT_GRACE`] whose batch has not
     /// committed and was not released). An older one is a reservation an accept that died
     /// left behind, and is returned to the balance.
+    ///
+    /// Unlike the embedded store, nothing here stops status changes and accepts while the
+    /// scan runs, and a status change moves its credits a moment after its message. So a
+    /// drift is repaired only if it is seen twice, [`DRIFT_SETTLE`] apart, with the
+    /// account unchanged in between and when repaired: a drift that moves is traffic.
     async fn reconcile(&self, account: AccountId) -> Result<i64, LedgerError> {
+        let first = self.reconcile_view(account).await?;
+        if first.1 == first.0.reserved {
+            return Ok(0);
+        }
+        tokio::time::sleep(DRIFT_SETTLE).await;
+        let (seen, held) = self.reconcile_view(account).await?;
+        if (seen.balance, seen.reserved, held) != (first.0.balance, first.0.reserved, first.1) {
+            return Ok(0);
+        }
+        let (mut drift, mut movement) = (0, None);
+        self.update_balance(account, |acc| {
+            (drift, movement) = (0, None);
+            if (acc.balance, acc.reserved) == (seen.balance, seen.reserved) {
+                (drift, movement) = acc.reconcile(held);
+            }
+            Ok::<_, LedgerError>(())
+        })
+        .await?;
+        if let Some((kind, amount)) = movement {
+            self.record(account, kind, amount, None).await?;
+        }
+        Ok(drift)
+    }
+}
+
+impl ScyllaStore {
+    /// The account and what its messages (and accepts in flight) hold.
+    async fn reconcile_view(&self, account: AccountId) -> Result<(Account, u64), LedgerError> {
+        let before = self
+            .read_account(account)
+            .await?
+            .ok_or(LedgerError::AccountNotFound)?;
         let mut held = self.held_by_open_messages(account).await?;
         let entries = self.entries(account).await?;
         let recent = now_millis() - ACCEPT_GRACE;
@@ -165,18 +202,12 @@ impl Ledger for ScyllaStore {
                 held = held.saturating_add(e.amount);
             }
         }
-        let (mut drift, mut movement) = (0, None);
-        self.update_balance(account, |acc| {
-            (drift, movement) = acc.reconcile(held);
-            Ok::<_, LedgerError>(())
-        })
-        .await?;
-        if let Some((kind, amount)) = movement {
-            self.record(account, kind, amount, None).await?;
-        }
-        Ok(drift)
+        Ok((before, held))
     }
 }
+
+/// How far apart the two looks at a drift are.
+const DRIFT_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How long a reservation without its batch is taken for an accept still being written.
 const ACCEPT_GRACE: Millis = 10 * 60 * 1000;

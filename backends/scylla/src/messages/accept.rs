@@ -168,25 +168,37 @@ impl ScyllaStore {
                 .collect();
             // Last: the commit marker, conditional, so a batch id fenced by an
             // idempotency takeover (`fence_batch`) can never commit afterwards.
-            let committed = self
-                .lwt(
-                    &self.st.insert_batch,
-                    (
-                        batch.id.0,
-                        batch.account.0,
-                        batch.member.0,
-                        batch.kind.as_str(),
-                        batch.body.as_str(),
-                        batch.segments as i32,
-                        batch.total as i64,
-                        batch.cost as i64,
-                        counts,
-                        CqlTimestamp(batch.created_at),
-                    ),
-                )
-                .await?;
-            if committed {
-                Ok(())
+            let values = (
+                batch.id.0,
+                batch.account.0,
+                batch.member.0,
+                batch.kind.as_str(),
+                batch.body.as_str(),
+                batch.segments as i32,
+                batch.total as i64,
+                batch.cost as i64,
+                counts,
+                CqlTimestamp(batch.created_at),
+            );
+            // An LWT that errs (a timeout) may still have applied: ask again (the insert is
+            // idempotent), and a row of this account means it is ours.
+            let applied = match self.lwt(&self.st.insert_batch, values.clone()).await {
+                Ok(applied) => applied,
+                Err(first) => {
+                    tracing::warn!(queue = %batch.id, error = %first, "commit marker: outcome unknown, asking again");
+                    match self.lwt(&self.st.insert_batch, values).await {
+                        Ok(applied) => applied,
+                        Err(e) => return Ok(Err(e)),
+                    }
+                }
+            };
+            let ours = applied
+                || self
+                    .one::<(Option<Uuid>,)>(&self.st.select_batch_exists, (batch.id.0,))
+                    .await?
+                    .is_some_and(|(account,)| account == Some(batch.account.0));
+            if ours {
+                Ok(Ok(()))
             } else {
                 Err(StoreError::Backend(
                     format!("batch {} was fenced by an idempotency takeover", batch.id).into(),
@@ -194,6 +206,17 @@ impl ScyllaStore {
             }
         }
         .await;
+        // The commit marker's outcome is unknown: nothing is undone (the messages may be
+        // committed). The idempotency claim stays for the client's retry, and a
+        // reservation left behind is returned by the reconciliation.
+        let written = match written {
+            Ok(Err(unknown)) => {
+                tracing::error!(queue = %batch.id, error = %unknown, "accept: commit outcome unknown");
+                return Err(unknown.into());
+            }
+            Ok(Ok(())) => Ok(()),
+            Err(e) => Err(e),
+        };
         if let Err(error) = written {
             tracing::warn!(queue = %batch.id, %error, "accept failed: releasing its reservation");
             self.remove_messages(batch, recipients).await;

@@ -38,6 +38,21 @@ impl TestApp {
     }
 }
 
+/// Sends `message` to one recipient and waits until it is `sent`: its id and path.
+async fn one_sent(app: &TestApp, message: &str) -> (String, String) {
+    let sent: Value = app
+        .send_to_contacts(&json!({"message": message, "contacts": ["3001234567"]}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = sent["messages"][0]["id"].as_str().unwrap().to_owned();
+    let message_path = format!("/api/messages/{id}");
+    app.wait_until(&message_path, |m| m["status"] == "sent")
+        .await;
+    (id, message_path)
+}
+
 #[actix_web::test]
 async fn a_queue_goes_from_accepted_to_completed_as_its_messages_are_delivered() {
     let app = dispatching_app(Some(10)).await;
@@ -76,16 +91,7 @@ async fn a_queue_goes_from_accepted_to_completed_as_its_messages_are_delivered()
 #[actix_web::test]
 async fn receipts_need_a_valid_fresh_signature_and_replays_change_nothing() {
     let app = dispatching_app(None).await;
-    let sent: Value = app
-        .send_to_contacts(&json!({"message": HELLO, "contacts": ["3001234567"]}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = sent["messages"][0]["id"].as_str().unwrap().to_owned();
-    let message_path = format!("/api/messages/{id}");
-    app.wait_until(&message_path, |m| m["status"] == "sent")
-        .await;
+    let (id, message_path) = one_sent(&app, HELLO).await;
     let receipt = json!({"messageId": id, "status": "delivered"});
     let now = unix_now();
 
@@ -230,17 +236,7 @@ async fn cancel_turns_unclaimed_messages_canceled_and_refunds_exactly_them() {
 async fn a_part_receipt_counts_once_only_for_a_part_the_message_has_and_its_detail_is_bounded() {
     let app = dispatching_app(None).await;
     // 161 GSM-7 characters: two segments.
-    let two_parts = "x".repeat(161);
-    let sent: Value = app
-        .send_to_contacts(&json!({"message": two_parts, "contacts": ["3001234567"]}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = sent["messages"][0]["id"].as_str().unwrap().to_owned();
-    let message_path = format!("/api/messages/{id}");
-    app.wait_until(&message_path, |m| m["status"] == "sent")
-        .await;
+    let (id, message_path) = one_sent(&app, &"x".repeat(161)).await;
     let now = unix_now();
     let part = |n: u32| json!({"messageId": id, "status": "delivered", "part": n, "detail": "d".repeat(20_000)});
 

@@ -70,12 +70,6 @@ pub async fn begin(
     // A retry racing its first request in this process waits for nothing: 409 at once.
     let in_flight = InFlightKey::claim(state, account, &idem.key)?;
     let store = &state.ports.idempotency;
-    let in_progress = || {
-        ApiError::Conflict(
-            "idempotency_in_progress",
-            "a request with this Idempotency-Key is still being processed; retry shortly".into(),
-        )
-    };
     let hold = |idem, batch, claim, in_flight| HeldClaim {
         state: state.clone(),
         account,
@@ -135,6 +129,14 @@ pub async fn begin(
         }
     }
     Err(in_progress())
+}
+
+/// 409 while the key's first request may still run (here or on another replica).
+fn in_progress() -> ApiError {
+    ApiError::Conflict(
+        "idempotency_in_progress",
+        "a request with this Idempotency-Key is still being processed; retry shortly".into(),
+    )
 }
 
 fn conflict() -> ApiError {
@@ -204,11 +206,7 @@ impl InFlightKey {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if !in_flight.insert(key.clone()) {
-            return Err(ApiError::Conflict(
-                "idempotency_in_progress",
-                "a request with this Idempotency-Key is still being processed; retry shortly"
-                    .into(),
-            ));
+            return Err(in_progress());
         }
         Ok(Self {
             state: state.clone(),

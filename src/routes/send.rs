@@ -340,8 +340,7 @@ async fn replay(
             let status = StatusCode::from_u16(answer.status).map_err(ApiError::internal)?;
             return Ok(json_response(status, answer.body));
         }
-        Replay::Batch(None) => None,
-        Replay::Batch(Some(batch)) => Some(batch),
+        Replay::Batch(batch) => batch,
     };
     let mut messages = Vec::new();
     if let Some(batch) = batch {
@@ -373,12 +372,16 @@ async fn replay(
             .collect(),
     })
     .map_err(ApiError::internal)?;
-    let status = if batch.is_some() {
+    Ok(json_response(answer_status(batch), body))
+}
+
+/// 201 when a batch was enqueued, 200 when no recipient was valid (the seed contract).
+fn answer_status(batch: Option<BatchId>) -> StatusCode {
+    if batch.is_some() {
         StatusCode::CREATED
     } else {
         StatusCode::OK
-    };
-    Ok(json_response(status, body))
+    }
 }
 
 /// Messages read per page while a replay reads its batch back.
@@ -402,9 +405,8 @@ async fn enqueue(
         None => None,
     };
     let batch = held.as_ref().map_or_else(BatchId::new, |h| h.batch());
+    let keyed = held.is_some();
     let member = member.clone();
-    // A task of its own: a client that hangs up does not stop an accept half-way, and a
-    // key stays held (in flight here) until its accept is done and answered.
     let work = async move {
         let accepted = async {
             let account = state
@@ -446,13 +448,15 @@ async fn enqueue(
             }
         }
     };
-    let accepted = actix_web::rt::spawn(work)
-        .await
-        .map_err(ApiError::internal)??;
-    let status = if accepted.batch.is_some() {
-        StatusCode::CREATED
+    // A keyed accept runs in a task of its own: a client that hangs up does not drop it
+    // half-way, and the key stays held (in flight here) until it is done and answered.
+    // Without a key the supervisor finishes the accept anyway, and no task is spawned.
+    let accepted = if keyed {
+        actix_web::rt::spawn(work)
+            .await
+            .map_err(ApiError::internal)??
     } else {
-        StatusCode::OK
+        work.await?
     };
-    Ok(enqueue_response(status, accepted))
+    Ok(enqueue_response(answer_status(accepted.batch), accepted))
 }

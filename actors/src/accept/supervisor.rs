@@ -268,24 +268,26 @@ impl Pipeline {
         };
         // Behind records the outbox still holds, these wait their turn there too: one
         // recipient's messages keep their order.
-        let mut failed_from = (self.outbox.depth() > 0).then_some(0);
-        for (n, mut chunk) in messages.chunks(PUBLISH_CHUNK).enumerate() {
-            if failed_from.is_some() {
+        let mut unpublished_from = (self.outbox.depth() > 0).then_some(0);
+        if unpublished_from.is_none() {
+            for (n, mut chunk) in messages.chunks(PUBLISH_CHUNK).enumerate() {
+                let published = tokio::time::timeout(
+                    PUBLISH_WAIT,
+                    self.ports.queue.publish(records(&mut chunk)),
+                );
+                let error = match published.await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!("no acknowledgement within {PUBLISH_WAIT:?}"),
+                };
+                // Durable and `queued`: the outbox relay publishes them when it can, and
+                // the client gets its 201 now rather than after the broker's own timeout.
+                tracing::error!(error, %batch, "publishing failed; the outbox relay retries");
+                unpublished_from = Some(n);
                 break;
             }
-            let published =
-                tokio::time::timeout(PUBLISH_WAIT, self.ports.queue.publish(records(&mut chunk)));
-            let error = match published.await {
-                Ok(Ok(())) => continue,
-                Ok(Err(e)) => e.to_string(),
-                Err(_) => format!("no acknowledgement within {PUBLISH_WAIT:?}"),
-            };
-            // Durable and `queued`: the outbox relay publishes them when it can, and the
-            // client gets its 201 now rather than after the broker's own timeout.
-            tracing::error!(error, %batch, "publishing failed; the outbox relay retries");
-            failed_from = Some(n);
         }
-        if let Some(first) = failed_from {
+        if let Some(first) = unpublished_from {
             for mut chunk in messages.chunks(PUBLISH_CHUNK).skip(first) {
                 self.outbox.push(records(&mut chunk));
             }

@@ -1,6 +1,7 @@
 //! Recovery and sweeps: claims left `sending` by a process that is gone go back to
-//! `queued` (at start, and periodically on a shared store), and `sent` messages whose
-//! receipt is overdue become `expired`.
+//! `queued` (at start, and periodically on a shared store), `sent` messages whose
+//! receipt is overdue become `expired`, and every account's reserved credits are
+//! reconciled with its open messages.
 
 use super::handle::DeliveryHandle;
 use crate::clock::EngineClock;

@@ -57,7 +57,7 @@ pub fn describe() {
     );
     describe_counter!(
         RECIPIENTS,
-        "Recipients of send requests by outcome: accepted, invalid or duplicate."
+        "Recipients of send requests by outcome: accepted, invalid, duplicate or opted_out."
     );
     describe_counter!(
         MESSAGES,
@@ -115,6 +115,7 @@ pub(crate) fn record_accepted(stats: &RecipientStats, accepted: u64, reserved: u
     counter!(RECIPIENTS, "outcome" => "accepted").increment(accepted);
     counter!(RECIPIENTS, "outcome" => "invalid").increment(stats.invalid);
     counter!(RECIPIENTS, "outcome" => "duplicate").increment(stats.duplicates);
+    counter!(RECIPIENTS, "outcome" => "opted_out").increment(stats.opted_out);
     if accepted > 0 {
         counter!(MESSAGES, "status" => "queued", "provider" => "none").increment(accepted);
         counter!(CREDITS_RESERVED).increment(reserved);

@@ -15,6 +15,7 @@ use crate::ports::*;
 use actix::prelude::{Actor, Addr, Arbiter, Context, Handler, MailboxError, ResponseFuture};
 use actix::Message as ActixMessage;
 use futures::stream::{self, StreamExt};
+use rustc_hash::FxHashSet;
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
@@ -73,6 +74,19 @@ pub struct Broadcast {
 pub struct Accepted {
     pub batch: Option<BatchId>,
     pub messages: MessageBlock,
+    pub stats: RecipientStats,
+}
+
+/// What a send would do ([`Supervisor::preview`]).
+#[derive(Debug)]
+pub struct Preview {
+    /// Messages the send would create.
+    pub recipients: u64,
+    pub segments: Segments,
+    /// `recipients × segments` credits.
+    pub cost: u64,
+    /// Recipients per country (ISO 3166-1 alpha-2; `ZZ` for numbers of no country).
+    pub countries: std::collections::BTreeMap<String, u64>,
     pub stats: RecipientStats,
 }
 
@@ -139,6 +153,15 @@ impl Supervisor {
             _ => self.addr.send(msg).await?,
         }
     }
+
+    /// What [`Supervisor::send`] would do with `msg`, doing none of it (its `batch` is
+    /// only a name for the dedupe shards).
+    pub async fn preview(&self, msg: Broadcast) -> Result<Preview, BroadcastError> {
+        let pipeline = self.pipeline.clone();
+        actix::spawn(async move { pipeline.preview(msg).await })
+            .await
+            .map_err(|_| BroadcastError::Mailbox(MailboxError::Closed))?
+    }
 }
 
 struct Pipeline {
@@ -195,6 +218,11 @@ impl Handler<Broadcast> for BroadcastSupervisor {
     }
 }
 
+/// Below this many recipients a send looks each up among the account's opt-outs; from it
+/// on it reads them all once (a big send meets most of them anyway).
+const LOOK_UP_OPT_OUTS_BELOW: usize = 256;
+/// Opt-outs read per page.
+const OPT_OUT_PAGE: usize = 10_000;
 /// Queue records built and published at once.
 const PUBLISH_CHUNK: usize = 16_384;
 /// How long an accept waits for the queue to take a chunk before leaving it (and the
@@ -203,26 +231,105 @@ const PUBLISH_CHUNK: usize = 16_384;
 const PUBLISH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Pipeline {
-    async fn run(&self, msg: Broadcast) -> Result<Accepted, BroadcastError> {
-        let batch = msg.batch;
-        let (unique, stats) = match msg.recipients {
+    /// The request's recipients, normalized, deduplicated (first occurrence kept, in
+    /// request order) and without the numbers that opted out of the account.
+    async fn resolve(
+        &self,
+        batch: BatchId,
+        account: AccountId,
+        recipients: Recipients,
+        country: Country,
+    ) -> Result<(Vec<PhoneNumber>, RecipientStats), BroadcastError> {
+        let (mut unique, mut stats) = match recipients {
             Recipients::Numbers(raw) => {
                 let _permit = self.hold(raw.len())?;
-                self.normalize_and_dedupe(batch, raw, msg.country).await?
+                self.normalize_and_dedupe(batch, raw, country).await?
             }
             // Contacts are read a page at a time, each page held only while it is
             // normalized and deduplicated.
             Recipients::AllContacts => {
-                let pages = self.contact_pages(msg.account, vec![None]);
-                self.normalize_stream(batch, pages, msg.country, None)
-                    .await?
+                let pages = self.contact_pages(account, vec![None]);
+                self.normalize_stream(batch, pages, country, None).await?
             }
             Recipients::Tags(tags) => {
-                let pages = self.contact_pages(msg.account, tags.into_iter().map(Some).collect());
-                self.normalize_stream(batch, pages, msg.country, None)
-                    .await?
+                let pages = self.contact_pages(account, tags.into_iter().map(Some).collect());
+                self.normalize_stream(batch, pages, country, None).await?
             }
         };
+        stats.opted_out = self.leave_out_opt_outs(account, &mut unique).await?;
+        Ok((unique, stats))
+    }
+
+    /// Removes from `unique` the numbers that opted out of the account; how many.
+    async fn leave_out_opt_outs(
+        &self,
+        account: AccountId,
+        unique: &mut Vec<PhoneNumber>,
+    ) -> Result<u64, BroadcastError> {
+        if unique.is_empty() {
+            return Ok(0);
+        }
+        let opted_out: FxHashSet<PhoneNumber> = if unique.len() < LOOK_UP_OPT_OUTS_BELOW {
+            let found = self.ports.opt_outs.opted_out(account, unique).await?;
+            found.into_iter().collect()
+        } else {
+            self.all_opt_outs(account).await?
+        };
+        if opted_out.is_empty() {
+            return Ok(0);
+        }
+        let before = unique.len();
+        unique.retain(|n| !opted_out.contains(n));
+        Ok((before - unique.len()) as u64)
+    }
+
+    /// Every number that opted out of the account, read a page at a time.
+    async fn all_opt_outs(&self, account: AccountId) -> StoreResult<FxHashSet<PhoneNumber>> {
+        let mut all = FxHashSet::default();
+        let mut after = None;
+        loop {
+            let page = self
+                .ports
+                .opt_outs
+                .list_opt_outs(account, after, OPT_OUT_PAGE)
+                .await?;
+            all.extend(page.items.into_iter().map(|o| o.phone));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// What a send of `msg` would do, doing none of it: nothing reserved, written or
+    /// published.
+    async fn preview(&self, msg: Broadcast) -> Result<Preview, BroadcastError> {
+        let (unique, stats) = self
+            .resolve(msg.batch, msg.account, msg.recipients, msg.country)
+            .await?;
+        let segments = msg.body.segments();
+        let mut countries = std::collections::BTreeMap::new();
+        let mut country_of = CountryOf::default();
+        for n in &unique {
+            let country = country_of
+                .of(n)
+                .map_or_else(|| "ZZ".to_owned(), |c| c.as_str().to_owned());
+            *countries.entry(country).or_insert(0u64) += 1;
+        }
+        Ok(Preview {
+            recipients: unique.len() as u64,
+            cost: u64::from(segments.count) * unique.len() as u64,
+            segments,
+            countries,
+            stats,
+        })
+    }
+
+    async fn run(&self, msg: Broadcast) -> Result<Accepted, BroadcastError> {
+        let batch = msg.batch;
+        let (unique, stats) = self
+            .resolve(batch, msg.account, msg.recipients, msg.country)
+            .await?;
         if unique.is_empty() {
             crate::metrics::record_accepted(&stats, 0, 0);
             return Ok(Accepted {
@@ -345,6 +452,7 @@ impl Pipeline {
                     requested,
                     invalid: chunk.invalid,
                     duplicates,
+                    opted_out: 0,
                 },
             ));
         }
@@ -451,6 +559,7 @@ impl Pipeline {
                 requested,
                 invalid,
                 duplicates,
+                opted_out: 0,
             },
         ))
     }

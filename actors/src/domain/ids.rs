@@ -61,6 +61,8 @@ uuid_id!(
     TagId,
     /// One movement of credits in an account's ledger.
     LedgerEntryId,
+    /// A text a recipient sent back, kept for its account.
+    InboundId,
 );
 
 impl MessageId {

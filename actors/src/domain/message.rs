@@ -249,4 +249,6 @@ pub struct RecipientStats {
     pub requested: u64,
     pub invalid: u64,
     pub duplicates: u64,
+    /// Valid, unique numbers left out because they opted out of the account's messages.
+    pub opted_out: u64,
 }

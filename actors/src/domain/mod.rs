@@ -7,6 +7,7 @@ mod account;
 pub mod credits;
 mod ids;
 mod message;
+mod opt_out;
 mod phone;
 mod raw;
 pub mod segments;
@@ -16,8 +17,9 @@ pub use account::*;
 pub use credits::{CreditOverflow, InsufficientBalance, LedgerEntry, LedgerKind};
 pub use ids::*;
 pub use message::*;
+pub use opt_out::{InboundMessage, Keyword, OptOut, OptOutSource};
 pub use phone::{
-    load_metadata, Country, FastPath, InvalidPhoneNumber, PhoneNumber, UnknownCountry,
+    load_metadata, Country, CountryOf, FastPath, InvalidPhoneNumber, PhoneNumber, UnknownCountry,
 };
 pub use raw::{RawChunk, RawNumbers};
 pub use segments::{count_segments, Encoding, Segments};

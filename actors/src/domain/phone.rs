@@ -188,6 +188,38 @@ impl<'de> Deserialize<'de> for PhoneNumber {
     }
 }
 
+/// The country of each number, by its calling code: one lookup for a code that belongs
+/// to one country (+57), the numbering plan's rules for a code several share (+1, +7, +44).
+/// Holds what it learned, so a million numbers of a few codes cost a few lookups each.
+#[derive(Default)]
+pub struct CountryOf {
+    /// Calling code → its only country, or `None` where several share it.
+    by_code: std::collections::HashMap<u16, Option<Country>>,
+}
+
+impl CountryOf {
+    /// `None` for a number of no country (international services such as +800).
+    pub fn of(&mut self, number: &PhoneNumber) -> Option<Country> {
+        let db = &*phonenumber::metadata::DATABASE;
+        let digits = number.as_str().strip_prefix('+')?;
+        // Calling codes are prefix-free: the first prefix that is one is the number's.
+        let code = (1..=3.min(digits.len()))
+            .filter_map(|len| digits[..len].parse::<u16>().ok())
+            .find(|code| db.region(code).is_some())?;
+        let only = *self
+            .by_code
+            .entry(code)
+            .or_insert_with(|| match db.region(&code).as_deref() {
+                Some([one]) => one.parse().ok(),
+                _ => None,
+            });
+        only.or_else(|| {
+            let parsed = phonenumber::parse(None, number.as_str()).ok()?;
+            parsed.country().id().map(Country)
+        })
+    }
+}
+
 /// Loads a private copy of the numbering-plan metadata (the same XML the crate embeds).
 pub fn load_metadata() -> Database {
     Database::parse(include_str!("../../assets/PhoneNumberMetadata.xml"))
@@ -197,6 +229,21 @@ pub fn load_metadata() -> Database {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn country_of_a_number_by_its_calling_code_or_the_plan() {
+        let mut countries = CountryOf::default();
+        let of = |c: &mut CountryOf, n: &str| {
+            c.of(&PhoneNumber::parse(n, None).unwrap())
+                .map(|c| c.as_str().to_owned())
+        };
+        assert_eq!(of(&mut countries, "+573001234567").as_deref(), Some("CO"));
+        // +1 is shared: the area code decides (212 New York, 416 Toronto).
+        assert_eq!(of(&mut countries, "+12125550100").as_deref(), Some("US"));
+        assert_eq!(of(&mut countries, "+14165550123").as_deref(), Some("CA"));
+        assert_eq!(of(&mut countries, "+5215512345678").as_deref(), Some("MX"));
+        assert_eq!(of(&mut countries, "+34612345678").as_deref(), Some("ES"));
+    }
 
     #[test]
     fn a_number_round_trips_through_json_and_postcard_as_its_e164_string() {

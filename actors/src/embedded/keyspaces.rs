@@ -46,9 +46,15 @@ pub(super) struct Keyspaces {
     pub(super) idempotency: Keyspace,
     /// `Idempotency-Key` claims: account ++ key → [`KeyClaim`].
     pub(super) idempotency_claims: Keyspace,
+    /// Opt-outs: account ++ E.164 → [`OptOut`].
+    pub(super) opt_outs: Keyspace,
+    /// Replies that were not keywords: account ++ inbound id → [`InboundMessage`].
+    pub(super) inbound: Keyspace,
+    /// Who last messaged a number: E.164 → account id (written as messages reach `sent`).
+    pub(super) last_senders: Keyspace,
     /// Serializes read-modify-write of balances (one process owns the data dir).
     pub(super) ledger_lock: Mutex<()>,
-    /// Serializes the read-check-write of idempotency claims.
+    /// Serializes the read-check-write of idempotency claims and of opt-outs.
     pub(super) claims_lock: Mutex<()>,
     /// Serializes status transitions, which read, check and rewrite messages and batches;
     /// holds what they reuse from one group to the next.
@@ -119,6 +125,9 @@ impl Keyspaces {
             dead_letters: ks("dead_letters")?,
             idempotency: ks("idempotency")?,
             idempotency_claims: ks("idempotency_claims")?,
+            opt_outs: ks("opt_outs")?,
+            inbound: ks("inbound")?,
+            last_senders: ks("last_senders")?,
             ledger_lock: Mutex::new(()),
             claims_lock: Mutex::new(()),
             status_lock: Mutex::new(StatusGroupBuffers::default()),

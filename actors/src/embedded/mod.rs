@@ -5,6 +5,7 @@
 //!   [`journal`] (shared fsyncs), [`accept`] (batches and reservations), [`status`] and
 //!   [`status_log`] (status changes as a log folded into the message records), [`lookup`]
 //!   and [`messages`] (reads and listings), [`accounts`], [`contacts`], [`idempotency`],
+//!   [`opt_outs`] (opt-outs, inbound replies, who last messaged a number),
 //!   [`migrate`] (what opening a data directory repairs).
 //! - [`InProcessQueue`]: the partitioned dispatch queue, rebuilt from the store on start.
 //!
@@ -21,6 +22,7 @@ mod keyspaces;
 mod lookup;
 mod messages;
 mod migrate;
+mod opt_outs;
 mod queue;
 mod record;
 mod status;
@@ -43,7 +45,8 @@ impl Ports {
             ledger: store.clone(),
             contacts: store.clone(),
             messages: store.clone(),
-            idempotency: store,
+            idempotency: store.clone(),
+            opt_outs: store,
             queue,
         }
     }

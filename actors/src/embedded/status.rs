@@ -78,6 +78,12 @@ impl Keyspaces {
                 }
                 match to {
                     MessageStatus::Sent => {
+                        // A reply from this number (STOP) is about this account now.
+                        wb.insert(
+                            &self.last_senders,
+                            msg.recipient.as_str().as_bytes(),
+                            msg.account.as_bytes(),
+                        );
                         if let Some(deadline) = msg.dlr_deadline {
                             receipts.push(ReceiptMark {
                                 deadline,

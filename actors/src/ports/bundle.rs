@@ -1,6 +1,8 @@
 //! The bundle of backends the engine runs on.
 
-use super::{AccountStore, ContactStore, DispatchQueue, IdempotencyStore, Ledger, MessageStore};
+use super::{
+    AccountStore, ContactStore, DispatchQueue, IdempotencyStore, Ledger, MessageStore, OptOutStore,
+};
 use std::sync::Arc;
 
 /// The backends the engine runs on, chosen by configuration.
@@ -11,5 +13,6 @@ pub struct Ports {
     pub contacts: Arc<dyn ContactStore>,
     pub messages: Arc<dyn MessageStore>,
     pub idempotency: Arc<dyn IdempotencyStore>,
+    pub opt_outs: Arc<dyn OptOutStore>,
     pub queue: Arc<dyn DispatchQueue>,
 }

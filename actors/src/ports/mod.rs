@@ -3,7 +3,7 @@
 //! [`crate::embedded`]; the distributed backends (ScyllaDB, Kafka) are crates of their own
 //! under `backends/`. Every backend must pass the same contract suite.
 //!
-//! - [`store`]: accounts, credits, contacts, messages and idempotency keys;
+//! - [`store`]: accounts, credits, contacts, messages, idempotency keys and opt-outs;
 //! - [`queue`]: the partitioned dispatch queue between accept and delivery;
 //! - [`provider`]: an SMS provider and its delivery receipts.
 //!

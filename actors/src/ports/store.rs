@@ -123,6 +123,42 @@ pub trait ContactStore: Send + Sync {
     async fn tagged_phones(&self, account: AccountId, tags: &[TagId]) -> StoreResult<Vec<String>>;
 }
 
+/// Numbers that opted out of an account's messages, the replies that did it, and who last
+/// messaged a number (so a reply can be told which account it answers).
+#[async_trait]
+pub trait OptOutStore: Send + Sync {
+    /// Records `opt_out` unless the number already opted out of its account; returns the
+    /// one that holds (the earlier one, unchanged, on a repeat).
+    async fn add_opt_out(&self, opt_out: &OptOut) -> StoreResult<OptOut>;
+    /// Opts the number back in; whether it had opted out.
+    async fn remove_opt_out(&self, account: AccountId, phone: &PhoneNumber) -> StoreResult<bool>;
+    /// The account's opt-outs in number order, after `after`.
+    async fn list_opt_outs(
+        &self,
+        account: AccountId,
+        after: Option<PhoneNumber>,
+        limit: usize,
+    ) -> StoreResult<Page<OptOut, PhoneNumber>>;
+    /// Which of `numbers` opted out of the account (a lookup each: for a few numbers; a
+    /// large send reads [`OptOutStore::list_opt_outs`] instead).
+    async fn opted_out(
+        &self,
+        account: AccountId,
+        numbers: &[PhoneNumber],
+    ) -> StoreResult<Vec<PhoneNumber>>;
+    /// The account that last had a message sent to `phone`, as recorded when a message
+    /// reaches `sent`.
+    async fn last_sender(&self, phone: &PhoneNumber) -> StoreResult<Option<AccountId>>;
+    async fn add_inbound(&self, message: &InboundMessage) -> StoreResult<()>;
+    /// The account's inbound messages, newest first, before `before`.
+    async fn list_inbound(
+        &self,
+        account: AccountId,
+        before: Option<InboundId>,
+        limit: usize,
+    ) -> StoreResult<Page<InboundMessage, InboundId>>;
+}
+
 /// Which messages a listing wants; all filters are optional and combine with AND.
 #[derive(Debug, Clone, Default)]
 pub struct MessageFilter {

@@ -1,6 +1,6 @@
 //! The store ports on ScyllaDB (the app's cargo feature `scylla`): [`ScyllaStore`] implements
 //! [`AccountStore`], [`Ledger`], [`ContactStore`], [`MessageStore`] and
-//! [`IdempotencyStore`] with the semantics of the embedded store, for deployments where
+//! [`IdempotencyStore`] and [`OptOutStore`] with the semantics of the embedded store, for deployments where
 //! several SendMe processes share one database.
 //!
 //! - Every statement is prepared once, when the store connects ([`statements`]).
@@ -19,6 +19,7 @@ mod accounts;
 mod contacts;
 mod idempotency;
 mod messages;
+mod opt_outs;
 pub mod schema;
 mod settings;
 mod statements;
@@ -125,7 +126,8 @@ impl ScyllaStore {
             ledger: self.clone(),
             contacts: self.clone(),
             messages: self.clone(),
-            idempotency: self,
+            idempotency: self.clone(),
+            opt_outs: self,
             queue,
         }
     }

@@ -12,6 +12,10 @@ pub const SCHEMA_FILES: &[(&str, &str)] = &[
         "002_idempotency_claims.cql",
         include_str!("../../../schema/002_idempotency_claims.cql"),
     ),
+    (
+        "003_opt_outs.cql",
+        include_str!("../../../schema/003_opt_outs.cql"),
+    ),
 ];
 
 /// The statements of a schema file: comments removed, split at `;`, blanks dropped.

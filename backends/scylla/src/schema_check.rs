@@ -314,7 +314,7 @@ fn idempotency_keys_expire_after_24_hours() {
 }
 
 #[test]
-fn conditional_statements_are_the_balance_message_phone_claim_and_batch_ones() {
+fn conditional_statements_are_the_balance_message_phone_claim_batch_and_opt_out_ones() {
     let conditional: BTreeSet<&str> = CQL
         .iter()
         .filter(|(_, cql)| cql.contains(" IF "))
@@ -332,6 +332,8 @@ fn conditional_statements_are_the_balance_message_phone_claim_and_batch_ones() {
             "delete_claim",
             "insert_batch",
             "fence_batch",
+            "insert_opt_out",
+            "delete_opt_out",
         ])
     );
 }

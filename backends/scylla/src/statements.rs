@@ -120,4 +120,15 @@ statements! {
     replace_claim = "UPDATE idempotency_claims SET fingerprint = ?, batch_id = ?, claimed_at = ?, answered = ? WHERE account_id = ? AND idempotency_key = ? IF fingerprint = ? AND batch_id = ? AND claimed_at = ? AND answered = ?";
     delete_claim = "DELETE FROM idempotency_claims WHERE account_id = ? AND idempotency_key = ? IF fingerprint = ? AND batch_id = ? AND claimed_at = ? AND answered = ?";
     select_account_ids = "SELECT id FROM accounts";
+
+    // Opt-outs, inbound replies and who last messaged a number.
+    insert_opt_out = "INSERT INTO opt_outs (account_id, phone, source, created_at) VALUES (?, ?, ?, ?) IF NOT EXISTS";
+    select_opt_out = "SELECT phone, source, created_at FROM opt_outs WHERE account_id = ? AND phone = ?";
+    delete_opt_out = "DELETE FROM opt_outs WHERE account_id = ? AND phone = ? IF EXISTS";
+    select_opt_outs_after = "SELECT phone, source, created_at FROM opt_outs WHERE account_id = ? AND phone > ?";
+    upsert_last_sender = "INSERT INTO last_senders (phone, account_id, at) VALUES (?, ?, ?)";
+    select_last_sender = "SELECT account_id FROM last_senders WHERE phone = ?";
+    insert_inbound = "INSERT INTO inbound_messages (account_id, id, from_phone, to_address, body, provider, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)";
+    select_inbound = "SELECT id, from_phone, to_address, body, provider, received_at FROM inbound_messages WHERE account_id = ?";
+    select_inbound_before = "SELECT id, from_phone, to_address, body, provider, received_at FROM inbound_messages WHERE account_id = ? AND id < ?";
 }

@@ -8,17 +8,20 @@
 //! accounts, messages and times, never at totals of the whole store.
 //!
 //! The cases, by concern: [`accounts`] (accounts, the ledger, accepting batches),
-//! [`messages`] (reading messages, status changes), [`contacts`], [`idempotency`].
+//! [`messages`] (reading messages, status changes), [`contacts`], [`idempotency`],
+//! [`opt_outs`].
 
 pub mod accounts;
 pub mod contacts;
 pub mod idempotency;
 pub mod messages;
+pub mod opt_outs;
 
 pub use accounts::*;
 pub use contacts::*;
 pub use idempotency::*;
 pub use messages::*;
+pub use opt_outs::*;
 
 use crate::domain::*;
 use crate::ports::*;
@@ -33,6 +36,7 @@ pub struct Stores {
     pub contacts: Arc<dyn ContactStore>,
     pub messages: Arc<dyn MessageStore>,
     pub idempotency: Arc<dyn IdempotencyStore>,
+    pub opt_outs: Arc<dyn OptOutStore>,
     /// Whatever must outlive the store (a temporary directory); dropped last.
     _keep: Option<Arc<dyn Any + Send + Sync>>,
 }
@@ -40,14 +44,21 @@ pub struct Stores {
 impl Stores {
     pub fn of<S>(store: Arc<S>) -> Self
     where
-        S: AccountStore + Ledger + ContactStore + MessageStore + IdempotencyStore + 'static,
+        S: AccountStore
+            + Ledger
+            + ContactStore
+            + MessageStore
+            + IdempotencyStore
+            + OptOutStore
+            + 'static,
     {
         Stores {
             accounts: store.clone(),
             ledger: store.clone(),
             contacts: store.clone(),
             messages: store.clone(),
-            idempotency: store,
+            idempotency: store.clone(),
+            opt_outs: store,
             _keep: None,
         }
     }
@@ -99,6 +110,9 @@ macro_rules! store_contract_tests {
             idempotency_keys_are_claimed_once_per_account,
             concurrent_claims_of_one_key_leave_exactly_one_holder,
             of_concurrent_takeovers_of_a_stale_claim_exactly_one_wins,
+            opt_outs_are_kept_once_per_account_and_listed_in_number_order,
+            a_message_reaching_sent_names_its_account_the_numbers_last_sender,
+            inbound_messages_are_listed_newest_first_per_account,
         }
     };
     ($($input:tt)*) => {

@@ -157,7 +157,7 @@ impl MessageRow {
 #[derive(Default)]
 struct Committed(Mutex<HashMap<BatchId, bool>>);
 
-type Write<'a> = BoxFuture<'a, StoreResult<()>>;
+pub(crate) type Write<'a> = BoxFuture<'a, StoreResult<()>>;
 
 impl ScyllaStore {
     async fn batch_committed(&self, cache: &Committed, queue: BatchId) -> StoreResult<bool> {

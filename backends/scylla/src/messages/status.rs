@@ -250,6 +250,9 @@ impl ScyllaStore {
                 (shard(id), CqlTimestamp(deadline), id.0),
             )));
         }
+        if from != to && to == MessageStatus::Sent {
+            writes.push(self.last_sender_write(after));
+        }
         if let (MessageStatus::Sent, Some(deadline)) = (to, after.dlr_deadline) {
             writes.push(Box::pin(self.exec(
                 &self.st.insert_receipt_deadline,

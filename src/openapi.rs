@@ -4,7 +4,7 @@
 //! The errors every endpoint can answer are added here once, all with the one JSON
 //! error shape ([`crate::error::ErrorBody`]), instead of repeating them per handler.
 
-use crate::routes::{account, admin, contacts, health, receipts, send, status};
+use crate::routes::{account, admin, contacts, health, inbound, opt_outs, receipts, send, status};
 use actix_web::{get, HttpResponse};
 use std::sync::OnceLock;
 use utoipa::openapi::path::Operation;
@@ -25,6 +25,9 @@ use utoipa::{Modify, OpenApi};
         send::send_to_contacts,
         send::send_to_all,
         send::send_to_tags,
+        send::preview_contacts,
+        send::preview_all,
+        send::preview_tags,
         status::get_queue,
         status::cancel_queue,
         status::list_queue_messages,
@@ -47,6 +50,11 @@ use utoipa::{Modify, OpenApi};
         admin::issue_token,
         admin::publish_terms,
         receipts::receive_receipt,
+        inbound::receive_inbound,
+        inbound::list_inbound,
+        opt_outs::create_opt_out,
+        opt_outs::list_opt_outs,
+        opt_outs::delete_opt_out,
         health::healthz,
         health::readyz,
         health::metrics,
@@ -59,6 +67,7 @@ use utoipa::{Modify, OpenApi};
         (name = "send", description = "The seed contract: send one message to many recipients"),
         (name = "status", description = "Queues and messages"),
         (name = "contacts", description = "Contacts and tags"),
+        (name = "opt-outs", description = "Numbers that asked not to be messaged, and replies"),
         (name = "account", description = "The caller's account and the terms of service"),
         (name = "admin", description = "Platform administration (role `admin`)"),
         (name = "providers", description = "Callbacks from SMS providers"),

@@ -73,7 +73,7 @@ fn parse_tag_ids(ids: Option<Vec<String>>) -> Result<Vec<TagId>, ApiError> {
 }
 
 /// Normalizes a contact's phone with the account's default country.
-async fn parse_phone(
+pub(super) async fn parse_phone(
     state: &AppState,
     account: AccountId,
     raw: &str,

@@ -4,6 +4,8 @@ pub(crate) mod account;
 pub(crate) mod admin;
 pub(crate) mod contacts;
 pub(crate) mod health;
+pub(crate) mod inbound;
+pub(crate) mod opt_outs;
 pub(crate) mod receipts;
 pub(crate) mod send;
 pub(crate) mod status;
@@ -32,7 +34,9 @@ pub fn configure_api(cfg: &mut web::ServiceConfig, max_send_body: usize) {
             .configure(contacts::configure)
             .configure(account::configure)
             .configure(admin::configure)
-            .configure(receipts::configure),
+            .configure(receipts::configure)
+            .configure(opt_outs::configure)
+            .configure(inbound::configure),
     );
 }
 

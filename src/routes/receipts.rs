@@ -58,32 +58,7 @@ pub(crate) async fn receive_receipt(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_body(payload, state.settings.server.max_small_body_bytes).await?;
-    if *path != state.settings.provider.name {
-        return Err(ApiError::NotFound("provider"));
-    }
-    let secret = state.dlr_secret.as_deref().ok_or(ApiError::Unauthorized(
-        "no receipt key is configured for this provider",
-    ))?;
-    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
-    signature::verify(
-        secret,
-        header(TIMESTAMP_HEADER),
-        header(SIGNATURE_HEADER),
-        &body,
-        signature::unix_now(),
-    )
-    .map_err(|e| match e {
-        signature::SignatureError::Missing => {
-            ApiError::Unauthorized("missing or malformed receipt signature")
-        }
-        signature::SignatureError::Stale => {
-            ApiError::Unauthorized("the receipt timestamp is stale")
-        }
-        signature::SignatureError::Mismatch => {
-            ApiError::Unauthorized("the receipt signature does not match")
-        }
-    })?;
+    let body = signed_body(&state, &req, &path, payload).await?;
     let receipt: ReceiptBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::InvalidRequest(format!("invalid receipt: {e}")))?;
     let message: MessageId = receipt
@@ -135,6 +110,43 @@ fn bounded_detail(detail: String) -> String {
         Some((cut, _)) => detail[..cut].to_owned(),
         None => detail,
     }
+}
+
+/// The body of a request from provider `name`, once its signature checked out: 404 for
+/// a provider that is not configured, 401 for a missing, stale or wrong signature.
+pub(super) async fn signed_body(
+    state: &AppState,
+    req: &HttpRequest,
+    name: &str,
+    payload: web::Payload,
+) -> Result<web::Bytes, ApiError> {
+    let body = read_body(payload, state.settings.server.max_small_body_bytes).await?;
+    if name != state.settings.provider.name {
+        return Err(ApiError::NotFound("provider"));
+    }
+    let secret = state.dlr_secret.as_deref().ok_or(ApiError::Unauthorized(
+        "no receipt key is configured for this provider",
+    ))?;
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    signature::verify(
+        secret,
+        header(TIMESTAMP_HEADER),
+        header(SIGNATURE_HEADER),
+        &body,
+        signature::unix_now(),
+    )
+    .map_err(|e| match e {
+        signature::SignatureError::Missing => {
+            ApiError::Unauthorized("missing or malformed request signature")
+        }
+        signature::SignatureError::Stale => {
+            ApiError::Unauthorized("the request timestamp is stale")
+        }
+        signature::SignatureError::Mismatch => {
+            ApiError::Unauthorized("the request signature does not match")
+        }
+    })?;
+    Ok(body)
 }
 
 /// The raw body (its bytes are signed), at most `limit` bytes: a larger one is refused as

@@ -4,7 +4,7 @@
 //! was enqueued; 200 with `queueId: ""` and `messages: []` when no recipient was valid.
 //! An `Idempotency-Key` header makes a retry return the first answer and send nothing.
 
-use crate::auth::TermsAccepted;
+use crate::auth::{Authenticated, TermsAccepted};
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::{self, Begun, Idempotency, Replay};
 use crate::state::AppState;
@@ -24,13 +24,16 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
             .app_data(super::json_config(max_body))
             .service(send_to_contacts)
             .service(send_to_all)
-            .service(send_to_tags),
+            .service(send_to_tags)
+            .service(preview_contacts)
+            .service(preview_all)
+            .service(preview_tags),
     );
 }
 
 /// Send one message to a list of numbers, as the client wrote them.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct ContactsPayload {
     /// 1 to 1,600 characters.
     #[schema(min_length = 1, max_length = 1600)]
@@ -52,7 +55,7 @@ pub(crate) struct ContactsPayload {
 
 /// Send one message to every contact of the account.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct AllPayload {
     /// 1 to 1,600 characters.
     #[schema(min_length = 1, max_length = 1600)]
@@ -68,7 +71,7 @@ pub(crate) struct AllPayload {
 
 /// Send one message to the contacts carrying any of the tags (each contact once).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct TagsPayload {
     /// 1 to 1,600 characters.
     #[schema(min_length = 1, max_length = 1600)]
@@ -205,22 +208,21 @@ pub(crate) async fn send_to_contacts(
     payload: web::Json<ContactsPayload>,
 ) -> Result<HttpResponse, ApiError> {
     let payload = payload.into_inner();
+    check_contacts_limit(&state, &payload)?;
+    let idempotency = Idempotency::from_request(&req, "contacts", &payload)?;
+    let (request, recipients) = payload.into_request()?;
+    enqueue(state, &member, idempotency, request, recipients).await
+}
+
+/// 413 for more numbers than one request may carry.
+fn check_contacts_limit(state: &AppState, payload: &ContactsPayload) -> Result<(), ApiError> {
     let max = state.settings.limits.max_recipients_per_request;
     if payload.contacts.len() > max {
         return Err(ApiError::PayloadTooLarge(format!(
             "at most {max} contacts per request"
         )));
     }
-    let idempotency = Idempotency::from_request(&req, "contacts", &payload)?;
-    let request = SendRequest::parse(payload.message, payload.kind, payload.country)?;
-    enqueue(
-        state,
-        &member,
-        idempotency,
-        request,
-        Recipients::Numbers(payload.contacts),
-    )
-    .await
+    Ok(())
 }
 
 #[utoipa::path(
@@ -241,15 +243,8 @@ pub(crate) async fn send_to_all(
 ) -> Result<HttpResponse, ApiError> {
     let payload = payload.into_inner();
     let idempotency = Idempotency::from_request(&req, "all", &payload)?;
-    let request = SendRequest::parse(payload.message, payload.kind, payload.country)?;
-    enqueue(
-        state,
-        &member,
-        idempotency,
-        request,
-        Recipients::AllContacts,
-    )
-    .await
+    let (request, recipients) = payload.into_request()?;
+    enqueue(state, &member, idempotency, request, recipients).await
 }
 
 #[utoipa::path(
@@ -270,14 +265,35 @@ pub(crate) async fn send_to_tags(
 ) -> Result<HttpResponse, ApiError> {
     let payload = payload.into_inner();
     let idempotency = Idempotency::from_request(&req, "tags", &payload)?;
-    let tags = payload
-        .tag_ids
-        .iter()
-        .map(|t| t.parse::<TagId>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| ApiError::InvalidRequest("`tagIds` must be UUIDs".into()))?;
-    let request = SendRequest::parse(payload.message, payload.kind, payload.country)?;
-    enqueue(state, &member, idempotency, request, Recipients::Tags(tags)).await
+    let (request, recipients) = payload.into_request()?;
+    enqueue(state, &member, idempotency, request, recipients).await
+}
+
+impl ContactsPayload {
+    fn into_request(self) -> Result<(SendRequest, Recipients), ApiError> {
+        let request = SendRequest::parse(self.message, self.kind, self.country)?;
+        Ok((request, Recipients::Numbers(self.contacts)))
+    }
+}
+
+impl AllPayload {
+    fn into_request(self) -> Result<(SendRequest, Recipients), ApiError> {
+        let request = SendRequest::parse(self.message, self.kind, self.country)?;
+        Ok((request, Recipients::AllContacts))
+    }
+}
+
+impl TagsPayload {
+    fn into_request(self) -> Result<(SendRequest, Recipients), ApiError> {
+        let tags = self
+            .tag_ids
+            .iter()
+            .map(|t| t.parse::<TagId>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| ApiError::InvalidRequest("`tagIds` must be UUIDs".into()))?;
+        let request = SendRequest::parse(self.message, self.kind, self.country)?;
+        Ok((request, Recipients::Tags(tags)))
+    }
 }
 
 /// Messages per streamed chunk of a 201 body.
@@ -409,26 +425,8 @@ async fn enqueue(
     let member = member.clone();
     let work = async move {
         let accepted = async {
-            let account = state
-                .ports
-                .accounts
-                .account(member.account)
-                .await?
-                .ok_or(ApiError::NotFound("account"))?;
-            Ok::<_, ApiError>(
-                state
-                    .supervisor
-                    .send(Broadcast {
-                        batch,
-                        account: member.account,
-                        member: member.id,
-                        country: request.country.unwrap_or(account.default_country),
-                        body: request.body,
-                        kind: request.kind,
-                        recipients,
-                    })
-                    .await?,
-            )
+            let (broadcast, _) = broadcast(&state, &member, batch, request, recipients).await?;
+            Ok::<_, ApiError>(state.supervisor.send(broadcast).await?)
         }
         .await;
         match (accepted, held) {
@@ -459,4 +457,169 @@ async fn enqueue(
         work.await?
     };
     Ok(enqueue_response(answer_status(accepted.batch), accepted))
+}
+
+/// The broadcast of `request` by `member` under `batch`, with the account it reads the
+/// default country from.
+async fn broadcast(
+    state: &AppState,
+    member: &Member,
+    batch: BatchId,
+    request: SendRequest,
+    recipients: Recipients,
+) -> Result<(Broadcast, Account), ApiError> {
+    let account = state
+        .ports
+        .accounts
+        .account(member.account)
+        .await?
+        .ok_or(ApiError::NotFound("account"))?;
+    let broadcast = Broadcast {
+        batch,
+        account: member.account,
+        member: member.id,
+        country: request.country.unwrap_or(account.default_country),
+        body: request.body,
+        kind: request.kind,
+        recipients,
+    };
+    Ok((broadcast, account))
+}
+
+/// What a send would do: the recipients it would message and why the others are left
+/// out, its segments and cost, and whether the balance covers it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PreviewResult {
+    /// Messages the send would create.
+    #[schema(example = 2)]
+    recipients: u64,
+    /// Numbers that are not valid phone numbers.
+    invalid: u64,
+    /// Repeats of a number already counted (after normalization).
+    duplicates: u64,
+    /// Valid numbers that opted out of the account's messages.
+    opted_out: u64,
+    /// Segments per message.
+    #[schema(example = 1)]
+    segments: u32,
+    /// `GSM-7` or `UCS-2`.
+    #[schema(example = "GSM-7")]
+    encoding: &'static str,
+    /// `recipients × segments` credits.
+    cost: u64,
+    /// Credits available now.
+    balance: u64,
+    /// Whether `balance` covers `cost`.
+    sufficient: bool,
+    /// Recipients per country (ISO 3166-1 alpha-2; `ZZ`: a number of no country).
+    #[schema(example = json!({"CO": 2}))]
+    countries: std::collections::BTreeMap<String, u64>,
+}
+
+/// The answers every preview endpoint shares.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // describes the responses for OpenAPI; never constructed
+enum PreviewResponses {
+    #[response(
+        status = 200,
+        description = "What the send would do; nothing was reserved, written or enqueued"
+    )]
+    Preview(PreviewResult),
+    #[response(
+        status = 429,
+        description = "Per-account request rate exceeded (`rate_limited`), with `Retry-After`"
+    )]
+    RateLimited(ErrorBody<'static>),
+    #[response(
+        status = 503,
+        description = "Engine at capacity (`overloaded`) or storage unavailable (`storage_unavailable`), with `Retry-After`"
+    )]
+    Overloaded(ErrorBody<'static>),
+}
+
+/// Runs the send pipeline up to the charge: normalize, dedupe, leave out opt-outs, count.
+async fn preview(
+    state: web::Data<AppState>,
+    member: &Member,
+    request: SendRequest,
+    recipients: Recipients,
+) -> Result<HttpResponse, ApiError> {
+    if state.rate_limiter.check_key(&member.account).is_err() {
+        return Err(ApiError::RateLimited { retry_after: 1 });
+    }
+    let (broadcast, account) =
+        broadcast(&state, member, BatchId::new(), request, recipients).await?;
+    let preview = state.supervisor.preview(broadcast).await?;
+    Ok(HttpResponse::Ok().json(PreviewResult {
+        recipients: preview.recipients,
+        invalid: preview.stats.invalid,
+        duplicates: preview.stats.duplicates,
+        opted_out: preview.stats.opted_out,
+        segments: preview.segments.count,
+        encoding: match preview.segments.encoding {
+            Encoding::Gsm7 => "GSM-7",
+            Encoding::Ucs2 => "UCS-2",
+        },
+        cost: preview.cost,
+        balance: account.balance,
+        sufficient: preview.cost <= account.balance,
+        countries: preview.countries,
+    }))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/messages/sms/contacts/preview",
+    tag = "send",
+    description = "What `POST /api/messages/sms/contacts` would do with the same body, doing none of it.",
+    request_body = ContactsPayload,
+    responses(PreviewResponses)
+)]
+#[post("/contacts/preview")]
+pub(crate) async fn preview_contacts(
+    state: web::Data<AppState>,
+    Authenticated(member): Authenticated,
+    payload: web::Json<ContactsPayload>,
+) -> Result<HttpResponse, ApiError> {
+    let payload = payload.into_inner();
+    check_contacts_limit(&state, &payload)?;
+    let (request, recipients) = payload.into_request()?;
+    preview(state, &member, request, recipients).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/messages/sms/all/preview",
+    tag = "send",
+    description = "What `POST /api/messages/sms/all` would do with the same body, doing none of it.",
+    request_body = AllPayload,
+    responses(PreviewResponses)
+)]
+#[post("/all/preview")]
+pub(crate) async fn preview_all(
+    state: web::Data<AppState>,
+    Authenticated(member): Authenticated,
+    payload: web::Json<AllPayload>,
+) -> Result<HttpResponse, ApiError> {
+    let (request, recipients) = payload.into_inner().into_request()?;
+    preview(state, &member, request, recipients).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/messages/sms/tags/preview",
+    tag = "send",
+    description = "What `POST /api/messages/sms/tags` would do with the same body, doing none of it.",
+    request_body = TagsPayload,
+    responses(PreviewResponses)
+)]
+#[post("/tags/preview")]
+pub(crate) async fn preview_tags(
+    state: web::Data<AppState>,
+    Authenticated(member): Authenticated,
+    payload: web::Json<TagsPayload>,
+) -> Result<HttpResponse, ApiError> {
+    let (request, recipients) = payload.into_inner().into_request()?;
+    preview(state, &member, request, recipients).await
 }

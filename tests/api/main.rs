@@ -10,6 +10,8 @@ mod delivery;
 mod distributed;
 mod helpers;
 mod operations;
+mod opt_outs;
+mod preview;
 mod rate_limit;
 mod restart;
 mod send_all_and_tags;

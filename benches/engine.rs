@@ -242,6 +242,8 @@ fn queued_batch(account: AccountId, recipients: &[PhoneNumber]) -> (Batch, Messa
             ..StatusCounts::default()
         },
         created_at: now_millis(),
+        send_at: None,
+        paused: false,
     };
     (batch, MessageBlock::new(recipients.to_vec()))
 }
@@ -652,6 +654,7 @@ fn bench_pipeline(c: &mut Criterion) {
                         body: body.clone(),
                         kind: MessageType::Sms,
                         recipients: Recipients::Numbers(raw.clone()),
+                        send_at: None,
                     };
                     let start = Instant::now();
                     let accepted = supervisor.send(request).await.expect("broadcast accepted");

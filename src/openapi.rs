@@ -30,6 +30,8 @@ use utoipa::{Modify, OpenApi};
         send::preview_tags,
         status::get_queue,
         status::cancel_queue,
+        status::pause_queue,
+        status::resume_queue,
         status::list_queue_messages,
         status::get_message,
         status::list_messages,

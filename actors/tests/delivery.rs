@@ -120,6 +120,7 @@ impl Harness {
                 body: MessageBody::parse(body.into()).unwrap(),
                 kind,
                 recipients: Recipients::Numbers(recipients.into()),
+                send_at: None,
             })
             .await
             .unwrap();
@@ -709,8 +710,17 @@ impl MessageStore for FailingOutcomes {
     async fn receipts_overdue(&self, now: Millis, max: usize) -> StoreResult<Vec<MessageId>> {
         self.store.receipts_overdue(now, max).await
     }
-    async fn queued_in_batch(&self, batch: BatchId) -> StoreResult<Vec<MessageId>> {
-        self.store.queued_in_batch(batch).await
+    async fn in_batch(&self, batch: BatchId, status: MessageStatus) -> StoreResult<Vec<MessageId>> {
+        self.store.in_batch(batch, status).await
+    }
+    async fn set_paused(&self, batch: BatchId, paused: bool) -> StoreResult<Option<Batch>> {
+        self.store.set_paused(batch, paused).await
+    }
+    async fn due_batches(&self, now: Millis, max: usize) -> StoreResult<Vec<BatchId>> {
+        self.store.due_batches(now, max).await
+    }
+    async fn clear_due(&self, batch: BatchId) -> StoreResult<()> {
+        self.store.clear_due(batch).await
     }
     async fn dead_letters(&self, account: AccountId) -> StoreResult<Vec<DeadLetter>> {
         self.store.dead_letters(account).await

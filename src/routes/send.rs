@@ -51,6 +51,10 @@ pub(crate) struct ContactsPayload {
     #[schema(pattern = "^[A-Za-z]{2}$")]
     #[schema(example = "CO")]
     country: Option<String>,
+    /// When to send (RFC 3339 with offset), up to 30 days ahead; default: now. The credits
+    /// are reserved at once; the messages stay `scheduled` until then.
+    #[schema(example = "2030-01-01T09:00:00-05:00")]
+    send_at: Option<String>,
 }
 
 /// Send one message to every contact of the account.
@@ -67,6 +71,8 @@ pub(crate) struct AllPayload {
     /// ISO 3166-1 alpha-2 country for numbers without `+`; default: the account's.
     #[schema(pattern = "^[A-Za-z]{2}$")]
     country: Option<String>,
+    /// When to send (RFC 3339 with offset), up to 30 days ahead; default: now.
+    send_at: Option<String>,
 }
 
 /// Send one message to the contacts carrying any of the tags (each contact once).
@@ -85,6 +91,8 @@ pub(crate) struct TagsPayload {
     /// ISO 3166-1 alpha-2 country for numbers without `+`; default: the account's.
     #[schema(pattern = "^[A-Za-z]{2}$")]
     country: Option<String>,
+    /// When to send (RFC 3339 with offset), up to 30 days ahead; default: now.
+    send_at: Option<String>,
 }
 
 /// The fields every send request shares, parsed into domain types.
@@ -92,13 +100,18 @@ struct SendRequest {
     body: MessageBody,
     kind: MessageType,
     country: Option<Country>,
+    send_at: Option<Millis>,
 }
+
+/// How far ahead a send can be scheduled.
+const MAX_SCHEDULE_AHEAD: Millis = 30 * 24 * 60 * 60 * 1000;
 
 impl SendRequest {
     fn parse(
         message: String,
         kind: Option<String>,
         country: Option<String>,
+        send_at: Option<String>,
     ) -> Result<Self, ApiError> {
         let body =
             MessageBody::parse(message).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
@@ -115,12 +128,30 @@ impl SendRequest {
             .map(|c| c.parse::<Country>())
             .transpose()
             .map_err(|e| ApiError::InvalidRequest(format!("`country`: {e}")))?;
+        let send_at = send_at
+            .map(|at| parse_send_at(&at, now_millis()))
+            .transpose()?;
         Ok(Self {
             body,
             kind,
             country,
+            send_at,
         })
     }
+}
+
+/// `sendAt`: RFC 3339 with an offset, not in the past, at most 30 days ahead of `now`.
+fn parse_send_at(at: &str, now: Millis) -> Result<Millis, ApiError> {
+    let at = super::parse_rfc3339("sendAt", at)?;
+    if at < now {
+        return Err(ApiError::InvalidRequest("`sendAt` is in the past".into()));
+    }
+    if at - now > MAX_SCHEDULE_AHEAD {
+        return Err(ApiError::InvalidRequest(
+            "`sendAt` is more than 30 days ahead".into(),
+        ));
+    }
+    Ok(at)
 }
 
 /// The enqueued messages, in request order.
@@ -271,14 +302,14 @@ pub(crate) async fn send_to_tags(
 
 impl ContactsPayload {
     fn into_request(self) -> Result<(SendRequest, Recipients), ApiError> {
-        let request = SendRequest::parse(self.message, self.kind, self.country)?;
+        let request = SendRequest::parse(self.message, self.kind, self.country, self.send_at)?;
         Ok((request, Recipients::Numbers(self.contacts)))
     }
 }
 
 impl AllPayload {
     fn into_request(self) -> Result<(SendRequest, Recipients), ApiError> {
-        let request = SendRequest::parse(self.message, self.kind, self.country)?;
+        let request = SendRequest::parse(self.message, self.kind, self.country, self.send_at)?;
         Ok((request, Recipients::AllContacts))
     }
 }
@@ -291,7 +322,7 @@ impl TagsPayload {
             .map(|t| t.parse::<TagId>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|_| ApiError::InvalidRequest("`tagIds` must be UUIDs".into()))?;
-        let request = SendRequest::parse(self.message, self.kind, self.country)?;
+        let request = SendRequest::parse(self.message, self.kind, self.country, self.send_at)?;
         Ok((request, Recipients::Tags(tags)))
     }
 }
@@ -482,6 +513,7 @@ async fn broadcast(
         body: request.body,
         kind: request.kind,
         recipients,
+        send_at: request.send_at,
     };
     Ok((broadcast, account))
 }

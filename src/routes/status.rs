@@ -14,6 +14,8 @@ use utoipa::{IntoParams, ToSchema};
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(get_queue)
         .service(cancel_queue)
+        .service(pause_queue)
+        .service(resume_queue)
         .service(list_queue_messages)
         .service(get_message)
         .service(list_messages);
@@ -27,32 +29,49 @@ pub struct QueueView {
     channel: &'static str,
     #[serde(rename = "type")]
     kind: MessageType,
-    /// `accepted` (nothing dispatched yet), `dispatching` or `completed`.
+    /// `scheduled` (waiting for its `sendAt`), `accepted` (nothing dispatched yet),
+    /// `dispatching`, `paused`, `completed` or `canceled` (ended by a cancel).
     #[schema(example = "dispatching")]
     state: &'static str,
     created_at: String,
+    /// When it is sent, for a scheduled send.
+    send_at: Option<String>,
     total: u64,
     segments: u32,
     cost: u64,
     counts: StatusCounts,
 }
 
+/// Where a batch is: ended (`completed`, or `canceled` when a cancel ended it), `paused`,
+/// waiting for its time (`scheduled`), untouched (`accepted`) or on its way.
+fn queue_state(b: &Batch) -> &'static str {
+    let c = &b.counts;
+    if c.holding_credits() == 0 {
+        if c.canceled > 0 {
+            "canceled"
+        } else {
+            "completed"
+        }
+    } else if b.paused {
+        "paused"
+    } else if c.scheduled == c.holding_credits() {
+        "scheduled"
+    } else if c.queued == b.total {
+        "accepted"
+    } else {
+        "dispatching"
+    }
+}
+
 impl From<&Batch> for QueueView {
     fn from(b: &Batch) -> Self {
-        let waiting = b.counts.queued + b.counts.sending;
-        let state = if b.counts.queued == b.total {
-            "accepted"
-        } else if waiting == 0 {
-            "completed"
-        } else {
-            "dispatching"
-        };
         QueueView {
             queue_id: b.id,
             channel: "sms",
             kind: b.kind,
-            state,
+            state: queue_state(b),
             created_at: rfc3339(b.created_at),
+            send_at: b.send_at.map(rfc3339),
             total: b.total,
             segments: b.segments,
             cost: b.cost,
@@ -168,8 +187,8 @@ pub(crate) struct Canceled {
     queue: QueueView,
 }
 
-/// Cancels every message of the queue that no dispatcher has claimed yet and refunds
-/// their credits; messages already on their way are not recalled.
+/// Cancels every message of the queue that no dispatcher has claimed yet (scheduled ones
+/// too) and refunds their credits; messages already on their way are not recalled.
 #[utoipa::path(
     post,
     path = "/api/queues/{queueId}/cancel",
@@ -193,6 +212,71 @@ pub(crate) async fn cancel_queue(
         canceled,
         queue: QueueView::from(&batch),
     }))
+}
+
+/// 409 `queue_not_active` for a queue with nothing left to send (completed or canceled).
+fn check_active(batch: &Batch) -> Result<(), ApiError> {
+    if batch.counts.holding_credits() == 0 {
+        return Err(ApiError::Conflict(
+            "queue_not_active",
+            format!("the queue is {}", queue_state(batch)),
+        ));
+    }
+    Ok(())
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/queues/{queueId}/pause",
+    tag = "status",
+    description = "Holds the queue: no message of it is claimed until it is resumed (messages already claimed finish). Stays paused across restarts; cancel still works.",
+    params(("queueId" = String, Path, description = "The queue (batch) id")),
+    responses(
+        (status = 200, description = "Paused", body = QueueView),
+        (status = 409, description = "The queue is completed or canceled (`queue_not_active`)", body = crate::error::ErrorBody),
+    )
+)]
+#[post("/queues/{queue_id}/pause")]
+pub(crate) async fn pause_queue(
+    state: web::Data<AppState>,
+    Authenticated(member): Authenticated,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let batch = own_batch(&state, member.account, &path).await?;
+    check_active(&batch)?;
+    let paused = state
+        .delivery
+        .pause(batch.id)
+        .await?
+        .ok_or(ApiError::NotFound("queue"))?;
+    Ok(HttpResponse::Ok().json(QueueView::from(&paused)))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/queues/{queueId}/resume",
+    tag = "status",
+    description = "Lets a paused queue go on: its waiting messages are dispatched again.",
+    params(("queueId" = String, Path, description = "The queue (batch) id")),
+    responses(
+        (status = 200, description = "Resumed (or was not paused)", body = QueueView),
+        (status = 409, description = "The queue is completed or canceled (`queue_not_active`)", body = crate::error::ErrorBody),
+    )
+)]
+#[post("/queues/{queue_id}/resume")]
+pub(crate) async fn resume_queue(
+    state: web::Data<AppState>,
+    Authenticated(member): Authenticated,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let batch = own_batch(&state, member.account, &path).await?;
+    check_active(&batch)?;
+    let resumed = state
+        .delivery
+        .resume(batch.id)
+        .await?
+        .ok_or(ApiError::NotFound("queue"))?;
+    Ok(HttpResponse::Ok().json(QueueView::from(&resumed)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

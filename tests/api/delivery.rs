@@ -203,7 +203,7 @@ async fn cancel_turns_unclaimed_messages_canceled_and_refunds_exactly_them() {
     let canceled: Value = r.json().await.unwrap();
     assert_eq!(canceled["canceled"], 40);
     assert_eq!(canceled["counts"]["canceled"], 40);
-    assert_eq!(canceled["state"], "completed");
+    assert_eq!(canceled["state"], "canceled");
     assert_eq!(
         app.balance(&app.token).await,
         (100_000, 0),

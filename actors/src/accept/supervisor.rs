@@ -67,6 +67,9 @@ pub struct Broadcast {
     pub body: MessageBody,
     pub kind: MessageType,
     pub recipients: Recipients,
+    /// When to send (`None`: now). Scheduled messages are charged at once and published
+    /// when due (see `deliver::schedule`).
+    pub send_at: Option<Millis>,
 }
 
 /// What was enqueued: `queue` is `None` when no recipient was valid.
@@ -352,11 +355,14 @@ impl Pipeline {
             segments,
             total,
             cost,
-            counts: StatusCounts {
-                queued: total,
-                ..StatusCounts::default()
-            },
+            counts: StatusCounts::default(),
             created_at: now_millis(),
+            send_at: msg.send_at,
+            paused: false,
+        };
+        let record = Batch {
+            counts: StatusCounts::of(record.first_status(), total),
+            ..record
         };
         let recipients = MessageBlock::new(unique);
         // Reserve and persist in one step: 402 writes nothing, a crash leaves no orphan
@@ -367,6 +373,15 @@ impl Pipeline {
             .accept_batch(&record, recipients)
             .await?;
 
+        if record.send_at.is_some() {
+            // Published when due, by the schedule.
+            crate::metrics::record_accepted(&stats, messages.len() as u64, cost);
+            return Ok(Accepted {
+                batch: Some(batch),
+                messages,
+                stats,
+            });
+        }
         // In chunks: a million records at once would be a second copy of the batch.
         let records = |chunk: &mut dyn Iterator<Item = (MessageId, &PhoneNumber)>| {
             chunk

@@ -23,20 +23,48 @@ pub struct DeliveryHandle {
 }
 
 impl DeliveryHandle {
-    /// Cancels every message of a batch that no dispatcher has claimed; their credits
-    /// are refunded. Returns how many were canceled.
+    /// Cancels every message of a batch that no dispatcher has claimed (`scheduled`
+    /// ones, then `queued` ones, so none released meanwhile is missed); their credits are
+    /// refunded. Returns how many were canceled.
     pub async fn cancel(&self, batch: BatchId) -> StoreResult<u64> {
-        let ids = self.ports.messages.queued_in_batch(batch).await?;
-        let now = self.clock.now();
-        let changes = ids
-            .into_iter()
-            .map(|id| {
-                StatusChange::new(id, MessageStatus::Queued, MessageStatus::Canceled, now)
-                    .detail("canceled by the client")
-            })
-            .collect();
-        let applied = self.writer.submit_many(changes).await?;
-        Ok(applied.iter().filter(|m| m.is_some()).count() as u64)
+        let mut canceled = 0;
+        for status in [MessageStatus::Scheduled, MessageStatus::Queued] {
+            let ids = self.ports.messages.in_batch(batch, status).await?;
+            let now = self.clock.now();
+            let changes = ids
+                .into_iter()
+                .map(|id| {
+                    StatusChange::new(id, status, MessageStatus::Canceled, now)
+                        .detail("canceled by the client")
+                })
+                .collect();
+            let applied = self.writer.submit_many(changes).await?;
+            canceled += applied.iter().filter(|m| m.is_some()).count() as u64;
+        }
+        // Nothing of it is scheduled any more (released or canceled).
+        self.ports.messages.clear_due(batch).await?;
+        Ok(canceled)
+    }
+
+    /// Pauses a batch: none of its messages is claimed from now on (claims already
+    /// applied finish). `None`: no such batch.
+    pub async fn pause(&self, batch: BatchId) -> StoreResult<Option<Batch>> {
+        self.ports.messages.set_paused(batch, true).await
+    }
+
+    /// Resumes a paused batch: claims apply again, and its `queued` messages are published
+    /// again (dispatchers let their records go while it was paused).
+    pub async fn resume(&self, batch: BatchId) -> StoreResult<Option<Batch>> {
+        let Some(resumed) = self.ports.messages.set_paused(batch, false).await? else {
+            return Ok(None);
+        };
+        let queued = self
+            .ports
+            .messages
+            .in_batch(batch, MessageStatus::Queued)
+            .await?;
+        super::schedule::publish_queued(self, &queued).await?;
+        Ok(Some(resumed))
     }
 
     /// Whether the dispatch loop runs in this process (role `all` or `dispatcher`).

@@ -5,8 +5,9 @@
 //!
 //! - [`dispatch`]: the dispatch loop and its window; [`route`]: the provider actor (pacing,
 //!   concurrency, retries); [`status_writer`]: group commit of status changes;
-//!   [`receipts`]: DLRs; [`recovery`]: stale claims and overdue receipts; [`handle`]: what
-//!   the API holds (cancel, receipts, shutdown).
+//!   [`receipts`]: DLRs; [`recovery`]: stale claims and overdue receipts; [`schedule`]:
+//!   scheduled batches released when due; [`handle`]: what the API holds (cancel, pause,
+//!   resume, receipts, shutdown).
 //!
 //! May use [`crate::domain`], [`crate::ports`], [`crate::clock`] and [`crate::metrics`].
 
@@ -15,6 +16,7 @@ mod handle;
 mod receipts;
 mod recovery;
 pub mod route;
+pub mod schedule;
 mod status_writer;
 
 pub use dispatch::DispatchSettings;
@@ -73,6 +75,7 @@ pub fn start_delivery_with(
         dispatching: dispatch,
     };
     if dispatch {
+        tokio::spawn(schedule::run_schedule(handle.clone(), stopping.clone()));
         tokio::spawn(dispatch::dispatch_loop(
             handle.clone(),
             route,

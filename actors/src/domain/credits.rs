@@ -47,7 +47,8 @@ impl LedgerKind {
         match (from, to) {
             (MessageStatus::Sending, MessageStatus::Sent) => Some(LedgerKind::Capture),
             (MessageStatus::Sending, MessageStatus::Failed)
-            | (MessageStatus::Queued, MessageStatus::Canceled) => Some(LedgerKind::Refund),
+            | (MessageStatus::Queued, MessageStatus::Canceled)
+            | (MessageStatus::Scheduled, MessageStatus::Canceled) => Some(LedgerKind::Refund),
             _ => None,
         }
     }

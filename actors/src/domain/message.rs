@@ -38,10 +38,13 @@ pub enum MessageStatus {
     Failed,
     Expired,
     Canceled,
+    /// Accepted and charged, waiting for its batch's `sendAt` (last: stored records
+    /// number the statuses in this order).
+    Scheduled,
 }
 
 impl MessageStatus {
-    pub const ALL: [MessageStatus; 8] = [
+    pub const ALL: [MessageStatus; 9] = [
         MessageStatus::Queued,
         MessageStatus::Sending,
         MessageStatus::Sent,
@@ -50,6 +53,7 @@ impl MessageStatus {
         MessageStatus::Failed,
         MessageStatus::Expired,
         MessageStatus::Canceled,
+        MessageStatus::Scheduled,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -62,6 +66,7 @@ impl MessageStatus {
             MessageStatus::Failed => "failed",
             MessageStatus::Expired => "expired",
             MessageStatus::Canceled => "canceled",
+            MessageStatus::Scheduled => "scheduled",
         }
     }
 
@@ -127,9 +132,17 @@ pub struct StatusCounts {
     pub failed: u64,
     pub expired: u64,
     pub canceled: u64,
+    pub scheduled: u64,
 }
 
 impl StatusCounts {
+    /// `n` messages, all in `status`.
+    pub fn of(status: MessageStatus, n: u64) -> Self {
+        let mut counts = Self::default();
+        *counts.get_mut(status) = n;
+        counts
+    }
+
     pub fn get(&self, status: MessageStatus) -> u64 {
         let mut counts = *self;
         *counts.get_mut(status)
@@ -145,6 +158,7 @@ impl StatusCounts {
             MessageStatus::Failed => &mut self.failed,
             MessageStatus::Expired => &mut self.expired,
             MessageStatus::Canceled => &mut self.canceled,
+            MessageStatus::Scheduled => &mut self.scheduled,
         }
     }
 
@@ -157,6 +171,12 @@ impl StatusCounts {
             + self.failed
             + self.expired
             + self.canceled
+            + self.scheduled
+    }
+
+    /// Messages whose credits are still reserved: not yet sent nor ended.
+    pub fn holding_credits(&self) -> u64 {
+        self.queued + self.sending + self.scheduled
     }
 
     pub fn in_final_status(&self) -> u64 {
@@ -177,6 +197,10 @@ pub struct Batch {
     pub cost: u64,
     pub counts: StatusCounts,
     pub created_at: Millis,
+    /// When its messages go out (`scheduled` until then); `None`: at once.
+    pub send_at: Option<Millis>,
+    /// Paused: none of its messages is claimed until it is resumed.
+    pub paused: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -217,14 +241,17 @@ pub struct Message {
 
 impl Message {
     /// A newly accepted message of `batch`: `queued`, with its first event.
+    /// A message of `batch` as accepted: `queued`, or `scheduled` when the batch has a
+    /// `send_at`.
     pub fn queued(id: MessageId, batch: &Batch, recipient: PhoneNumber) -> Self {
+        let status = batch.first_status();
         Message {
             id,
             batch: batch.id,
             account: batch.account,
             recipient,
             kind: batch.kind,
-            status: MessageStatus::Queued,
+            status,
             segments: batch.segments,
             cost: u64::from(batch.segments),
             created_at: batch.created_at,
@@ -233,12 +260,23 @@ impl Message {
             attempts: 0,
             last_error: None,
             events: vec![MessageEvent {
-                status: MessageStatus::Queued,
+                status,
                 at: batch.created_at,
                 detail: None,
             }],
             delivered_parts: 0,
             dlr_deadline: None,
+        }
+    }
+}
+
+impl Batch {
+    /// The status its messages are accepted in.
+    pub fn first_status(&self) -> MessageStatus {
+        if self.send_at.is_some() {
+            MessageStatus::Scheduled
+        } else {
+            MessageStatus::Queued
         }
     }
 }

@@ -238,10 +238,10 @@ mod tests {
                 .map(|c| c.as_str().to_owned())
         };
         assert_eq!(of(&mut countries, "+573001234567").as_deref(), Some("CO"));
-        // +1 is shared: the area code decides (212 New York, 416 Toronto).
+        // +1 is shared: the area code decides (212 New York, 506 New Brunswick).
         assert_eq!(of(&mut countries, "+12125550100").as_deref(), Some("US"));
-        assert_eq!(of(&mut countries, "+14165550123").as_deref(), Some("CA"));
-        assert_eq!(of(&mut countries, "+5215512345678").as_deref(), Some("MX"));
+        assert_eq!(of(&mut countries, "+15062345678").as_deref(), Some("CA"));
+        assert_eq!(of(&mut countries, "+522221234567").as_deref(), Some("MX"));
         assert_eq!(of(&mut countries, "+34612345678").as_deref(), Some("ES"));
     }
 

@@ -40,6 +40,11 @@ impl StatusChange {
         self
     }
 
+    /// A dispatcher taking the message to send it (`queued → sending`).
+    pub fn is_claim(&self) -> bool {
+        self.from == MessageStatus::Queued && self.to == MessageStatus::Sending
+    }
+
     /// Whether this change applies to `msg`: the message is in `from`, and a receipt for
     /// one part names a part the message has (1 to its segments) that no receipt recorded
     /// yet, so a replayed or forged part changes nothing, not even the events.

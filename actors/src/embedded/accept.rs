@@ -2,7 +2,7 @@
 //! marker. Small batches go through one writer thread that groups them; large ones are
 //! written in chunks by their own request.
 
-use super::keys::{backend, encode, key2, MessageRun};
+use super::keys::{backend, due_key, encode, encode_batch, key2, MessageRun};
 use super::keyspaces::{blocking, Keyspaces};
 use super::record;
 use crate::domain::*;
@@ -160,7 +160,7 @@ impl Keyspaces {
             batch.account.as_bytes().to_vec(),
             encode(&acc)?,
         );
-        self.insert_commit_marker(&mut wb, batch, entry, encode(batch)?);
+        self.insert_commit_marker(&mut wb, batch, entry, encode_batch(batch)?);
         wb.remove(&self.accepting, batch.id.as_bytes().to_vec());
         wb.commit().map_err(backend)?;
         drop(guard);
@@ -220,7 +220,7 @@ impl Keyspaces {
             messages.push((id, record::encode_queued(batch, phone)?));
         }
         let entry = reserve_entry(batch)?;
-        let batch_bytes = encode(batch)?;
+        let batch_bytes = encode_batch(batch)?;
         // Fails (too long a block) before writing anything.
         self.insert_runs(wb, batch, &job.recipients)?;
         acc.reserve(batch.cost)?;
@@ -257,9 +257,9 @@ impl Keyspaces {
         Ok(())
     }
 
-    /// Adds an accept's commit marker: the reservation's ledger entry, the batch record
-    /// and its place among the open batches (the account's new balance is written by the
-    /// caller).
+    /// Adds an accept's commit marker: the reservation's ledger entry, the batch record,
+    /// its place among the open batches and, scheduled, among the due ones (the account's
+    /// new balance is written by the caller).
     pub(super) fn insert_commit_marker(
         &self,
         wb: &mut fjall::OwnedWriteBatch,
@@ -275,6 +275,9 @@ impl Keyspaces {
         );
         wb.insert(&self.batches, batch.id.as_bytes().to_vec(), encoded_batch);
         wb.insert(&self.open_batches, batch.id.as_bytes().to_vec(), []);
+        if let Some(at) = batch.send_at {
+            wb.insert(&self.due_batches, due_key(at, batch.id), []);
+        }
     }
 
     /// Deletes each run's messages of batch and account (batch, account, run) and the

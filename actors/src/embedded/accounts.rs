@@ -47,11 +47,11 @@ impl Keyspaces {
         let mut held = 0u64;
         for g in self.open_batches.iter() {
             let key = g.key().map_err(backend)?;
-            let Some(batch) = self.get::<Batch>(&self.batches, &key)? else {
+            let Some(batch) = self.batch_record(&key)? else {
                 continue;
             };
             if batch.account == account {
-                let open = batch.counts.queued + batch.counts.sending;
+                let open = batch.counts.holding_credits();
                 held = held.saturating_add(open.saturating_mul(u64::from(batch.segments)));
             }
         }

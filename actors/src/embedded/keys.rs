@@ -35,6 +35,15 @@ pub(super) fn key3(a: &[u8; 16], b: &[u8; 16], c: &[u8; 16]) -> Vec<u8> {
 
 pub(super) const TERMS_KEY: &[u8] = b"terms_version";
 
+/// A scheduled batch's entry in `due_batches`: its time (sign bit flipped, big-endian, so
+/// keys sort by time) and its id.
+pub(super) fn due_key(at: Millis, batch: BatchId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(24);
+    k.extend_from_slice(&((at as u64) ^ (1 << 63)).to_be_bytes());
+    k.extend_from_slice(batch.as_bytes());
+    k
+}
+
 /// What an entry of `batch_messages` or `account_messages` lists: `len` consecutive
 /// message ids from `first` (the key is owner id ++ first id, the value `len` as u32 LE).
 /// An accept writes one entry for its whole [`MessageBlock`]; data dirs from before
@@ -102,4 +111,172 @@ pub(super) fn v7_floor(millis: Millis) -> [u8; 16] {
     let mut b = [0u8; 16];
     b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
     b
+}
+
+/// A batch as stored: the fields versions before schedules wrote, in their order
+/// ([`BatchHead`]), then what they did not have ([`BatchTail`]). A record that ends after
+/// its head is such an older one: nothing scheduled, sent at once, not paused.
+#[derive(Serialize, serde::Deserialize)]
+struct BatchHead {
+    id: BatchId,
+    account: AccountId,
+    member: MemberId,
+    kind: MessageType,
+    body: MessageBody,
+    segments: u32,
+    total: u64,
+    cost: u64,
+    counts: CountsHead,
+    created_at: Millis,
+}
+
+/// The counts of [`StatusCounts`] before `scheduled`, in their order.
+#[derive(Serialize, serde::Deserialize)]
+struct CountsHead([u64; 8]);
+
+#[derive(Serialize, serde::Deserialize, Default)]
+struct BatchTail {
+    scheduled: u64,
+    send_at: Option<Millis>,
+    paused: bool,
+}
+
+pub(super) fn encode_batch(b: &Batch) -> StoreResult<Vec<u8>> {
+    let c = &b.counts;
+    let head = BatchHead {
+        id: b.id,
+        account: b.account,
+        member: b.member,
+        kind: b.kind,
+        body: b.body.clone(),
+        segments: b.segments,
+        total: b.total,
+        cost: b.cost,
+        counts: CountsHead([
+            c.queued,
+            c.sending,
+            c.sent,
+            c.delivered,
+            c.undelivered,
+            c.failed,
+            c.expired,
+            c.canceled,
+        ]),
+        created_at: b.created_at,
+    };
+    let tail = BatchTail {
+        scheduled: c.scheduled,
+        send_at: b.send_at,
+        paused: b.paused,
+    };
+    encode(&(head, tail))
+}
+
+pub(super) fn decode_batch(bytes: &[u8]) -> StoreResult<Batch> {
+    let corrupt = |e: postcard::Error| StoreError::Corrupt(Box::new(e));
+    let (head, rest): (BatchHead, _) = postcard::take_from_bytes(bytes).map_err(corrupt)?;
+    let tail: BatchTail = if rest.is_empty() {
+        BatchTail::default()
+    } else {
+        postcard::from_bytes(rest).map_err(corrupt)?
+    };
+    let [queued, sending, sent, delivered, undelivered, failed, expired, canceled] = head.counts.0;
+    Ok(Batch {
+        id: head.id,
+        account: head.account,
+        member: head.member,
+        kind: head.kind,
+        body: head.body,
+        segments: head.segments,
+        total: head.total,
+        cost: head.cost,
+        counts: StatusCounts {
+            queued,
+            sending,
+            sent,
+            delivered,
+            undelivered,
+            failed,
+            expired,
+            canceled,
+            scheduled: tail.scheduled,
+        },
+        created_at: head.created_at,
+        send_at: tail.send_at,
+        paused: tail.paused,
+    })
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    fn batch(send_at: Option<Millis>, paused: bool) -> Batch {
+        Batch {
+            id: BatchId::new(),
+            account: AccountId::new(),
+            member: MemberId::new(),
+            kind: MessageType::Sms,
+            body: MessageBody::parse("hi".into()).unwrap(),
+            segments: 1,
+            total: 9,
+            cost: 9,
+            counts: StatusCounts {
+                queued: 1,
+                sending: 2,
+                sent: 3,
+                canceled: 1,
+                scheduled: 2,
+                ..StatusCounts::default()
+            },
+            created_at: 1_700_000_000_000,
+            send_at,
+            paused,
+        }
+    }
+
+    #[test]
+    fn a_batch_reads_back_whole_and_an_older_record_without_its_tail() {
+        for b in [batch(None, false), batch(Some(1_800_000_000_000), true)] {
+            assert_eq!(decode_batch(&encode_batch(&b).unwrap()).unwrap(), b);
+        }
+        // What versions before schedules wrote: the derived encoding of their `Batch`.
+        #[derive(Serialize)]
+        struct Older {
+            id: BatchId,
+            account: AccountId,
+            member: MemberId,
+            kind: MessageType,
+            body: MessageBody,
+            segments: u32,
+            total: u64,
+            cost: u64,
+            counts: [u64; 8],
+            created_at: Millis,
+        }
+        let b = batch(None, false);
+        let older = Older {
+            id: b.id,
+            account: b.account,
+            member: b.member,
+            kind: b.kind,
+            body: b.body.clone(),
+            segments: 1,
+            total: 9,
+            cost: 9,
+            counts: [1, 2, 3, 0, 0, 0, 0, 1],
+            created_at: b.created_at,
+        };
+        let read = decode_batch(&encode(&older).unwrap()).unwrap();
+        assert_eq!(
+            read,
+            Batch {
+                counts: StatusCounts {
+                    scheduled: 0,
+                    ..b.counts
+                },
+                ..b
+            }
+        );
+    }
 }

@@ -46,6 +46,8 @@ pub(super) struct Keyspaces {
     pub(super) idempotency: Keyspace,
     /// `Idempotency-Key` claims: account ++ key → [`KeyClaim`].
     pub(super) idempotency_claims: Keyspace,
+    /// Scheduled batches not yet released: [`super::keys::due_key`] → ().
+    pub(super) due_batches: Keyspace,
     /// Opt-outs: account ++ E.164 → [`OptOut`].
     pub(super) opt_outs: Keyspace,
     /// Replies that were not keywords: account ++ inbound id → [`InboundMessage`].
@@ -125,6 +127,7 @@ impl Keyspaces {
             dead_letters: ks("dead_letters")?,
             idempotency: ks("idempotency")?,
             idempotency_claims: ks("idempotency_claims")?,
+            due_batches: ks("due_batches")?,
             opt_outs: ks("opt_outs")?,
             inbound: ks("inbound")?,
             last_senders: ks("last_senders")?,
@@ -168,6 +171,14 @@ impl Keyspaces {
     ) -> StoreResult<()> {
         ks.insert(key, encode(value)?).map_err(backend)?;
         self.persist()
+    }
+
+    /// The batch whose id is `key` ([`super::keys::decode_batch`]).
+    pub(super) fn batch_record(&self, key: &[u8]) -> StoreResult<Option<Batch>> {
+        match self.batches.get(key).map_err(backend)? {
+            Some(bytes) => super::keys::decode_batch(&bytes).map(Some),
+            None => Ok(None),
+        }
     }
 
     pub(super) fn account(&self, id: AccountId) -> StoreResult<Option<Account>> {

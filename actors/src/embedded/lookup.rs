@@ -59,25 +59,27 @@ impl Keyspaces {
                 return Ok(*f);
             }
             let f = self
-                .get::<Batch>(&self.batches, batch.as_bytes())?
+                .batch_record(batch.as_bytes())?
                 .map(|b| BatchFields::of(&b));
             known.insert(batch, f);
             Ok(f)
         })
     }
 
-    /// Calls `f` with every message in `status` of the open batches that have any.
+    /// Calls `f` with every message in `status` of the open batches that have any and
+    /// that `include` wants.
     pub(super) fn open_messages(
         &self,
         status: MessageStatus,
+        include: impl Fn(&Batch) -> bool,
         mut f: impl FnMut(Message),
     ) -> StoreResult<()> {
         for g in self.open_batches.iter() {
             let key = g.key().map_err(backend)?;
-            let Some(batch) = self.get::<Batch>(&self.batches, &key)? else {
+            let Some(batch) = self.batch_record(&key)? else {
                 continue;
             };
-            if batch.counts.get(status) > 0 {
+            if batch.counts.get(status) > 0 && include(&batch) {
                 let mut known =
                     KnownBatches::from_iter([(batch.id, Some(BatchFields::of(&batch)))]);
                 self.batch_messages_with(batch.id, status, &mut known, &mut f)?;

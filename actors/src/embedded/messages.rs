@@ -1,7 +1,7 @@
 //! The message store port on the embedded store: accepts (see [`super::accept`]),
 //! lookups and listings, status changes (see [`super::status`]) and the recovery reads.
 
-use super::keys::{backend, decode, key2, v7_floor, MessageRun};
+use super::keys::{backend, decode, due_key, encode_batch, key2, v7_floor, MessageRun};
 use super::keyspaces::Keyspaces;
 use super::lookup::KnownBatches;
 use super::store::EmbeddedStore;
@@ -20,7 +20,7 @@ impl MessageStore for EmbeddedStore {
     }
 
     async fn batch(&self, id: BatchId) -> StoreResult<Option<Batch>> {
-        self.keyspaces.get(&self.keyspaces.batches, id.as_bytes())
+        self.keyspaces.batch_record(id.as_bytes())
     }
 
     async fn message(&self, id: MessageId) -> StoreResult<Option<Message>> {
@@ -81,9 +81,11 @@ impl MessageStore for EmbeddedStore {
     async fn queued_messages(&self) -> StoreResult<Vec<QueueRecord>> {
         self.blocking(|s| {
             let mut out = Vec::new();
-            s.open_messages(MessageStatus::Queued, |m| {
-                out.push(QueueRecord::new(m.id, &m.recipient, m.kind))
-            })?;
+            s.open_messages(
+                MessageStatus::Queued,
+                |b| !b.paused,
+                |m| out.push(QueueRecord::new(m.id, &m.recipient, m.kind)),
+            )?;
             // In acceptance order (UUIDv7), so one recipient's messages of two batches
             // accepted side by side keep their order.
             out.sort_unstable_by_key(|r| r.message);
@@ -115,13 +117,17 @@ impl MessageStore for EmbeddedStore {
     async fn stale_claims(&self, claimed_before: Millis) -> StoreResult<Vec<MessageId>> {
         self.blocking(move |s| {
             let mut out = Vec::new();
-            s.open_messages(MessageStatus::Sending, |m| {
-                // A claim sets `updated_at`, and so does each retry of the send: the
-                // lease runs from the last attempt.
-                if m.updated_at < claimed_before {
-                    out.push(m.id)
-                }
-            })?;
+            s.open_messages(
+                MessageStatus::Sending,
+                |_| true,
+                |m| {
+                    // A claim sets `updated_at`, and so does each retry of the send: the
+                    // lease runs from the last attempt.
+                    if m.updated_at < claimed_before {
+                        out.push(m.id)
+                    }
+                },
+            )?;
             Ok(out)
         })
         .await
@@ -131,7 +137,7 @@ impl MessageStore for EmbeddedStore {
         self.keyspaces.status_log.overdue(now, max)
     }
 
-    async fn queued_in_batch(&self, batch: BatchId) -> StoreResult<Vec<MessageId>> {
+    async fn in_batch(&self, batch: BatchId, status: MessageStatus) -> StoreResult<Vec<MessageId>> {
         self.blocking(move |s| {
             let mut out = Vec::new();
             if s.open_batches
@@ -139,9 +145,55 @@ impl MessageStore for EmbeddedStore {
                 .map_err(backend)?
             {
                 let known = &mut KnownBatches::default();
-                s.batch_messages_with(batch, MessageStatus::Queued, known, |m| out.push(m.id))?;
+                s.batch_messages_with(batch, status, known, |m| out.push(m.id))?;
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn set_paused(&self, batch: BatchId, paused: bool) -> StoreResult<Option<Batch>> {
+        self.blocking(move |s| {
+            // Status groups read and rewrite batch records under this lock.
+            let _guard = s.status_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(mut record) = s.batch_record(batch.as_bytes())? else {
+                return Ok(None);
+            };
+            if record.paused != paused {
+                record.paused = paused;
+                s.batches
+                    .insert(batch.as_bytes(), encode_batch(&record)?)
+                    .map_err(backend)?;
+                s.persist()?;
+            }
+            Ok(Some(record))
+        })
+        .await
+    }
+
+    async fn due_batches(&self, now: Millis, max: usize) -> StoreResult<Vec<BatchId>> {
+        let end = due_key(now, BatchId(uuid::Uuid::max()));
+        self.keyspaces
+            .due_batches
+            .range(..=end)
+            .take(max)
+            .map(|g| {
+                let key = g.key().map_err(backend)?;
+                BatchId::from_slice(&key[8..]).ok_or_else(|| StoreError::Corrupt("due key".into()))
+            })
+            .collect()
+    }
+
+    async fn clear_due(&self, batch: BatchId) -> StoreResult<()> {
+        self.blocking(move |s| {
+            let Some(record) = s.batch_record(batch.as_bytes())? else {
+                return Ok(());
+            };
+            if let Some(at) = record.send_at {
+                s.due_batches.remove(due_key(at, batch)).map_err(backend)?;
+                s.persist()?;
+            }
+            Ok(())
         })
         .await
     }

@@ -20,6 +20,8 @@ pub(super) struct BatchFields {
     kind: MessageType,
     segments: u32,
     created_at: Millis,
+    /// The status of its first event: `queued`, or `scheduled` in a scheduled batch.
+    first: MessageStatus,
 }
 
 impl BatchFields {
@@ -29,6 +31,7 @@ impl BatchFields {
             kind: batch.kind,
             segments: batch.segments,
             created_at: batch.created_at,
+            first: batch.first_status(),
         }
     }
 }
@@ -126,7 +129,7 @@ pub(super) fn encode_queued(batch: &Batch, recipient: &PhoneNumber) -> StoreResu
     write(&StoredRef {
         batch: batch.id,
         recipient,
-        status: MessageStatus::Queued,
+        status: batch.first_status(),
         updated_at: batch.created_at,
         provider: &None,
         attempts: 0,
@@ -185,7 +188,7 @@ pub(super) fn decode(
     // Room for the next change's event without growing.
     let mut events = Vec::with_capacity(2 + s.later_events.len());
     events.push(MessageEvent {
-        status: MessageStatus::Queued,
+        status: b.first,
         at: b.created_at,
         detail: None,
     });
@@ -235,6 +238,8 @@ mod tests {
             cost: 2,
             counts: StatusCounts::default(),
             created_at: 1_700_000_000_000,
+            send_at: None,
+            paused: false,
         }
     }
 

@@ -2,7 +2,7 @@
 //! their batch counts, dead letters, receipt marks and credit movements
 //! ([`crate::domain::credits`]).
 
-use super::keys::{backend, encode, key2};
+use super::keys::{backend, encode, encode_batch, key2};
 use super::keyspaces::{Keyspaces, StatusGroupBuffers};
 use super::lookup::KnownBatches;
 use super::record;
@@ -61,6 +61,11 @@ impl Keyspaces {
                 results.push(None);
                 continue;
             }
+            // A paused batch's messages are not claimed; the claim is skipped as if taken.
+            if change.is_claim() && self.group_batch(&mut batches, msg.batch)?.paused {
+                results.push(None);
+                continue;
+            }
             if let Some(earlier) = last.replace(results.len()) {
                 results[earlier] = Some(msg.clone());
             }
@@ -114,17 +119,7 @@ impl Keyspaces {
                 if let Some(kind) = LedgerKind::of_transition(from, to) {
                     *credits.entry((msg.account, msg.batch, kind)).or_default() += msg.cost;
                 }
-                let batch = match batches.entry(msg.batch) {
-                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        match self.get::<Batch>(&self.batches, msg.batch.as_bytes())? {
-                            Some(b) => e.insert(b),
-                            None => {
-                                return Err(StoreError::Corrupt("message without batch".into()))
-                            }
-                        }
-                    }
-                };
+                let batch = self.group_batch(&mut batches, msg.batch)?;
                 *batch.counts.get_mut(from) -= 1;
                 *batch.counts.get_mut(to) += 1;
             }
@@ -150,8 +145,8 @@ impl Keyspaces {
         }
         let staged = self.status_log.stage(&mut wb, records, receipts);
         for (id, batch) in &batches {
-            wb.insert(&self.batches, id.as_bytes().to_vec(), encode(batch)?);
-            if batch.counts.queued + batch.counts.sending == 0 {
+            wb.insert(&self.batches, id.as_bytes().to_vec(), encode_batch(batch)?);
+            if batch.counts.holding_credits() == 0 {
                 wb.remove(&self.open_batches, id.as_bytes().to_vec());
             } else {
                 wb.insert(&self.open_batches, id.as_bytes().to_vec(), []);
@@ -190,6 +185,23 @@ impl Keyspaces {
         self.status_log.publish(staged);
         drop(scratch);
         Ok(results)
+    }
+
+    /// Batch `id` as this status group has it (read once, then counted in `batches`).
+    fn group_batch<'a>(
+        &self,
+        batches: &'a mut FxHashMap<BatchId, Batch>,
+        id: BatchId,
+    ) -> StoreResult<&'a mut Batch> {
+        match batches.entry(id) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                match self.batch_record(id.as_bytes())? {
+                    Some(b) => Ok(e.insert(b)),
+                    None => Err(StoreError::Corrupt("message without batch".into())),
+                }
+            }
+        }
     }
 
     /// The records of the messages that `changes` claim (`queued → …`) and that have

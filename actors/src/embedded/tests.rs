@@ -26,6 +26,8 @@ fn batch(account: AccountId, total: u64) -> Batch {
             ..StatusCounts::default()
         },
         created_at: now_millis(),
+        send_at: None,
+        paused: false,
     }
 }
 

@@ -188,7 +188,8 @@ pub trait MessageStore: Send + Sync {
     async fn batch(&self, id: BatchId) -> StoreResult<Option<Batch>>;
     async fn message(&self, id: MessageId) -> StoreResult<Option<Message>>;
     async fn list_messages(&self, filter: &MessageFilter) -> StoreResult<Page<Message, MessageId>>;
-    /// Every message still waiting for dispatch, to rebuild the queue after a restart.
+    /// Every message still waiting for dispatch (`queued`, in a batch that is not
+    /// paused), to rebuild the queue after a restart.
     async fn queued_messages(&self) -> StoreResult<Vec<QueueRecord>>;
     /// Applies status changes in order, each only if the message is in its `from`
     /// status, together with their ledger effects (capture on `sent`, refund on `failed`
@@ -217,8 +218,19 @@ pub trait MessageStore: Send + Sync {
     /// first. May include a message settled meanwhile: callers change it only if it is
     /// still `sent` (a `Sent → Expired` change, which the store checks).
     async fn receipts_overdue(&self, now: Millis, max: usize) -> StoreResult<Vec<MessageId>>;
-    /// Ids of a batch's messages that are still `queued`.
-    async fn queued_in_batch(&self, batch: BatchId) -> StoreResult<Vec<MessageId>>;
+    /// Ids of a committed batch's messages that are in `status` (`queued`, `scheduled`).
+    async fn in_batch(&self, batch: BatchId, status: MessageStatus) -> StoreResult<Vec<MessageId>>;
+    /// Pauses (`true`) or resumes a batch and returns it as it is now (`None`: no such
+    /// batch). While it is paused, claims of its messages do not apply, so dispatchers
+    /// leave them `queued` (claims applied before finish), and
+    /// [`MessageStore::queued_messages`] leaves them out.
+    async fn set_paused(&self, batch: BatchId, paused: bool) -> StoreResult<Option<Batch>>;
+    /// Up to `max` scheduled batches whose `send_at` is at or before `now`, earliest
+    /// first, until [`MessageStore::clear_due`] takes them off.
+    async fn due_batches(&self, now: Millis, max: usize) -> StoreResult<Vec<BatchId>>;
+    /// Takes a batch off the due list (every message of it has left `scheduled` and was
+    /// published).
+    async fn clear_due(&self, batch: BatchId) -> StoreResult<()>;
     /// Messages that ended `failed`, with the reason (the dead-letter records).
     async fn dead_letters(&self, account: AccountId) -> StoreResult<Vec<DeadLetter>>;
 }

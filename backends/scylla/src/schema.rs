@@ -16,6 +16,10 @@ pub const SCHEMA_FILES: &[(&str, &str)] = &[
         "003_opt_outs.cql",
         include_str!("../../../schema/003_opt_outs.cql"),
     ),
+    (
+        "004_schedules.cql",
+        include_str!("../../../schema/004_schedules.cql"),
+    ),
 ];
 
 /// The statements of a schema file: comments removed, split at `;`, blanks dropped.

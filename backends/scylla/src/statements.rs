@@ -121,6 +121,14 @@ statements! {
     delete_claim = "DELETE FROM idempotency_claims WHERE account_id = ? AND idempotency_key = ? IF fingerprint = ? AND batch_id = ? AND claimed_at = ? AND answered = ?";
     select_account_ids = "SELECT id FROM accounts";
 
+    // Scheduled and paused batches.
+    upsert_batch_control = "INSERT INTO batch_control (batch_id, send_at, paused) VALUES (?, ?, ?)";
+    set_batch_paused = "UPDATE batch_control SET paused = ? WHERE batch_id = ?";
+    select_batch_control = "SELECT send_at, paused FROM batch_control WHERE batch_id = ?";
+    insert_due_batch = "INSERT INTO due_batches (bucket, due, batch_id) VALUES (?, ?, ?)";
+    select_due_batches = "SELECT batch_id FROM due_batches WHERE bucket = ? AND due <= ?";
+    delete_due_batch = "DELETE FROM due_batches WHERE bucket = ? AND due = ? AND batch_id = ?";
+
     // Opt-outs, inbound replies and who last messaged a number.
     insert_opt_out = "INSERT INTO opt_outs (account_id, phone, source, created_at) VALUES (?, ?, ?, ?) IF NOT EXISTS";
     select_opt_out = "SELECT phone, source, created_at FROM opt_outs WHERE account_id = ? AND phone = ?";

@@ -31,6 +31,8 @@ fn record(status: MessageStatus, deadline: Option<Millis>, detail: &str) -> Vec<
         cost: 1,
         counts: StatusCounts::default(),
         created_at: 1_000,
+        send_at: None,
+        paused: false,
     };
     let phone = PhoneNumber::parse("+573001234567", None).unwrap();
     let mut m = Message::queued(MessageId::new(), &batch, phone);

@@ -190,6 +190,8 @@ fn batch(
             ..StatusCounts::default()
         },
         created_at: now_millis(),
+        send_at: None,
+        paused: false,
     };
     (batch, MessageBlock::new(recipients.to_vec()))
 }

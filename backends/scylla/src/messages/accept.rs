@@ -47,8 +47,18 @@ impl ScyllaStore {
         let q = batch.id.0;
         let account = batch.account.0;
         let kind = batch.kind.as_str();
-        let queued = MessageStatus::Queued.as_str();
+        // `queued`, or `scheduled` until the batch's `send_at`.
+        let queued = batch.first_status().as_str();
         let mut writes: Vec<Write<'_>> = Vec::new();
+        if let Some(at) = batch.send_at {
+            writes.push(Box::pin(self.exec(
+                &self.st.upsert_batch_control,
+                (q, CqlTimestamp(at), batch.paused),
+            )));
+            writes.push(Box::pin(
+                self.exec(&self.st.insert_due_batch, (DUE_BUCKET, CqlTimestamp(at), q)),
+            ));
+        }
         let mut days: HashMap<i32, Vec<(Uuid, i32, Uuid)>> = HashMap::new();
         for id in recipients.ids() {
             days.entry(day_of(id.0))
@@ -116,7 +126,7 @@ impl ScyllaStore {
     /// Best effort: removes what [`ScyllaStore::write_messages`] may have written.
     async fn remove_messages(&self, batch: &Batch, recipients: &MessageBlock) {
         let account = batch.account.0;
-        let queued = MessageStatus::Queued.as_str();
+        let queued = batch.first_status().as_str();
         let deletes = recipients.iter().flat_map(|(id, phone)| {
             [
                 Box::pin(self.exec(&self.st.delete_message, (id.0,))) as Write<'_>,

@@ -40,6 +40,10 @@ impl ScyllaStore {
                 .unwrap_or(0);
             *counts.get_mut(status) = (base + moved).max(0) as u64;
         }
+        let (send_at, paused) = self
+            .one::<(Option<CqlTimestamp>, Option<bool>)>(&self.st.select_batch_control, (id,))
+            .await?
+            .unwrap_or_default();
         Ok(Some(Batch {
             id: BatchId(id),
             account: AccountId(account.ok_or_else(|| corrupt("batch without account"))?),
@@ -51,7 +55,64 @@ impl ScyllaStore {
             cost: cost.unwrap_or(0).max(0) as u64,
             counts,
             created_at: millis(created_at),
+            send_at: send_at.map(|t| t.0),
+            paused: paused.unwrap_or(false),
         }))
+    }
+
+    /// Whether batch `id` is paused, as `seen` knows it or read once.
+    pub(super) async fn batch_paused(&self, id: BatchId, seen: &Committed) -> StoreResult<bool> {
+        if let Some(paused) = seen.paused(id) {
+            return Ok(paused);
+        }
+        let paused = self
+            .one::<(Option<CqlTimestamp>, Option<bool>)>(&self.st.select_batch_control, (id.0,))
+            .await?
+            .and_then(|(_, p)| p)
+            .unwrap_or(false);
+        seen.note_paused(id, paused);
+        Ok(paused)
+    }
+
+    /// [`MessageStore::set_paused`].
+    pub(super) async fn pause(&self, id: BatchId, paused: bool) -> StoreResult<Option<Batch>> {
+        if self.read_batch(id).await?.is_none() {
+            return Ok(None);
+        }
+        self.exec(&self.st.set_batch_paused, (paused, id.0)).await?;
+        self.read_batch(id).await
+    }
+
+    /// [`MessageStore::due_batches`].
+    pub(super) async fn due(&self, now: Millis, max: usize) -> StoreResult<Vec<BatchId>> {
+        let mut out = Vec::new();
+        self.pages(
+            &self.st.select_due_batches,
+            &(DUE_BUCKET, CqlTimestamp(now)),
+            |page: Vec<(Uuid,)>| {
+                out.extend(page.into_iter().map(|(id,)| BatchId(id)));
+                if out.len() >= max {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        )
+        .await?;
+        out.truncate(max);
+        Ok(out)
+    }
+
+    /// [`MessageStore::clear_due`].
+    pub(super) async fn undue(&self, id: BatchId) -> StoreResult<()> {
+        let control = self
+            .one::<(Option<CqlTimestamp>, Option<bool>)>(&self.st.select_batch_control, (id.0,))
+            .await?;
+        if let Some((Some(at), _)) = control {
+            self.exec(&self.st.delete_due_batch, (DUE_BUCKET, at, id.0))
+                .await?;
+        }
+        Ok(())
     }
 
     /// [`MessageStore::list_messages`]:
@@ -124,6 +185,9 @@ impl ScyllaStore {
             if !self.batch_committed(&committed, BatchId(queue)).await? {
                 continue; // an accept in progress, or one that failed
             }
+            if self.batch_paused(BatchId(queue), &committed).await? {
+                continue; // published again when it is resumed
+            }
             let phone = PhoneNumber::from_trusted(recipient.as_deref().unwrap_or_default())
                 .map_err(|_| corrupt("message with a malformed recipient"))?;
             let kind = kind_from_str(kind.as_deref().unwrap_or_default())?;
@@ -176,12 +240,16 @@ impl ScyllaStore {
         Ok(due.into_iter().map(|(_, id)| MessageId(id)).collect())
     }
 
-    /// [`MessageStore::queued_in_batch`].
-    pub(super) async fn queued_ids(&self, queue: BatchId) -> StoreResult<Vec<MessageId>> {
+    /// [`MessageStore::in_batch`].
+    pub(super) async fn ids_in(
+        &self,
+        queue: BatchId,
+        status: MessageStatus,
+    ) -> StoreResult<Vec<MessageId>> {
         if !self.batch_committed(&Committed::default(), queue).await? {
             return Ok(Vec::new());
         }
-        let queued = MessageStatus::Queued.as_str();
+        let queued = status.as_str();
         let mut out = Vec::new();
         self.pages(
             &self.st.select_messages_by_batch,
@@ -287,11 +355,15 @@ impl ScyllaStore {
         Ok(())
     }
 
-    /// What the committed messages of `account` still `queued` or `sending` cost: the
+    /// What the committed messages of `account` still `queued`, `sending` or `scheduled` cost: the
     /// credits they must hold reserved (a scan of the work indexes).
     pub(crate) async fn held_by_open_messages(&self, account: AccountId) -> StoreResult<u64> {
         let mut per_batch: HashMap<Uuid, u64> = HashMap::new();
-        for status in [MessageStatus::Queued, MessageStatus::Sending] {
+        for status in [
+            MessageStatus::Queued,
+            MessageStatus::Sending,
+            MessageStatus::Scheduled,
+        ] {
             for (_, batch, ..) in self.work_index(status).await? {
                 if let Some(batch) = batch {
                     *per_batch.entry(batch).or_default() += 1;

@@ -153,9 +153,30 @@ impl MessageRow {
     }
 }
 
-/// Which batches exist (are committed), remembered for one call.
+/// Which batches exist (are committed), remembered for one call, and which of them are
+/// paused.
 #[derive(Default)]
-struct Committed(Mutex<HashMap<BatchId, bool>>);
+struct Committed(Mutex<HashMap<BatchId, bool>>, Mutex<HashMap<BatchId, bool>>);
+
+impl Committed {
+    fn paused(&self, id: BatchId) -> Option<bool> {
+        self.1
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .copied()
+    }
+
+    fn note_paused(&self, id: BatchId, paused: bool) {
+        self.1
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, paused);
+    }
+}
+
+/// The one partition of `due_batches`.
+const DUE_BUCKET: i32 = 0;
 
 pub(crate) type Write<'a> = BoxFuture<'a, StoreResult<()>>;
 
@@ -248,8 +269,20 @@ impl MessageStore for ScyllaStore {
         self.overdue_receipts(now, max).await
     }
 
-    async fn queued_in_batch(&self, queue: BatchId) -> StoreResult<Vec<MessageId>> {
-        self.queued_ids(queue).await
+    async fn in_batch(&self, queue: BatchId, status: MessageStatus) -> StoreResult<Vec<MessageId>> {
+        self.ids_in(queue, status).await
+    }
+
+    async fn set_paused(&self, batch: BatchId, paused: bool) -> StoreResult<Option<Batch>> {
+        self.pause(batch, paused).await
+    }
+
+    async fn due_batches(&self, now: Millis, max: usize) -> StoreResult<Vec<BatchId>> {
+        self.due(now, max).await
+    }
+
+    async fn clear_due(&self, batch: BatchId) -> StoreResult<()> {
+        self.undue(batch).await
     }
 
     async fn dead_letters(&self, account: AccountId) -> StoreResult<Vec<DeadLetter>> {

@@ -17,9 +17,12 @@ fn next_state(msg: &Message, change: &StatusChange) -> Message {
     msg
 }
 
-/// Statuses with rows in `messages_by_status`.
+/// Statuses with rows in `messages_by_status`: those that hold credits.
 fn in_work_index(status: MessageStatus) -> bool {
-    matches!(status, MessageStatus::Queued | MessageStatus::Sending)
+    matches!(
+        status,
+        MessageStatus::Queued | MessageStatus::Sending | MessageStatus::Scheduled
+    )
 }
 
 impl ScyllaStore {
@@ -78,6 +81,12 @@ impl ScyllaStore {
                     break;
                 };
                 if !change.applies_to(msg) {
+                    results.push((position, None));
+                    break;
+                }
+                // A paused batch's messages are not claimed. (Read before the claim: a
+                // pause that lands between the two lets this one claim finish.)
+                if change.is_claim() && self.batch_paused(msg.batch, committed).await? {
                     results.push((position, None));
                     break;
                 }

@@ -392,7 +392,7 @@ pub async fn queued_messages_and_queued_in_batch(s: Stores) {
             .expect("queued message listed");
         assert_eq!(*record, QueueRecord::new(*id, &to, MessageType::Otp));
     }
-    assert_eq!(s.messages.queued_in_batch(b.id).await.unwrap(), ids);
+    assert_eq!(s.messages.in_batch(b.id, Queued).await.unwrap(), ids);
 
     apply_one(&s, change(ids[1], Queued, Sending))
         .await
@@ -401,12 +401,12 @@ pub async fn queued_messages_and_queued_in_batch(s: Stores) {
     assert!(!records.iter().any(|r| r.message == ids[1]));
     assert!(records.iter().any(|r| r.message == ids[0]));
     assert_eq!(
-        s.messages.queued_in_batch(b.id).await.unwrap(),
+        s.messages.in_batch(b.id, Queued).await.unwrap(),
         vec![ids[0], ids[2]]
     );
     assert!(s
         .messages
-        .queued_in_batch(BatchId::new())
+        .in_batch(BatchId::new(), Queued)
         .await
         .unwrap()
         .is_empty());

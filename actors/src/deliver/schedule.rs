@@ -1,0 +1,117 @@
+//! Scheduled sends: a batch accepted with a `send_at` keeps its messages `scheduled`
+//! (charged, not published) and sits in the store's due list. Every tick the schedule
+//! releases what fell due (`scheduled → queued`, conditional) and publishes it, then takes
+//! the batch off the list. Each step is safe to repeat, so a crash anywhere (or two
+//! dispatchers releasing the same batch) only repeats it: the due list is in the store,
+//! and a batch whose time passed while SendMe was down is released on the first tick.
+
+use super::handle::DeliveryHandle;
+use crate::domain::*;
+use crate::ports::*;
+use std::collections::HashSet;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How often due batches are looked for: a batch goes out within this of its `send_at`
+/// (plus the time to release it).
+pub const SCHEDULE_TICK: Duration = Duration::from_millis(250);
+/// Due batches released per tick.
+const DUE_PER_TICK: usize = 16;
+/// Messages released per status write and per publish.
+const RELEASE_CHUNK: usize = 16_384;
+/// The wait after a failed release (the store or the queue is failing): not every tick.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+pub(super) async fn run_schedule(h: DeliveryHandle, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(SCHEDULE_TICK);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Err(e) = release_due(&h).await {
+                    tracing::error!(error = ?e, "releasing scheduled batches");
+                    tokio::time::sleep(RETRY_AFTER).await;
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Releases every batch due by now; how many.
+pub async fn release_due(h: &DeliveryHandle) -> StoreResult<usize> {
+    let due = h
+        .ports
+        .messages
+        .due_batches(h.clock.now(), DUE_PER_TICK)
+        .await?;
+    for batch in &due {
+        release(h, *batch).await?;
+    }
+    Ok(due.len())
+}
+
+/// `scheduled → queued` for each message of `batch`, published, then off the due list.
+async fn release(h: &DeliveryHandle, batch: BatchId) -> StoreResult<()> {
+    let messages = &h.ports.messages;
+    let now = h.clock.now();
+    let scheduled = messages.in_batch(batch, MessageStatus::Scheduled).await?;
+    let mut published = HashSet::new();
+    for chunk in scheduled.chunks(RELEASE_CHUNK) {
+        let changes = chunk
+            .iter()
+            .map(|id| StatusChange::new(*id, MessageStatus::Scheduled, MessageStatus::Queued, now))
+            .collect();
+        let released: Vec<QueueRecord> = h
+            .writer
+            .submit_many(changes)
+            .await?
+            .into_iter()
+            .flatten()
+            .map(|m| QueueRecord::new(m.id, &m.recipient, m.kind))
+            .collect();
+        published.extend(released.iter().map(|r| r.message));
+        h.ports.queue.publish(released).await.map_err(queue_error)?;
+    }
+    // Released by an earlier run that did not get to publish them (a crash, a queue
+    // outage): published again; a record published twice is still claimed once.
+    let left: Vec<MessageId> = messages
+        .in_batch(batch, MessageStatus::Queued)
+        .await?
+        .into_iter()
+        .filter(|id| !published.contains(id))
+        .collect();
+    publish_queued(h, &left).await?;
+    messages.clear_due(batch).await
+}
+
+fn queue_error(e: QueueError) -> StoreError {
+    StoreError::Backend(Box::new(e))
+}
+
+/// Publishes the messages `ids` (read for their recipients) that are still `queued`.
+pub(super) async fn publish_queued(h: &DeliveryHandle, ids: &[MessageId]) -> StoreResult<()> {
+    for chunk in ids.chunks(RELEASE_CHUNK) {
+        let mut records = Vec::with_capacity(chunk.len());
+        for reads in chunk.chunks(READS_IN_FLIGHT) {
+            // Owned futures (a store handle and an id each): the task stays `Send`.
+            let read = futures::future::try_join_all(reads.iter().map(|id| {
+                let (store, id) = (h.ports.messages.clone(), *id);
+                async move { store.message(id).await }
+            }))
+            .await?;
+            records.extend(
+                read.into_iter()
+                    .flatten()
+                    .filter(|m| m.status == MessageStatus::Queued)
+                    .map(|m| QueueRecord::new(m.id, &m.recipient, m.kind)),
+            );
+        }
+        if !records.is_empty() {
+            h.ports.queue.publish(records).await.map_err(queue_error)?;
+        }
+    }
+    Ok(())
+}
+
+/// Message reads in flight while publishing again.
+const READS_IN_FLIGHT: usize = 64;

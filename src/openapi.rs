@@ -63,7 +63,7 @@ use utoipa::{Modify, OpenApi};
         openapi_json,
     ),
     // Schemas only referenced from `IntoResponses` enums are not collected from the paths.
-    components(schemas(crate::error::ErrorBody, send::EnqueueResult)),
+    components(schemas(crate::error::ErrorBody, send::EnqueueResult, send::PreviewResult)),
     modifiers(&CommonResponses),
     tags(
         (name = "send", description = "The seed contract: send one message to many recipients"),

@@ -2,6 +2,7 @@
 
 mod auth;
 mod balance;
+mod campaigns;
 #[path = "../common/mod.rs"]
 mod common;
 mod contacts;

@@ -73,3 +73,96 @@ async fn messages_accepted_before_a_kill_9_survive_the_restart_queued_and_charge
         "the queue was rebuilt from the store"
     );
 }
+
+/// Polls `url` until `done` holds (at most 60 s).
+async fn wait_for(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let value = get_json(client, url, token).await;
+        if done(&value) {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up on {url}: {value}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_send_due_while_sendme_was_down_goes_out_on_restart_and_a_paused_queue_stays_paused() {
+    let data = tempfile::tempdir().unwrap();
+    let dispatching = |data: &Path| {
+        let (process, address) = start(sendme(data, 0), "SENDME_LISTENING");
+        (process, address, crate::common::demo_token())
+    };
+    let (server, address, token) = dispatching(data.path());
+    let client = client();
+    let send_at = crate::campaigns::at_from_now(1_500);
+    let mut queues = Vec::new();
+    for contacts in [
+        vec!["3001234567", "3007654321"],
+        vec!["3101112222", "3101113333", "3101114444"],
+    ] {
+        let r = client
+            .post(format!("{address}/api/messages/sms/contacts"))
+            .bearer_auth(&token)
+            .json(&json!({"message": "Later", "contacts": contacts, "sendAt": send_at}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let sent: Value = r.json().await.unwrap();
+        queues.push(format!(
+            "{address}/api/queues/{}",
+            sent["queueId"].as_str().unwrap()
+        ));
+    }
+    let r = client
+        .post(format!("{}/pause", queues[1]))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    server.kill_9();
+
+    // Down until both are due.
+    let due = time::OffsetDateTime::parse(&send_at, &time::format_description::well_known::Rfc3339)
+        .unwrap();
+    while time::OffsetDateTime::now_utc() <= due {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (_server, address, token) = dispatching(data.path());
+    let client = crate::common::client();
+    let queues: Vec<String> = queues
+        .iter()
+        .map(|q| format!("{address}{}", &q[q.find("/api/").unwrap()..]))
+        .collect();
+    let sent = wait_for(&client, &queues[0], &token, |q| q["state"] == "completed").await;
+    assert_eq!(sent["counts"]["sent"], 2);
+    // Released on the first tick, and held: still paused after the restart.
+    let held = wait_for(&client, &queues[1], &token, |q| q["counts"]["queued"] == 3).await;
+    assert_eq!(held["state"], "paused");
+    let account = get_json(&client, &format!("{address}/api/account"), &token).await;
+    assert_eq!(
+        (&account["balance"], &account["reserved"]),
+        (&json!(100_000 - 5), &json!(3))
+    );
+
+    let r = client
+        .post(format!("{}/resume", queues[1]))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let done = wait_for(&client, &queues[1], &token, |q| q["state"] == "completed").await;
+    assert_eq!(done["counts"]["sent"], 3);
+}

@@ -31,7 +31,7 @@ async fn a_new_queue_reports_every_message_queued() {
     assert_eq!(queue["cost"], 3);
     assert_eq!(
         queue["counts"],
-        json!({"queued": 3, "sending": 0, "sent": 0, "delivered": 0, "undelivered": 0, "failed": 0, "expired": 0, "canceled": 0})
+        json!({"queued": 3, "sending": 0, "sent": 0, "delivered": 0, "undelivered": 0, "failed": 0, "expired": 0, "canceled": 0, "scheduled": 0})
     );
     let listed: Value = app
         .get(&format!("/api/queues/{queue_id}/messages"), &app.token)

@@ -9,19 +9,21 @@
 //!
 //! The cases, by concern: [`accounts`] (accounts, the ledger, accepting batches),
 //! [`messages`] (reading messages, status changes), [`contacts`], [`idempotency`],
-//! [`opt_outs`].
+//! [`opt_outs`], [`schedules`].
 
 pub mod accounts;
 pub mod contacts;
 pub mod idempotency;
 pub mod messages;
 pub mod opt_outs;
+pub mod schedules;
 
 pub use accounts::*;
 pub use contacts::*;
 pub use idempotency::*;
 pub use messages::*;
 pub use opt_outs::*;
+pub use schedules::*;
 
 use crate::domain::*;
 use crate::ports::*;
@@ -113,6 +115,8 @@ macro_rules! store_contract_tests {
             opt_outs_are_kept_once_per_account_and_listed_in_number_order,
             a_message_reaching_sent_names_its_account_the_numbers_last_sender,
             inbound_messages_are_listed_newest_first_per_account,
+            a_scheduled_batch_holds_its_credits_and_is_due_from_its_time,
+            a_paused_batch_is_not_claimed_until_it_is_resumed,
         }
     };
     ($($input:tt)*) => {

@@ -5,6 +5,7 @@ mod balance;
 #[path = "../common/mod.rs"]
 mod common;
 mod contacts;
+mod contacts_import;
 mod delivery;
 #[cfg(feature = "kafka")]
 mod distributed;

@@ -1,5 +1,6 @@
 //! Contacts and tags: a contact record, its phone in `contact_phones` (unique per
-//! account) and one `tag_contacts` entry per tag, kept in step in one atomic write.
+//! account) and one `tag_contacts` entry per tag, kept in step in one atomic write (an
+//! import's chunk of contacts is one write too, with one sync).
 
 use super::keys::{backend, decode, encode, key2, key3};
 use super::keyspaces::Keyspaces;

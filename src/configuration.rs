@@ -160,6 +160,14 @@ pub struct LimitSettings {
     /// never exceed the limit.
     #[serde(default = "one")]
     pub api_replicas: u32,
+    /// The largest CSV file `POST /api/contacts/import` reads (it is streamed, so this
+    /// bounds the work of one request, not memory).
+    #[serde(default = "import_bytes")]
+    pub max_import_bytes: usize,
+}
+
+fn import_bytes() -> usize {
+    200 * 1024 * 1024
 }
 
 fn one() -> u32 {

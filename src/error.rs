@@ -27,8 +27,9 @@ pub enum ApiError {
     Conflict(&'static str, String),
     #[error("{0}")]
     PayloadTooLarge(String),
-    #[error("Content-Type must be application/json")]
-    UnsupportedMediaType,
+    /// The content type the route reads.
+    #[error("Content-Type must be {0}")]
+    UnsupportedMediaType(&'static str),
     #[error("too many requests for this account; retry after {retry_after} s")]
     RateLimited { retry_after: u64 },
     #[error("the engine is at capacity; retry after {retry_after} s")]
@@ -82,7 +83,7 @@ impl ApiError {
             ApiError::InsufficientBalance { .. } => "insufficient_balance",
             ApiError::Conflict(code, _) => code,
             ApiError::PayloadTooLarge(_) => "payload_too_large",
-            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Overloaded { .. } => "overloaded",
             ApiError::StorageUnavailable(_) => "storage_unavailable",
@@ -101,7 +102,7 @@ impl ResponseError for ApiError {
             ApiError::InsufficientBalance { .. } => StatusCode::PAYMENT_REQUIRED,
             ApiError::Conflict(..) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Overloaded { .. } | ApiError::StorageUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -199,7 +200,7 @@ impl From<BroadcastError> for ApiError {
 pub fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
     use actix_web::error::JsonPayloadError as E;
     match err {
-        E::ContentType => ApiError::UnsupportedMediaType,
+        E::ContentType => ApiError::UnsupportedMediaType("application/json"),
         E::Overflow { limit } | E::OverflowKnownLength { limit, .. } => {
             ApiError::PayloadTooLarge(format!("request body is larger than {limit} bytes"))
         }

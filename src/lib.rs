@@ -25,6 +25,7 @@ pub mod allocator;
 pub mod auth;
 pub mod bootstrap;
 pub mod configuration;
+pub mod csv_stream;
 pub mod cursor;
 pub mod demo;
 pub mod error;

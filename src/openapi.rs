@@ -4,7 +4,9 @@
 //! The errors every endpoint can answer are added here once, all with the one JSON
 //! error shape ([`crate::error::ErrorBody`]), instead of repeating them per handler.
 
-use crate::routes::{account, admin, contacts, health, inbound, opt_outs, receipts, send, status};
+use crate::routes::{
+    account, admin, contacts, contacts_import, health, inbound, opt_outs, receipts, send, status,
+};
 use actix_web::{get, HttpResponse};
 use std::sync::OnceLock;
 use utoipa::openapi::path::Operation;
@@ -43,6 +45,7 @@ use utoipa::{Modify, OpenApi};
         contacts::set_contact_tags,
         contacts::create_tag,
         contacts::list_tags,
+        contacts_import::import_contacts,
         account::get_account,
         account::get_terms,
         account::accept_terms,

@@ -72,19 +72,28 @@ fn parse_tag_ids(ids: Option<Vec<String>>) -> Result<Vec<TagId>, ApiError> {
     Ok(tags)
 }
 
-/// Normalizes a contact's phone with the account's default country.
-pub(super) async fn parse_phone(
+/// The country contacts' phones are read in (the account's default).
+pub(super) async fn account_country(
     state: &AppState,
     account: AccountId,
-    raw: &str,
-) -> Result<PhoneNumber, ApiError> {
+) -> Result<Country, ApiError> {
     let acc = state
         .ports
         .accounts
         .account(account)
         .await?
         .ok_or(ApiError::NotFound("account"))?;
-    PhoneNumber::parse(raw, Some(acc.default_country))
+    Ok(acc.default_country)
+}
+
+/// Normalizes a contact's phone with the account's default country.
+pub(super) async fn parse_phone(
+    state: &AppState,
+    account: AccountId,
+    raw: &str,
+) -> Result<PhoneNumber, ApiError> {
+    let country = account_country(state, account).await?;
+    PhoneNumber::parse(raw, Some(country))
         .map_err(|_| ApiError::InvalidRequest(format!("`phone` is not a valid number: {raw:?}")))
 }
 

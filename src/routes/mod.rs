@@ -3,6 +3,7 @@
 pub(crate) mod account;
 pub(crate) mod admin;
 pub(crate) mod contacts;
+pub(crate) mod contacts_import;
 pub(crate) mod health;
 pub(crate) mod inbound;
 pub(crate) mod opt_outs;
@@ -31,6 +32,7 @@ pub fn configure_api(cfg: &mut web::ServiceConfig, max_send_body: usize) {
         web::scope("/api")
             .configure(|cfg| send::configure(cfg, max_send_body))
             .configure(status::configure)
+            .configure(contacts_import::configure)
             .configure(contacts::configure)
             .configure(account::configure)
             .configure(admin::configure)

@@ -202,6 +202,36 @@ impl TestApp {
         r.json().await.unwrap()
     }
 
+    /// `POST /api/contacts/import` with `body` as `content_type`.
+    pub async fn import_contacts(&self, token: &str, content_type: &str, body: &str) -> Response {
+        self.client
+            .post(self.url("/api/contacts/import"))
+            .bearer_auth(token)
+            .header("Content-Type", content_type)
+            .body(body.to_owned())
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Every contact of the caller's account, following the cursor.
+    pub async fn all_contacts(&self, token: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = "/api/contacts?limit=1000".to_owned();
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let page: Value = self.get(&path, token).await.json().await.unwrap();
+            out.extend(page["items"].as_array().unwrap().iter().cloned());
+            match page["nextCursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return out,
+            }
+        }
+    }
+
     /// Every message of the caller's account, following the cursor.
     pub async fn all_messages(&self, token: &str, query: &str) -> Vec<Value> {
         let mut out = Vec::new();

@@ -6,6 +6,7 @@ mod campaigns;
 #[path = "../common/mod.rs"]
 mod common;
 mod contacts;
+mod contacts_import;
 mod delivery;
 #[cfg(feature = "kafka")]
 mod distributed;

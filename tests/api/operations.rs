@@ -306,6 +306,7 @@ async fn the_openapi_document_describes_every_public_endpoint_and_the_error_shap
         ("patch", "/api/contacts/{id}"),
         ("delete", "/api/contacts/{id}"),
         ("put", "/api/contacts/{id}/tags"),
+        ("post", "/api/contacts/import"),
         ("post", "/api/tags"),
         ("get", "/api/tags"),
         ("get", "/api/account"),
@@ -380,6 +381,22 @@ async fn the_openapi_document_describes_every_public_endpoint_and_the_error_shap
             );
         }
     }
+    // The import reads CSV, not JSON.
+    let import = &doc["paths"]["/api/contacts/import"]["post"];
+    assert!(import["requestBody"]["content"]["text/csv"].is_object());
+    assert_eq!(
+        import["responses"]["200"]["content"]["application/json"]["schema"],
+        json!({"$ref": "#/components/schemas/ImportReport"})
+    );
+    for status in ["413", "415"] {
+        assert_eq!(
+            import["responses"][status]["content"]["application/json"]["schema"], error,
+            "import {status}"
+        );
+    }
+    assert!(import["responses"]["415"]["description"]
+        .as_str()
+        .is_some_and(|d| d.contains("text/csv")));
     assert_eq!(
         doc["components"]["securitySchemes"]["bearer"],
         json!({"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})

@@ -1,5 +1,6 @@
 //! Contacts and tags: a contact record, its phone in `contact_phones` (unique per
-//! account) and one `tag_contacts` entry per tag, kept in step in one atomic write.
+//! account) and one `tag_contacts` entry per tag, kept in step in one atomic write (an
+//! import's chunk of contacts is one write too, with one sync).
 
 use super::keys::{backend, decode, encode, key2, key3};
 use super::keyspaces::Keyspaces;
@@ -7,6 +8,7 @@ use super::store::EmbeddedStore;
 use crate::domain::*;
 use crate::ports::*;
 use async_trait::async_trait;
+use rustc_hash::FxHashMap;
 
 impl Keyspaces {
     pub(super) fn contact_in_account(
@@ -50,8 +52,22 @@ impl Keyspaces {
         old: Option<&Contact>,
         new: &Contact,
     ) -> Result<(), ContactError> {
-        let acc = new.account.as_bytes();
         let mut batch = self.buffered_batch();
+        self.stage_contact(&mut batch, old, new)?;
+        batch.commit().map_err(backend)?;
+        self.persist()?;
+        Ok(())
+    }
+
+    /// Adds to `batch` the writes that replace `old` with `new`: the record, its phone
+    /// and its tag index entries.
+    fn stage_contact(
+        &self,
+        batch: &mut fjall::OwnedWriteBatch,
+        old: Option<&Contact>,
+        new: &Contact,
+    ) -> Result<(), ContactError> {
+        let acc = new.account.as_bytes();
         if let Some(old) = old {
             batch.remove(&self.contact_phones, key2(acc, old.phone.as_bytes()));
             for tag in &old.tags {
@@ -74,9 +90,69 @@ impl Keyspaces {
                 new.phone.as_bytes().to_vec(),
             );
         }
+        Ok(())
+    }
+
+    fn account_tags(&self, account: AccountId) -> StoreResult<Vec<Tag>> {
+        self.tags
+            .prefix(account.as_bytes())
+            .map(|g| decode(&g.value().map_err(backend)?))
+            .collect()
+    }
+
+    /// [`ContactStore::upsert_contacts`]: every row read against the store (and against
+    /// the rows before it, for a phone repeated in the chunk), then the new tags and every
+    /// contact written in one batch with one sync.
+    fn upsert_contacts(
+        &self,
+        account: AccountId,
+        rows: Vec<ContactUpsert>,
+    ) -> Result<Vec<UpsertOutcome>, ContactError> {
+        let _guard = self.contacts_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let tags = TagsByName::resolve(account, self.account_tags(account)?, &rows);
+        let mut batch = self.buffered_batch();
+        for tag in &tags.missing {
+            batch.insert(
+                &self.tags,
+                key2(account.as_bytes(), tag.id.as_bytes()),
+                encode(tag)?,
+            );
+        }
+        // Each contact of the chunk once: as stored before it, and as it will be.
+        let mut changed: Vec<(Option<Contact>, Contact)> = Vec::with_capacity(rows.len());
+        let mut by_phone: FxHashMap<PhoneNumber, usize> = FxHashMap::default();
+        let mut outcomes = Vec::with_capacity(rows.len());
+        for row in rows {
+            if let Some(&i) = by_phone.get(&row.phone) {
+                row.merge_into(&mut changed[i].1, &tags);
+                outcomes.push(UpsertOutcome::Updated(changed[i].1.id));
+                continue;
+            }
+            let stored = match self.phone_owner(account, row.phone.as_str())? {
+                Some(id) => self.contact_in_account(account, id)?,
+                None => None,
+            };
+            let (outcome, new) = match &stored {
+                Some(old) => {
+                    let mut new = old.clone();
+                    row.merge_into(&mut new, &tags);
+                    (UpsertOutcome::Updated(new.id), new)
+                }
+                None => {
+                    let new = row.new_contact(account, ContactId::new(), &tags);
+                    (UpsertOutcome::Created(new.id), new)
+                }
+            };
+            outcomes.push(outcome);
+            by_phone.insert(row.phone, changed.len());
+            changed.push((stored, new));
+        }
+        for (old, new) in &changed {
+            self.stage_contact(&mut batch, old.as_ref(), new)?;
+        }
         batch.commit().map_err(backend)?;
         self.persist()?;
-        Ok(())
+        Ok(outcomes)
     }
 
     pub(super) fn upsert_contact(
@@ -84,6 +160,7 @@ impl Keyspaces {
         contact: &Contact,
         must_exist: bool,
     ) -> Result<(), ContactError> {
+        let _guard = self.contacts_lock.lock().unwrap_or_else(|p| p.into_inner());
         self.check_tags(contact)?;
         let old = self.contact_in_account(contact.account, contact.id)?;
         if must_exist && old.is_none() {
@@ -120,11 +197,7 @@ impl ContactStore for EmbeddedStore {
     }
 
     async fn tags(&self, account: AccountId) -> StoreResult<Vec<Tag>> {
-        self.keyspaces
-            .tags
-            .prefix(account.as_bytes())
-            .map(|g| decode(&g.value().map_err(backend)?))
-            .collect()
+        self.keyspaces.account_tags(account)
     }
 
     async fn create_contact(&self, contact: &Contact) -> Result<(), ContactError> {
@@ -145,6 +218,7 @@ impl ContactStore for EmbeddedStore {
 
     async fn delete_contact(&self, account: AccountId, id: ContactId) -> StoreResult<bool> {
         self.blocking(move |s| {
+            let _guard = s.contacts_lock.lock().unwrap_or_else(|p| p.into_inner());
             let Some(old) = s.contact_in_account(account, id)? else {
                 return Ok(false);
             };
@@ -160,6 +234,15 @@ impl ContactStore for EmbeddedStore {
             Ok(true)
         })
         .await
+    }
+
+    async fn upsert_contacts(
+        &self,
+        account: AccountId,
+        rows: Vec<ContactUpsert>,
+    ) -> Result<Vec<UpsertOutcome>, ContactError> {
+        self.blocking(move |s| s.upsert_contacts(account, rows))
+            .await
     }
 
     async fn list_contacts(

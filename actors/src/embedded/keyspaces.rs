@@ -58,6 +58,9 @@ pub(super) struct Keyspaces {
     pub(super) ledger_lock: Mutex<()>,
     /// Serializes the read-check-write of idempotency claims and of opt-outs.
     pub(super) claims_lock: Mutex<()>,
+    /// Serializes the read-check-write of contacts (a phone is unique per account, and an
+    /// import resolves tag names before it writes).
+    pub(super) contacts_lock: Mutex<()>,
     /// Serializes status transitions, which read, check and rewrite messages and batches;
     /// holds what they reuse from one group to the next.
     pub(super) status_lock: Mutex<StatusGroupBuffers>,
@@ -133,6 +136,7 @@ impl Keyspaces {
             last_senders: ks("last_senders")?,
             ledger_lock: Mutex::new(()),
             claims_lock: Mutex::new(()),
+            contacts_lock: Mutex::new(()),
             status_lock: Mutex::new(StatusGroupBuffers::default()),
             group_sync: GroupSync::default(),
             journal: JournalSync::new(path),

@@ -121,6 +121,99 @@ pub trait ContactStore: Send + Sync {
     /// Phone numbers of contacts carrying any of `tags`; a contact in several appears
     /// once per tag (the engine dedupes).
     async fn tagged_phones(&self, account: AccountId, tags: &[TagId]) -> StoreResult<Vec<String>>;
+    /// Creates or updates contacts of `account` by phone (a CSV import writes a chunk at
+    /// a time): a phone the account has no contact for becomes a new contact; an
+    /// existing contact gets the row's name (when it has one) and the row's tags added
+    /// to its own. Tag names the account has no tag for are created. A phone repeated in
+    /// `rows` is one contact (its later rows update it). One answer per row, in order.
+    async fn upsert_contacts(
+        &self,
+        account: AccountId,
+        rows: Vec<ContactUpsert>,
+    ) -> Result<Vec<UpsertOutcome>, ContactError>;
+}
+
+/// One row of a contacts import, already validated: what to create, or to merge into the
+/// account's contact with this phone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactUpsert {
+    pub phone: PhoneNumber,
+    /// Replaces the contact's name; `None` keeps the name it has.
+    pub name: Option<String>,
+    /// Tag names (not ids, so a file can name tags that do not exist yet), added to the
+    /// contact's tags.
+    pub tags: Vec<String>,
+}
+
+/// What [`ContactStore::upsert_contacts`] did with one row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpsertOutcome {
+    Created(ContactId),
+    Updated(ContactId),
+}
+
+/// Tag names resolved to the account's tags, the helper both backends share so they read
+/// names alike: the oldest tag of a name wins when the API created several with it.
+#[derive(Debug, Default)]
+pub struct TagsByName {
+    ids: std::collections::HashMap<String, TagId>,
+    /// Tags to create before the contacts that carry them are written.
+    pub missing: Vec<Tag>,
+}
+
+impl TagsByName {
+    /// Resolves every name in `rows` against `existing` (the account's tags), making a
+    /// new tag for each name not found.
+    pub fn resolve(account: AccountId, mut existing: Vec<Tag>, rows: &[ContactUpsert]) -> Self {
+        existing.sort_by_key(|t| std::cmp::Reverse(t.id));
+        // Newest first, so the oldest of a repeated name is inserted last and kept.
+        let mut ids: std::collections::HashMap<String, TagId> =
+            existing.into_iter().map(|t| (t.name, t.id)).collect();
+        let mut missing = Vec::new();
+        for name in rows.iter().flat_map(|r| &r.tags) {
+            if !ids.contains_key(name) {
+                let tag = Tag {
+                    id: TagId::new(),
+                    account,
+                    name: name.clone(),
+                };
+                ids.insert(tag.name.clone(), tag.id);
+                missing.push(tag);
+            }
+        }
+        Self { ids, missing }
+    }
+
+    fn ids_of<'a>(&'a self, names: &'a [String]) -> impl Iterator<Item = TagId> + 'a {
+        names.iter().filter_map(|n| self.ids.get(n).copied())
+    }
+}
+
+impl ContactUpsert {
+    /// The new contact this row makes, with id `id`.
+    pub fn new_contact(&self, account: AccountId, id: ContactId, tags: &TagsByName) -> Contact {
+        let mut contact = Contact {
+            id,
+            account,
+            phone: self.phone.as_str().to_owned(),
+            name: None,
+            tags: Vec::new(),
+            created_at: now_millis(),
+        };
+        self.merge_into(&mut contact, tags);
+        contact
+    }
+
+    /// Applies this row to an existing contact: the name replaced when the row has one,
+    /// the row's tags added (kept sorted and distinct, as the API stores them).
+    pub fn merge_into(&self, contact: &mut Contact, tags: &TagsByName) {
+        if let Some(name) = &self.name {
+            contact.name = Some(name.clone());
+        }
+        contact.tags.extend(tags.ids_of(&self.tags));
+        contact.tags.sort_unstable();
+        contact.tags.dedup();
+    }
 }
 
 /// Numbers that opted out of an account's messages, the replies that did it, and who last

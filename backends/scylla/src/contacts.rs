@@ -4,7 +4,34 @@
 //! index of its contacts with their phones (the `/sms/tags` scan reads only the index).
 
 use super::*;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+
+/// `rows` with each phone once (a repeated phone's name and tags merged into its first
+/// row, later rows winning the name), and for each row of `rows` the index of its
+/// phone's row and whether it repeats an earlier one.
+fn fold_repeated_phones(rows: Vec<ContactUpsert>) -> (Vec<ContactUpsert>, Vec<(usize, bool)>) {
+    let mut first: HashMap<PhoneNumber, usize> = HashMap::with_capacity(rows.len());
+    let mut distinct: Vec<ContactUpsert> = Vec::with_capacity(rows.len());
+    let mut first_of = Vec::with_capacity(rows.len());
+    for row in rows {
+        match first.get(&row.phone) {
+            Some(&i) => {
+                let kept = &mut distinct[i];
+                if row.name.is_some() {
+                    kept.name = row.name;
+                }
+                kept.tags.extend(row.tags);
+                first_of.push((i, true));
+            }
+            None => {
+                first.insert(row.phone.clone(), distinct.len());
+                first_of.push((distinct.len(), false));
+                distinct.push(row);
+            }
+        }
+    }
+    (distinct, first_of)
+}
 
 /// Partitions per account (and per tag) for contacts. Fixed for the life of the data:
 /// changing it needs a data migration.
@@ -122,6 +149,16 @@ impl ScyllaStore {
             return Err(StoreError::Backend("contact does not exist".into()).into());
         }
         self.claim_phone(contact).await?;
+        self.write_contact(contact, old.as_ref()).await
+    }
+
+    /// Writes a contact whose phone it holds: tag index rows, then the contact row, then
+    /// (replacing `old`) the stale tag rows and the old phone removed.
+    async fn write_contact(
+        &self,
+        contact: &Contact,
+        old: Option<&Contact>,
+    ) -> Result<(), ContactError> {
         let account = contact.account.0;
         let b = bucket(contact.id);
         let writes = contact.tags.iter().map(|tag| {
@@ -162,6 +199,46 @@ impl ScyllaStore {
             }
         }
         Ok(())
+    }
+
+    /// One row of [`ContactStore::upsert_contacts`]. The phone is claimed for a new id
+    /// exactly as `create_contact` claims it (`IF NOT EXISTS`), so an import and
+    /// concurrent creates of one number still make one contact; when someone holds it,
+    /// the holder is updated. A claim whose contact row is missing (a create that failed
+    /// part-way) gets its row written under the holder's id.
+    async fn upsert_row(
+        &self,
+        account: AccountId,
+        row: &ContactUpsert,
+        tags: &TagsByName,
+    ) -> Result<UpsertOutcome, ContactError> {
+        let fresh = row.new_contact(account, ContactId::new(), tags);
+        let holder = match self.claim_phone(&fresh).await {
+            Ok(()) => {
+                self.write_contact(&fresh, None).await?;
+                return Ok(UpsertOutcome::Created(fresh.id));
+            }
+            Err(ContactError::DuplicatePhone(holder)) => holder,
+            Err(e) => return Err(e),
+        };
+        match self.read_contact(account, holder).await? {
+            Some(old) => {
+                let mut new = old.clone();
+                row.merge_into(&mut new, tags);
+                if new != old {
+                    self.write_contact(&new, Some(&old)).await?;
+                }
+                Ok(UpsertOutcome::Updated(holder))
+            }
+            None => {
+                let repaired = Contact {
+                    id: holder,
+                    ..fresh
+                };
+                self.write_contact(&repaired, None).await?;
+                Ok(UpsertOutcome::Created(holder))
+            }
+        }
     }
 
     /// Up to `limit` ids after `after` from every bucket, merged in id order, and whether
@@ -253,6 +330,43 @@ impl ContactStore for ScyllaStore {
 
     async fn contact(&self, account: AccountId, id: ContactId) -> StoreResult<Option<Contact>> {
         self.read_contact(account, id).await
+    }
+
+    /// New tags first, then the rows with bounded concurrency; a phone repeated in
+    /// `rows` is folded into its first row, so two rows never race for one number.
+    async fn upsert_contacts(
+        &self,
+        account: AccountId,
+        rows: Vec<ContactUpsert>,
+    ) -> Result<Vec<UpsertOutcome>, ContactError> {
+        let tags = TagsByName::resolve(account, self.tags(account).await?, &rows);
+        let creates = tags
+            .missing
+            .iter()
+            .map(|tag| Box::pin(self.create_tag(tag)) as BoxFuture<'_, StoreResult<()>>);
+        self.write_all(creates.collect()).await?;
+        let (distinct, first_of) = fold_repeated_phones(rows);
+        let tags = &tags;
+        let rows = distinct.iter().map(|row| {
+            Box::pin(self.upsert_row(account, row, tags))
+                as BoxFuture<'_, Result<UpsertOutcome, ContactError>>
+        });
+        // Boxed first: a closure over borrowed rows in the stream is not `Send` enough
+        // for the trait's boxed future.
+        let rows: Vec<_> = rows.collect();
+        let outcomes: Vec<UpsertOutcome> = futures_util::stream::iter(rows)
+            .buffered(self.write_concurrency)
+            .try_collect()
+            .await?;
+        Ok(first_of
+            .into_iter()
+            .map(|(i, repeat)| match (outcomes[i], repeat) {
+                (UpsertOutcome::Created(id) | UpsertOutcome::Updated(id), true) => {
+                    UpsertOutcome::Updated(id)
+                }
+                (outcome, false) => outcome,
+            })
+            .collect())
     }
 
     async fn delete_contact(&self, account: AccountId, id: ContactId) -> StoreResult<bool> {

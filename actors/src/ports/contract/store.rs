@@ -106,6 +106,8 @@ macro_rules! store_contract_tests {
             updating_a_contact_keeps_its_indexes_in_step,
             list_contacts_pages_in_id_order_with_and_without_tag,
             all_phones_and_tagged_phones_page_through_every_contact,
+            upsert_contacts_creates_new_phones_and_merges_into_existing_ones,
+            upsert_contacts_touches_only_the_callers_account,
             a_movement_applied_twice_changes_the_balance_once,
             reconciliation_repairs_an_injected_drift,
             a_top_up_past_the_largest_balance_changes_nothing,

@@ -250,3 +250,160 @@ pub async fn all_phones_and_tagged_phones_page_through_every_contact(s: Stores) 
         .unwrap()
         .is_empty());
 }
+
+// ---------------------------------------------------------------------------------
+// Imports: upsert by phone
+
+fn upsert(phone: &str, name: Option<&str>, tags: &[&str]) -> ContactUpsert {
+    ContactUpsert {
+        phone: PhoneNumber::from_trusted(phone).unwrap(),
+        name: name.map(str::to_owned),
+        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+    }
+}
+
+fn id_of(outcome: UpsertOutcome) -> ContactId {
+    match outcome {
+        UpsertOutcome::Created(id) | UpsertOutcome::Updated(id) => id,
+    }
+}
+
+pub async fn upsert_contacts_creates_new_phones_and_merges_into_existing_ones(s: Stores) {
+    let account = AccountId::new();
+    let vip = tag(&s, account, "vip").await;
+    let ana = contact(account, "+573000000001", vec![vip]);
+    s.contacts.create_contact(&ana).await.unwrap();
+
+    let outcomes = s
+        .contacts
+        .upsert_contacts(
+            account,
+            vec![
+                upsert("+573000000001", Some("Ana María"), &["news"]),
+                upsert("+573000000002", None, &["vip"]),
+                upsert("+573000000003", Some("Bea"), &[]),
+                // Repeated in the same call: the contact of the second row, updated.
+                upsert("+573000000002", Some("Carla"), &["news"]),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), 4);
+    assert_eq!(outcomes[0], UpsertOutcome::Updated(ana.id));
+    let carla = id_of(outcomes[1]);
+    assert_eq!(outcomes[1], UpsertOutcome::Created(carla));
+    let bea = id_of(outcomes[2]);
+    assert_eq!(outcomes[2], UpsertOutcome::Created(bea));
+    assert_eq!(outcomes[3], UpsertOutcome::Updated(carla));
+
+    // The tag named on the fly exists once, next to the one that was there.
+    let tags = s.contacts.tags(account).await.unwrap();
+    assert_eq!(
+        tags.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        vec!["vip", "news"]
+    );
+    let news = tags[1].id;
+
+    let stored = |id| {
+        let s = s.clone();
+        async move { s.contacts.contact(account, id).await.unwrap().unwrap() }
+    };
+    let ana_now = stored(ana.id).await;
+    assert_eq!(ana_now.name.as_deref(), Some("Ana María"));
+    assert_eq!(ana_now.tags, vec![vip, news]);
+    assert_eq!(
+        (ana_now.phone.as_str(), ana_now.created_at),
+        ("+573000000001", ana.created_at)
+    );
+    let carla_now = stored(carla).await;
+    assert_eq!(carla_now.phone, "+573000000002");
+    assert_eq!(carla_now.name.as_deref(), Some("Carla"));
+    assert_eq!(carla_now.tags, vec![vip, news]);
+    let bea_now = stored(bea).await;
+    assert_eq!(
+        (
+            bea_now.phone.as_str(),
+            bea_now.name.as_deref(),
+            bea_now.tags.len()
+        ),
+        ("+573000000003", Some("Bea"), 0)
+    );
+
+    // A row without a name keeps the contact's; the tag is found, not made again.
+    let again = s
+        .contacts
+        .upsert_contacts(account, vec![upsert("+573000000003", None, &["news"])])
+        .await
+        .unwrap();
+    assert_eq!(again, vec![UpsertOutcome::Updated(bea)]);
+    let bea_now = stored(bea).await;
+    assert_eq!(bea_now.name.as_deref(), Some("Bea"));
+    assert_eq!(bea_now.tags, vec![news]);
+    assert_eq!(s.contacts.tags(account).await.unwrap().len(), 2);
+
+    // The indexes follow: by phone (a create of the number conflicts) and by tag.
+    let mut by_news = s.contacts.tagged_phones(account, &[news]).await.unwrap();
+    by_news.sort();
+    assert_eq!(
+        by_news,
+        vec!["+573000000001", "+573000000002", "+573000000003"]
+    );
+    assert!(matches!(
+        s.contacts
+            .create_contact(&contact(account, "+573000000002", vec![]))
+            .await,
+        Err(ContactError::DuplicatePhone(owner)) if owner == carla
+    ));
+    let mut all = s.contacts.all_phones(account).await.unwrap();
+    all.sort();
+    assert_eq!(all, vec!["+573000000001", "+573000000002", "+573000000003"]);
+}
+
+pub async fn upsert_contacts_touches_only_the_callers_account(s: Stores) {
+    let mine = AccountId::new();
+    let theirs = AccountId::new();
+    let their_vip = tag(&s, theirs, "vip").await;
+    let their_contact = contact(theirs, "+573000000001", vec![their_vip]);
+    s.contacts.create_contact(&their_contact).await.unwrap();
+
+    let outcomes = s
+        .contacts
+        .upsert_contacts(
+            mine,
+            vec![upsert("+573000000001", Some("Mine"), &["vip", "new"])],
+        )
+        .await
+        .unwrap();
+    let created = id_of(outcomes[0]);
+    assert_eq!(outcomes, vec![UpsertOutcome::Created(created)]);
+    assert_ne!(created, their_contact.id);
+
+    // Their contact and tags are as they were.
+    assert_eq!(
+        s.contacts.contact(theirs, their_contact.id).await.unwrap(),
+        Some(their_contact.clone())
+    );
+    assert_eq!(
+        s.contacts.tags(theirs).await.unwrap(),
+        vec![Tag {
+            id: their_vip,
+            account: theirs,
+            name: "vip".into()
+        }]
+    );
+    // Mine got tags of its own, under the same names.
+    let my_tags = s.contacts.tags(mine).await.unwrap();
+    assert_eq!(
+        my_tags.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        vec!["vip", "new"]
+    );
+    assert!(my_tags
+        .iter()
+        .all(|t| t.id != their_vip && t.account == mine));
+    let mine_now = s.contacts.contact(mine, created).await.unwrap().unwrap();
+    assert_eq!(
+        mine_now.tags,
+        my_tags.iter().map(|t| t.id).collect::<Vec<_>>()
+    );
+    assert_eq!(s.contacts.contact(theirs, created).await.unwrap(), None);
+}

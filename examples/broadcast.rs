@@ -17,6 +17,10 @@
 //! short), so the server has to normalize, dedupe and drop. The tool knows how many unique
 //! valid recipients it generated and compares that with the `messages` the server accepted.
 //!
+//! `--opt-outs N` first opts N of the unique recipients out (`POST /api/opt-outs`, spread
+//! over the list), so the send must leave them out; `--preview` posts the same body to the
+//! preview endpoint instead of sending.
+//!
 //! With `--pid PID` it reads the server's peak RSS (`VmHWM` in `/proc/PID/status`) after the
 //! response: that is the peak over the server's whole life, so use a freshly started server
 //! for each measurement.
@@ -35,6 +39,8 @@ usage: broadcast [options]
   --seed N           PRNG seed (default 42)
   --message TEXT     message body (default a short GSM-7 text)
   --pid PID          server process id: report its peak RSS (VmHWM) after the request
+  --opt-outs N       opt N of the unique recipients out first (POST /api/opt-outs)
+  --preview          POST to .../contacts/preview (nothing is sent)
   -h, --help         this help";
 
 /// Probability (in percent) that an entry repeats an earlier recipient in another format.
@@ -50,6 +56,8 @@ struct Options {
     seed: u64,
     message: String,
     pid: Option<u32>,
+    opt_outs: usize,
+    preview: bool,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -58,6 +66,8 @@ fn parse_options() -> Result<Options, String> {
     let mut recipients = 1_000_000usize;
     let mut country_mix = false;
     let mut seed = 42u64;
+    let mut opt_outs = 0usize;
+    let mut preview = false;
     let mut message = "Hello from SendMe: your appointment is confirmed.".to_owned();
     let mut pid = None;
 
@@ -84,6 +94,12 @@ fn parse_options() -> Result<Options, String> {
             }
             "--message" => message = value("--message")?,
             "--pid" => pid = Some(value("--pid")?.parse().map_err(|e| format!("--pid: {e}"))?),
+            "--opt-outs" => {
+                opt_outs = value("--opt-outs")?
+                    .parse()
+                    .map_err(|e| format!("--opt-outs: {e}"))?
+            }
+            "--preview" => preview = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -102,6 +118,8 @@ fn parse_options() -> Result<Options, String> {
         seed,
         message,
         pid,
+        opt_outs,
+        preview,
     })
 }
 
@@ -335,6 +353,8 @@ fn invalid(rng: &mut Rng, national_format: bool) -> String {
 
 struct Generated {
     contacts: Vec<String>,
+    /// Every unique valid recipient, E.164.
+    unique: Vec<String>,
     unique_valid: usize,
     duplicates: usize,
     invalid: usize,
@@ -372,9 +392,52 @@ fn generate(count: usize, country_mix: bool, seed: u64) -> Generated {
     Generated {
         contacts,
         unique_valid: unique.len(),
+        unique: unique.iter().map(Recipient::e164).collect(),
         duplicates,
         invalid: invalids,
     }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PreviewResponse {
+    recipients: usize,
+    opted_out: usize,
+}
+
+/// Opts `n` of `unique` out, spread over the list, a few requests at a time.
+async fn opt_out(
+    client: &reqwest::Client,
+    o: &Options,
+    unique: &[String],
+) -> Result<usize, Box<dyn std::error::Error>> {
+    use futures_util::StreamExt;
+    let n = o.opt_outs.min(unique.len());
+    if n == 0 {
+        return Ok(0);
+    }
+    let step = unique.len() / n;
+    let url = format!("{}/api/opt-outs", o.url);
+    let results: Vec<Result<reqwest::StatusCode, reqwest::Error>> =
+        futures_util::stream::iter((0..n).map(|i| &unique[i * step]))
+            .map(|phone| {
+                client
+                    .post(&url)
+                    .bearer_auth(&o.token)
+                    .json(&serde_json::json!({ "phone": phone }))
+                    .send()
+            })
+            .buffer_unordered(32)
+            .map(|r| r.map(|r| r.status()))
+            .collect()
+            .await;
+    for r in results {
+        let status = r?;
+        if !status.is_success() {
+            return Err(format!("opting a number out answered {status}").into());
+        }
+    }
+    Ok(n)
 }
 
 #[derive(Deserialize)]
@@ -437,11 +500,20 @@ async fn run(o: Options) -> Result<(), Box<dyn std::error::Error>> {
         generated.invalid,
         mib(body.len() as f64),
     );
+    let client = reqwest::Client::builder().build()?;
+    let opted_out = opt_out(&client, &o, &generated.unique).await?;
+    if opted_out > 0 {
+        println!("opted out first:     {opted_out} of the unique recipients");
+    }
+    let expected = generated.unique_valid - opted_out;
     let rss_before = o.pid.and_then(peak_rss_kib);
     let load_before = load_average();
 
-    let client = reqwest::Client::builder().build()?;
-    let url = format!("{}/api/messages/sms/contacts", o.url);
+    let url = format!(
+        "{}/api/messages/sms/contacts{}",
+        o.url,
+        if o.preview { "/preview" } else { "" }
+    );
     let sent = Instant::now();
     let response = client
         .post(&url)
@@ -465,13 +537,21 @@ async fn run(o: Options) -> Result<(), Box<dyn std::error::Error>> {
         "recipients/s:        {:.0}",
         recipients as f64 / elapsed.max(1e-9)
     );
-    if status.is_success() {
+    if status.is_success() && o.preview {
+        let parsed: PreviewResponse = serde_json::from_slice(&bytes)?;
+        let matched = parsed.recipients == expected && parsed.opted_out == opted_out;
+        println!(
+            "previewed:           {} recipients, {} opted out (expected {expected} and {opted_out}{})",
+            parsed.recipients,
+            parsed.opted_out,
+            if matched { ", match" } else { ", MISMATCH" }
+        );
+    } else if status.is_success() {
         let parsed: SendResponse = serde_json::from_slice(&bytes)?;
         let accepted = parsed.messages.len();
         println!(
-            "accepted messages:   {accepted} (expected {} unique valid{})",
-            generated.unique_valid,
-            if accepted == generated.unique_valid {
+            "accepted messages:   {accepted} (expected {expected} unique valid, not opted out{})",
+            if accepted == expected {
                 ", match"
             } else {
                 ", MISMATCH"

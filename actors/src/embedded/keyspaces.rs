@@ -52,7 +52,8 @@ pub(super) struct Keyspaces {
     pub(super) opt_outs: Keyspace,
     /// Replies that were not keywords: account ++ inbound id → [`InboundMessage`].
     pub(super) inbound: Keyspace,
-    /// Who last messaged a number: E.164 → account id (written as messages reach `sent`).
+    /// Who last messaged a number: E.164 → account id (written by the status log's fold
+    /// from the messages that reached `sent`).
     pub(super) last_senders: Keyspace,
     /// Serializes read-modify-write of balances (one process owns the data dir).
     pub(super) ledger_lock: Mutex<()>,
@@ -105,11 +106,15 @@ impl Keyspaces {
             .map_err(backend)
         };
         let messages = ks("messages")?;
+        let batches = ks("batches")?;
+        let last_senders = ks("last_senders")?;
         let status_log = Arc::new(StatusLog::open(
             db.clone(),
             ks("status_log")?,
             messages.clone(),
             ks("awaiting_receipt")?,
+            last_senders.clone(),
+            &batches,
         )?);
         Ok(Keyspaces {
             accounts: ks("accounts")?,
@@ -120,7 +125,7 @@ impl Keyspaces {
             contacts: ks("contacts")?,
             contact_phones: ks("contact_phones")?,
             tag_contacts: ks("tag_contacts")?,
-            batches: ks("batches")?,
+            batches,
             messages,
             status_log,
             batch_messages: ks("batch_messages")?,
@@ -133,7 +138,7 @@ impl Keyspaces {
             due_batches: ks("due_batches")?,
             opt_outs: ks("opt_outs")?,
             inbound: ks("inbound")?,
-            last_senders: ks("last_senders")?,
+            last_senders,
             ledger_lock: Mutex::new(()),
             claims_lock: Mutex::new(()),
             contacts_lock: Mutex::new(()),

@@ -1,6 +1,6 @@
 //! Opt-outs (account ++ E.164 → [`OptOut`]), inbound replies (account ++ id →
 //! [`InboundMessage`]) and who last messaged a number (E.164 → account id, written by the
-//! status changes that reach `sent`, see [`super::status`]).
+//! status log's fold from the messages that reached `sent`, see [`super::status_log`]).
 
 use super::keys::{backend, decode, key2};
 use super::store::EmbeddedStore;
@@ -92,6 +92,9 @@ impl OptOutStore for EmbeddedStore {
     }
 
     async fn last_sender(&self, phone: &PhoneNumber) -> StoreResult<Option<AccountId>> {
+        if let Some(account) = self.keyspaces.status_log.recent_sender(phone) {
+            return Ok(Some(account));
+        }
         Ok(self
             .keyspaces
             .last_senders

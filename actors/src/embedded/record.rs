@@ -171,6 +171,22 @@ pub(super) fn status_and_deadline(bytes: &[u8]) -> StoreResult<(MessageStatus, O
     }
 }
 
+/// The status a record holds, its recipient and its batch.
+pub(super) fn status_recipient_batch(
+    bytes: &[u8],
+) -> StoreResult<(MessageStatus, PhoneNumber, BatchId)> {
+    match bytes.split_first() {
+        Some((&FORMAT_V2, rest)) => {
+            let s: Stored = postcard::from_bytes(rest).map_err(corrupt)?;
+            Ok((s.status, s.recipient, s.batch))
+        }
+        _ => {
+            let m = legacy(bytes)?;
+            Ok((m.status, m.recipient, m.batch))
+        }
+    }
+}
+
 /// Message `id` from its record, completed by `fields_of` of its batch.
 pub(super) fn decode(
     id: MessageId,

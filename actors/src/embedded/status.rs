@@ -34,6 +34,7 @@ impl Keyspaces {
         let mut recent = self.status_log.newest_of(changes.iter().map(|c| c.message));
         let mut claimed = self.read_claimed(&changes, &recent)?;
         let mut receipts = Vec::new();
+        let mut senders = Vec::new();
 
         for (i, change) in changes.into_iter().enumerate() {
             let at = match index.entry(change.message) {
@@ -84,11 +85,7 @@ impl Keyspaces {
                 match to {
                     MessageStatus::Sent => {
                         // A reply from this number (STOP) is about this account now.
-                        wb.insert(
-                            &self.last_senders,
-                            msg.recipient.as_str().as_bytes(),
-                            msg.account.as_bytes(),
-                        );
+                        senders.push((msg.recipient.clone(), msg.account));
                         if let Some(deadline) = msg.dlr_deadline {
                             receipts.push(ReceiptMark {
                                 deadline,
@@ -143,7 +140,7 @@ impl Keyspaces {
                 results[slot] = Some(msg);
             }
         }
-        let staged = self.status_log.stage(&mut wb, records, receipts);
+        let staged = self.status_log.stage(&mut wb, records, receipts, senders);
         for (id, batch) in &batches {
             wb.insert(&self.batches, id.as_bytes().to_vec(), encode_batch(batch)?);
             if batch.counts.holding_credits() == 0 {

@@ -12,6 +12,12 @@
 //! reads the index together with them. At open, the marks are derived from the records
 //! left in the log (a record says whether its message is `sent`, and its deadline).
 //!
+//! Who last messaged a number (`last_senders`, E.164 → account id) is written by the fold
+//! too, from [`SentMark`]s (a message reached `sent`), so a status group does not pay a key
+//! per message for it; [`StatusLog::recent_sender`] reads the marks not folded yet. At
+//! open, the marks are derived from the records left in the log (a message past `sending`
+//! reached a provider; its batch names the account).
+//!
 //! The fold is not fsync'd: fjall's journal is one sequential file and recovers a prefix
 //! of it, so a fold lost in a crash loses its log deletions too and the log still holds
 //! what it folded (replayed in order, it rewrites the same records). This relies on fjall
@@ -21,7 +27,7 @@
 
 use super::keys::backend;
 use super::record;
-use crate::domain::{MessageId, MessageStatus, Millis};
+use crate::domain::{AccountId, BatchId, MessageId, MessageStatus, Millis, PhoneNumber};
 use crate::ports::{StoreError, StoreResult};
 use bytes::Bytes;
 use fjall::{Database, Keyspace, OwnedWriteBatch, PersistMode};
@@ -120,12 +126,16 @@ impl ReceiptMark {
     }
 }
 
-/// A staged entry: its key, its records and its receipt marks, to
-/// [`StatusLog::publish`] once committed.
+/// A message reached `sent`: its recipient was last messaged by its account.
+pub(super) type SentMark = (PhoneNumber, AccountId);
+
+/// A staged entry: its key, its records and its marks, to [`StatusLog::publish`] once
+/// committed.
 pub(super) struct Staged {
     seq: u64,
     records: Vec<(MessageId, Record)>,
     receipts: Vec<ReceiptMark>,
+    senders: Vec<SentMark>,
 }
 
 /// What the log holds that is not folded yet (or is being folded).
@@ -135,6 +145,8 @@ struct Unfolded {
     records: Records,
     /// In the order they were made.
     receipts: Vec<ReceiptMark>,
+    /// In the order they were made.
+    senders: Vec<SentMark>,
 }
 
 pub(super) struct StatusLog {
@@ -142,6 +154,8 @@ pub(super) struct StatusLog {
     messages: Keyspace,
     /// `sent` messages waiting for a receipt: deadline ++ id → (), as of the last fold.
     awaiting: Keyspace,
+    /// E.164 → the account that last messaged it, as of the last fold.
+    last_senders: Keyspace,
     db: Database,
     state: Mutex<LogState>,
     /// Signalled when a fold is wanted (or the log is closing) and when one finished.
@@ -173,6 +187,18 @@ impl LogState {
             .or_else(|| self.folding.as_deref()?.records.get(id))
     }
 
+    /// The account of the newest sent mark of `phone` not folded yet (or being folded).
+    fn recent_sender(&self, phone: &PhoneNumber) -> Option<AccountId> {
+        let newest = |marks: &[SentMark]| {
+            marks
+                .iter()
+                .rev()
+                .find(|(p, _)| p == phone)
+                .map(|(_, a)| *a)
+        };
+        newest(&self.recent.senders).or_else(|| newest(&self.folding.as_deref()?.senders))
+    }
+
     /// The marks not folded yet (or being folded) of receipts due before `now`, oldest
     /// first.
     fn marks_due(&self, now: Millis) -> Vec<ReceiptMark> {
@@ -187,11 +213,14 @@ impl LogState {
 
 impl StatusLog {
     /// Folds what a previous run left in `log` into `messages`, then starts empty.
+    /// `batches` names the account of each message that reached a provider.
     pub(super) fn open(
         db: Database,
         log: Keyspace,
         messages: Keyspace,
         awaiting: Keyspace,
+        last_senders: Keyspace,
+        batches: &Keyspace,
     ) -> StoreResult<Self> {
         let mut left = Unfolded::default();
         let (mut first, mut next) = (None, 0);
@@ -204,17 +233,26 @@ impl StatusLog {
                 left.records.insert(id, Bytes::copy_from_slice(record));
             }
         }
+        let mut accounts: FxHashMap<BatchId, Option<AccountId>> = FxHashMap::default();
+        let mut senders = Vec::new();
         for (id, record) in &left.records {
             match ReceiptMark::of_record(*id, record) {
                 Ok(mark) => left.receipts.extend(mark),
                 // Folded as it is: reading the message fails, not opening the store.
                 Err(e) => tracing::error!(message = %id, error = ?e, "an unreadable record"),
             }
+            if let Ok(Some(mark)) = sent_mark_of(record, batches, &mut accounts) {
+                senders.push((*id, mark));
+            }
         }
+        // Oldest message first, so a number's newest message is the one kept.
+        senders.sort_unstable_by_key(|(id, _)| *id);
+        left.senders = senders.into_iter().map(|(_, mark)| mark).collect();
         let this = Self {
             log,
             messages,
             awaiting,
+            last_senders,
             db,
             state: Mutex::new(LogState {
                 next,
@@ -256,6 +294,7 @@ impl StatusLog {
         wb: &mut OwnedWriteBatch,
         entry: Entry,
         receipts: Vec<ReceiptMark>,
+        senders: Vec<SentMark>,
     ) -> Staged {
         let seq = {
             let mut st = self.lock();
@@ -273,6 +312,7 @@ impl StatusLog {
             seq,
             records,
             receipts,
+            senders,
         }
     }
 
@@ -284,11 +324,13 @@ impl StatusLog {
             seq,
             records,
             receipts,
+            senders,
         }: Staged,
     ) {
         let mut st = self.lock();
         st.recent.records.extend(records);
         st.recent.receipts.extend(receipts);
+        st.recent.senders.extend(senders);
         st.published_to = seq + 1;
         if st.recent.records.len() >= FOLD_AT {
             self.changed.notify_all();
@@ -349,6 +391,7 @@ impl StatusLog {
                     Default::default(),
                 ),
                 receipts: Vec::new(),
+                senders: Vec::new(),
             };
             let records = Arc::new(std::mem::replace(&mut st.recent, fresh));
             st.folding = Some(records.clone());
@@ -369,12 +412,15 @@ impl StatusLog {
                 let Unfolded {
                     records,
                     mut receipts,
+                    mut senders,
                 } = Arc::unwrap_or_clone(folding);
                 for (id, record) in records {
                     st.recent.records.entry(id).or_insert(record);
                 }
                 receipts.append(&mut st.recent.receipts);
                 st.recent.receipts = receipts;
+                senders.append(&mut st.recent.senders);
+                st.recent.senders = senders;
                 st.unfolded_from = from;
             }
         }
@@ -422,10 +468,26 @@ impl StatusLog {
             }
             chunk_done(&mut wb)?;
         }
+        // The newest mark of each number, in key order.
+        let mut senders: FxHashMap<&PhoneNumber, AccountId> = FxHashMap::default();
+        for (phone, account) in &unfolded.senders {
+            senders.insert(phone, *account);
+        }
+        let mut senders: Vec<_> = senders.into_iter().collect();
+        senders.sort_unstable_by_key(|(phone, _)| phone.as_str());
+        for (phone, account) in senders {
+            wb.insert(&self.last_senders, phone.as_str(), account.as_bytes());
+            chunk_done(&mut wb)?;
+        }
         for seq in folded {
             wb.remove(&self.log, seq.to_be_bytes());
         }
         wb.commit().map_err(backend)
+    }
+
+    /// The account that last messaged `phone`, if a mark not folded yet says so.
+    pub(super) fn recent_sender(&self, phone: &PhoneNumber) -> Option<AccountId> {
+        self.lock().recent_sender(phone)
     }
 
     /// Folds when enough records wait or every [`FOLD_EVERY`], until [`StatusLog::close`].
@@ -526,3 +588,34 @@ fn entries(mut value: &[u8]) -> StoreResult<Vec<(MessageId, &[u8])>> {
 
 #[cfg(test)]
 mod tests;
+
+/// The sent mark a record left in the log implies: its message got past `sending` (it
+/// reached a provider), so its account messaged its recipient. `accounts` caches batches.
+fn sent_mark_of(
+    record: &[u8],
+    batches: &Keyspace,
+    accounts: &mut FxHashMap<BatchId, Option<AccountId>>,
+) -> StoreResult<Option<SentMark>> {
+    let (status, recipient, batch) = record::status_recipient_batch(record)?;
+    if !matches!(
+        status,
+        MessageStatus::Sent
+            | MessageStatus::Delivered
+            | MessageStatus::Undelivered
+            | MessageStatus::Expired
+    ) {
+        return Ok(None);
+    }
+    let account = match accounts.get(&batch) {
+        Some(a) => *a,
+        None => {
+            let a = match batches.get(batch.as_bytes()).map_err(backend)? {
+                Some(bytes) => Some(super::keys::decode_batch(&bytes)?.account),
+                None => None,
+            };
+            accounts.insert(batch, a);
+            a
+        }
+    };
+    Ok(account.map(|a| (recipient, a)))
+}

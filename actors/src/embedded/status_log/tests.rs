@@ -12,6 +12,8 @@ fn open(dir: &std::path::Path) -> (Database, StatusLog) {
         ks("status_log"),
         ks("messages"),
         ks("awaiting_receipt"),
+        ks("last_senders"),
+        &ks("batches"),
     )
     .unwrap();
     (db, log)
@@ -72,7 +74,7 @@ fn append_marked(
             .unwrap();
     }
     let mut wb = db.batch().durability(Some(PersistMode::SyncData));
-    let staged = log.stage(&mut wb, entry, receipts);
+    let staged = log.stage(&mut wb, entry, receipts, Vec::new());
     wb.commit().unwrap();
     log.publish(staged);
 }
@@ -223,4 +225,82 @@ fn a_corrupt_entry_is_an_error_not_a_guess() {
     value.extend_from_slice(&10u32.to_le_bytes());
     value.extend_from_slice(b"short");
     assert!(entries(&value).is_err());
+}
+
+/// A batch of `account`, stored in `db`'s `batches`, and the record of its message to
+/// `phone` in `status`.
+fn stored_message(
+    db: &Database,
+    account: AccountId,
+    phone: &PhoneNumber,
+    status: MessageStatus,
+) -> (MessageId, Vec<u8>) {
+    let batch = Batch {
+        id: BatchId::new(),
+        account,
+        member: MemberId::new(),
+        kind: MessageType::Sms,
+        body: MessageBody::parse("hi".into()).unwrap(),
+        segments: 1,
+        total: 1,
+        cost: 1,
+        counts: StatusCounts::default(),
+        created_at: 1_000,
+        send_at: None,
+        paused: false,
+    };
+    db.keyspace("batches", KeyspaceCreateOptions::default)
+        .unwrap()
+        .insert(
+            batch.id.as_bytes(),
+            super::super::keys::encode_batch(&batch).unwrap(),
+        )
+        .unwrap();
+    let mut m = Message::queued(MessageId::new(), &batch, phone.clone());
+    m.status = status;
+    (m.id, record::encode_into(&m, Vec::new()).unwrap())
+}
+
+fn last_sender_folded(log: &StatusLog, phone: &PhoneNumber) -> Option<AccountId> {
+    log.last_senders
+        .get(phone.as_str())
+        .unwrap()
+        .and_then(|v| AccountId::from_slice(&v))
+}
+
+#[test]
+fn who_last_messaged_a_number_is_folded_from_sent_marks_and_derived_again_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let phone = PhoneNumber::parse("+573001234567", None).unwrap();
+    let (first, second) = (AccountId::new(), AccountId::new());
+    {
+        let (db, log) = open(dir.path());
+        let (id, sent) = stored_message(&db, first, &phone, MessageStatus::Sent);
+        let mut entry = Entry::default();
+        entry
+            .push(id, |mut out| {
+                out.extend_from_slice(&sent);
+                Ok(out)
+            })
+            .unwrap();
+        let mut wb = db.batch().durability(Some(PersistMode::SyncData));
+        let staged = log.stage(&mut wb, entry, Vec::new(), vec![(phone.clone(), first)]);
+        wb.commit().unwrap();
+        log.publish(staged);
+        assert_eq!(log.recent_sender(&phone), Some(first));
+        assert_eq!(last_sender_folded(&log, &phone), None);
+        log.fold().unwrap();
+        assert_eq!(log.recent_sender(&phone), None);
+        assert_eq!(last_sender_folded(&log, &phone), Some(first));
+
+        // Then another account's message reaches it (delivered, even), and the process
+        // dies before the fold: only the record is in the log.
+        let (id, delivered) = stored_message(&db, second, &phone, MessageStatus::Delivered);
+        append(&db, &log, &[(id, &delivered)]);
+        // And a message still `queued` names nobody.
+        let (id, queued) = stored_message(&db, AccountId::new(), &phone, MessageStatus::Queued);
+        append(&db, &log, &[(id, &queued)]);
+    }
+    let (_db, log) = open(dir.path());
+    assert_eq!(last_sender_folded(&log, &phone), Some(second));
 }

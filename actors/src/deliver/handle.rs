@@ -63,8 +63,37 @@ impl DeliveryHandle {
             .messages
             .in_batch(batch, MessageStatus::Queued)
             .await?;
-        super::schedule::publish_queued(self, &queued).await?;
+        self.publish_queued(&queued).await?;
         Ok(Some(resumed))
+    }
+
+    /// Publishes the messages `ids` (read for their recipients) that are still `queued`.
+    pub(super) async fn publish_queued(&self, ids: &[MessageId]) -> StoreResult<()> {
+        for chunk in ids.chunks(PUBLISH_CHUNK) {
+            let mut records = Vec::with_capacity(chunk.len());
+            for reads in chunk.chunks(READS_IN_FLIGHT) {
+                // Owned futures (a store handle and an id each): the task stays `Send`.
+                let read = futures::future::try_join_all(reads.iter().map(|id| {
+                    let (store, id) = (self.ports.messages.clone(), *id);
+                    async move { store.message(id).await }
+                }))
+                .await?;
+                records.extend(
+                    read.into_iter()
+                        .flatten()
+                        .filter(|m| m.status == MessageStatus::Queued)
+                        .map(|m| QueueRecord::new(m.id, &m.recipient, m.kind)),
+                );
+            }
+            if !records.is_empty() {
+                self.ports
+                    .queue
+                    .publish(records)
+                    .await
+                    .map_err(|e| StoreError::Backend(Box::new(e)))?;
+            }
+        }
+        Ok(())
     }
 
     /// Whether the dispatch loop runs in this process (role `all` or `dispatcher`).
@@ -82,3 +111,8 @@ impl DeliveryHandle {
             .is_ok()
     }
 }
+
+/// Records published at once when a batch's messages are published again.
+const PUBLISH_CHUNK: usize = 16_384;
+/// Message reads in flight while publishing again.
+const READS_IN_FLIGHT: usize = 64;

@@ -80,38 +80,10 @@ async fn release(h: &DeliveryHandle, batch: BatchId) -> StoreResult<()> {
         .into_iter()
         .filter(|id| !published.contains(id))
         .collect();
-    publish_queued(h, &left).await?;
+    h.publish_queued(&left).await?;
     messages.clear_due(batch).await
 }
 
-fn queue_error(e: QueueError) -> StoreError {
+pub(super) fn queue_error(e: QueueError) -> StoreError {
     StoreError::Backend(Box::new(e))
 }
-
-/// Publishes the messages `ids` (read for their recipients) that are still `queued`.
-pub(super) async fn publish_queued(h: &DeliveryHandle, ids: &[MessageId]) -> StoreResult<()> {
-    for chunk in ids.chunks(RELEASE_CHUNK) {
-        let mut records = Vec::with_capacity(chunk.len());
-        for reads in chunk.chunks(READS_IN_FLIGHT) {
-            // Owned futures (a store handle and an id each): the task stays `Send`.
-            let read = futures::future::try_join_all(reads.iter().map(|id| {
-                let (store, id) = (h.ports.messages.clone(), *id);
-                async move { store.message(id).await }
-            }))
-            .await?;
-            records.extend(
-                read.into_iter()
-                    .flatten()
-                    .filter(|m| m.status == MessageStatus::Queued)
-                    .map(|m| QueueRecord::new(m.id, &m.recipient, m.kind)),
-            );
-        }
-        if !records.is_empty() {
-            h.ports.queue.publish(records).await.map_err(queue_error)?;
-        }
-    }
-    Ok(())
-}
-
-/// Message reads in flight while publishing again.
-const READS_IN_FLIGHT: usize = 64;

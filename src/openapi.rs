@@ -36,6 +36,8 @@ use utoipa::{Modify, OpenApi};
         status::resume_queue,
         status::list_queue_messages,
         status::get_message,
+        status::retry_message,
+        status::list_dead_letters,
         status::list_messages,
         contacts::create_contact,
         contacts::list_contacts,

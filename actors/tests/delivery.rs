@@ -332,9 +332,10 @@ async fn a_permanent_failure_ends_failed_dead_lettered_and_refunded() {
     assert_eq!(
         h.ports
             .messages
-            .dead_letters(h.account)
+            .dead_letters(h.account, None, 100)
             .await
             .unwrap()
+            .items
             .len(),
         6
     );
@@ -722,8 +723,13 @@ impl MessageStore for FailingOutcomes {
     async fn clear_due(&self, batch: BatchId) -> StoreResult<()> {
         self.store.clear_due(batch).await
     }
-    async fn dead_letters(&self, account: AccountId) -> StoreResult<Vec<DeadLetter>> {
-        self.store.dead_letters(account).await
+    async fn dead_letters(
+        &self,
+        account: AccountId,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> StoreResult<Page<DeadLetter, MessageId>> {
+        self.store.dead_letters(account, after, limit).await
     }
 }
 

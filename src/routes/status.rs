@@ -18,6 +18,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resume_queue)
         .service(list_queue_messages)
         .service(get_message)
+        .service(retry_message)
+        .service(list_dead_letters)
         .service(list_messages);
 }
 
@@ -471,4 +473,114 @@ pub(crate) async fn list_messages(
     let country = default_country(&state, member.account).await?;
     let filter = query.into_inner().into_filter(member.account, country)?;
     message_listing(&state, filter).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/messages/{id}/retry",
+    tag = "status",
+    description = "Sends a failed message again, with the same id: its cost is reserved again (it was refunded when it failed), it is queued and no longer a dead letter.",
+    params(("id" = String, Path, description = "The message id")),
+    responses(
+        (status = 200, description = "Queued again", body = MessageView),
+        (status = 402, description = "Credits below its cost (`insufficient_balance`); nothing changed", body = crate::error::ErrorBody),
+        (status = 409, description = "The message is not `failed` (`not_failed`)", body = crate::error::ErrorBody),
+    )
+)]
+#[post("/messages/{id}/retry")]
+pub(crate) async fn retry_message(
+    state: web::Data<AppState>,
+    Authenticated(member): Authenticated,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    use sendme_actors::deliver::RetryError;
+    let id: MessageId = path.parse().map_err(|_| ApiError::NotFound("message"))?;
+    let message = state
+        .delivery
+        .retry(member.account, id)
+        .await
+        .map_err(|e| match e {
+            RetryError::NotFound => ApiError::NotFound("message"),
+            RetryError::NotFailed(status) => ApiError::Conflict(
+                "not_failed",
+                format!("the message is {}, not failed", status.as_str()),
+            ),
+            RetryError::Ledger(e) => e.into(),
+            RetryError::Store(e) => e.into(),
+        })?;
+    let batch = state.ports.messages.batch(message.batch).await?;
+    let body = batch.as_ref().map_or("", |b| b.body.as_str());
+    Ok(HttpResponse::Ok().json(message_view(&message, body)))
+}
+
+/// A message that ended `failed`, and why.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct DeadLetterView {
+    message_id: MessageId,
+    queue_id: Option<BatchId>,
+    /// E.164.
+    recipient: Option<String>,
+    /// The last error.
+    reason: String,
+    failed_at: String,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct DeadLetterQuery {
+    /// `nextCursor` of the previous page.
+    cursor: Option<String>,
+    /// 1 to 1000, default 50.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+}
+
+const DEAD_LETTERS: &str = "dead-letters";
+
+#[utoipa::path(
+    get,
+    path = "/api/dead-letters",
+    tag = "status",
+    description = "The caller's failed messages with their last error, in message id order, paged. A retried message leaves the list.",
+    params(DeadLetterQuery),
+    responses(
+        (status = 200, description = "A page of dead letters", body = Listing<DeadLetterView>),
+    )
+)]
+#[get("/dead-letters")]
+pub(crate) async fn list_dead_letters(
+    state: web::Data<AppState>,
+    Authenticated(member): Authenticated,
+    query: web::Query<DeadLetterQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let cursors = state.keys.cursors();
+    let after = q
+        .cursor
+        .map(|c| cursors.open(member.account, DEAD_LETTERS, &c))
+        .transpose()?
+        .map(|id| MessageId(uuid::Uuid::from_bytes(id)));
+    let page = state
+        .ports
+        .messages
+        .dead_letters(member.account, after, page_limit(q.limit)?)
+        .await?;
+    let mut items = Vec::with_capacity(page.items.len());
+    for dead in &page.items {
+        let message = state.ports.messages.message(dead.message).await?;
+        items.push(DeadLetterView {
+            message_id: dead.message,
+            queue_id: message.as_ref().map(|m| m.batch),
+            recipient: message.map(|m| m.recipient.into_string()),
+            reason: dead.reason.clone(),
+            failed_at: rfc3339(dead.at),
+        });
+    }
+    Ok(HttpResponse::Ok().json(Listing {
+        items,
+        next_cursor: page
+            .next
+            .map(|id| cursors.seal(member.account, DEAD_LETTERS, id.as_bytes())),
+    }))
 }

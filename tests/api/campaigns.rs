@@ -36,7 +36,7 @@ impl TestApp {
 #[actix_web::test]
 async fn a_send_due_in_a_second_is_scheduled_charged_and_then_sent() {
     let app = dispatching_app().await;
-    let send_at = at_from_now(1_500);
+    let send_at = at_from_now(3_000);
     let r = app
         .send_to_contacts(&json!({
             "message": HELLO, "contacts": ["3001234567", "3007654321"], "sendAt": send_at,
@@ -125,7 +125,7 @@ async fn a_paused_queue_holds_its_due_messages_and_resume_sends_them() {
     let contacts: Vec<String> = (0..20).map(|i| format!("30055{i:05}")).collect();
     let first: Value = app
         .send_to_contacts(
-            &json!({"message": HELLO, "contacts": contacts, "sendAt": at_from_now(800)}),
+            &json!({"message": HELLO, "contacts": contacts, "sendAt": at_from_now(3_000)}),
         )
         .await
         .json()

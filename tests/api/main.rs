@@ -7,6 +7,7 @@ mod campaigns;
 mod common;
 mod contacts;
 mod contacts_import;
+mod dead_letters;
 mod delivery;
 #[cfg(feature = "kafka")]
 mod distributed;

@@ -299,6 +299,8 @@ async fn the_openapi_document_describes_every_public_endpoint_and_the_error_shap
         ("post", "/api/queues/{queueId}/resume"),
         ("get", "/api/queues/{queueId}/messages"),
         ("get", "/api/messages/{id}"),
+        ("post", "/api/messages/{id}/retry"),
+        ("get", "/api/dead-letters"),
         ("get", "/api/messages"),
         ("post", "/api/contacts"),
         ("get", "/api/contacts"),

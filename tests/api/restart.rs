@@ -104,7 +104,7 @@ async fn a_send_due_while_sendme_was_down_goes_out_on_restart_and_a_paused_queue
     };
     let (server, address, token) = dispatching(data.path());
     let client = client();
-    let send_at = crate::campaigns::at_from_now(1_500);
+    let send_at = crate::campaigns::at_from_now(4_000);
     let mut queues = Vec::new();
     for contacts in [
         vec!["3001234567", "3007654321"],

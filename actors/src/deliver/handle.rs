@@ -96,6 +96,47 @@ impl DeliveryHandle {
         Ok(())
     }
 
+    /// Sends a `failed` message of `account` again, with the same id: reserves its cost
+    /// (it was refunded when it failed), makes it `queued` (no longer a dead letter) and
+    /// publishes it. A reservation whose retry did not apply (another retry won) is
+    /// released; one left by a crash in between is returned by the reconciliation.
+    pub async fn retry(&self, account: AccountId, id: MessageId) -> Result<Message, RetryError> {
+        let message = self
+            .ports
+            .messages
+            .message(id)
+            .await?
+            .filter(|m| m.account == account)
+            .ok_or(RetryError::NotFound)?;
+        if message.status != MessageStatus::Failed {
+            return Err(RetryError::NotFailed(message.status));
+        }
+        let ledger = &self.ports.ledger;
+        ledger.reserve(account, message.cost, message.batch).await?;
+        let change = StatusChange::new(
+            id,
+            MessageStatus::Failed,
+            MessageStatus::Queued,
+            self.clock.now(),
+        )
+        .detail("retried by the client");
+        let retried = match self.writer.submit(change).await {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                ledger.release(account, message.cost, message.batch).await?;
+                return Err(RetryError::NotFailed(MessageStatus::Queued));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let record = QueueRecord::new(retried.id, &retried.recipient, retried.kind);
+        if let Err(e) = self.ports.queue.publish(vec![record]).await {
+            // `queued` in the store: published again on start (embedded) or by the next
+            // resume; the client sees it queued.
+            tracing::error!(error = ?e, message = %id, "publishing a retried message");
+        }
+        Ok(retried)
+    }
+
     /// Whether the dispatch loop runs in this process (role `all` or `dispatcher`).
     pub fn dispatching(&self) -> bool {
         self.dispatching
@@ -116,3 +157,16 @@ impl DeliveryHandle {
 const PUBLISH_CHUNK: usize = 16_384;
 /// Message reads in flight while publishing again.
 const READS_IN_FLIGHT: usize = 64;
+
+/// Why a message could not be retried.
+#[derive(Debug, thiserror::Error)]
+pub enum RetryError {
+    #[error("message not found")]
+    NotFound,
+    #[error("the message is {}, not failed", .0.as_str())]
+    NotFailed(MessageStatus),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

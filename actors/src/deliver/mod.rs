@@ -20,7 +20,7 @@ pub mod schedule;
 mod status_writer;
 
 pub use dispatch::DispatchSettings;
-pub use handle::DeliveryHandle;
+pub use handle::{DeliveryHandle, RetryError};
 pub use receipts::ReceiptOutcome;
 pub use recovery::{reconcile_all, requeue_stale_claims, run_reconciliation, sweep_stale_claims};
 pub use route::{Pacer, ProviderActor, RouteSettings};

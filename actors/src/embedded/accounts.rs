@@ -10,25 +10,40 @@ use async_trait::async_trait;
 impl Keyspaces {
     /// Adds credits and records the top-up in the ledger, atomically and durably.
     pub(super) fn top_up(&self, account: AccountId, amount: u64) -> Result<Account, LedgerError> {
+        self.move_credits(account, LedgerKind::TopUp, amount, None, |acc| {
+            Ok(acc.top_up(amount)?)
+        })
+    }
+
+    /// Changes the account's credits with `change` and records the movement (`kind` of
+    /// `amount`) in the ledger, atomically and durably; nothing if `change` refuses.
+    pub(super) fn move_credits(
+        &self,
+        account: AccountId,
+        kind: LedgerKind,
+        amount: u64,
+        batch: Option<BatchId>,
+        change: impl FnOnce(&mut Account) -> Result<(), LedgerError>,
+    ) -> Result<Account, LedgerError> {
         let guard = self.ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut acc = self.account(account)?.ok_or(LedgerError::AccountNotFound)?;
-        acc.top_up(amount)?;
+        change(&mut acc)?;
         let entry = LedgerEntry {
             id: LedgerEntryId::new(),
             account,
-            kind: LedgerKind::TopUp,
+            kind,
             amount,
-            batch: None,
+            batch,
             at: now_millis(),
         };
-        let mut batch = self.buffered_batch();
-        batch.insert(&self.accounts, account.as_bytes().to_vec(), encode(&acc)?);
-        batch.insert(
+        let mut wb = self.buffered_batch();
+        wb.insert(&self.accounts, account.as_bytes().to_vec(), encode(&acc)?);
+        wb.insert(
             &self.ledger,
             key2(account.as_bytes(), entry.id.as_bytes()),
             encode(&entry)?,
         );
-        batch.commit().map_err(backend)?;
+        wb.commit().map_err(backend)?;
         // Later reservations may read this balance before it is on disk; they are
         // answered only after their own, later, fsync, which covers this write too.
         drop(guard);
@@ -142,5 +157,34 @@ impl Ledger for EmbeddedStore {
 
     async fn reconcile(&self, account: AccountId) -> Result<i64, LedgerError> {
         self.blocking(move |s| s.reconcile(account)).await
+    }
+
+    async fn reserve(
+        &self,
+        account: AccountId,
+        amount: u64,
+        batch: BatchId,
+    ) -> Result<Account, LedgerError> {
+        self.blocking(move |s| {
+            s.move_credits(account, LedgerKind::Reserve, amount, Some(batch), |acc| {
+                Ok(acc.reserve(amount)?)
+            })
+        })
+        .await
+    }
+
+    async fn release(
+        &self,
+        account: AccountId,
+        amount: u64,
+        batch: BatchId,
+    ) -> Result<Account, LedgerError> {
+        self.blocking(move |s| {
+            s.move_credits(account, LedgerKind::Release, amount, Some(batch), |acc| {
+                acc.release(amount);
+                Ok(())
+            })
+        })
+        .await
     }
 }

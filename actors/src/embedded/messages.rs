@@ -198,11 +198,34 @@ impl MessageStore for EmbeddedStore {
         .await
     }
 
-    async fn dead_letters(&self, account: AccountId) -> StoreResult<Vec<DeadLetter>> {
-        self.keyspaces
+    async fn dead_letters(
+        &self,
+        account: AccountId,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> StoreResult<Page<DeadLetter, MessageId>> {
+        let prefix = account.as_bytes();
+        let start = match after {
+            // Just past `after` itself.
+            Some(after) => {
+                let mut k = key2(prefix, after.as_bytes());
+                k.push(0);
+                k
+            }
+            None => prefix.to_vec(),
+        };
+        let mut end = prefix.to_vec();
+        end.extend_from_slice(&[0xff; 17]);
+        let items = self
+            .keyspaces
             .dead_letters
-            .prefix(account.as_bytes())
-            .map(|g| decode(&g.value().map_err(backend)?))
-            .collect()
+            .range(start..end)
+            .take(limit)
+            .map(|g| decode::<DeadLetter>(&g.value().map_err(backend)?))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let next = (items.len() == limit)
+            .then(|| items.last().map(|d| d.message))
+            .flatten();
+        Ok(Page { items, next })
     }
 }

@@ -75,6 +75,13 @@ impl Keyspaces {
             change.apply_to(msg);
             let to = msg.status;
             if to != from {
+                if from == MessageStatus::Failed {
+                    // Retried: no longer a dead letter.
+                    wb.remove(
+                        &self.dead_letters,
+                        key2(msg.account.as_bytes(), id.as_bytes()),
+                    );
+                }
                 if let (MessageStatus::Sent, Some(deadline)) = (from, old_deadline) {
                     receipts.push(ReceiptMark {
                         deadline,

@@ -73,6 +73,22 @@ pub trait Ledger: Send + Sync {
     /// excess returned to the balance, `reserve` for a shortfall). Returns the drift found:
     /// reserved minus what the messages hold, 0 when the books agree.
     async fn reconcile(&self, account: AccountId) -> Result<i64, LedgerError>;
+    /// Moves `amount` from the balance to the reservation for messages of `batch` (a
+    /// retried message), recorded as a `reserve` entry; nothing moves if the balance is
+    /// short.
+    async fn reserve(
+        &self,
+        account: AccountId,
+        amount: u64,
+        batch: BatchId,
+    ) -> Result<Account, LedgerError>;
+    /// Undoes [`Ledger::reserve`] (a `release` entry), for a retry that did not apply.
+    async fn release(
+        &self,
+        account: AccountId,
+        amount: u64,
+        batch: BatchId,
+    ) -> Result<Account, LedgerError>;
 }
 
 /// A page of a listing and the cursor of the next one.
@@ -324,8 +340,14 @@ pub trait MessageStore: Send + Sync {
     /// Takes a batch off the due list (every message of it has left `scheduled` and was
     /// published).
     async fn clear_due(&self, batch: BatchId) -> StoreResult<()>;
-    /// Messages that ended `failed`, with the reason (the dead-letter records).
-    async fn dead_letters(&self, account: AccountId) -> StoreResult<Vec<DeadLetter>>;
+    /// A page of the account's dead letters (its messages that ended `failed`, with the
+    /// reason) in message id order, after `after`. A message retried since is not listed.
+    async fn dead_letters(
+        &self,
+        account: AccountId,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> StoreResult<Page<DeadLetter, MessageId>>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -120,6 +120,40 @@ impl Ledger for ScyllaStore {
         Ok(acc)
     }
 
+    async fn reserve(
+        &self,
+        account: AccountId,
+        amount: u64,
+        batch: BatchId,
+    ) -> Result<Account, LedgerError> {
+        let acc = self
+            .update_balance(account, |acc| {
+                acc.reserve(amount)?;
+                Ok::<_, LedgerError>(())
+            })
+            .await?;
+        self.record(account, LedgerKind::Reserve, amount, Some(batch))
+            .await?;
+        Ok(acc)
+    }
+
+    async fn release(
+        &self,
+        account: AccountId,
+        amount: u64,
+        batch: BatchId,
+    ) -> Result<Account, LedgerError> {
+        let acc = self
+            .update_balance(account, |acc| {
+                acc.release(amount);
+                Ok::<_, LedgerError>(())
+            })
+            .await?;
+        self.record(account, LedgerKind::Release, amount, Some(batch))
+            .await?;
+        Ok(acc)
+    }
+
     async fn entries(&self, account: AccountId) -> StoreResult<Vec<LedgerEntry>> {
         type Row = (
             Uuid,

@@ -177,6 +177,31 @@ impl ScyllaStore {
         Ok(out)
     }
 
+    /// Up to `limit` rows of one statement, read a page at a time.
+    async fn first_rows<R, V>(
+        &self,
+        st: &PreparedStatement,
+        values: &V,
+        limit: usize,
+    ) -> StoreResult<Vec<R>>
+    where
+        R: for<'f, 'm> DeserializeRow<'f, 'm>,
+        V: SerializeRow + ?Sized,
+    {
+        let mut out = Vec::new();
+        self.pages(st, values, |page: Vec<R>| {
+            out.extend(page);
+            if out.len() >= limit {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .await?;
+        out.truncate(limit);
+        Ok(out)
+    }
+
     /// The first row, if any.
     async fn one<R>(
         &self,

@@ -45,32 +45,6 @@ fn inbound_from_row(
     })
 }
 
-/// Reads rows of one statement, a page at a time, until `limit` of them.
-async fn first_rows<R, V>(
-    store: &ScyllaStore,
-    st: &PreparedStatement,
-    values: &V,
-    limit: usize,
-) -> StoreResult<Vec<R>>
-where
-    R: for<'f, 'm> DeserializeRow<'f, 'm>,
-    V: SerializeRow + ?Sized,
-{
-    let mut out = Vec::new();
-    store
-        .pages(st, values, |page: Vec<R>| {
-            out.extend(page);
-            if out.len() >= limit {
-                ControlFlow::Break(())
-            } else {
-                ControlFlow::Continue(())
-            }
-        })
-        .await?;
-    out.truncate(limit);
-    Ok(out)
-}
-
 impl ScyllaStore {
     /// The `last_senders` row of a message that reached `sent`.
     pub(crate) fn last_sender_write<'a>(&'a self, message: &Message) -> Write<'a> {
@@ -126,13 +100,9 @@ impl OptOutStore for ScyllaStore {
     ) -> StoreResult<Page<OptOut, PhoneNumber>> {
         // Every E.164 number sorts after "+" (its first character, then digits).
         let after = after.map_or_else(|| "+".to_owned(), PhoneNumber::into_string);
-        let rows: Vec<OptOutRow> = first_rows(
-            self,
-            &self.st.select_opt_outs_after,
-            &(account.0, after),
-            limit,
-        )
-        .await?;
+        let rows: Vec<OptOutRow> = self
+            .first_rows(&self.st.select_opt_outs_after, &(account.0, after), limit)
+            .await?;
         let items = rows
             .into_iter()
             .map(|row| opt_out_from_row(account, row))
@@ -201,15 +171,17 @@ impl OptOutStore for ScyllaStore {
     ) -> StoreResult<Page<InboundMessage, InboundId>> {
         let rows: Vec<InboundRow> = match before {
             Some(before) => {
-                first_rows(
-                    self,
+                self.first_rows(
                     &self.st.select_inbound_before,
                     &(account.0, before.0),
                     limit,
                 )
                 .await?
             }
-            None => first_rows(self, &self.st.select_inbound, &(account.0,), limit).await?,
+            None => {
+                self.first_rows(&self.st.select_inbound, &(account.0,), limit)
+                    .await?
+            }
         };
         let items = rows
             .into_iter()

@@ -110,7 +110,8 @@ statements! {
     delete_receipt_deadline = "DELETE FROM receipt_deadlines WHERE shard = ? AND deadline = ? AND id = ?";
     select_receipts_due = "SELECT deadline, id FROM receipt_deadlines WHERE shard = ? AND deadline < ?";
     insert_dead_letter = "INSERT INTO dead_letters (account_id, message_id, reason, at) VALUES (?, ?, ?, ?)";
-    select_dead_letters = "SELECT account_id, message_id, reason, at FROM dead_letters WHERE account_id = ?";
+    select_dead_letters = "SELECT account_id, message_id, reason, at FROM dead_letters WHERE account_id = ? AND message_id > ?";
+    delete_dead_letter = "DELETE FROM dead_letters WHERE account_id = ? AND message_id = ?";
 
     // Idempotency keys (the table's default TTL is 24 hours).
     insert_idempotency = "INSERT INTO idempotency_keys (account_id, idempotency_key, fingerprint, status, body, at) VALUES (?, ?, ?, ?, ?, ?)";

@@ -102,6 +102,7 @@ macro_rules! store_contract_tests {
             multipart_receipts_deliver_once_every_part_arrived,
             stale_claims_and_overdue_receipts,
             queued_messages_and_queued_in_batch,
+            a_retried_failed_message_is_reserved_again_queued_and_no_longer_a_dead_letter,
             contacts_are_unique_by_phone_and_need_existing_tags,
             updating_a_contact_keeps_its_indexes_in_step,
             list_contacts_pages_in_id_order_with_and_without_tag,

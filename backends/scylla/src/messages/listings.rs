@@ -273,11 +273,15 @@ impl ScyllaStore {
     pub(super) async fn read_dead_letters(
         &self,
         account: AccountId,
-    ) -> StoreResult<Vec<DeadLetter>> {
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> StoreResult<Page<DeadLetter, MessageId>> {
         type Row = (Uuid, Uuid, Option<String>, Option<CqlTimestamp>);
-        Ok(self
-            .rows::<Row>(&self.st.select_dead_letters, (account.0,))
-            .await?
+        let after = after.map_or(Uuid::nil(), |m| m.0);
+        let rows: Vec<Row> = self
+            .first_rows(&self.st.select_dead_letters, &(account.0, after), limit)
+            .await?;
+        let items: Vec<DeadLetter> = rows
             .into_iter()
             .map(|(account, message, reason, at)| DeadLetter {
                 message: MessageId(message),
@@ -285,7 +289,11 @@ impl ScyllaStore {
                 reason: reason.unwrap_or_default(),
                 at: millis(at),
             })
-            .collect())
+            .collect();
+        let next = (items.len() == limit)
+            .then(|| items.last().map(|d| d.message))
+            .flatten();
+        Ok(Page { items, next })
     }
 
     /// Rows of one status in the work index, from every shard.

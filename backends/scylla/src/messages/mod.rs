@@ -285,7 +285,12 @@ impl MessageStore for ScyllaStore {
         self.undue(batch).await
     }
 
-    async fn dead_letters(&self, account: AccountId) -> StoreResult<Vec<DeadLetter>> {
-        self.read_dead_letters(account).await
+    async fn dead_letters(
+        &self,
+        account: AccountId,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> StoreResult<Page<DeadLetter, MessageId>> {
+        self.read_dead_letters(account, after, limit).await
     }
 }

@@ -227,6 +227,12 @@ impl ScyllaStore {
             return writes;
         }
         let (from, to) = (before.status, after.status);
+        if from == MessageStatus::Failed && to != from {
+            // Retried: no longer a dead letter.
+            writes.push(Box::pin(
+                self.exec(&self.st.delete_dead_letter, (after.account.0, id.0)),
+            ));
+        }
         if from != to {
             writes.push(Box::pin(self.exec(
                 &self.st.update_message_by_batch,

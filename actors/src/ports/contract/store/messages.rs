@@ -233,7 +233,12 @@ pub async fn apply_moves_credits_and_batch_counts(s: Stores) {
     let m = apply_one(&s, failed).await.unwrap();
     assert_eq!(m.last_error.as_deref(), Some("invalid destination"));
     assert_eq!(balance(&s, account).await, (7, 2));
-    let dead = s.messages.dead_letters(account).await.unwrap();
+    let dead = s
+        .messages
+        .dead_letters(account, None, 10)
+        .await
+        .unwrap()
+        .items;
     assert_eq!(dead.len(), 1);
     assert_eq!(
         (dead[0].message, dead[0].account, dead[0].reason.as_str()),
@@ -410,4 +415,84 @@ pub async fn queued_messages_and_queued_in_batch(s: Stores) {
         .await
         .unwrap()
         .is_empty());
+}
+
+pub async fn a_retried_failed_message_is_reserved_again_queued_and_no_longer_a_dead_letter(
+    s: Stores,
+) {
+    let account = account_with(&s, 5).await;
+    let (b, ids) = accepted(
+        &s,
+        account,
+        MessageType::Sms,
+        &[phone(1), phone(2), phone(3)],
+    )
+    .await;
+    for id in &ids {
+        apply_one(&s, change(*id, Queued, Sending)).await.unwrap();
+        apply_one(&s, change(*id, Sending, Failed).detail("rejected"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(balance(&s, account).await, (5, 0), "refunded");
+    let first = s.messages.dead_letters(account, None, 2).await.unwrap();
+    assert_eq!(
+        first.items.iter().map(|d| d.message).collect::<Vec<_>>(),
+        ids[..2]
+    );
+    let rest = s
+        .messages
+        .dead_letters(account, first.next, 2)
+        .await
+        .unwrap();
+    assert_eq!((rest.items.len(), rest.next), (1, None));
+    assert!(s
+        .messages
+        .dead_letters(AccountId::new(), None, 10)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+
+    // A retry: reserved again, then `queued`.
+    s.ledger.reserve(account, 1, b.id).await.unwrap();
+    assert_eq!(balance(&s, account).await, (4, 1));
+    let queued = apply_one(&s, change(ids[1], Failed, Queued)).await.unwrap();
+    assert_eq!(queued.status, Queued);
+    let left = s
+        .messages
+        .dead_letters(account, None, 10)
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(
+        left.iter().map(|d| d.message).collect::<Vec<_>>(),
+        vec![ids[0], ids[2]]
+    );
+    let counts = s.messages.batch(b.id).await.unwrap().unwrap().counts;
+    assert_eq!((counts.failed, counts.queued), (2, 1));
+    assert_eq!(
+        s.ledger.reconcile(account).await.unwrap(),
+        0,
+        "the reservation is the retried message's"
+    );
+    // Sent this time: captured once.
+    apply_one(&s, change(ids[1], Queued, Sending))
+        .await
+        .unwrap();
+    apply_one(&s, change(ids[1], Sending, Sent)).await.unwrap();
+    assert_eq!(balance(&s, account).await, (4, 0));
+
+    // A reservation for a retry that did not apply is released; too little balance
+    // moves nothing.
+    s.ledger.reserve(account, 1, b.id).await.unwrap();
+    s.ledger.release(account, 1, b.id).await.unwrap();
+    assert_eq!(balance(&s, account).await, (4, 0));
+    match s.ledger.reserve(account, 100, b.id).await {
+        Err(LedgerError::InsufficientBalance {
+            needed: 100,
+            available,
+        }) => assert_eq!(available, 4),
+        other => panic!("expected InsufficientBalance, got {other:?}"),
+    }
 }

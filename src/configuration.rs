@@ -4,7 +4,8 @@
 //! variables. The environment name comes from `SENDME_ENVIRONMENT` (default `local`).
 
 use sendme_actors::accept::EngineSettings;
-use sendme_actors::deliver::{DispatchSettings, RouteSettings};
+use sendme_actors::deliver::{CircuitSettings, DispatchSettings, RouteSettings, RoutingRules};
+use sendme_actors::domain::Country;
 use sendme_actors::providers::SimulatedSettings;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,9 @@ pub struct Settings {
     pub demo: DemoSettings,
     pub delivery: DeliveryConfig,
     pub provider: ProviderConfig,
+    /// Provider routes (`providers:`); empty: the one `provider:` above.
+    #[serde(default)]
+    pub providers: Vec<ProviderEntry>,
 }
 
 /// `api` replicas take requests and publish; `dispatcher` replicas consume the queue and
@@ -277,6 +281,118 @@ impl DeliveryConfig {
                 receipt_ttl: Duration::from_secs(provider.receipt_ttl_seconds),
             },
         }
+    }
+}
+
+/// One provider route of `providers:`. What it leaves unset it takes from `provider:`
+/// (the one-provider shorthand), so a route names only what differs.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ProviderEntry {
+    pub name: String,
+    pub kind: Option<ProviderKind>,
+    /// The HTTP provider's URL.
+    pub url: Option<String>,
+    pub rate_per_second: Option<u32>,
+    pub concurrency: Option<usize>,
+    pub max_attempts: Option<u32>,
+    pub dlr_secret: Option<String>,
+    /// ISO 3166-1 alpha-2 countries whose numbers it takes.
+    #[serde(default)]
+    pub countries: Vec<String>,
+    /// E.164 prefixes (`"+57300"`) whose numbers it takes; the longest match wins.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    /// Routes a message moves to, in order, when this one gives up on it or its circuit
+    /// is open.
+    #[serde(default)]
+    pub fallback: Vec<String>,
+    /// Transient failures in a row that open its circuit (default 5).
+    pub circuit_failures: Option<u32>,
+    /// How long its circuit stays open before one probe (default 30,000 ms).
+    pub circuit_open_ms: Option<u64>,
+}
+
+/// A provider route as the engine starts it: the provider's settings and its rules.
+#[derive(Debug, Clone)]
+pub struct ProviderRoute {
+    pub provider: ProviderConfig,
+    pub rules: RoutingRules,
+    pub circuit: CircuitSettings,
+}
+
+impl Settings {
+    /// The provider routes: `providers:` over `provider:`'s defaults, or `provider:` alone.
+    /// Names are unique, fallbacks name routes, countries and prefixes are well formed.
+    pub fn provider_routes(&self) -> anyhow::Result<Vec<ProviderRoute>> {
+        if self.providers.is_empty() {
+            return Ok(vec![ProviderRoute {
+                provider: self.provider.clone(),
+                rules: RoutingRules::default(),
+                circuit: CircuitSettings::default(),
+            }]);
+        }
+        let names: Vec<&str> = self.providers.iter().map(|p| p.name.as_str()).collect();
+        let mut routes = Vec::with_capacity(self.providers.len());
+        for (i, entry) in self.providers.iter().enumerate() {
+            anyhow::ensure!(!entry.name.is_empty(), "providers[{i}] needs a name");
+            anyhow::ensure!(
+                !names[..i].contains(&entry.name.as_str()),
+                "providers: `{}` is named twice",
+                entry.name
+            );
+            routes.push(entry.route(&self.provider, &names)?);
+        }
+        anyhow::ensure!(routes.len() <= 64, "at most 64 providers");
+        Ok(routes)
+    }
+}
+
+impl ProviderEntry {
+    fn route(&self, base: &ProviderConfig, names: &[&str]) -> anyhow::Result<ProviderRoute> {
+        let name = &self.name;
+        for f in &self.fallback {
+            anyhow::ensure!(
+                names.contains(&f.as_str()) && f != name,
+                "providers `{name}`: fallback `{f}` is not another provider"
+            );
+        }
+        let countries = self
+            .countries
+            .iter()
+            .map(|c| c.parse())
+            .collect::<Result<Vec<Country>, _>>()
+            .map_err(|e| anyhow::anyhow!("providers `{name}`: {e}"))?;
+        for p in &self.prefixes {
+            anyhow::ensure!(
+                p.len() > 1 && p.starts_with('+') && p[1..].bytes().all(|b| b.is_ascii_digit()),
+                "providers `{name}`: prefix `{p}` is not `+` and digits"
+            );
+        }
+        let mut provider = base.clone();
+        provider.name = name.clone();
+        provider.kind = self.kind.unwrap_or(base.kind);
+        if let Some(url) = &self.url {
+            provider.http.url = url.clone();
+        }
+        provider.rate_per_second = self.rate_per_second.or(base.rate_per_second);
+        provider.concurrency = self.concurrency.unwrap_or(base.concurrency);
+        provider.max_attempts = self.max_attempts.unwrap_or(base.max_attempts);
+        provider.dlr_secret = self.dlr_secret.clone().or_else(|| base.dlr_secret.clone());
+        let defaults = CircuitSettings::default();
+        Ok(ProviderRoute {
+            provider,
+            rules: RoutingRules {
+                countries,
+                prefixes: self.prefixes.clone(),
+                fallback: self.fallback.clone(),
+            },
+            circuit: CircuitSettings {
+                failures: self.circuit_failures.unwrap_or(defaults.failures),
+                open_for: self
+                    .circuit_open_ms
+                    .map_or(defaults.open_for, Duration::from_millis),
+            },
+        })
     }
 }
 

@@ -1,7 +1,7 @@
 //! Wiring: configuration → backends → engine → HTTP server. `Application::build` binds the
 //! listener (port 0 in tests) and returns before serving, so callers learn the port.
 
-use crate::configuration::{ProviderKind, QueueKind, Settings, StoreKind};
+use crate::configuration::{ProviderKind, ProviderRoute, QueueKind, Settings, StoreKind};
 use crate::demo::{self, DemoCredentials};
 use crate::jwt::JwtKeys;
 use crate::providers::http::HttpProvider;
@@ -14,13 +14,14 @@ use governor::{Quota, RateLimiter};
 use sendme_actors::accept::BroadcastSupervisor;
 use sendme_actors::clock::EngineClock;
 use sendme_actors::deliver::{
-    requeue_stale_claims, run_reconciliation, start_delivery_with, sweep_stale_claims,
-    DeliveryHandle,
+    requeue_stale_claims, run_reconciliation, start_delivery_routes, sweep_stale_claims,
+    DeliveryHandle, RouteSpec,
 };
 use sendme_actors::domain::Millis;
 use sendme_actors::embedded::{EmbeddedStore, InProcessQueue};
 use sendme_actors::ports::{DispatchQueue, Ports, Receipt, SmsProvider};
 use sendme_actors::providers::SimulatedProvider;
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,44 +40,64 @@ pub struct Application {
 
 const DEV_DLR_SECRET: &str = "sendme-local-development-dlr-secret";
 
-fn dlr_secret(settings: &Settings) -> anyhow::Result<Option<Vec<u8>>> {
-    Ok(match &settings.provider.dlr_secret {
-        Some(secret) => Some(secret.as_bytes().to_vec()),
-        None if settings.is_local() => Some(DEV_DLR_SECRET.as_bytes().to_vec()),
-        None if settings.provider.kind == ProviderKind::Http => bail!(
-            "provider `{}` sends receipts: set SENDME__PROVIDER__DLR_SECRET",
-            settings.provider.name
-        ),
-        None => None,
-    })
+/// The key each provider signs its receipts and replies with, by name.
+fn dlr_secrets(
+    settings: &Settings,
+    routes: &[ProviderRoute],
+) -> anyhow::Result<HashMap<String, Vec<u8>>> {
+    let mut secrets = HashMap::new();
+    for route in routes {
+        let p = &route.provider;
+        let secret = match &p.dlr_secret {
+            Some(secret) => secret.as_bytes().to_vec(),
+            None if settings.is_local() => DEV_DLR_SECRET.as_bytes().to_vec(),
+            None if p.kind == ProviderKind::Http => bail!(
+                "provider `{}` sends receipts: set SENDME__PROVIDER__DLR_SECRET",
+                p.name
+            ),
+            None => continue,
+        };
+        secrets.insert(p.name.clone(), secret);
+    }
+    Ok(secrets)
 }
 
-/// A provider and, for the simulated one, where its receipts arrive.
-type ProviderWithReceipts = (
-    Arc<dyn SmsProvider>,
-    Option<mpsc::UnboundedReceiver<Receipt>>,
-);
-
-/// The configured provider.
-fn provider(settings: &Settings, clock: EngineClock) -> anyhow::Result<ProviderWithReceipts> {
-    let p = &settings.provider;
-    Ok(match p.kind {
-        ProviderKind::Simulated => {
-            let (receipts, inbox) = mpsc::unbounded_channel();
-            let sim = SimulatedProvider::new(&p.name, p.simulated.simulated_settings(), clock)
-                .with_receipts(receipts);
-            (Arc::new(sim), Some(inbox))
-        }
-        ProviderKind::Http => {
-            let http = HttpProvider::new(
-                &p.name,
-                &p.http.url,
-                Duration::from_millis(p.http.timeout_ms),
-            )
-            .context("building the HTTP provider client")?;
-            (Arc::new(http), None)
-        }
-    })
+/// The configured provider routes, and where the simulated ones' receipts arrive.
+fn provider_routes(
+    settings: &Settings,
+    routes: &[ProviderRoute],
+    clock: EngineClock,
+) -> anyhow::Result<(Vec<RouteSpec>, Option<mpsc::UnboundedReceiver<Receipt>>)> {
+    let (receipts, inbox) = mpsc::unbounded_channel();
+    let mut simulated = false;
+    let mut specs = Vec::with_capacity(routes.len());
+    for route in routes {
+        let p = &route.provider;
+        let provider: Arc<dyn SmsProvider> = match p.kind {
+            ProviderKind::Simulated => {
+                simulated = true;
+                Arc::new(
+                    SimulatedProvider::new(&p.name, p.simulated.simulated_settings(), clock)
+                        .with_receipts(receipts.clone()),
+                )
+            }
+            ProviderKind::Http => Arc::new(
+                HttpProvider::new(
+                    &p.name,
+                    &p.http.url,
+                    Duration::from_millis(p.http.timeout_ms),
+                )
+                .context("building the HTTP provider client")?,
+            ),
+        };
+        specs.push(RouteSpec {
+            provider,
+            settings: settings.delivery.dispatch_settings(p).route,
+            rules: route.rules.clone(),
+            circuit: route.circuit,
+        });
+    }
+    Ok((specs, simulated.then_some(inbox)))
 }
 
 /// Used only when running locally without a configured secret.
@@ -221,17 +242,19 @@ impl Application {
 
         let supervisor =
             BroadcastSupervisor::start(ports.clone(), &settings.engine.engine_settings());
-        let (provider, receipts) = provider(&settings, clock)?;
-        let delivery = start_delivery_with(
+        let routes = settings.provider_routes()?;
+        let (specs, receipts) = provider_routes(&settings, &routes, clock)?;
+        let delivery = start_delivery_routes(
             ports.clone(),
-            provider,
+            specs,
             receipts,
-            settings.delivery.dispatch_settings(&settings.provider),
+            // The window follows the first route (the primary).
+            settings.delivery.dispatch_settings(&routes[0].provider),
             clock,
             settings.role.dispatches(),
         );
         let shutdown_grace = Duration::from_secs(settings.delivery.shutdown_grace_seconds);
-        let dlr_secret = dlr_secret(&settings)?;
+        let dlr_secrets = dlr_secrets(&settings, &routes)?;
         anyhow::ensure!(
             settings.limits.requests_per_second_per_account > 0,
             "limits.requests_per_second_per_account must be positive"
@@ -254,7 +277,7 @@ impl Application {
             supervisor,
             delivery: delivery.clone(),
             keys,
-            dlr_secret,
+            dlr_secrets,
             rate_limiter: RateLimiter::keyed(Quota::per_second(per_second)),
             idempotency_in_flight: Default::default(),
             shutting_down: shutting_down.clone(),

@@ -18,8 +18,8 @@ pub struct AppState {
     pub supervisor: Supervisor,
     pub delivery: DeliveryHandle,
     pub keys: JwtKeys,
-    /// The key that signs delivery receipts, if any is configured.
-    pub dlr_secret: Option<Vec<u8>>,
+    /// The key each provider signs its receipts and replies with, by provider name.
+    pub dlr_secrets: std::collections::HashMap<String, Vec<u8>>,
     pub rate_limiter: DefaultKeyedRateLimiter<AccountId>,
     /// Set once SIGTERM/Ctrl-C arrived: `/readyz` answers 503 while connections drain.
     pub shutting_down: Arc<AtomicBool>,

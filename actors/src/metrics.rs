@@ -10,6 +10,8 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, Cou
 use std::time::Duration;
 
 pub const RECIPIENTS: &str = "sendme_recipients_total";
+pub const PROVIDER_CIRCUIT: &str = "sendme_provider_circuit_state";
+pub const PROVIDER_FAILOVERS: &str = "sendme_provider_failovers_total";
 pub const MESSAGES: &str = "sendme_messages_total";
 pub const PROVIDER_SEND_DURATION: &str = "sendme_provider_send_duration_seconds";
 pub const PROVIDER_SEND_ERRORS: &str = "sendme_provider_send_errors_total";
@@ -54,6 +56,14 @@ pub fn describe() {
     describe_counter!(
         RECONCILIATIONS,
         "Accounts reconciled (their reservation recomputed from their messages), by outcome."
+    );
+    describe_gauge!(
+        PROVIDER_CIRCUIT,
+        "A provider route's circuit breaker: 0 closed, 1 open (its messages go to a fallback), 2 half-open (one probe)."
+    );
+    describe_counter!(
+        PROVIDER_FAILOVERS,
+        "Messages a provider route passed to a fallback (it gave up on them, or its circuit was open), by route."
     );
     describe_counter!(
         RECIPIENTS,

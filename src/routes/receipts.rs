@@ -121,10 +121,14 @@ pub(super) async fn signed_body(
     payload: web::Payload,
 ) -> Result<web::Bytes, ApiError> {
     let body = read_body(payload, state.settings.server.max_small_body_bytes).await?;
-    if name != state.settings.provider.name {
+    let configured = match state.settings.providers.as_slice() {
+        [] => name == state.settings.provider.name,
+        providers => providers.iter().any(|p| p.name == name),
+    };
+    if !configured {
         return Err(ApiError::NotFound("provider"));
     }
-    let secret = state.dlr_secret.as_deref().ok_or(ApiError::Unauthorized(
+    let secret = state.dlr_secrets.get(name).ok_or(ApiError::Unauthorized(
         "no receipt key is configured for this provider",
     ))?;
     let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());

@@ -17,6 +17,7 @@ mod opt_outs;
 mod preview;
 mod rate_limit;
 mod restart;
+mod routing;
 mod send_all_and_tags;
 mod send_contacts;
 mod status;

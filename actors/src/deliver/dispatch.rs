@@ -4,10 +4,10 @@
 //! messages in flight.
 
 use super::handle::DeliveryHandle;
-use super::route::{Deliver, DeliverAll, ProviderActor, RouteSettings};
+use super::route::{Deliver, DeliverAll, RouteSettings};
+use super::router::RouteTable;
 use crate::domain::*;
 use crate::ports::*;
-use actix::Addr;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,7 +68,7 @@ const CLAIMS_IN_FLIGHT: usize = 3;
 
 pub(super) async fn dispatch_loop(
     h: DeliveryHandle,
-    route: Addr<ProviderActor>,
+    routes: Arc<RouteTable>,
     settings: DispatchSettings,
     mut stopping: watch::Receiver<bool>,
 ) {
@@ -78,8 +78,8 @@ pub(super) async fn dispatch_loop(
         if *stopping.borrow() {
             return;
         }
-        if !route.connected() {
-            tracing::error!("provider actor stopped");
+        if (0..routes.len()).any(|i| !routes.addr(i).is_some_and(|a| a.connected())) {
+            tracing::error!("a provider actor stopped");
             return;
         }
         // Take only as many records as there are free slots in the window.
@@ -111,19 +111,19 @@ pub(super) async fn dispatch_loop(
                 continue;
             }
         };
-        let (h, route, bodies) = (h.clone(), route.clone(), bodies.clone());
+        let (h, routes, bodies) = (h.clone(), routes.clone(), bodies.clone());
         tokio::spawn(async move {
-            claim_and_hand_over(&h, &route, &bodies, records, slots).await;
+            claim_and_hand_over(&h, &routes, &bodies, records, slots).await;
             drop(turn);
         });
     }
 }
 
 /// Claims `records` (`queued → sending`) in one status write and hands the messages
-/// claimed to the route, each with its window slot.
+/// claimed to their routes, each with its window slot.
 async fn claim_and_hand_over(
     h: &DeliveryHandle,
-    route: &Addr<ProviderActor>,
+    routes: &RouteTable,
     bodies: &MessageBodies,
     records: Vec<QueueRecord>,
     slots: Vec<tokio::sync::OwnedSemaphorePermit>,
@@ -156,7 +156,11 @@ async fn claim_and_hand_over(
         }
     };
     let mut skipped = Vec::new();
-    let mut deliver = Vec::with_capacity(records.len());
+    // Per route; with one route, all of them in one group as before.
+    let mut deliver: Vec<Vec<Deliver>> = (0..routes.len().max(1))
+        .map(|i| Vec::with_capacity(if i == 0 { records.len() } else { 0 }))
+        .collect();
+    let mut countries = CountryOf::default();
     for ((record, claim), window) in records.into_iter().zip(claimed).zip(slots) {
         let Some(message) = claim else {
             // Canceled, or already claimed by someone else: never send it twice.
@@ -180,17 +184,25 @@ async fn claim_and_hand_over(
             kind: message.kind,
             attempt: message.attempts + 1,
         };
-        deliver.push(Deliver {
+        let route = if routes.len() > 1 {
+            routes.pick(&sms.to, &mut countries)
+        } else {
+            0
+        };
+        deliver[route].push(Deliver {
             sms,
             record,
             window,
+            tried: 1 << route.min(63),
         });
     }
     // The window bounds what is in flight; no need to wait for the mailbox. A stopped
     // route drops them: the claims are re-queued by the claim sweep (or the next start),
     // and their queue positions are never committed.
-    if !deliver.is_empty() {
-        route.do_send(DeliverAll(deliver));
+    for (route, group) in deliver.into_iter().enumerate() {
+        if let (false, Some(addr)) = (group.is_empty(), routes.addr(route)) {
+            addr.do_send(DeliverAll(group));
+        }
     }
     if !skipped.is_empty() {
         let _ = h.ports.queue.commit(&skipped).await;

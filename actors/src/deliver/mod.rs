@@ -3,8 +3,9 @@
 //! actor; outcomes and receipts are persisted in groups by one status writer, with their
 //! ledger effects, before the queue position is committed.
 //!
-//! - [`dispatch`]: the dispatch loop and its window; [`route`]: the provider actor (pacing,
-//!   concurrency, retries); [`status_writer`]: group commit of status changes;
+//! - [`dispatch`]: the dispatch loop and its window; [`router`]: which provider route a
+//!   message goes to, fallbacks, circuit breakers; [`route`]: the provider actor (pacing,
+//!   concurrency, retries, failover); [`status_writer`]: group commit of status changes;
 //!   [`receipts`]: DLRs; [`recovery`]: stale claims and overdue receipts; [`schedule`]:
 //!   scheduled batches released when due; [`handle`]: what the API holds (cancel, pause,
 //!   resume, receipts, shutdown).
@@ -16,6 +17,7 @@ mod handle;
 mod receipts;
 mod recovery;
 pub mod route;
+pub mod router;
 pub mod schedule;
 mod status_writer;
 
@@ -23,12 +25,14 @@ pub use dispatch::DispatchSettings;
 pub use handle::{DeliveryHandle, RetryError};
 pub use receipts::ReceiptOutcome;
 pub use recovery::{reconcile_all, requeue_stale_claims, run_reconciliation, sweep_stale_claims};
-pub use route::{Pacer, ProviderActor, RouteSettings};
+pub use route::{Pacer, Placement, ProviderActor, RouteSettings};
+pub use router::{CircuitSettings, RoutingRules};
 pub use status_writer::StatusWriter;
 
 use crate::clock::EngineClock;
 use crate::ports::*;
 use actix::Actor;
+use router::{Circuit, RouteTable, TableEntry};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch, Semaphore};
 
@@ -54,15 +58,65 @@ pub fn start_delivery_with(
     clock: EngineClock,
     dispatch: bool,
 ) -> DeliveryHandle {
-    let writer = StatusWriter::start(ports.messages.clone(), settings.max_status_group);
-    let route = ProviderActor::new(
+    let route = RouteSpec {
         provider,
-        settings.route.clone(),
-        writer.clone(),
-        ports.queue.clone(),
-        clock,
-    )
-    .start();
+        settings: settings.route.clone(),
+        rules: RoutingRules::default(),
+        circuit: CircuitSettings::default(),
+    };
+    start_delivery_routes(ports, vec![route], receipts, settings, clock, dispatch)
+}
+
+/// One provider route: its provider, pacing and retries, which messages it takes and
+/// where it passes them on, and its circuit breaker.
+pub struct RouteSpec {
+    pub provider: Arc<dyn SmsProvider>,
+    pub settings: RouteSettings,
+    pub rules: RoutingRules,
+    pub circuit: CircuitSettings,
+}
+
+/// Like [`start_delivery_with`], over several provider routes (the first takes what no
+/// rule sends elsewhere, unless another is for anything).
+pub fn start_delivery_routes(
+    ports: Ports,
+    routes: Vec<RouteSpec>,
+    receipts: Option<mpsc::UnboundedReceiver<Receipt>>,
+    settings: DispatchSettings,
+    clock: EngineClock,
+    dispatch: bool,
+) -> DeliveryHandle {
+    let writer = StatusWriter::start(ports.messages.clone(), settings.max_status_group);
+    let table = Arc::new(RouteTable::default());
+    let entries = routes
+        .into_iter()
+        .enumerate()
+        .map(|(index, spec)| {
+            let name = spec.provider.name().to_owned();
+            let circuit = Arc::new(Circuit::new(&name, spec.circuit, clock));
+            let placement = Placement {
+                index,
+                table: table.clone(),
+                circuit: circuit.clone(),
+            };
+            let addr = ProviderActor::new(
+                spec.provider,
+                spec.settings,
+                writer.clone(),
+                ports.queue.clone(),
+                clock,
+                placement,
+            )
+            .start();
+            TableEntry {
+                name,
+                addr,
+                rules: spec.rules,
+                circuit,
+            }
+        })
+        .collect();
+    table.fill(entries);
     let (shutdown, stopping) = watch::channel(false);
     let window_size = settings.window.max(1);
     let handle = DeliveryHandle {
@@ -78,7 +132,7 @@ pub fn start_delivery_with(
         tokio::spawn(schedule::run_schedule(handle.clone(), stopping.clone()));
         tokio::spawn(dispatch::dispatch_loop(
             handle.clone(),
-            route,
+            table,
             settings.clone(),
             stopping.clone(),
         ));

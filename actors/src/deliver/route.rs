@@ -3,6 +3,7 @@
 //! and jitter, and records every outcome through the status writer before the queue
 //! position is committed.
 
+use super::router::{Admission, Circuit, RouteTable};
 use super::status_writer::StatusWriter;
 use crate::clock::EngineClock;
 use crate::domain::{MessageStatus, ProviderRef, StatusChange};
@@ -152,6 +153,11 @@ pub struct ProviderActor {
 }
 
 struct Route {
+    /// This route's place in `table`.
+    index: usize,
+    /// Every route of the dispatcher: where a message goes when this one passes it on.
+    table: Arc<RouteTable>,
+    circuit: Arc<Circuit>,
     provider: Arc<dyn SmsProvider>,
     settings: RouteSettings,
     pacer: Pacer,
@@ -172,6 +178,13 @@ struct Finished {
     window: OwnedSemaphorePermit,
 }
 
+/// Where a provider actor sits among the routes.
+pub struct Placement {
+    pub index: usize,
+    pub table: Arc<RouteTable>,
+    pub circuit: Arc<Circuit>,
+}
+
 impl ProviderActor {
     pub fn new(
         provider: Arc<dyn SmsProvider>,
@@ -179,9 +192,13 @@ impl ProviderActor {
         writer: StatusWriter,
         queue: Arc<dyn DispatchQueue>,
         clock: EngineClock,
+        placement: Placement,
     ) -> Self {
         let (finished, inbox) = mpsc::unbounded_channel();
         let route = Route {
+            index: placement.index,
+            table: placement.table,
+            circuit: placement.circuit,
             pacer: Pacer::new(settings.rate_per_second, clock),
             concurrency: Arc::new(Semaphore::new(settings.concurrency.max(1))),
             metrics: RouteMetrics::new(provider.name()),
@@ -275,6 +292,8 @@ pub struct Deliver {
     pub sms: OutboundSms,
     pub record: QueueRecord,
     pub window: OwnedSemaphorePermit,
+    /// The routes it has been to (bit per route index), so failover never loops.
+    pub tried: u64,
 }
 
 /// Claimed messages to send (a claim group's), in order.
@@ -332,10 +351,29 @@ impl Route {
             mut sms,
             record,
             window,
+            tried,
         }: Deliver,
     ) -> Option<Finished> {
         loop {
+            if self.circuit.admit() == Admission::Refused {
+                if let Some(next) = self.table.fallback(self.index, tried) {
+                    let passed = Deliver {
+                        sms,
+                        record,
+                        window,
+                        tried,
+                    };
+                    return Box::pin(self.fail_over(passed, next, "circuit open".into())).await;
+                }
+                // Nowhere else to go: the attempt goes ahead (a probe in all but name).
+            }
             let result = self.attempt(&sms).await;
+            match &result {
+                Ok(_) => self.circuit.succeeded(),
+                Err(SendError::Transient(_)) => self.circuit.failed(),
+                // The provider answered: it is up, it just refuses this message.
+                Err(SendError::Permanent(_)) => self.circuit.succeeded(),
+            }
             let now = self.clock.now();
             let change = match result {
                 Ok(ack) => {
@@ -355,6 +393,19 @@ impl Route {
                     }
                     sms.attempt += 1;
                     continue;
+                }
+                Err(SendError::Transient(error))
+                    if self.table.fallback(self.index, tried).is_some() =>
+                {
+                    let next = self.table.fallback(self.index, tried).unwrap_or_default();
+                    let reason = format!("gave up after {} attempts: {error}", sms.attempt);
+                    let passed = Deliver {
+                        sms,
+                        record,
+                        window,
+                        tried,
+                    };
+                    return Box::pin(self.fail_over(passed, next, reason)).await;
                 }
                 Err(e) => {
                     let error = match e {
@@ -380,6 +431,40 @@ impl Route {
                 window,
             });
         }
+    }
+
+    /// Passes a message this route gave up on (or cannot take: its circuit is open) to
+    /// route `next`, with the same id and its attempts counted afresh there, after
+    /// recording on the message who passed it where and why. `None`: nothing for this
+    /// route to persist (or the record failed: the claim times out and is re-queued).
+    async fn fail_over(&self, d: Deliver, next: usize, reason: String) -> Option<Finished> {
+        let Some(addr) = self.table.addr(next) else {
+            release(&*self.queue, std::slice::from_ref(&d.record)).await;
+            return None;
+        };
+        let (from, to) = (self.provider.name(), self.table.name(next));
+        let c = StatusChange::new(
+            d.sms.id,
+            MessageStatus::Sending,
+            MessageStatus::Sending,
+            self.clock.now(),
+        )
+        .detail(format!("passed from {from} to {to}: {reason}"));
+        if self.writer.submit(c).await.is_err() {
+            release(&*self.queue, std::slice::from_ref(&d.record)).await;
+            return None;
+        }
+        metrics::counter!(crate::metrics::PROVIDER_FAILOVERS, "from" => from.to_owned(), "to" => to.to_owned())
+            .increment(1);
+        let mut sms = d.sms;
+        sms.attempt = 1;
+        addr.do_send(DeliverAll(vec![Deliver {
+            sms,
+            record: d.record,
+            window: d.window,
+            tried: d.tried | (1 << next.min(63)),
+        }]));
+        None
     }
 
     /// One attempt: paced, within the concurrency limit, timed.

@@ -64,6 +64,9 @@ enum State {
 pub struct Circuit {
     settings: CircuitSettings,
     state: Mutex<State>,
+    /// `state` is `Closed { failures: 0 }`: the common case, read without the lock (every
+    /// send asks and reports).
+    clear: std::sync::atomic::AtomicBool,
     clock: EngineClock,
     /// 0 closed, 1 open, 2 half-open.
     gauge: metrics::Gauge,
@@ -86,6 +89,7 @@ impl Circuit {
         Self {
             settings,
             state: Mutex::new(State::Closed { failures: 0 }),
+            clear: std::sync::atomic::AtomicBool::new(true),
             clock,
             gauge,
         }
@@ -97,6 +101,10 @@ impl Circuit {
 
     fn set(&self, state: &mut State, next: State) {
         *state = next;
+        self.clear.store(
+            next == State::Closed { failures: 0 },
+            std::sync::atomic::Ordering::Release,
+        );
         self.gauge.set(match next {
             State::Closed { .. } => 0.0,
             State::Open { .. } => 1.0,
@@ -104,8 +112,15 @@ impl Circuit {
         });
     }
 
+    fn is_clear(&self) -> bool {
+        self.clear.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Whether an attempt may go to the provider now.
     pub fn admit(&self) -> Admission {
+        if self.is_clear() {
+            return Admission::Go;
+        }
         let mut state = self.lock();
         match *state {
             State::Closed { .. } => Admission::Go,
@@ -119,6 +134,9 @@ impl Circuit {
 
     /// Whether the circuit refuses attempts now (without taking the probe).
     pub fn is_open(&self) -> bool {
+        if self.is_clear() {
+            return false;
+        }
         match *self.lock() {
             State::Closed { .. } => false,
             State::Open { until } => self.clock.now() < until,
@@ -128,6 +146,9 @@ impl Circuit {
 
     /// The provider took an attempt.
     pub fn succeeded(&self) {
+        if self.is_clear() {
+            return;
+        }
         let mut state = self.lock();
         if *state != (State::Closed { failures: 0 }) {
             self.set(&mut state, State::Closed { failures: 0 });
@@ -144,11 +165,12 @@ impl Circuit {
             State::Closed { failures } if failures + 1 >= self.settings.failures.max(1) => {
                 self.set(&mut state, open);
             }
-            State::Closed { failures } => {
-                *state = State::Closed {
+            State::Closed { failures } => self.set(
+                &mut state,
+                State::Closed {
                     failures: failures + 1,
-                }
-            }
+                },
+            ),
             State::HalfOpen => self.set(&mut state, open),
             State::Open { .. } => {}
         }

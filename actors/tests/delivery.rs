@@ -777,3 +777,71 @@ async fn a_failed_outcome_write_is_retried_until_it_lands_and_nothing_is_sent_tw
     assert_eq!(h.provider.sent().len(), 200);
     h.assert_books_balance().await;
 }
+
+/// An in-process queue that also keeps what is announced (as a log with status topics
+/// would carry it).
+struct Announcing {
+    queue: InProcessQueue,
+    heard: std::sync::Mutex<Vec<StatusEvent>>,
+}
+
+#[async_trait::async_trait]
+impl DispatchQueue for Announcing {
+    async fn publish(&self, records: Vec<QueueRecord>) -> Result<(), QueueError> {
+        self.queue.publish(records).await
+    }
+    async fn poll(&self, max: usize, wait: Duration) -> Result<Vec<QueueRecord>, QueueError> {
+        self.queue.poll(max, wait).await
+    }
+    async fn commit(&self, records: &[QueueRecord]) -> Result<(), QueueError> {
+        self.queue.commit(records).await
+    }
+    fn depth(&self) -> usize {
+        self.queue.depth()
+    }
+    fn announces(&self) -> bool {
+        true
+    }
+    async fn announce(&self, events: Vec<StatusEvent>) -> Result<(), QueueError> {
+        self.heard.lock().unwrap().extend(events);
+        Ok(())
+    }
+}
+
+#[actix::test]
+async fn every_persisted_change_of_status_but_sending_is_announced_once() {
+    let queue = Arc::new(Announcing {
+        queue: InProcessQueue::new(8),
+        heard: Default::default(),
+    });
+    let sim = SimulatedSettings {
+        permanent_failure_rate: 0.5,
+        ..SimulatedSettings::default()
+    };
+    let h = harness_on(sim, DispatchSettings::default(), queue.clone(), |_, _| {}).await;
+    let (batch, ids) = h.broadcast("hello", MessageType::Sms, numbers(20, 0)).await;
+    let settled = h.settle(batch, all_final).await;
+    assert!(settled.counts.failed > 0 && settled.counts.delivered > 0);
+    let heard = queue.heard.lock().unwrap().clone();
+    for id in &ids {
+        let m = h.message(*id).await;
+        let mine: Vec<MessageStatus> = heard
+            .iter()
+            .filter(|e| e.message_id == *id)
+            .map(|e| e.status)
+            .collect();
+        // The first `queued` is the accept's, not a change; `sending` is not announced.
+        let expected: Vec<MessageStatus> = statuses(&m)
+            .into_iter()
+            .skip(1)
+            .filter(|s| *s != MessageStatus::Sending)
+            .collect();
+        assert_eq!(mine, expected, "{m:?}");
+        if m.status == MessageStatus::Failed {
+            let failed = heard
+                .iter()
+                .find(|e| e.message_id == *id && e.status == MessageStatus::Failed);
+            assert!(failed.is_some_and(|e| e.error.is_some()));
+        }
+    }
+}

@@ -86,7 +86,11 @@ pub fn start_delivery_routes(
     clock: EngineClock,
     dispatch: bool,
 ) -> DeliveryHandle {
-    let writer = StatusWriter::start(ports.messages.clone(), settings.max_status_group);
+    let writer = StatusWriter::announcing(
+        ports.messages.clone(),
+        settings.max_status_group,
+        Some(ports.queue.clone()),
+    );
     let table = Arc::new(RouteTable::default());
     let entries = routes
         .into_iter()

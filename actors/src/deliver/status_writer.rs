@@ -20,13 +20,39 @@ pub struct StatusWriter {
     max_group: usize,
 }
 
+/// Where persisted status changes go to be announced, in order, by one task (see
+/// [`StatusWriter::announcing`]).
+type Announce = Option<mpsc::UnboundedSender<Vec<StatusEvent>>>;
+
 /// Groups applied and waiting for their sync at once; the writer waits beyond that.
 const SYNCS_IN_FLIGHT: usize = 4;
 
 impl StatusWriter {
     pub fn start(store: Arc<dyn MessageStore>, max_group: usize) -> Self {
+        Self::announcing(store, max_group, None)
+    }
+
+    /// Like [`StatusWriter::start`], announcing every persisted change of status (but
+    /// `sending`) on `queue` when it [`DispatchQueue::announces`].
+    pub fn announcing(
+        store: Arc<dyn MessageStore>,
+        max_group: usize,
+        queue: Option<Arc<dyn DispatchQueue>>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel::<Pending>(max_group.max(1) * 4);
-        tokio::spawn(Self::run(store, max_group, rx));
+        let announce = queue.filter(|q| q.announces()).map(|queue| {
+            // One task, so one message's events are announced in the order they happened.
+            let (events, mut inbox) = mpsc::unbounded_channel::<Vec<StatusEvent>>();
+            tokio::spawn(async move {
+                while let Some(events) = inbox.recv().await {
+                    if let Err(e) = queue.announce(events).await {
+                        tracing::warn!(error = ?e, "announcing status changes");
+                    }
+                }
+            });
+            events
+        });
+        tokio::spawn(Self::run(store, max_group, rx, announce));
         Self { tx, max_group }
     }
 
@@ -43,18 +69,25 @@ impl StatusWriter {
     /// That thread drives `apply_unsynced` with `Handle::block_on`: its timers and IO
     /// progress because this runtime's own thread keeps running, and while it runs, a
     /// paused test clock does not advance by itself (as with any blocking-pool work).
-    async fn run(store: Arc<dyn MessageStore>, max_group: usize, mut rx: mpsc::Receiver<Pending>) {
+    async fn run(
+        store: Arc<dyn MessageStore>,
+        max_group: usize,
+        mut rx: mpsc::Receiver<Pending>,
+        announce: Announce,
+    ) {
         let syncs = Arc::new(Semaphore::new(SYNCS_IN_FLIGHT));
         let runtime = tokio::runtime::Handle::current();
         let (done, mut answered) = oneshot::channel();
         let _ = done.send(());
         while let Some(first) = rx.recv().await {
             let (store, syncs, runtime) = (store.clone(), syncs.clone(), runtime.clone());
+            let announce = announce.clone();
             let busy = tokio::task::spawn_blocking(move || {
                 let mut next = Some(first);
                 while let Some(first) = next.take().or_else(|| rx.try_recv().ok()) {
                     let group = Self::group(first, &mut rx, max_group);
-                    answered = runtime.block_on(Self::apply(&store, &syncs, group, answered));
+                    answered =
+                        runtime.block_on(Self::apply(&store, &syncs, group, answered, &announce));
                 }
                 (rx, answered)
             });
@@ -95,6 +128,7 @@ impl StatusWriter {
         syncs: &Arc<Semaphore>,
         group: Vec<Pending>,
         previous: oneshot::Receiver<()>,
+        announce: &Announce,
     ) -> oneshot::Receiver<()> {
         let sizes: Vec<usize> = group.iter().map(|(c, _)| c.len()).collect();
         let (changes, replies): (Vec<_>, Vec<_>) = group.into_iter().unzip();
@@ -103,6 +137,7 @@ impl StatusWriter {
         let slot = (syncs.clone().acquire_owned().await).expect("never closed");
         let applied = store.apply_unsynced(changes).await;
         let store = store.clone();
+        let announce = announce.clone();
         let (done, answered) = oneshot::channel();
         tokio::spawn(async move {
             let result = match applied {
@@ -114,6 +149,9 @@ impl StatusWriter {
             match result {
                 Ok(all) => {
                     crate::metrics::record_applied(&from, &all);
+                    if let Some(announce) = announce {
+                        announce_changes(&announce, &from, &all);
+                    }
                     // In the order they were submitted.
                     let mut all = all.into_iter();
                     for (reply, n) in replies.into_iter().zip(sizes) {
@@ -148,5 +186,24 @@ impl StatusWriter {
 
     pub async fn submit(&self, change: StatusChange) -> StoreResult<Option<Message>> {
         Ok(self.submit_many(vec![change]).await?.pop().flatten())
+    }
+}
+
+/// Hands the messages of `applied` whose status changed (`from[i]` is what change `i`
+/// expected), but for `sending`, to the announcing task.
+fn announce_changes(
+    announce: &mpsc::UnboundedSender<Vec<StatusEvent>>,
+    from: &[MessageStatus],
+    applied: &[Option<Message>],
+) {
+    let events: Vec<StatusEvent> = from
+        .iter()
+        .zip(applied)
+        .filter_map(|(from, m)| m.as_ref().filter(|m| m.status != *from))
+        .filter(|m| m.status != MessageStatus::Sending)
+        .map(StatusEvent::of)
+        .collect();
+    if !events.is_empty() {
+        let _ = announce.send(events);
     }
 }

@@ -66,4 +66,51 @@ pub trait DispatchQueue: Send + Sync {
     fn owned_share(&self) -> f64 {
         1.0
     }
+    /// Whether [`DispatchQueue::announce`] tells anyone (a log with status topics).
+    fn announces(&self) -> bool {
+        false
+    }
+    /// Announces persisted status changes to whoever follows them outside SendMe: every
+    /// new status on the status topic, `failed` ones on the dead-letter topic too. Best
+    /// effort: the store is the record, and a failure here is only logged.
+    async fn announce(&self, _events: Vec<StatusEvent>) -> Result<(), QueueError> {
+        Ok(())
+    }
+}
+
+/// A message's new status, as announced on `<prefix>.status` (and, `failed`, on
+/// `<prefix>.dlq`), JSON.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusEvent {
+    /// Stable per (message, status): a consumer dedupes on it.
+    pub event_id: String,
+    pub message_id: MessageId,
+    pub queue_id: BatchId,
+    pub account_id: AccountId,
+    pub recipient: String,
+    pub status: MessageStatus,
+    pub provider: Option<String>,
+    pub at: Millis,
+    /// The last error, for `failed`.
+    pub error: Option<String>,
+}
+
+impl StatusEvent {
+    /// The event of `message` having reached its status.
+    pub fn of(message: &Message) -> Self {
+        Self {
+            event_id: format!("{}-{}", message.id, message.status.as_str()),
+            message_id: message.id,
+            queue_id: message.batch,
+            account_id: message.account,
+            recipient: message.recipient.as_str().to_owned(),
+            status: message.status,
+            provider: message.provider.as_ref().map(|p| p.name.clone()),
+            at: message.updated_at,
+            error: (message.status == MessageStatus::Failed)
+                .then(|| message.last_error.clone())
+                .flatten(),
+        }
+    }
 }

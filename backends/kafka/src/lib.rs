@@ -27,8 +27,8 @@ use rdkafka::message::Message as _;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use sendme_actors::domain::{MessageId, MessageType};
-use sendme_actors::ports::{DispatchQueue, QueueError, QueuePosition, QueueRecord};
+use sendme_actors::domain::{MessageId, MessageStatus, MessageType};
+use sendme_actors::ports::{DispatchQueue, QueueError, QueuePosition, QueueRecord, StatusEvent};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -147,6 +147,37 @@ impl DispatchQueue for KafkaQueue {
                             }
                         }
                     }
+                    Err((e, _)) => return Err(backend(e)),
+                }
+            }
+        }
+        for d in pending {
+            delivered(d).await?;
+        }
+        Ok(())
+    }
+
+    fn announces(&self) -> bool {
+        true
+    }
+
+    /// Every event on `<prefix>.status`, `failed` ones on `<prefix>.dlq` too, keyed by
+    /// message id (one message's events stay in order), JSON.
+    async fn announce(&self, events: Vec<StatusEvent>) -> Result<(), QueueError> {
+        let (status, dlq) = (self.settings.topic("status"), self.settings.topic("dlq"));
+        let mut pending = Vec::with_capacity(events.len());
+        for event in &events {
+            let payload = serde_json::to_vec(event).map_err(backend)?;
+            let key = event.message_id.to_string();
+            let topics: &[&String] = if event.status == MessageStatus::Failed {
+                &[&status, &dlq]
+            } else {
+                &[&status]
+            };
+            for topic in topics {
+                let record = FutureRecord::to(topic).key(&key).payload(&payload);
+                match self.producer.send_result(record) {
+                    Ok(delivery) => pending.push(delivery),
                     Err((e, _)) => return Err(backend(e)),
                 }
             }

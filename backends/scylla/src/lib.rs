@@ -127,7 +127,8 @@ impl ScyllaStore {
             contacts: self.clone(),
             messages: self.clone(),
             idempotency: self.clone(),
-            opt_outs: self,
+            opt_outs: self.clone(),
+            webhooks: self,
             queue,
         }
     }

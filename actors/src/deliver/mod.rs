@@ -7,10 +7,12 @@
 //!   concurrency, retries); [`status_writer`]: group commit of status changes;
 //!   [`receipts`]: DLRs; [`recovery`]: stale claims and overdue receipts; [`schedule`]:
 //!   scheduled batches released when due; [`handle`]: what the API holds (cancel, pause,
-//!   resume, receipts, shutdown).
+//!   resume, receipts, shutdown); [`callbacks`]: status callbacks POSTed from the outbox
+//!   to accounts' webhooks (started with [`DeliveryHandle::start_callbacks`]).
 //!
 //! May use [`crate::domain`], [`crate::ports`], [`crate::clock`] and [`crate::metrics`].
 
+pub mod callbacks;
 pub mod dispatch;
 mod handle;
 mod receipts;
@@ -19,6 +21,7 @@ pub mod route;
 pub mod schedule;
 mod status_writer;
 
+pub use callbacks::CallbackSettings;
 pub use dispatch::DispatchSettings;
 pub use handle::DeliveryHandle;
 pub use receipts::ReceiptOutcome;

@@ -100,7 +100,8 @@ impl CallbackOutbox {
         cursor: Option<&OutboxCursor>,
         max: usize,
     ) -> StoreResult<(Vec<PendingEvent>, OutboxCursor)> {
-        let from = match cursor {
+        // An empty cursor (nothing was read yet) starts at the beginning, like none.
+        let from = match cursor.filter(|c| !c.0.is_empty()) {
             Some(c) => seq_of(&c.0)?.saturating_add(1),
             None => 0,
         };

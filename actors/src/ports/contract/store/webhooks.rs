@@ -19,24 +19,35 @@ async fn outbox_of(
     account: AccountId,
     done: impl Fn(&[PendingEvent]) -> bool,
 ) -> Vec<PendingEvent> {
+    outbox_from(s, None, account, done).await.0
+}
+
+/// [`outbox_of`], read from `start`; also the cursor after the last event.
+async fn outbox_from(
+    s: &Stores,
+    start: Option<OutboxCursor>,
+    account: AccountId,
+    done: impl Fn(&[PendingEvent]) -> bool,
+) -> (Vec<PendingEvent>, Option<OutboxCursor>) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let mut ours = Vec::new();
-        let mut cursor = None;
+        let mut cursor = start.clone();
         loop {
             let (page, next) = s
                 .webhooks
                 .outbox_after(cursor.as_ref(), 1000)
                 .await
                 .unwrap();
-            if page.is_empty() {
-                break;
-            }
+            let end = page.is_empty();
             ours.extend(page.into_iter().filter(|e| e.event.account == account));
             cursor = Some(next);
+            if end {
+                break;
+            }
         }
         if done(&ours) || std::time::Instant::now() > deadline {
-            return ours;
+            return (ours, cursor);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -177,6 +188,9 @@ pub async fn acknowledged_callback_events_are_gone(s: Stores) {
         &[phone(1), phone(2), phone(3)],
     )
     .await;
+    // A reader that reached the end (of an outbox maybe empty) reads on from there.
+    let (none, end) = outbox_from(&s, None, account, |_| true).await;
+    assert!(none.is_empty());
     // One group with two events, one with one.
     s.messages
         .apply(vec![
@@ -189,8 +203,9 @@ pub async fn acknowledged_callback_events_are_gone(s: Stores) {
         .apply(vec![change(ids[2], Queued, Canceled)])
         .await
         .unwrap();
-    let events = outbox_of(&s, account, |e| e.len() >= 3).await;
+    let (events, _) = outbox_from(&s, end, account, |e| e.len() >= 3).await;
     assert_eq!(events.len(), 3);
+    assert_eq!(outbox_of(&s, account, |e| e.len() >= 3).await, events);
     let acked: Vec<EventRef> = events
         .iter()
         .filter(|e| e.event.message != ids[1])

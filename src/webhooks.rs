@@ -8,7 +8,6 @@
 //! loopback, private or link-local address unless `webhooks.allow_private_targets`.
 
 use crate::providers::signature::{sign, unix_now, SIGNATURE_HEADER, TIMESTAMP_HEADER};
-use crate::routes::rfc3339;
 use async_trait::async_trait;
 use reqwest::Url;
 use sendme_actors::domain::{CallbackEvent, Webhook};
@@ -70,6 +69,18 @@ impl<'a> CallbackBody<'a> {
             },
         }
     }
+}
+
+/// RFC 3339 with milliseconds, UTC (as the API shows times; written here so this module
+/// does not depend on the routes that use it).
+fn rfc3339(millis: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }
 
 /// POSTs callbacks with a time limit, following no redirects (a redirect could lead to a

@@ -5,8 +5,8 @@
 use super::group_sync::GroupSync;
 use super::journal::JournalSync;
 use super::keys::{backend, decode, encode};
+use super::outbox::CallbackOutbox;
 use super::status_log::StatusLog;
-use super::webhooks::CallbackOutbox;
 use crate::domain::*;
 use crate::ports::*;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};

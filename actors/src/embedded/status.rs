@@ -6,6 +6,7 @@
 use super::keys::{backend, encode, encode_batch, key2};
 use super::keyspaces::{Keyspaces, StatusGroupBuffers};
 use super::lookup::KnownBatches;
+use super::outbox::EventsEntry;
 use super::record;
 use super::status_log::{Entry, ReceiptMark, Record};
 use crate::domain::*;
@@ -38,7 +39,7 @@ impl Keyspaces {
         let mut senders = Vec::new();
         // Accounts with a webhook (usually none: then nothing below looks further).
         let hooked = self.outbox.hooked();
-        let mut callbacks = Vec::new();
+        let mut callbacks = EventsEntry::default();
 
         for (i, change) in changes.into_iter().enumerate() {
             let at = match index.entry(change.message) {
@@ -118,7 +119,7 @@ impl Keyspaces {
                     _ => {}
                 }
                 if !hooked.is_empty() && is_callback(from, to) && hooked.contains(&msg.account) {
-                    callbacks.push(CallbackEvent::of(msg, change.at));
+                    callbacks.push(msg, change.at);
                 }
                 if let Some(kind) = LedgerKind::of_transition(from, to) {
                     *credits.entry((msg.account, msg.batch, kind)).or_default() += msg.cost;
@@ -150,7 +151,7 @@ impl Keyspaces {
         let staged = self.status_log.stage(&mut wb, records, receipts, senders);
         if !callbacks.is_empty() {
             // One value for the group's events, in the same atomic write.
-            self.outbox.stage(&mut wb, &callbacks)?;
+            self.outbox.stage(&mut wb, callbacks);
         }
         for (id, batch) in &batches {
             wb.insert(&self.batches, id.as_bytes().to_vec(), encode_batch(batch)?);

@@ -750,6 +750,142 @@ fn bench_delivery(c: &mut Criterion) {
     group.finish();
 }
 
+/// A webhook receiver on 127.0.0.1 that answers 204 to everything, counting the POSTs.
+fn start_receiver(system: &actix::SystemRunner) -> (String, Arc<std::sync::atomic::AtomicU64>) {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = received.clone();
+    let url = system.block_on(async move {
+        let server = HttpServer::new(move || {
+            let counter = counter.clone();
+            App::new().default_service(web::to(move || {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                async { HttpResponse::NoContent().finish() }
+            }))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind(("127.0.0.1", 0))
+        .expect("binding the receiver");
+        let port = server.addrs()[0].port();
+        actix_web::rt::spawn(server.run());
+        format!("http://127.0.0.1:{port}/hook")
+    });
+    (url, received)
+}
+
+/// delivery_receipts/*: 100,000 messages through the durable delivery pipeline with the
+/// simulated provider sending a receipt for each (after 10 ms), timed until every one is
+/// `delivered`: with status callbacks off (no webhook), with the outbox written but no
+/// dispatcher (what the status writes pay), and on (the account has a webhook, a local
+/// receiver answers 204, the callback dispatcher runs). The difference is what
+/// callbacks cost the pipeline: the outbox value per status group, and the CPU the
+/// dispatcher and the receiver take meanwhile on the same machine.
+fn bench_delivery_callbacks(c: &mut Criterion) {
+    use sendme::webhooks::HttpCallbackSender;
+    use sendme_actors::clock::EngineClock;
+    use sendme_actors::deliver::{start_delivery, CallbackSettings, DispatchSettings};
+    use sendme_actors::domain::Webhook;
+    use sendme_actors::ports::{QueueRecord, WebhookStore};
+    use sendme_actors::providers::{SimulatedProvider, SimulatedSettings};
+
+    let mut rng = Rng::new(0xca11_bac5);
+    let recipients: Vec<PhoneNumber> = colombian_mobiles(DELIVERY_N, &mut rng)
+        .into_iter()
+        .map(|(p, s)| PhoneNumber::parse(&co_e164(p, s), None).expect("valid"))
+        .collect();
+    let system = System::new();
+    let (url, received) = start_receiver(&system);
+    let mut group = c.benchmark_group("delivery_receipts");
+    group.throughput(Throughput::Elements(DELIVERY_N as u64));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(10));
+    group.sampling_mode(SamplingMode::Flat);
+    // (name, the account has a webhook, the callback dispatcher runs)
+    let modes = [
+        ("simulated_100k_callbacks_off", false, false),
+        ("simulated_100k_callbacks_outbox_only", true, false),
+        ("simulated_100k_callbacks_on", true, true),
+    ];
+    for (name, callbacks, dispatcher) in modes {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                system.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let dir = tempfile::tempdir().expect("a temp dir");
+                        let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+                        let queue = Arc::new(InProcessQueue::new(8));
+                        let ports = Ports::embedded(store.clone(), queue.clone());
+                        let account = rich_account(&store).await;
+                        if callbacks {
+                            let hook = Webhook {
+                                account,
+                                url: url.clone(),
+                                secret: "bench-secret-0123456789".into(),
+                            };
+                            store.put_webhook(&hook).await.expect("webhook");
+                        }
+                        let (batch, messages) = queued_batch(account, &recipients);
+                        let messages = store.accept_batch(&batch, messages).await.expect("write");
+                        let records = messages
+                            .iter()
+                            .map(|(id, recipient)| {
+                                QueueRecord::new(id, recipient, MessageType::Sms)
+                            })
+                            .collect();
+                        queue.publish(records).await.expect("publish");
+                        drop(messages);
+                        let clock = EngineClock::start();
+                        let sim = SimulatedSettings {
+                            receipt_delay: Some(Duration::from_millis(10)),
+                            ..SimulatedSettings::default()
+                        };
+                        let (tx, inbox) = tokio::sync::mpsc::unbounded_channel();
+                        let provider = Arc::new(
+                            SimulatedProvider::new("simulated", sim, clock).with_receipts(tx),
+                        );
+                        let before = received.load(std::sync::atomic::Ordering::Relaxed);
+                        let start = Instant::now();
+                        let delivery = start_delivery(
+                            ports,
+                            provider,
+                            Some(inbox),
+                            DispatchSettings::default(),
+                            clock,
+                        );
+                        if dispatcher {
+                            let sender = HttpCallbackSender::new(Duration::from_secs(5))
+                                .expect("an HTTP client");
+                            delivery.start_callbacks(Arc::new(sender), CallbackSettings::default());
+                        }
+                        loop {
+                            let b = store.batch(batch.id).await.expect("read").expect("batch");
+                            if b.counts.delivered == DELIVERY_N as u64 {
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(2)).await;
+                        }
+                        let took = start.elapsed();
+                        total += took;
+                        if dispatcher {
+                            let posted =
+                                received.load(std::sync::atomic::Ordering::Relaxed) - before;
+                            eprintln!(
+                                "callbacks received while delivering: {posted} in {:.2} s",
+                                took.as_secs_f64()
+                            );
+                        }
+                        delivery.shutdown(Duration::from_secs(5)).await;
+                    }
+                    total
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     bench_normalize,
@@ -757,7 +893,8 @@ criterion_group!(
     bench_segments,
     bench_store,
     bench_pipeline,
-    bench_delivery
+    bench_delivery,
+    bench_delivery_callbacks
 );
 /// `criterion_main!`, with the server's allocator settings first.
 fn main() {

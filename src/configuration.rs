@@ -4,7 +4,9 @@
 //! variables. The environment name comes from `SENDME_ENVIRONMENT` (default `local`).
 
 use sendme_actors::accept::EngineSettings;
-use sendme_actors::deliver::{CircuitSettings, DispatchSettings, RouteSettings, RoutingRules};
+use sendme_actors::deliver::{
+    CallbackSettings, CircuitSettings, DispatchSettings, RouteSettings, RoutingRules,
+};
 use sendme_actors::domain::Country;
 use sendme_actors::providers::SimulatedSettings;
 use serde::Deserialize;
@@ -31,6 +33,53 @@ pub struct Settings {
     /// Provider routes (`providers:`); empty: the one `provider:` above.
     #[serde(default)]
     pub providers: Vec<ProviderEntry>,
+    /// Status callbacks (`webhooks:`); every key has a default.
+    #[serde(default)]
+    pub webhooks: WebhookConfig,
+}
+
+/// `webhooks`: where status callbacks may go and how hard they are tried.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct WebhookConfig {
+    /// Whether a webhook may target loopback, private or link-local addresses (local
+    /// development and tests); false in production, where it would let a client probe the
+    /// network SendMe runs in.
+    pub allow_private_targets: bool,
+    /// An event not delivered after this long is dropped (and counted `expired`).
+    pub max_age_seconds: u64,
+    /// One POST's time limit; a slower answer is a failure, retried.
+    pub timeout_ms: u64,
+    /// Wait before the first retry (then doubling, up to `retry_max_seconds`).
+    pub retry_first_ms: u64,
+    pub retry_max_seconds: u64,
+    /// POSTs in flight at once per account.
+    pub per_account_concurrency: usize,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            allow_private_targets: false,
+            max_age_seconds: 86_400,
+            timeout_ms: 5_000,
+            retry_first_ms: 1_000,
+            retry_max_seconds: 600,
+            per_account_concurrency: 8,
+        }
+    }
+}
+
+impl WebhookConfig {
+    pub fn callback_settings(&self) -> CallbackSettings {
+        CallbackSettings {
+            max_age: Duration::from_secs(self.max_age_seconds),
+            retry_first: Duration::from_millis(self.retry_first_ms.max(1)),
+            retry_max: Duration::from_secs(self.retry_max_seconds.max(1)),
+            per_account_concurrency: self.per_account_concurrency.max(1),
+            ..CallbackSettings::default()
+        }
+    }
 }
 
 /// `api` replicas take requests and publish; `dispatcher` replicas consume the queue and

@@ -13,6 +13,8 @@
 //!   Every failure leaves as the JSON of [`error::ApiError`].
 //! - [`metrics`] installs the Prometheus recorder and times every request by its route
 //!   pattern; [`telemetry`] sets up logs and gives every request an id.
+//! - [`webhooks`] posts status callbacks (signed) to accounts' webhooks for the engine's
+//!   callback dispatcher, and says which webhook URLs are allowed.
 //! - [`openapi`] is the OpenAPI 3.1 document, generated from the handlers' own types.
 //! - The distributed backends are crates of their own: `sendme-scylla` in
 //!   `backends/scylla/` (cargo feature `scylla`) puts every store port on ScyllaDB, and
@@ -38,3 +40,4 @@ pub mod routes;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod webhooks;

@@ -6,6 +6,7 @@
 
 use crate::routes::{
     account, admin, contacts, contacts_import, health, inbound, opt_outs, receipts, send, status,
+    webhooks,
 };
 use actix_web::{get, HttpResponse};
 use std::sync::OnceLock;
@@ -51,6 +52,9 @@ use utoipa::{Modify, OpenApi};
         account::get_account,
         account::get_terms,
         account::accept_terms,
+        webhooks::put_webhook,
+        webhooks::get_webhook,
+        webhooks::delete_webhook,
         admin::create_account,
         admin::add_credits,
         admin::create_member,
@@ -68,14 +72,21 @@ use utoipa::{Modify, OpenApi};
         openapi_json,
     ),
     // Schemas only referenced from `IntoResponses` enums are not collected from the paths.
-    components(schemas(crate::error::ErrorBody, send::EnqueueResult, send::PreviewResult)),
+    components(schemas(
+        crate::error::ErrorBody,
+        send::EnqueueResult,
+        send::PreviewResult,
+        // What a webhook receives (no path returns it).
+        crate::webhooks::CallbackBody,
+        crate::webhooks::CallbackMessage,
+    )),
     modifiers(&CommonResponses),
     tags(
         (name = "send", description = "The seed contract: send one message to many recipients"),
         (name = "status", description = "Queues and messages"),
         (name = "contacts", description = "Contacts and tags"),
         (name = "opt-outs", description = "Numbers that asked not to be messaged, and replies"),
-        (name = "account", description = "The caller's account and the terms of service"),
+        (name = "account", description = "The caller's account, its status-callback webhook and the terms of service"),
         (name = "admin", description = "Platform administration (role `admin`)"),
         (name = "providers", description = "Callbacks from SMS providers"),
         (name = "operations", description = "Health, readiness, metrics, this document"),

@@ -6,6 +6,7 @@ use crate::demo::{self, DemoCredentials};
 use crate::jwt::JwtKeys;
 use crate::providers::http::HttpProvider;
 use crate::state::AppState;
+use crate::webhooks::HttpCallbackSender;
 use crate::{openapi, routes};
 use actix_web::middleware::from_fn;
 use actix_web::{dev::Server, web, App, HttpServer};
@@ -253,6 +254,13 @@ impl Application {
             clock,
             settings.role.dispatches(),
         );
+        if settings.role.dispatches() {
+            // Status callbacks go out where delivery runs.
+            let timeout = Duration::from_millis(settings.webhooks.timeout_ms.max(1));
+            let sender =
+                HttpCallbackSender::new(timeout).context("building the status callback client")?;
+            delivery.start_callbacks(Arc::new(sender), settings.webhooks.callback_settings());
+        }
         let shutdown_grace = Duration::from_secs(settings.delivery.shutdown_grace_seconds);
         let dlr_secrets = dlr_secrets(&settings, &routes)?;
         anyhow::ensure!(

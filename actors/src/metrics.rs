@@ -26,6 +26,9 @@ pub const OUTBOX: &str = "sendme_outbox_records";
 pub const STORE_ERRORS: &str = "sendme_store_errors_total";
 pub const CREDIT_DRIFT: &str = "sendme_credit_drift_credits_total";
 pub const RECONCILIATIONS: &str = "sendme_reconciliations_total";
+pub const CALLBACKS: &str = "sendme_callback_deliveries_total";
+pub const CALLBACK_OUTBOX: &str = "sendme_callback_outbox_events";
+pub const CALLBACK_OLDEST: &str = "sendme_callback_outbox_oldest_age_seconds";
 
 /// HELP texts for the engine's metrics (call once, after installing the recorder).
 pub fn describe() {
@@ -38,6 +41,25 @@ pub fn describe() {
         counter!(CREDIT_DRIFT, "direction" => direction).increment(0);
     }
     metrics::gauge!(OUTBOX).set(0.0);
+    for outcome in CALLBACK_OUTCOMES {
+        counter!(CALLBACKS, "outcome" => outcome).increment(0);
+    }
+    metrics::gauge!(CALLBACK_OUTBOX).set(0.0);
+    metrics::gauge!(CALLBACK_OLDEST).set(0.0);
+    describe_counter!(
+        CALLBACKS,
+        "Status callback attempts by outcome: delivered (2xx), retried (non-2xx, timeout or \
+         unreachable; tried again later), expired (dropped after webhooks.max_age_seconds), \
+         discarded (the account no longer has a webhook)."
+    );
+    describe_gauge!(
+        CALLBACK_OUTBOX,
+        "Status callback events read from the outbox and not yet delivered or dropped."
+    );
+    describe_gauge!(
+        CALLBACK_OLDEST,
+        "Age in seconds of the oldest status callback event not yet delivered (0: none)."
+    );
     describe_counter!(
         STORE_ERRORS,
         "Store writes that failed (disk full, the store unreachable), by what was written."
@@ -240,6 +262,21 @@ pub(crate) fn record_reconciled(drift: i64) {
 /// An account whose reconciliation failed.
 pub(crate) fn record_reconcile_failed() {
     counter!(RECONCILIATIONS, "outcome" => "failed").increment(1);
+}
+
+/// Outcomes of a status callback attempt (the `outcome` label of [`CALLBACKS`]).
+const CALLBACK_OUTCOMES: [&str; 4] = ["delivered", "retried", "expired", "discarded"];
+
+/// One status callback attempt ended with `outcome` (one of [`CALLBACK_OUTCOMES`]).
+pub(crate) fn record_callback(outcome: &'static str) {
+    counter!(CALLBACKS, "outcome" => outcome).increment(1);
+}
+
+/// Callback events held by the dispatcher, and the age of the oldest in milliseconds.
+pub(crate) fn record_callback_outbox(depth: usize, oldest_ms: Option<i64>) {
+    metrics::gauge!(CALLBACK_OUTBOX).set(depth as f64);
+    let age = oldest_ms.map_or(0.0, |ms| ms.max(0) as f64 / 1000.0);
+    metrics::gauge!(CALLBACK_OLDEST).set(age);
 }
 
 /// Records waiting in the outbox relay.

@@ -10,6 +10,7 @@ pub(crate) mod opt_outs;
 pub(crate) mod receipts;
 pub(crate) mod send;
 pub(crate) mod status;
+pub(crate) mod webhooks;
 
 use actix_web::web;
 use sendme_actors::domain::Millis;
@@ -35,6 +36,7 @@ pub fn configure_api(cfg: &mut web::ServiceConfig, max_send_body: usize) {
             .configure(contacts_import::configure)
             .configure(contacts::configure)
             .configure(account::configure)
+            .configure(webhooks::configure)
             .configure(admin::configure)
             .configure(receipts::configure)
             .configure(opt_outs::configure)

@@ -22,3 +22,4 @@ mod send_all_and_tags;
 mod send_contacts;
 mod status;
 mod validation;
+mod webhooks;

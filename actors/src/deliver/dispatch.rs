@@ -4,8 +4,7 @@
 //! messages in flight.
 
 use super::handle::DeliveryHandle;
-use super::route::{Deliver, DeliverAll, RouteSettings};
-use super::router::RouteTable;
+use super::route::{Deliver, DeliverAll, RouteSettings, Routes};
 use crate::domain::*;
 use crate::ports::*;
 use std::collections::HashMap;
@@ -68,7 +67,7 @@ const CLAIMS_IN_FLIGHT: usize = 3;
 
 pub(super) async fn dispatch_loop(
     h: DeliveryHandle,
-    routes: Arc<RouteTable>,
+    routes: Arc<Routes>,
     settings: DispatchSettings,
     mut stopping: watch::Receiver<bool>,
 ) {
@@ -123,7 +122,7 @@ pub(super) async fn dispatch_loop(
 /// claimed to their routes, each with its window slot.
 async fn claim_and_hand_over(
     h: &DeliveryHandle,
-    routes: &RouteTable,
+    routes: &Routes,
     bodies: &MessageBodies,
     records: Vec<QueueRecord>,
     slots: Vec<tokio::sync::OwnedSemaphorePermit>,

@@ -8,10 +8,12 @@
 //!   concurrency, retries, failover); [`status_writer`]: group commit of status changes;
 //!   [`receipts`]: DLRs; [`recovery`]: stale claims and overdue receipts; [`schedule`]:
 //!   scheduled batches released when due; [`handle`]: what the API holds (cancel, pause,
-//!   resume, receipts, shutdown).
+//!   resume, receipts, shutdown); [`callbacks`]: status callbacks POSTed from the outbox
+//!   to accounts' webhooks (started with [`DeliveryHandle::start_callbacks`]).
 //!
 //! May use [`crate::domain`], [`crate::ports`], [`crate::clock`] and [`crate::metrics`].
 
+pub mod callbacks;
 pub mod dispatch;
 mod handle;
 mod receipts;
@@ -21,6 +23,7 @@ pub mod router;
 pub mod schedule;
 mod status_writer;
 
+pub use callbacks::CallbackSettings;
 pub use dispatch::DispatchSettings;
 pub use handle::{DeliveryHandle, RetryError};
 pub use receipts::ReceiptOutcome;
@@ -32,7 +35,8 @@ pub use status_writer::StatusWriter;
 use crate::clock::EngineClock;
 use crate::ports::*;
 use actix::Actor;
-use router::{Circuit, RouteTable, TableEntry};
+use route::Routes;
+use router::{Circuit, TableEntry};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch, Semaphore};
 
@@ -91,7 +95,7 @@ pub fn start_delivery_routes(
         settings.max_status_group,
         Some(ports.queue.clone()),
     );
-    let table = Arc::new(RouteTable::default());
+    let table = Arc::new(Routes::default());
     let entries = routes
         .into_iter()
         .enumerate()

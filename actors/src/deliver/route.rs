@@ -156,7 +156,7 @@ struct Route {
     /// This route's place in `table`.
     index: usize,
     /// Every route of the dispatcher: where a message goes when this one passes it on.
-    table: Arc<RouteTable>,
+    table: Arc<Routes>,
     circuit: Arc<Circuit>,
     provider: Arc<dyn SmsProvider>,
     settings: RouteSettings,
@@ -178,10 +178,13 @@ struct Finished {
     window: OwnedSemaphorePermit,
 }
 
+/// Every provider actor of a dispatcher, by route.
+pub type Routes = RouteTable<actix::Addr<ProviderActor>>;
+
 /// Where a provider actor sits among the routes.
 pub struct Placement {
     pub index: usize,
-    pub table: Arc<RouteTable>,
+    pub table: Arc<Routes>,
     pub circuit: Arc<Circuit>,
 }
 

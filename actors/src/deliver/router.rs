@@ -2,10 +2,8 @@
 //! prefix, else a route for its country, else the first route for anything), each
 //! route's fallbacks, and a circuit breaker per route.
 
-use super::route::ProviderActor;
 use crate::clock::EngineClock;
 use crate::domain::{Country, CountryOf, Millis, PhoneNumber};
-use actix::Addr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -178,25 +176,33 @@ impl Circuit {
 }
 
 /// Every route of this dispatcher, filled in once all their actors are started (a route
-/// names its fallbacks, which may start after it).
-#[derive(Default)]
-pub struct RouteTable {
-    routes: OnceLock<Vec<TableEntry>>,
+/// names its fallbacks, which may start after it). `A` is how a route is reached (its
+/// actor's address).
+pub struct RouteTable<A> {
+    routes: OnceLock<Vec<TableEntry<A>>>,
 }
 
-pub(super) struct TableEntry {
+impl<A> Default for RouteTable<A> {
+    fn default() -> Self {
+        Self {
+            routes: OnceLock::new(),
+        }
+    }
+}
+
+pub(super) struct TableEntry<A> {
     pub(super) name: String,
-    pub(super) addr: Addr<ProviderActor>,
+    pub(super) addr: A,
     pub(super) rules: RoutingRules,
     pub(super) circuit: Arc<Circuit>,
 }
 
-impl RouteTable {
-    pub(super) fn fill(&self, routes: Vec<TableEntry>) {
+impl<A> RouteTable<A> {
+    pub(super) fn fill(&self, routes: Vec<TableEntry<A>>) {
         let _ = self.routes.set(routes);
     }
 
-    fn routes(&self) -> &[TableEntry] {
+    fn routes(&self) -> &[TableEntry<A>] {
         self.routes.get().map_or(&[], Vec::as_slice)
     }
 
@@ -204,7 +210,7 @@ impl RouteTable {
         self.routes().len()
     }
 
-    pub(super) fn addr(&self, route: usize) -> Option<&Addr<ProviderActor>> {
+    pub(super) fn addr(&self, route: usize) -> Option<&A> {
         self.routes().get(route).map(|r| &r.addr)
     }
 

@@ -12,6 +12,7 @@ mod phone;
 mod raw;
 pub mod segments;
 pub mod status;
+pub mod webhook;
 
 pub use account::*;
 pub use credits::{CreditOverflow, InsufficientBalance, LedgerEntry, LedgerKind};
@@ -24,6 +25,7 @@ pub use phone::{
 pub use raw::{RawChunk, RawNumbers};
 pub use segments::{count_segments, Encoding, Segments};
 pub use status::StatusChange;
+pub use webhook::{is_callback, CallbackEvent, Webhook};
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;

@@ -5,6 +5,7 @@
 use super::group_sync::GroupSync;
 use super::journal::JournalSync;
 use super::keys::{backend, decode, encode};
+use super::outbox::CallbackOutbox;
 use super::status_log::StatusLog;
 use crate::domain::*;
 use crate::ports::*;
@@ -55,6 +56,10 @@ pub(super) struct Keyspaces {
     /// Who last messaged a number: E.164 → account id (written by the status log's fold
     /// from the messages that reached `sent`).
     pub(super) last_senders: Keyspace,
+    /// Status-callback webhooks: account id → [`Webhook`].
+    pub(super) webhooks: Keyspace,
+    /// The outbox of status callbacks (one entry per status group) and who has a webhook.
+    pub(super) outbox: CallbackOutbox,
     /// Serializes read-modify-write of balances (one process owns the data dir).
     pub(super) ledger_lock: Mutex<()>,
     /// Serializes the read-check-write of idempotency claims and of opt-outs.
@@ -116,7 +121,11 @@ impl Keyspaces {
             last_senders.clone(),
             &batches,
         )?);
+        let webhooks = ks("webhooks")?;
+        let outbox = CallbackOutbox::open(&webhooks, ks("callback_outbox")?)?;
         Ok(Keyspaces {
+            webhooks,
+            outbox,
             accounts: ks("accounts")?,
             members: ks("members")?,
             ledger: ks("ledger")?,

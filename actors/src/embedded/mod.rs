@@ -6,7 +6,8 @@
 //!   [`status_log`] (status changes as a log folded into the message records), [`lookup`]
 //!   and [`messages`] (reads and listings), [`accounts`], [`contacts`], [`idempotency`],
 //!   [`opt_outs`] (opt-outs, inbound replies, who last messaged a number),
-//!   [`migrate`] (what opening a data directory repairs).
+//!   [`migrate`] (what opening a data directory repairs), [`webhooks`] and [`outbox`]
+//!   (status-callback webhooks and their outbox).
 //! - [`InProcessQueue`]: the partitioned dispatch queue, rebuilt from the store on start.
 //!
 //! May use [`crate::domain`] and [`crate::ports`]; nothing of accept or delivery.
@@ -23,6 +24,7 @@ mod lookup;
 mod messages;
 mod migrate;
 mod opt_outs;
+mod outbox;
 mod queue;
 mod record;
 mod status;
@@ -30,6 +32,7 @@ mod status_log;
 mod store;
 #[cfg(test)]
 mod tests;
+mod webhooks;
 
 pub use queue::{InProcessConsumer, InProcessQueue};
 pub use store::EmbeddedStore;
@@ -46,7 +49,8 @@ impl Ports {
             contacts: store.clone(),
             messages: store.clone(),
             idempotency: store.clone(),
-            opt_outs: store,
+            opt_outs: store.clone(),
+            webhooks: store,
             queue,
         }
     }

@@ -1,10 +1,12 @@
 //! Status changes: a group of conditional transitions applied in one atomic write, with
 //! their batch counts, dead letters, receipt marks and credit movements
-//! ([`crate::domain::credits`]).
+//! ([`crate::domain::credits`]), and the status-callback events of accounts with a webhook
+//! (one outbox value per group, see `super::webhooks`).
 
 use super::keys::{backend, encode, encode_batch, key2};
 use super::keyspaces::{Keyspaces, StatusGroupBuffers};
 use super::lookup::KnownBatches;
+use super::outbox::EventsEntry;
 use super::record;
 use super::status_log::{Entry, ReceiptMark, Record};
 use crate::domain::*;
@@ -35,6 +37,9 @@ impl Keyspaces {
         let mut claimed = self.read_claimed(&changes, &recent)?;
         let mut receipts = Vec::new();
         let mut senders = Vec::new();
+        // Accounts with a webhook (usually none: then nothing below looks further).
+        let hooked = self.outbox.hooked();
+        let mut callbacks = EventsEntry::default();
 
         for (i, change) in changes.into_iter().enumerate() {
             let at = match index.entry(change.message) {
@@ -120,6 +125,9 @@ impl Keyspaces {
                     }
                     _ => {}
                 }
+                if !hooked.is_empty() && is_callback(from, to) && hooked.contains(&msg.account) {
+                    callbacks.push(msg, change.at);
+                }
                 if let Some(kind) = LedgerKind::of_transition(from, to) {
                     *credits.entry((msg.account, msg.batch, kind)).or_default() += msg.cost;
                 }
@@ -148,6 +156,10 @@ impl Keyspaces {
             }
         }
         let staged = self.status_log.stage(&mut wb, records, receipts, senders);
+        if !callbacks.is_empty() {
+            // One value for the group's events, in the same atomic write.
+            self.outbox.stage(&mut wb, callbacks);
+        }
         for (id, batch) in &batches {
             wb.insert(&self.batches, id.as_bytes().to_vec(), encode_batch(batch)?);
             if batch.counts.holding_credits() == 0 {

@@ -2,6 +2,7 @@
 
 use super::{
     AccountStore, ContactStore, DispatchQueue, IdempotencyStore, Ledger, MessageStore, OptOutStore,
+    WebhookStore,
 };
 use std::sync::Arc;
 
@@ -14,5 +15,6 @@ pub struct Ports {
     pub messages: Arc<dyn MessageStore>,
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub opt_outs: Arc<dyn OptOutStore>,
+    pub webhooks: Arc<dyn WebhookStore>,
     pub queue: Arc<dyn DispatchQueue>,
 }

@@ -5,7 +5,8 @@
 //!
 //! - [`store`]: accounts, credits, contacts, messages, idempotency keys and opt-outs;
 //! - [`queue`]: the partitioned dispatch queue between accept and delivery;
-//! - [`provider`]: an SMS provider and its delivery receipts.
+//! - [`provider`]: an SMS provider and its delivery receipts;
+//! - [`webhooks`]: accounts' status-callback webhooks, their outbox, and what posts them.
 //!
 //! May use [`crate::domain`] only.
 
@@ -15,10 +16,12 @@ pub mod contract;
 pub mod provider;
 pub mod queue;
 pub mod store;
+pub mod webhooks;
 
 pub use bundle::Ports;
 pub use provider::*;
 pub use queue::*;
 pub use store::*;
+pub use webhooks::*;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

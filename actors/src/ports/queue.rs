@@ -83,7 +83,7 @@ pub trait DispatchQueue: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusEvent {
-    /// Stable per (message, status): a consumer dedupes on it.
+    /// Stable per (message, status), as the webhooks' `eventId`: a consumer dedupes on it.
     pub event_id: String,
     pub message_id: MessageId,
     pub queue_id: BatchId,
@@ -100,7 +100,7 @@ impl StatusEvent {
     /// The event of `message` having reached its status.
     pub fn of(message: &Message) -> Self {
         Self {
-            event_id: format!("{}-{}", message.id, message.status.as_str()),
+            event_id: format!("{}.{}", message.id, message.status.as_str()),
             message_id: message.id,
             queue_id: message.batch,
             account_id: message.account,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 fn event(status: MessageStatus, error: Option<&str>) -> StatusEvent {
     let id = MessageId::new();
     StatusEvent {
-        event_id: format!("{id}-{}", status.as_str()),
+        event_id: format!("{id}.{}", status.as_str()),
         message_id: id,
         queue_id: BatchId::new(),
         account_id: AccountId::new(),

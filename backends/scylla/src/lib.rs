@@ -1,6 +1,6 @@
 //! The store ports on ScyllaDB (the app's cargo feature `scylla`): [`ScyllaStore`] implements
 //! [`AccountStore`], [`Ledger`], [`ContactStore`], [`MessageStore`] and
-//! [`IdempotencyStore`] and [`OptOutStore`] with the semantics of the embedded store, for deployments where
+//! [`IdempotencyStore`], [`OptOutStore`] and [`WebhookStore`] with the semantics of the embedded store, for deployments where
 //! several SendMe processes share one database.
 //!
 //! - Every statement is prepared once, when the store connects ([`statements`]).
@@ -12,6 +12,8 @@
 //!   second claim of a message is skipped, exactly like the embedded store's check.
 //! - Contact scans page through the buckets; writes of many rows run with bounded
 //!   concurrency ([`ScyllaSettings::write_concurrency`]).
+//! - Status callbacks: a pending outbox row is written before the message's conditional
+//!   update and confirmed against the message by the reader (see `webhooks.rs`).
 //! - The schema lives in `schema/*.cql` at the repository root, embedded in the binary
 //!   and applied by `sendme migrate` ([`schema::migrate`]).
 
@@ -23,6 +25,7 @@ mod opt_outs;
 pub mod schema;
 mod settings;
 mod statements;
+mod webhooks;
 
 pub use schema::migrate;
 pub use settings::ScyllaSettings;
@@ -59,6 +62,8 @@ pub struct ScyllaStore {
     st: Statements,
     /// Writes in flight at once while accepting a batch or applying status changes.
     write_concurrency: usize,
+    /// Which accounts have a webhook, as last read (see `webhooks.rs`).
+    hooked: webhooks::HookedCache,
 }
 
 pub(crate) fn session_builder(settings: &ScyllaSettings) -> SessionBuilder {
@@ -116,6 +121,7 @@ impl ScyllaStore {
             session,
             st,
             write_concurrency: settings.write_concurrency.max(1),
+            hooked: Default::default(),
         })
     }
 
@@ -127,7 +133,8 @@ impl ScyllaStore {
             contacts: self.clone(),
             messages: self.clone(),
             idempotency: self.clone(),
-            opt_outs: self,
+            opt_outs: self.clone(),
+            webhooks: self,
             queue,
         }
     }

@@ -20,6 +20,10 @@ pub const SCHEMA_FILES: &[(&str, &str)] = &[
         "004_schedules.cql",
         include_str!("../../../schema/004_schedules.cql"),
     ),
+    (
+        "005_webhooks.cql",
+        include_str!("../../../schema/005_webhooks.cql"),
+    ),
 ];
 
 /// The statements of a schema file: comments removed, split at `;`, blanks dropped.

@@ -140,4 +140,14 @@ statements! {
     insert_inbound = "INSERT INTO inbound_messages (account_id, id, from_phone, to_address, body, provider, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)";
     select_inbound = "SELECT id, from_phone, to_address, body, provider, received_at FROM inbound_messages WHERE account_id = ?";
     select_inbound_before = "SELECT id, from_phone, to_address, body, provider, received_at FROM inbound_messages WHERE account_id = ? AND id < ?";
+
+    // Status callbacks: webhooks and the outbox (see `webhooks.rs`).
+    upsert_webhook = "INSERT INTO webhooks (account_id, url, secret) VALUES (?, ?, ?)";
+    select_webhook = "SELECT url, secret FROM webhooks WHERE account_id = ?";
+    delete_webhook = "DELETE FROM webhooks WHERE account_id = ?";
+    /// A pending event, written before the message's conditional update.
+    insert_callback = "INSERT INTO callback_outbox (bucket, id, message_id, status, account_id) VALUES (?, ?, ?, ?, ?)";
+    /// One bucket's events after a cursor and before the settle window.
+    select_callbacks_between = "SELECT id, message_id, status, account_id FROM callback_outbox WHERE bucket = ? AND id > ? AND id < ?";
+    delete_callback = "DELETE FROM callback_outbox WHERE bucket = ? AND id = ?";
 }

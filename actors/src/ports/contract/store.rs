@@ -9,7 +9,7 @@
 //!
 //! The cases, by concern: [`accounts`] (accounts, the ledger, accepting batches),
 //! [`messages`] (reading messages, status changes), [`contacts`], [`idempotency`],
-//! [`opt_outs`], [`schedules`].
+//! [`opt_outs`], [`schedules`], [`webhooks`] (webhooks and the outbox of status callbacks).
 
 pub mod accounts;
 pub mod contacts;
@@ -17,6 +17,7 @@ pub mod idempotency;
 pub mod messages;
 pub mod opt_outs;
 pub mod schedules;
+pub mod webhooks;
 
 pub use accounts::*;
 pub use contacts::*;
@@ -24,6 +25,7 @@ pub use idempotency::*;
 pub use messages::*;
 pub use opt_outs::*;
 pub use schedules::*;
+pub use webhooks::*;
 
 use crate::domain::*;
 use crate::ports::*;
@@ -39,6 +41,7 @@ pub struct Stores {
     pub messages: Arc<dyn MessageStore>,
     pub idempotency: Arc<dyn IdempotencyStore>,
     pub opt_outs: Arc<dyn OptOutStore>,
+    pub webhooks: Arc<dyn WebhookStore>,
     /// Whatever must outlive the store (a temporary directory); dropped last.
     _keep: Option<Arc<dyn Any + Send + Sync>>,
 }
@@ -52,6 +55,7 @@ impl Stores {
             + MessageStore
             + IdempotencyStore
             + OptOutStore
+            + WebhookStore
             + 'static,
     {
         Stores {
@@ -60,7 +64,8 @@ impl Stores {
             contacts: store.clone(),
             messages: store.clone(),
             idempotency: store.clone(),
-            opt_outs: store,
+            opt_outs: store.clone(),
+            webhooks: store,
             _keep: None,
         }
     }
@@ -120,6 +125,9 @@ macro_rules! store_contract_tests {
             inbound_messages_are_listed_newest_first_per_account,
             a_scheduled_batch_holds_its_credits_and_is_due_from_its_time,
             a_paused_batch_is_not_claimed_until_it_is_resumed,
+            webhooks_round_trip_and_are_scoped_by_account,
+            callback_events_are_recorded_with_the_status_changes_that_applied,
+            acknowledged_callback_events_are_gone,
         }
     };
     ($($input:tt)*) => {

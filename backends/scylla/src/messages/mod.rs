@@ -36,7 +36,7 @@ fn shard(id: MessageId) -> i16 {
 }
 
 /// Milliseconds encoded in a UUIDv7.
-fn v7_millis(id: Uuid) -> i64 {
+pub(crate) fn v7_millis(id: Uuid) -> i64 {
     let b = id.as_bytes();
     let mut ms = [0u8; 8];
     ms[2..].copy_from_slice(&b[..6]);
@@ -45,7 +45,7 @@ fn v7_millis(id: Uuid) -> i64 {
 
 /// The smallest UUIDv7 created at `millis` (version and variant bits set, so ScyllaDB
 /// compares it with real v7 ids byte by byte).
-fn v7_floor(millis: Millis) -> Uuid {
+pub(crate) fn v7_floor(millis: Millis) -> Uuid {
     let ms = millis.clamp(0, (1 << 48) - 1) as u64;
     let mut b = [0u8; 16];
     b[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
@@ -66,7 +66,7 @@ fn kind_from_str(s: &str) -> StoreResult<MessageType> {
     }
 }
 
-fn status_from_str(s: &str) -> StoreResult<MessageStatus> {
+pub(crate) fn status_from_str(s: &str) -> StoreResult<MessageStatus> {
     MessageStatus::parse(s).ok_or_else(|| corrupt(format!("unknown status `{s}`")))
 }
 

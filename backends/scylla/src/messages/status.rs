@@ -91,6 +91,11 @@ impl ScyllaStore {
                     break;
                 }
                 let next = next_state(msg, &change);
+                // Before the update, so no applied change is without its event (the
+                // reader confirms it against the message: see `webhooks.rs`).
+                if is_callback(msg.status, next.status) && self.has_webhook(msg.account).await? {
+                    self.write_pending_callback(&next).await?;
+                }
                 let done = self
                     .lwt(
                         &self.st.update_message,

@@ -85,7 +85,7 @@ pub fn describe() {
     );
     describe_counter!(
         PROVIDER_FAILOVERS,
-        "Messages a provider route passed to a fallback (it gave up on them, or its circuit was open), by route."
+        "Messages a provider route passed to a fallback (it gave up on them, or its circuit was open), by the route that passed them (the message's events say where to)."
     );
     describe_counter!(
         RECIPIENTS,
@@ -206,6 +206,7 @@ pub(crate) struct RouteMetrics {
     transient_errors: Counter,
     permanent_errors: Counter,
     rate_wait: Histogram,
+    failovers: Counter,
 }
 
 /// How one send attempt ended, for the metrics.
@@ -225,7 +226,9 @@ impl RouteMetrics {
             permanent: metrics::histogram!(PROVIDER_SEND_DURATION, "provider" => p.clone(), "outcome" => "permanent_error"),
             transient_errors: counter!(PROVIDER_SEND_ERRORS, "provider" => p.clone(), "kind" => "transient"),
             permanent_errors: counter!(PROVIDER_SEND_ERRORS, "provider" => p.clone(), "kind" => "permanent"),
-            rate_wait: metrics::histogram!(RATE_LIMITER_WAIT, "provider" => p),
+            rate_wait: metrics::histogram!(RATE_LIMITER_WAIT, "provider" => p.clone()),
+            // Registered at 0, so the series exists before the first failover.
+            failovers: counter!(PROVIDER_FAILOVERS, "provider" => p),
         }
     }
 
@@ -242,6 +245,10 @@ impl RouteMetrics {
                 self.permanent_errors.increment(1);
             }
         }
+    }
+
+    pub(crate) fn failover(&self) {
+        self.failovers.increment(1);
     }
 
     pub(crate) fn rate_wait(&self, waited: Duration) {

@@ -457,8 +457,7 @@ impl Route {
             release(&*self.queue, std::slice::from_ref(&d.record)).await;
             return None;
         }
-        metrics::counter!(crate::metrics::PROVIDER_FAILOVERS, "from" => from.to_owned(), "to" => to.to_owned())
-            .increment(1);
+        self.metrics.failover();
         let mut sms = d.sms;
         sms.attempt = 1;
         addr.do_send(DeliverAll(vec![Deliver {

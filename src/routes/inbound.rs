@@ -5,14 +5,14 @@
 //! listed at `GET /api/inbound`.
 
 use super::receipts::signed_body;
-use super::{page_limit, rfc3339, Listing};
+use super::{page_limit, rfc3339, Listing, PageQuery};
 use crate::auth::Authenticated;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use sendme_actors::domain::*;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(receive_inbound).service(list_inbound);
@@ -142,16 +142,6 @@ impl<'a> From<&'a InboundMessage> for InboundView<'a> {
     }
 }
 
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct InboundQuery {
-    /// `nextCursor` of the previous page.
-    cursor: Option<String>,
-    /// 1 to 1000, default 50.
-    #[param(minimum = 1, maximum = 1000)]
-    limit: Option<usize>,
-}
-
 const LISTING: &str = "inbound";
 
 #[utoipa::path(
@@ -159,7 +149,7 @@ const LISTING: &str = "inbound";
     path = "/api/inbound",
     tag = "opt-outs",
     description = "Replies to the account's messages that were not keywords, newest first, paged.",
-    params(InboundQuery),
+    params(PageQuery),
     responses(
         (status = 200, description = "A page of replies", body = Listing<InboundView>),
         (status = 400, description = "Bad `limit` or `cursor` (`invalid_request`)", body = ErrorBody),
@@ -169,7 +159,7 @@ const LISTING: &str = "inbound";
 pub(crate) async fn list_inbound(
     state: web::Data<AppState>,
     Authenticated(member): Authenticated,
-    query: web::Query<InboundQuery>,
+    query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
     let cursors = state.keys.cursors();

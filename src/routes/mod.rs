@@ -90,6 +90,17 @@ pub struct Listing<T> {
     pub next_cursor: Option<String>,
 }
 
+/// The query of a listing that takes only a cursor and a page size.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// `nextCursor` of the previous page.
+    pub cursor: Option<String>,
+    /// 1 to 1000, default 50.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+}
+
 /// `limit` query parameter: default 50, at most 1000.
 pub fn page_limit(limit: Option<usize>) -> Result<usize, crate::error::ApiError> {
     match limit {

@@ -3,14 +3,14 @@
 //! as `optedOut`, never charged). Replies such as STOP add one too (`inbound.rs`).
 
 use super::contacts::parse_phone;
-use super::{page_limit, rfc3339, Listing};
+use super::{page_limit, rfc3339, Listing, PageQuery};
 use crate::auth::Authenticated;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use actix_web::{delete, get, post, web, HttpResponse};
 use sendme_actors::domain::*;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(create_opt_out)
@@ -81,16 +81,6 @@ pub(crate) async fn create_opt_out(
         HttpResponse::Ok()
     };
     Ok(response.json(OptOutView::from(&held)))
-}
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct PageQuery {
-    /// `nextCursor` of the previous page.
-    cursor: Option<String>,
-    /// 1 to 1000, default 50.
-    #[param(minimum = 1, maximum = 1000)]
-    limit: Option<usize>,
 }
 
 /// A number as a cursor's 16 bytes: its digits, an integer (E.164 digits never start

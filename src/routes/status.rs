@@ -1,6 +1,6 @@
 //! Status and audit: queues (batches) and messages, always scoped to the caller's account.
 
-use super::{page_limit, parse_rfc3339, rfc3339, Listing};
+use super::{page_limit, parse_rfc3339, rfc3339, Listing, PageQuery};
 use crate::auth::Authenticated;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -449,9 +449,14 @@ pub(crate) async fn get_message(
         .await?
         .filter(|m| m.account == member.account)
         .ok_or(ApiError::NotFound("message"))?;
+    message_response(&state, &message).await
+}
+
+/// 200 with `message` and the body its batch holds.
+async fn message_response(state: &AppState, message: &Message) -> Result<HttpResponse, ApiError> {
     let batch = state.ports.messages.batch(message.batch).await?;
     let body = batch.as_ref().map_or("", |b| b.body.as_str());
-    Ok(HttpResponse::Ok().json(message_view(&message, body)))
+    Ok(HttpResponse::Ok().json(message_view(message, body)))
 }
 
 #[utoipa::path(
@@ -508,9 +513,7 @@ pub(crate) async fn retry_message(
             RetryError::Ledger(e) => e.into(),
             RetryError::Store(e) => e.into(),
         })?;
-    let batch = state.ports.messages.batch(message.batch).await?;
-    let body = batch.as_ref().map_or("", |b| b.body.as_str());
-    Ok(HttpResponse::Ok().json(message_view(&message, body)))
+    message_response(&state, &message).await
 }
 
 /// A message that ended `failed`, and why.
@@ -526,16 +529,6 @@ pub(crate) struct DeadLetterView {
     failed_at: String,
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct DeadLetterQuery {
-    /// `nextCursor` of the previous page.
-    cursor: Option<String>,
-    /// 1 to 1000, default 50.
-    #[param(minimum = 1, maximum = 1000)]
-    limit: Option<usize>,
-}
-
 const DEAD_LETTERS: &str = "dead-letters";
 
 #[utoipa::path(
@@ -543,7 +536,7 @@ const DEAD_LETTERS: &str = "dead-letters";
     path = "/api/dead-letters",
     tag = "status",
     description = "The caller's failed messages with their last error, in message id order, paged. A retried message leaves the list.",
-    params(DeadLetterQuery),
+    params(PageQuery),
     responses(
         (status = 200, description = "A page of dead letters", body = Listing<DeadLetterView>),
     )
@@ -552,7 +545,7 @@ const DEAD_LETTERS: &str = "dead-letters";
 pub(crate) async fn list_dead_letters(
     state: web::Data<AppState>,
     Authenticated(member): Authenticated,
-    query: web::Query<DeadLetterQuery>,
+    query: web::Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
     let cursors = state.keys.cursors();

@@ -68,6 +68,8 @@ const CLAIMS_IN_FLIGHT: usize = 3;
 pub(super) async fn dispatch_loop(
     h: DeliveryHandle,
     routes: Arc<Routes>,
+    // The provider actors, kept alive while this loop runs (the table's are weak).
+    keep: Vec<actix::Addr<super::route::ProviderActor>>,
     settings: DispatchSettings,
     mut stopping: watch::Receiver<bool>,
 ) {
@@ -77,7 +79,7 @@ pub(super) async fn dispatch_loop(
         if *stopping.borrow() {
             return;
         }
-        if (0..routes.len()).any(|i| !routes.addr(i).is_some_and(|a| a.connected())) {
+        if keep.iter().any(|a| !a.connected()) {
             tracing::error!("a provider actor stopped");
             return;
         }
@@ -199,7 +201,8 @@ async fn claim_and_hand_over(
     // route drops them: the claims are re-queued by the claim sweep (or the next start),
     // and their queue positions are never committed.
     for (route, group) in deliver.into_iter().enumerate() {
-        if let (false, Some(addr)) = (group.is_empty(), routes.addr(route)) {
+        let addr = routes.addr(route).and_then(actix::WeakAddr::upgrade);
+        if let (false, Some(addr)) = (group.is_empty(), addr) {
             addr.do_send(DeliverAll(group));
         }
     }

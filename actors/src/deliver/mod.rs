@@ -96,6 +96,7 @@ pub fn start_delivery_routes(
         Some(ports.queue.clone()),
     );
     let table = Arc::new(Routes::default());
+    let mut actors = Vec::with_capacity(routes.len());
     let entries = routes
         .into_iter()
         .enumerate()
@@ -116,9 +117,10 @@ pub fn start_delivery_routes(
                 placement,
             )
             .start();
+            actors.push(addr.clone());
             TableEntry {
                 name,
-                addr,
+                addr: addr.downgrade(),
                 rules: spec.rules,
                 circuit,
             }
@@ -141,6 +143,7 @@ pub fn start_delivery_routes(
         tokio::spawn(dispatch::dispatch_loop(
             handle.clone(),
             table,
+            actors,
             settings.clone(),
             stopping.clone(),
         ));

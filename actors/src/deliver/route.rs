@@ -178,8 +178,10 @@ struct Finished {
     window: OwnedSemaphorePermit,
 }
 
-/// Every provider actor of a dispatcher, by route.
-pub type Routes = RouteTable<actix::Addr<ProviderActor>>;
+/// Every provider actor of a dispatcher, by route. Weak: the routes hold the table (to
+/// pass messages on), so strong addresses would keep every actor, and the store behind
+/// them, alive forever; the dispatch loop holds the strong ones.
+pub type Routes = RouteTable<actix::WeakAddr<ProviderActor>>;
 
 /// Where a provider actor sits among the routes.
 pub struct Placement {
@@ -441,7 +443,7 @@ impl Route {
     /// recording on the message who passed it where and why. `None`: nothing for this
     /// route to persist (or the record failed: the claim times out and is re-queued).
     async fn fail_over(&self, d: Deliver, next: usize, reason: String) -> Option<Finished> {
-        let Some(addr) = self.table.addr(next) else {
+        let Some(addr) = self.table.addr(next).and_then(actix::WeakAddr::upgrade) else {
             release(&*self.queue, std::slice::from_ref(&d.record)).await;
             return None;
         };

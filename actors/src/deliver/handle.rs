@@ -90,7 +90,7 @@ impl DeliveryHandle {
                     .queue
                     .publish(records)
                     .await
-                    .map_err(|e| StoreError::Backend(Box::new(e)))?;
+                    .map_err(queue_error)?;
             }
         }
         Ok(())
@@ -169,4 +169,9 @@ pub enum RetryError {
     Ledger(#[from] LedgerError),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A queue that refused a publish, as the store error the callers already answer with.
+pub(super) fn queue_error(e: QueueError) -> StoreError {
+    StoreError::Backend(Box::new(e))
 }

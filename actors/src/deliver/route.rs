@@ -399,26 +399,26 @@ impl Route {
                     sms.attempt += 1;
                     continue;
                 }
-                Err(SendError::Transient(error))
-                    if self.table.fallback(self.index, tried).is_some() =>
-                {
-                    let next = self.table.fallback(self.index, tried).unwrap_or_default();
-                    let reason = format!("gave up after {} attempts: {error}", sms.attempt);
-                    let passed = Deliver {
-                        sms,
-                        record,
-                        window,
-                        tried,
-                    };
-                    return Box::pin(self.fail_over(passed, next, reason)).await;
-                }
                 Err(e) => {
-                    let error = match e {
+                    let (error, transient) = match e {
                         SendError::Transient(e) => {
-                            format!("gave up after {} attempts: {e}", sms.attempt)
+                            (format!("gave up after {} attempts: {e}", sms.attempt), true)
                         }
-                        SendError::Permanent(e) => e,
+                        SendError::Permanent(e) => (e, false),
                     };
+                    // Given up on here, not refused: the next fallback may take it.
+                    let next = transient
+                        .then(|| self.table.fallback(self.index, tried))
+                        .flatten();
+                    if let Some(next) = next {
+                        let passed = Deliver {
+                            sms,
+                            record,
+                            window,
+                            tried,
+                        };
+                        return Box::pin(self.fail_over(passed, next, error)).await;
+                    }
                     let mut c = StatusChange::new(
                         sms.id,
                         MessageStatus::Sending,

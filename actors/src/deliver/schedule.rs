@@ -5,7 +5,7 @@
 //! dispatchers releasing the same batch) only repeats it: the due list is in the store,
 //! and a batch whose time passed while SendMe was down is released on the first tick.
 
-use super::handle::DeliveryHandle;
+use super::handle::{queue_error, DeliveryHandle};
 use crate::domain::*;
 use crate::ports::*;
 use std::collections::HashSet;
@@ -82,8 +82,4 @@ async fn release(h: &DeliveryHandle, batch: BatchId) -> StoreResult<()> {
         .collect();
     h.publish_queued(&left).await?;
     messages.clear_due(batch).await
-}
-
-pub(super) fn queue_error(e: QueueError) -> StoreError {
-    StoreError::Backend(Box::new(e))
 }

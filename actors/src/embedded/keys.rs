@@ -35,6 +35,13 @@ pub(super) fn key3(a: &[u8; 16], b: &[u8; 16], c: &[u8; 16]) -> Vec<u8> {
 
 pub(super) const TERMS_KEY: &[u8] = b"terms_version";
 
+/// The key just past every key that starts with `prefix` and has at most `tail` more bytes.
+pub(super) fn prefix_end(prefix: &[u8], tail: usize) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    end.extend(std::iter::repeat_n(0xff, tail + 1));
+    end
+}
+
 /// A scheduled batch's entry in `due_batches`: its time (sign bit flipped, big-endian, so
 /// keys sort by time) and its id.
 pub(super) fn due_key(at: Millis, batch: BatchId) -> Vec<u8> {

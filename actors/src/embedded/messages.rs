@@ -1,7 +1,7 @@
 //! The message store port on the embedded store: accepts (see [`super::accept`]),
 //! lookups and listings, status changes (see [`super::status`]) and the recovery reads.
 
-use super::keys::{backend, decode, due_key, encode_batch, key2, v7_floor, MessageRun};
+use super::keys::{backend, decode, due_key, encode_batch, key2, prefix_end, v7_floor, MessageRun};
 use super::keyspaces::Keyspaces;
 use super::lookup::KnownBatches;
 use super::store::EmbeddedStore;
@@ -214,18 +214,13 @@ impl MessageStore for EmbeddedStore {
             }
             None => prefix.to_vec(),
         };
-        let mut end = prefix.to_vec();
-        end.extend_from_slice(&[0xff; 17]);
         let items = self
             .keyspaces
             .dead_letters
-            .range(start..end)
+            .range(start..prefix_end(prefix, 16))
             .take(limit)
             .map(|g| decode::<DeadLetter>(&g.value().map_err(backend)?))
             .collect::<StoreResult<Vec<_>>>()?;
-        let next = (items.len() == limit)
-            .then(|| items.last().map(|d| d.message))
-            .flatten();
-        Ok(Page { items, next })
+        Ok(Page::of(items, limit, |d| d.message))
     }
 }

@@ -2,18 +2,11 @@
 //! [`InboundMessage`]) and who last messaged a number (E.164 → account id, written by the
 //! status log's fold from the messages that reached `sent`, see [`super::status_log`]).
 
-use super::keys::{backend, decode, key2};
+use super::keys::{backend, decode, key2, prefix_end};
 use super::store::EmbeddedStore;
 use crate::domain::*;
 use crate::ports::*;
 use async_trait::async_trait;
-
-/// The key just past every key that starts with `prefix` and has at most `tail` more bytes.
-fn prefix_end(prefix: &[u8], tail: usize) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    end.extend(std::iter::repeat_n(0xff, tail + 1));
-    end
-}
 
 #[async_trait]
 impl OptOutStore for EmbeddedStore {
@@ -70,10 +63,7 @@ impl OptOutStore for EmbeddedStore {
         for guard in s.opt_outs.range(start..prefix_end(prefix, 24)).take(limit) {
             items.push(decode::<OptOut>(&guard.value().map_err(backend)?)?);
         }
-        let next = (items.len() == limit)
-            .then(|| items.last().map(|o| o.phone.clone()))
-            .flatten();
-        Ok(Page { items, next })
+        Ok(Page::of(items, limit, |o| o.phone.clone()))
     }
 
     async fn opted_out(
@@ -131,9 +121,6 @@ impl OptOutStore for EmbeddedStore {
         for guard in s.inbound.range(prefix.to_vec()..end).rev().take(limit) {
             items.push(decode::<InboundMessage>(&guard.value().map_err(backend)?)?);
         }
-        let next = (items.len() == limit)
-            .then(|| items.last().map(|m| m.id))
-            .flatten();
-        Ok(Page { items, next })
+        Ok(Page::of(items, limit, |m| m.id))
     }
 }

@@ -98,6 +98,19 @@ pub struct Page<T, C> {
     pub next: Option<C>,
 }
 
+impl<T, C> Page<T, C> {
+    /// `items` read with a limit of `limit`: a full page has a next one, which starts after
+    /// the cursor `cursor` gives its last item.
+    pub fn of(items: Vec<T>, limit: usize, cursor: impl FnOnce(&T) -> C) -> Self {
+        let next = if items.len() == limit {
+            items.last().map(cursor)
+        } else {
+            None
+        };
+        Self { items, next }
+    }
+}
+
 #[async_trait]
 pub trait ContactStore: Send + Sync {
     async fn create_tag(&self, tag: &Tag) -> StoreResult<()>;

@@ -107,10 +107,7 @@ impl OptOutStore for ScyllaStore {
             .into_iter()
             .map(|row| opt_out_from_row(account, row))
             .collect::<StoreResult<Vec<_>>>()?;
-        let next = (items.len() == limit)
-            .then(|| items.last().map(|o| o.phone.clone()))
-            .flatten();
-        Ok(Page { items, next })
+        Ok(Page::of(items, limit, |o| o.phone.clone()))
     }
 
     async fn opted_out(
@@ -187,9 +184,6 @@ impl OptOutStore for ScyllaStore {
             .into_iter()
             .map(|row| inbound_from_row(account, row))
             .collect::<StoreResult<Vec<_>>>()?;
-        let next = (items.len() == limit)
-            .then(|| items.last().map(|m| m.id))
-            .flatten();
-        Ok(Page { items, next })
+        Ok(Page::of(items, limit, |m| m.id))
     }
 }

@@ -290,10 +290,7 @@ impl ScyllaStore {
                 at: millis(at),
             })
             .collect();
-        let next = (items.len() == limit)
-            .then(|| items.last().map(|d| d.message))
-            .flatten();
-        Ok(Page { items, next })
+        Ok(Page::of(items, limit, |d| d.message))
     }
 
     /// Rows of one status in the work index, from every shard.

@@ -24,6 +24,10 @@ pub const SCHEMA_FILES: &[(&str, &str)] = &[
         "005_webhooks.cql",
         include_str!("../../../schema/005_webhooks.cql"),
     ),
+    (
+        "006_credit_books.cql",
+        include_str!("../../../schema/006_credit_books.cql"),
+    ),
 ];
 
 /// The statements of a schema file: comments removed, split at `;`, blanks dropped.

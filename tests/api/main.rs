@@ -11,6 +11,7 @@ mod dead_letters;
 mod delivery;
 #[cfg(feature = "kafka")]
 mod distributed;
+mod fuzz_bodies;
 mod helpers;
 mod operations;
 mod opt_outs;

@@ -45,6 +45,7 @@ impl DeliveryHandle {
     ) -> StoreResult<Vec<ReceiptOutcome>> {
         let changes = receipts.iter().map(|r| self.receipt_change(r)).collect();
         let applied = self.writer.submit_many(changes).await?;
+        crate::crash_point!("receipt.durable");
         let mut outcomes = Vec::with_capacity(receipts.len());
         for (receipt, applied) in receipts.into_iter().zip(applied) {
             outcomes.push(match applied {
@@ -63,6 +64,7 @@ impl DeliveryHandle {
         // The send's own `sent` may land between our attempt and our look: try again then.
         for _ in 0..3 {
             if self.writer.submit(change.clone()).await?.is_some() {
+                crate::crash_point!("receipt.durable");
                 return Ok(ReceiptOutcome::Applied);
             }
             let found = self.ports.messages.message(message).await?;

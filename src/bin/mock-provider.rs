@@ -32,6 +32,16 @@ struct Args {
     /// Where the event id of every status callback posted to `/hooks` is appended.
     #[arg(long)]
     events_file: Option<PathBuf>,
+    /// An outage: `/sms` answers 500 (and records nothing) for this long after its first
+    /// request.
+    #[arg(long, default_value_t = 0)]
+    fail_for_ms: u64,
+    /// A hang: for this long after its first request, `/sms` records the message and then
+    /// holds the answer until the window is over plus `hang_extra_ms` (clients time out).
+    #[arg(long, default_value_t = 0)]
+    hang_for_ms: u64,
+    #[arg(long, default_value_t = 30_000)]
+    hang_extra_ms: u64,
 }
 
 struct State {
@@ -39,6 +49,15 @@ struct State {
     events: Option<Mutex<File>>,
     args: Args,
     client: reqwest::Client,
+    /// When the first `/sms` arrived (the fault windows count from it).
+    first: std::sync::OnceLock<std::time::Instant>,
+}
+
+impl State {
+    /// How long ago the first `/sms` request arrived.
+    fn since_first(&self) -> Duration {
+        self.first.get_or_init(std::time::Instant::now).elapsed()
+    }
 }
 
 #[derive(Deserialize)]
@@ -49,11 +68,22 @@ struct Sms {
 #[post("/sms")]
 async fn sms(state: web::Data<State>, body: web::Json<Sms>) -> HttpResponse {
     let id = body.into_inner().id;
+    let since_first = state.since_first();
+    if since_first < Duration::from_millis(state.args.fail_for_ms) {
+        return HttpResponse::InternalServerError().finish();
+    }
+    let hang = Duration::from_millis(state.args.hang_for_ms);
     {
         let mut ids = state.ids.lock().unwrap_or_else(|p| p.into_inner());
         if writeln!(ids, "{id}").and_then(|_| ids.flush()).is_err() {
             return HttpResponse::InternalServerError().finish();
         }
+    }
+    if since_first < hang {
+        // Taken, and then no answer in time: the client gives up and tries again.
+        let extra = Duration::from_millis(state.args.hang_extra_ms);
+        tokio::time::sleep(hang - since_first + extra).await;
+        return HttpResponse::ServiceUnavailable().finish();
     }
     if let Some(url) = state.args.dlr_url.clone() {
         let state = state.clone();
@@ -122,6 +152,7 @@ async fn main() -> std::io::Result<()> {
         events,
         args: args.clone(),
         client: reqwest::Client::new(),
+        first: std::sync::OnceLock::new(),
     });
     let server = HttpServer::new(move || {
         App::new()

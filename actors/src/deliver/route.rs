@@ -38,7 +38,7 @@ impl Default for RouteSettings {
         Self {
             rate_per_second: None,
             concurrency: 256,
-            max_attempts: 10,
+            max_attempts: 12,
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
             receipt_ttl: Duration::from_secs(3600),

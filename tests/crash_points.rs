@@ -19,13 +19,12 @@
 
 mod common;
 
-use common::{client, demo_token, free_port, get_json, start, Process};
+use common::{client, demo_token, free_port, get_json, mock_provider, start, Process};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const RECIPIENTS: usize = 200;
@@ -47,16 +46,9 @@ impl Run {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let mut mock = Command::new(env!("CARGO_BIN_EXE_mock-provider"));
-        mock.arg("--ids-file")
-            .arg(dir.path().join("received.txt"))
-            .arg("--events-file")
-            .arg(dir.path().join("events.txt"))
-            .arg("--dlr-url")
-            .arg(format!("http://127.0.0.1:{port}/api/providers/mock/dlr"))
-            .arg("--dlr-secret")
-            .arg(SECRET);
-        let (mock, provider) = start(mock, "MOCK_PROVIDER_LISTENING");
+        let events = dir.path().join("events.txt");
+        let events = events.to_str().unwrap();
+        let (mock, provider) = mock_provider(dir.path(), port, SECRET, &["--events-file", events]);
         Self {
             dir,
             port,

@@ -132,18 +132,8 @@ async fn a_full_disk_answers_503_and_sendme_recovers_without_a_restart_when_spac
     let account = get_json(&client(), &format!("{base}/api/account"), &token).await;
     assert_eq!(account["balance"], DEMO_CREDITS - accepted);
     assert_eq!(account["reserved"], 0);
-    let metrics = client()
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let reopens = metrics
-        .lines()
-        .find(|l| l.starts_with("sendme_store_reopens_total"))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    let scrape = common::scrape(&client(), &base).await;
+    let reopens = common::metric(&scrape, "sendme_store_reopens_total");
     assert!(reopens >= Some(1.0), "{reopens:?}");
     println!(
         "disk full: {} requests of {PER_REQUEST} accepted before the 503, 1 after space \

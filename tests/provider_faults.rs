@@ -10,7 +10,6 @@ use common::{client, demo_token, free_port, get_json, start, Process};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 const RECIPIENTS: usize = 300;
@@ -29,16 +28,8 @@ fn fault_ms() -> u64 {
 /// sending to it with an HTTP timeout of one second.
 fn start_pair(dir: &std::path::Path, fault: &str) -> (Process, Process, String) {
     let port = free_port();
-    let mut mock = Command::new(env!("CARGO_BIN_EXE_mock-provider"));
-    mock.arg("--ids-file")
-        .arg(dir.join("received.txt"))
-        .arg(fault)
-        .arg(fault_ms().to_string())
-        .arg("--dlr-url")
-        .arg(format!("http://127.0.0.1:{port}/api/providers/mock/dlr"))
-        .arg("--dlr-secret")
-        .arg(SECRET);
-    let (mock, provider) = start(mock, "MOCK_PROVIDER_LISTENING");
+    let (mock, provider) =
+        common::mock_provider(dir, port, SECRET, &[fault, &fault_ms().to_string()]);
     let mut cmd = common::sendme(&dir.join("data"), port);
     cmd.env("SENDME__PROVIDER__KIND", "http")
         .env("SENDME__PROVIDER__NAME", "mock")

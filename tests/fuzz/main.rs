@@ -6,8 +6,8 @@
 //! PROPTEST_CASES=1000000 cargo test --release --test fuzz
 //! ```
 //!
-//! A failing input is shrunk and saved under `tests/fuzz/*.proptest-regressions` (the
-//! corpus, committed), and replayed first on every later run.
+//! A failing input is shrunk and saved under `tests/proptest-regressions/` (the corpus,
+//! committed), and replayed first on every later run.
 
 mod csv;
 mod cursors;

@@ -10,8 +10,8 @@
 //! row; [`ScyllaStore::settle_pending`] (run by the reconciliation) settles it later with
 //! the same key, from the messages' own events.
 
-use super::messages::v7_floor;
 use super::*;
+use crate::ids::v7_floor;
 use scylla::statement::batch::{Batch as CqlBatch, BatchType};
 use std::collections::HashMap;
 

@@ -23,6 +23,7 @@ mod accounts;
 mod contacts;
 mod credits;
 mod idempotency;
+mod ids;
 mod messages;
 mod opt_outs;
 pub mod schema;

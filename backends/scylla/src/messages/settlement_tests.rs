@@ -88,7 +88,7 @@ async fn a_settlement_its_writer_left_pending_is_settled_once_by_the_reconciliat
         now_millis(),
     );
     let mut pending = Pending::new(account, batch.id, LedgerKind::Capture);
-    pending.id = crate::messages::v7_floor(now_millis() - 10 * 60 * 1000);
+    pending.id = crate::ids::v7_floor(now_millis() - 10 * 60 * 1000);
     pending.messages.insert(ids[0].0, CqlTimestamp(sent.at));
     s.write_pending(&pending).await.unwrap();
     let current = s

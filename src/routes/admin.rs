@@ -24,8 +24,9 @@ pub(crate) struct NewAccount {
     /// ISO 3166-1 alpha-2.
     #[schema(example = "CO")]
     default_country: String,
-    /// Initial credits (default 0).
+    /// Initial credits (default 0), at most 9223372036854775807 (what every store keeps).
     #[serde(default)]
+    #[schema(maximum = 9223372036854775807_u64)]
     credits: u64,
 }
 
@@ -37,6 +38,7 @@ pub(crate) struct NewAccount {
     request_body = NewAccount,
     responses(
         (status = 201, description = "Created", body = AccountView),
+        (status = 400, description = "Blank `name`, unknown `defaultCountry` or `credits` past 9223372036854775807 (`invalid_request`); nothing created", body = ErrorBody),
         (status = 403, description = "Not an admin (`forbidden`)", body = ErrorBody),
     )
 )]
@@ -54,6 +56,12 @@ pub(crate) async fn create_account(
         .default_country
         .parse()
         .map_err(|e: UnknownCountry| ApiError::InvalidRequest(format!("`defaultCountry`: {e}")))?;
+    // Checked before the account exists, so a refused request creates nothing.
+    if body.credits > MAX_CREDITS {
+        return Err(ApiError::InvalidRequest(format!(
+            "`credits`: {CreditOverflow}"
+        )));
+    }
     let account = Account::new(
         AccountId::new(),
         body.name.trim().to_owned(),
@@ -71,7 +79,9 @@ pub(crate) async fn create_account(
 
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct Credits {
-    /// Positive.
+    /// Positive; the account's credits (balance and reserved) may not pass
+    /// 9223372036854775807, what every store keeps exactly.
+    #[schema(minimum = 1, maximum = 9223372036854775807_u64)]
     amount: u64,
 }
 
@@ -84,6 +94,7 @@ pub(crate) struct Credits {
     params(("id" = String, Path, description = "The account id")),
     responses(
         (status = 200, description = "The account after the top-up", body = AccountView),
+        (status = 400, description = "`amount` is 0, not a u64, or would take the account's credits past 9223372036854775807 (`invalid_request`); nothing changed", body = ErrorBody),
         (status = 403, description = "Not an admin (`forbidden`)", body = ErrorBody),
     )
 )]

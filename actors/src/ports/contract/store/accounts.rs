@@ -251,12 +251,18 @@ pub async fn reconciliation_repairs_an_injected_drift(s: Stores) {
 
 pub async fn a_top_up_past_the_largest_balance_changes_nothing(s: Stores) {
     let account = account_with(&s, 100).await;
-    let err = s.ledger.top_up(account, u64::MAX).await.unwrap_err();
-    assert!(matches!(err, LedgerError::Overflow(_)), "{err:?}");
-    assert_eq!(balance(&s, account).await, (100, 0));
+    // u64::MAX wraps a u64 sum; MAX_CREDITS passes what every backend stores.
+    for amount in [u64::MAX, MAX_CREDITS] {
+        let err = s.ledger.top_up(account, amount).await.unwrap_err();
+        assert!(matches!(err, LedgerError::Overflow(_)), "{amount}: {err:?}");
+        assert_eq!(balance(&s, account).await, (100, 0), "after {amount}");
+    }
     let entries = s.ledger.entries(account).await.unwrap();
     assert_eq!(entries_of(&entries, LedgerKind::TopUp), vec![100]);
-    // Up to the largest, a top-up still goes through.
-    s.ledger.top_up(account, u64::MAX - 100).await.unwrap();
-    assert_eq!(balance(&s, account).await, (u64::MAX, 0));
+    // Up to the largest, a top-up still goes through, and reads back exactly.
+    s.ledger.top_up(account, MAX_CREDITS - 100).await.unwrap();
+    assert_eq!(balance(&s, account).await, (MAX_CREDITS, 0));
+    let err = s.ledger.top_up(account, 1).await.unwrap_err();
+    assert!(matches!(err, LedgerError::Overflow(_)), "{err:?}");
+    assert_eq!(balance(&s, account).await, (MAX_CREDITS, 0));
 }

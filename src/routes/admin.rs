@@ -2,6 +2,7 @@
 
 use super::account::AccountView;
 use crate::auth::Admin;
+use crate::body::JsonBody;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use actix_web::{post, web, HttpResponse};
@@ -46,7 +47,7 @@ pub(crate) struct NewAccount {
 pub(crate) async fn create_account(
     state: web::Data<AppState>,
     _admin: Admin,
-    body: web::Json<NewAccount>,
+    body: JsonBody<NewAccount>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     if body.name.trim().is_empty() {
@@ -103,7 +104,7 @@ pub(crate) async fn add_credits(
     state: web::Data<AppState>,
     _admin: Admin,
     path: web::Path<String>,
-    body: web::Json<Credits>,
+    body: JsonBody<Credits>,
 ) -> Result<HttpResponse, ApiError> {
     let id: AccountId = path.parse().map_err(|_| ApiError::NotFound("account"))?;
     if body.amount == 0 {
@@ -144,7 +145,7 @@ pub(crate) async fn create_member(
     state: web::Data<AppState>,
     _admin: Admin,
     path: web::Path<String>,
-    body: web::Json<NewMember>,
+    body: JsonBody<NewMember>,
 ) -> Result<HttpResponse, ApiError> {
     let account: AccountId = path.parse().map_err(|_| ApiError::NotFound("account"))?;
     state
@@ -226,7 +227,7 @@ pub(crate) struct NewTerms {
 pub(crate) async fn publish_terms(
     state: web::Data<AppState>,
     _admin: Admin,
-    body: web::Json<NewTerms>,
+    body: JsonBody<NewTerms>,
 ) -> Result<HttpResponse, ApiError> {
     let current = state.ports.accounts.terms_version().await?;
     if body.version <= current {

@@ -2,6 +2,7 @@
 
 mod auth;
 mod balance;
+mod bodies;
 mod campaigns;
 #[path = "../common/mod.rs"]
 mod common;

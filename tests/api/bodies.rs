@@ -115,6 +115,12 @@ async fn json_routes(app: &TestApp) -> Vec<Route> {
         ),
         Route::new(
             Method::POST,
+            "/api/terms/accept",
+            member,
+            json!({"version": 1}),
+        ),
+        Route::new(
+            Method::POST,
             "/api/providers/simulated/dlr",
             None,
             json!({"messageId": uuid::Uuid::now_v7(), "status": "delivered"}),

@@ -108,9 +108,11 @@ pub async fn token(
     keys: &JwtKeys,
     member: MemberId,
 ) -> anyhow::Result<serde_json::Value> {
+    let access = accounts.member_access(member).await?;
+    anyhow::ensure!(!access.disabled, "member {member} is disabled");
     let member = accounts
         .member(member)
         .await?
         .with_context(|| format!("no member {member}"))?;
-    Ok(json!({ "token": keys.issue(&member)? }))
+    Ok(json!({ "token": keys.issue(&member, access)? }))
 }

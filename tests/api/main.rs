@@ -13,10 +13,13 @@ mod delivery;
 #[cfg(feature = "kafka")]
 mod distributed;
 mod helpers;
+mod member_access;
 mod operations;
 mod opt_outs;
 mod preview;
 mod rate_limit;
+#[cfg(feature = "scylla")]
+mod replicas;
 mod restart;
 mod routing;
 mod send_all_and_tags;

@@ -24,6 +24,10 @@ pub const SCHEMA_FILES: &[(&str, &str)] = &[
         "005_webhooks.cql",
         include_str!("../../../schema/005_webhooks.cql"),
     ),
+    (
+        "008_member_access.cql",
+        include_str!("../../../schema/008_member_access.cql"),
+    ),
 ];
 
 /// The statements of a schema file: comments removed, split at `;`, blanks dropped.

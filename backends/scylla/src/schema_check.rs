@@ -314,7 +314,7 @@ fn idempotency_keys_expire_after_24_hours() {
 }
 
 #[test]
-fn conditional_statements_are_the_balance_message_phone_claim_batch_and_opt_out_ones() {
+fn conditional_statements_are_the_balance_message_phone_claim_batch_opt_out_and_access_ones() {
     let conditional: BTreeSet<&str> = CQL
         .iter()
         .filter(|(_, cql)| cql.contains(" IF "))
@@ -334,6 +334,8 @@ fn conditional_statements_are_the_balance_message_phone_claim_batch_and_opt_out_
             "fence_batch",
             "insert_opt_out",
             "delete_opt_out",
+            "insert_member_access",
+            "update_member_access",
         ])
     );
 }

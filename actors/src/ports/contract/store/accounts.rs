@@ -266,3 +266,73 @@ pub async fn a_top_up_past_the_largest_balance_changes_nothing(s: Stores) {
     assert!(matches!(err, LedgerError::Overflow(_)), "{err:?}");
     assert_eq!(balance(&s, account).await, (MAX_CREDITS, 0));
 }
+
+pub async fn member_access_is_disabled_enabled_and_its_tokens_revoked_once_per_change(s: Stores) {
+    let (member, other) = (MemberId::new(), MemberId::new());
+    let fresh = MemberAccess::default();
+    assert_eq!(s.accounts.member_access(member).await.unwrap(), fresh);
+    let disabled = s
+        .accounts
+        .change_member_access(member, AccessChange::Disable)
+        .await
+        .unwrap();
+    assert_eq!(
+        disabled,
+        MemberAccess {
+            disabled: true,
+            token_version: 0
+        }
+    );
+    let revoked = s
+        .accounts
+        .change_member_access(member, AccessChange::RevokeTokens)
+        .await
+        .unwrap();
+    assert_eq!(
+        revoked,
+        MemberAccess {
+            disabled: true,
+            token_version: 1
+        }
+    );
+    let enabled = s
+        .accounts
+        .change_member_access(member, AccessChange::Enable)
+        .await
+        .unwrap();
+    assert_eq!(
+        enabled,
+        MemberAccess {
+            disabled: false,
+            token_version: 1
+        }
+    );
+    assert_eq!(s.accounts.member_access(member).await.unwrap(), enabled);
+    // Concurrent revocations are each a version of their own, and touch only the member.
+    let revocations: Vec<_> = (0..16)
+        .map(|_| {
+            let accounts = s.accounts.clone();
+            tokio::spawn(async move {
+                accounts
+                    .change_member_access(member, AccessChange::RevokeTokens)
+                    .await
+                    .unwrap()
+                    .token_version
+            })
+        })
+        .collect();
+    let mut versions = Vec::new();
+    for revocation in revocations {
+        versions.push(revocation.await.unwrap());
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, (2..18).collect::<Vec<u32>>());
+    assert_eq!(
+        s.accounts.member_access(member).await.unwrap(),
+        MemberAccess {
+            disabled: false,
+            token_version: 17
+        }
+    );
+    assert_eq!(s.accounts.member_access(other).await.unwrap(), fresh);
+}

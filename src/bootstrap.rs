@@ -25,6 +25,8 @@ pub async fn create_account(
     let country: Country = country
         .parse()
         .with_context(|| format!("--country {country}"))?;
+    // Before the account is written: a refused command creates nothing.
+    anyhow::ensure!(credits <= MAX_CREDITS, "--credits: {CreditOverflow}");
     let view = |a: &Account, created: bool| {
         json!({
             "accountId": a.id,

@@ -37,12 +37,19 @@ fn settings(uri: String) -> Settings {
     s
 }
 
-async fn call(client: &reqwest::Client, method: &str, url: String, token: &str) -> StatusCode {
+/// `method url` with `token`, and a JSON body for a POST: the status and the JSON answer.
+async fn call(method: &str, url: String, token: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let client = reqwest::Client::new();
     let request = match method {
         "GET" => client.get(url),
         _ => client.post(url),
     };
-    request.bearer_auth(token).send().await.unwrap().status()
+    let request = match body {
+        Some(body) => request.json(&body),
+        None => request,
+    };
+    let r = request.bearer_auth(token).send().await.unwrap();
+    (r.status(), r.json().await.unwrap_or(Value::Null))
 }
 
 #[actix_web::test]
@@ -77,59 +84,36 @@ async fn access_changed_through_one_replica_holds_on_the_other_from_the_next_req
     let admin_token = admin_token["token"].as_str().unwrap().to_owned();
 
     let (a, b) = (replica(&settings).await, replica(&settings).await);
-    let client = reqwest::Client::new();
-    let member: Value = client
-        .post(format!("{a}/api/admin/accounts/{account}/members"))
-        .bearer_auth(&admin_token)
-        .json(&json!({"role": "member"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let members = format!("{a}/api/admin/accounts/{account}/members");
+    let (_, member) = call(
+        "POST",
+        members,
+        &admin_token,
+        Some(json!({"role": "member"})),
+    )
+    .await;
     let member = member["id"].as_str().unwrap().to_owned();
-    let issued: Value = client
-        .post(format!("{a}/api/admin/members/{member}/tokens"))
-        .bearer_auth(&admin_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let admin_on = |replica: &str, action: &str| {
+        call(
+            "POST",
+            format!("{replica}/api/admin/members/{member}/{action}"),
+            &admin_token,
+            None,
+        )
+    };
+    let (_, issued) = admin_on(&a, "tokens").await;
     let token = issued["token"].as_str().unwrap().to_owned();
-    let account_on = |replica: &str| format!("{replica}/api/account");
-    let admin_on =
-        |replica: &str, action: &str| format!("{replica}/api/admin/members/{member}/{action}");
-    assert_eq!(
-        call(&client, "GET", account_on(&b), &token).await,
-        StatusCode::OK
-    );
+    let token_on = |replica: &str| call("GET", format!("{replica}/api/account"), &token, None);
+    assert_eq!(token_on(&b).await.0, StatusCode::OK);
 
     // Disabled through A: B refuses the token at once; enabled through B: A takes it.
-    let disabled = call(&client, "POST", admin_on(&a, "disable"), &admin_token).await;
-    assert_eq!(disabled, StatusCode::OK);
-    assert_eq!(
-        call(&client, "GET", account_on(&b), &token).await,
-        StatusCode::UNAUTHORIZED
-    );
-    let enabled = call(&client, "POST", admin_on(&b, "enable"), &admin_token).await;
-    assert_eq!(enabled, StatusCode::OK);
-    assert_eq!(
-        call(&client, "GET", account_on(&a), &token).await,
-        StatusCode::OK
-    );
+    assert_eq!(admin_on(&a, "disable").await.0, StatusCode::OK);
+    assert_eq!(token_on(&b).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(admin_on(&b, "enable").await.0, StatusCode::OK);
+    assert_eq!(token_on(&a).await.0, StatusCode::OK);
 
-    // Revoked through B: A refuses the token at once.
-    let revoked = call(&client, "POST", admin_on(&b, "tokens/revoke"), &admin_token).await;
-    assert_eq!(revoked, StatusCode::OK);
-    assert_eq!(
-        call(&client, "GET", account_on(&a), &token).await,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        call(&client, "GET", account_on(&b), &token).await,
-        StatusCode::UNAUTHORIZED
-    );
+    // Revoked through B: A refuses the token at once, and so does B.
+    assert_eq!(admin_on(&b, "tokens/revoke").await.0, StatusCode::OK);
+    assert_eq!(token_on(&a).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(token_on(&b).await.0, StatusCode::UNAUTHORIZED);
 }

@@ -1,7 +1,8 @@
 //! `cfg(kafka_broker)` when `SENDME_TEST_KAFKA` names a Kafka-protocol broker at build
 //! time, and `cfg(scylla_server)` when `SCYLLA_URI` names a ScyllaDB node: the tests that
 //! need one (`--features kafka` / `--features scylla`) run then, and show as ignored
-//! otherwise.
+//! otherwise. `cfg(can_mount)` when the build runs as root (the disk-full tests mount a
+//! small tmpfs as the data directory).
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(kafka_broker)");
@@ -13,5 +14,13 @@ fn main() {
     println!("cargo::rerun-if-env-changed=SCYLLA_URI");
     if std::env::var_os("SCYLLA_URI").is_some_and(|uri| !uri.is_empty()) {
         println!("cargo::rustc-cfg=scylla_server");
+    }
+    println!("cargo::rustc-check-cfg=cfg(can_mount)");
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.trim_ascii() == b"0");
+    if root {
+        println!("cargo::rustc-cfg=can_mount");
     }
 }

@@ -88,7 +88,10 @@ pub async fn begin(
             answered: false,
         };
         let held = match store.claim_key(account, &idem.key, &claim).await? {
-            None => return Ok(Begun::Send(hold(idem, batch, claim, in_flight))),
+            None => {
+                sendme_actors::crash_point!("idempotency.claimed");
+                return Ok(Begun::Send(hold(idem, batch, claim, in_flight)));
+            }
             Some(HeldKey::Answer(answer)) => {
                 if answer.request_fingerprint != idem.fingerprint {
                     return Err(conflict());
@@ -167,6 +170,7 @@ impl HeldClaim {
     /// The request answered: its batch (if any) committed. Best effort: a retry finds the
     /// committed batch by itself.
     pub async fn answered(self, batch: Option<BatchId>) {
+        sendme_actors::crash_point!("idempotency.answering");
         let answered = KeyClaim {
             batch,
             answered: true,

@@ -201,10 +201,14 @@ impl Application {
         crate::metrics::handle();
         let (ports, embedded) = open_ports(&settings).await?;
 
-        let demo = match embedded {
-            Some(store) if settings.demo.seed => Some(demo::seed(&store, &ports, &keys).await?),
+        let demo = match &embedded {
+            Some(store) if settings.demo.seed => Some(demo::seed(store, &ports, &keys).await?),
             _ => None,
         };
+        if let Some(store) = embedded {
+            // A full disk poisons the store; it is reopened once there is room again.
+            tokio::spawn(store.keep_writable());
+        }
 
         // The embedded store is this process's alone (it holds the directory lock): any
         // claim in it is from a process that is gone, so every `sending` message goes

@@ -68,14 +68,7 @@ impl Delivery {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let mut mock = Command::new(env!("CARGO_BIN_EXE_mock-provider"));
-        mock.arg("--ids-file")
-            .arg(dir.path().join("received.txt"))
-            .arg("--dlr-url")
-            .arg(format!("http://127.0.0.1:{port}/api/providers/mock/dlr"))
-            .arg("--dlr-secret")
-            .arg(SECRET);
-        let (mock, provider) = start(mock, "MOCK_PROVIDER_LISTENING");
+        let (mock, provider) = common::mock_provider(dir.path(), port, SECRET, &[]);
         Self {
             dir,
             port,

@@ -25,6 +25,7 @@
 
 pub mod accept;
 pub mod clock;
+pub mod crash;
 pub mod deliver;
 pub mod domain;
 pub mod embedded;

@@ -24,6 +24,7 @@ pub const CREDITS_REFUNDED: &str = "sendme_credits_refunded_total";
 pub const OVERLOADED: &str = "sendme_supervisor_overloaded_total";
 pub const OUTBOX: &str = "sendme_outbox_records";
 pub const STORE_ERRORS: &str = "sendme_store_errors_total";
+pub const STORE_REOPENS: &str = "sendme_store_reopens_total";
 pub const CREDIT_DRIFT: &str = "sendme_credit_drift_credits_total";
 pub const RECONCILIATIONS: &str = "sendme_reconciliations_total";
 pub const CALLBACKS: &str = "sendme_callback_deliveries_total";
@@ -37,6 +38,7 @@ pub fn describe() {
     for write in ["request", "status"] {
         counter!(STORE_ERRORS, "write" => write).increment(0);
     }
+    counter!(STORE_REOPENS).increment(0);
     for direction in ["excess", "shortfall"] {
         counter!(CREDIT_DRIFT, "direction" => direction).increment(0);
     }
@@ -63,6 +65,11 @@ pub fn describe() {
     describe_counter!(
         STORE_ERRORS,
         "Store writes that failed (disk full, the store unreachable), by what was written."
+    );
+    describe_counter!(
+        STORE_REOPENS,
+        "Times the embedded store was reopened in place after its writes failed (a full \
+         disk) and its data directory had room again."
     );
     describe_gauge!(
         OUTBOX,
@@ -302,6 +309,11 @@ pub fn record_store_error(what: &'static str) {
         crate::domain::now_millis(),
         std::sync::atomic::Ordering::Relaxed,
     );
+}
+
+/// The embedded store was reopened after its writes had failed (a full disk).
+pub fn record_store_reopened() {
+    counter!(STORE_REOPENS).increment(1);
 }
 
 /// Whether a store write failed in the last `window_ms` before `now`: an instance whose

@@ -12,6 +12,7 @@ mod dead_letters;
 mod delivery;
 #[cfg(feature = "kafka")]
 mod distributed;
+mod fuzz_bodies;
 mod helpers;
 mod member_access;
 mod operations;

@@ -207,15 +207,7 @@ async fn each_recipient_goes_to_the_route_of_its_longest_prefix_else_its_country
 
 /// `sendme_provider_circuit_state` of `provider` in the app's scrape.
 async fn circuit(app: &TestApp, provider: &str) -> String {
-    let scrape = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = crate::common::scrape(&app.client, &app.address).await;
     let line = format!("sendme_provider_circuit_state{{provider=\"{provider}\"}} ");
     scrape
         .lines()

@@ -362,15 +362,7 @@ async fn a_receiver_failing_its_first_attempts_gets_every_event_after_retries() 
         receiver.attempts() >= 3 * 40,
         "each event failed twice first"
     );
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::common::scrape(&app.client, &app.address).await;
     assert!(metrics.contains("sendme_callback_deliveries_total{outcome=\"retried\"}"));
 }
 

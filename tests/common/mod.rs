@@ -112,3 +112,46 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// The server's Prometheus scrape.
+pub async fn scrape(client: &reqwest::Client, base: &str) -> String {
+    client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of the first series of `scrape` that starts with `series` (a name, or a
+/// name with its labels).
+pub fn metric(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// The mock provider (a real process) recording the ids it receives in `dir`'s
+/// `received.txt`, posting signed receipts to SendMe on `sendme_port`; `extra`: more of
+/// its flags. Returns it with its base URL.
+pub fn mock_provider(
+    dir: &Path,
+    sendme_port: u16,
+    secret: &str,
+    extra: &[&str],
+) -> (Process, String) {
+    let mut mock = Command::new(env!("CARGO_BIN_EXE_mock-provider"));
+    mock.arg("--ids-file")
+        .arg(dir.join("received.txt"))
+        .arg("--dlr-url")
+        .arg(format!(
+            "http://127.0.0.1:{sendme_port}/api/providers/mock/dlr"
+        ))
+        .arg("--dlr-secret")
+        .arg(secret)
+        .args(extra);
+    start(mock, "MOCK_PROVIDER_LISTENING")
+}

@@ -372,6 +372,7 @@ impl Pipeline {
             .messages
             .accept_batch(&record, recipients)
             .await?;
+        crate::crash_point!("accept.durable");
 
         if record.send_at.is_some() {
             // Published when due, by the schedule.
@@ -414,6 +415,7 @@ impl Pipeline {
                 self.outbox.push(records(&mut chunk));
             }
         }
+        crate::crash_point!("accept.published");
         crate::metrics::record_accepted(&stats, messages.len() as u64, cost);
         Ok(Accepted {
             batch: Some(batch),

@@ -228,6 +228,7 @@ fn route(
 async fn run_acks(store: Arc<dyn WebhookStore>, mut acked: mpsc::UnboundedReceiver<EventRef>) {
     let mut group = Vec::new();
     while acked.recv_many(&mut group, 4096).await > 0 {
+        crate::crash_point!("callback.delivered");
         if let Err(e) = store.ack_events(&group).await {
             // Left in the outbox: delivered again after a restart (same eventId).
             tracing::error!(error = ?e, "acknowledging delivered callbacks");

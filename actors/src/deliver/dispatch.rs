@@ -142,7 +142,10 @@ async fn claim_and_hand_over(
         })
         .collect();
     let claimed = match h.writer.submit_many(claims).await {
-        Ok(c) => c,
+        Ok(c) => {
+            crate::crash_point!("deliver.claimed");
+            c
+        }
         Err(e) => {
             // Not claimed, still `queued` in the store: back on the queue, and only
             // then let their positions go (a log-based queue would stay stuck on them).

@@ -45,6 +45,7 @@ impl DeliveryHandle {
     ) -> StoreResult<Vec<ReceiptOutcome>> {
         let changes = receipts.iter().map(|r| self.receipt_change(r)).collect();
         let applied = self.writer.submit_many(changes).await?;
+        crate::crash_point!("receipt.durable");
         let mut outcomes = Vec::with_capacity(receipts.len());
         for (receipt, applied) in receipts.into_iter().zip(applied) {
             outcomes.push(match applied {
@@ -63,6 +64,7 @@ impl DeliveryHandle {
         // The send's own `sent` may land between our attempt and our look: try again then.
         for _ in 0..3 {
             if self.writer.submit(change.clone()).await?.is_some() {
+                crate::crash_point!("receipt.durable");
                 return Ok(ReceiptOutcome::Applied);
             }
             let found = self.ports.messages.message(message).await?;
@@ -105,15 +107,30 @@ pub(super) async fn run_receipt_inbox(
         };
         let h = h.clone();
         tokio::spawn(async move {
-            match h.record_receipts(group.clone()).await {
-                Ok(outcomes) => {
-                    for (receipt, outcome) in group.into_iter().zip(outcomes) {
-                        if outcome == ReceiptOutcome::NotYetSent {
-                            retry_receipt_later(h.clone(), receipt);
+            // A failed write (the store unavailable: a full disk) is tried again, holding
+            // the turn, rather than dropping the receipts: their messages would wait for
+            // the receipt timeout and expire.
+            let mut wait = RETRY_FIRST;
+            for attempt in 1.. {
+                match h.record_receipts(group.clone()).await {
+                    Ok(outcomes) => {
+                        for (receipt, outcome) in group.into_iter().zip(outcomes) {
+                            if outcome == ReceiptOutcome::NotYetSent {
+                                retry_receipt_later(h.clone(), receipt);
+                            }
                         }
+                        break;
+                    }
+                    Err(e) if attempt < RETRY_ATTEMPTS => {
+                        tracing::error!(error = ?e, "recording receipts; retrying");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(RETRY_MAX);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = ?e, receipts = group.len(), "recording receipts; giving up");
+                        break;
                     }
                 }
-                Err(e) => tracing::error!(error = ?e, "recording receipts"),
             }
             drop(turn);
         });
@@ -132,6 +149,12 @@ fn retry_receipt_later(h: DeliveryHandle, receipt: Receipt) {
         }
     });
 }
+
+/// The first wait before a failed receipt write is tried again, doubled up to the max,
+/// for about as long as a store outage is waited out elsewhere (five minutes).
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+const RETRY_ATTEMPTS: u32 = 64;
 
 /// Receipt groups being written at once (as `CLAIMS_IN_FLIGHT` in dispatch).
 const RECEIPT_GROUPS_IN_FLIGHT: usize = 3;

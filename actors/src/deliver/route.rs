@@ -38,7 +38,7 @@ impl Default for RouteSettings {
         Self {
             rate_per_second: None,
             concurrency: 256,
-            max_attempts: 5,
+            max_attempts: 12,
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
             receipt_ttl: Duration::from_secs(3600),
@@ -279,6 +279,7 @@ async fn persist_finished(
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(RETRY_WRITE_MAX);
             }
+            crate::crash_point!("deliver.outcome_durable");
             release(&*queue, &records).await;
             drop(windows);
         });
@@ -485,6 +486,9 @@ impl Route {
         };
         let started = tokio::time::Instant::now();
         let result = self.provider.send(sms).await;
+        if result.is_ok() {
+            crate::crash_point!("deliver.provider_accepted");
+        }
         let outcome = match &result {
             Ok(_) => AttemptOutcome::Sent,
             Err(SendError::Transient(_)) => AttemptOutcome::Transient,

@@ -69,6 +69,7 @@ async fn release(h: &DeliveryHandle, batch: BatchId) -> StoreResult<()> {
             .flatten()
             .map(|m| QueueRecord::new(m.id, &m.recipient, m.kind))
             .collect();
+        crate::crash_point!("schedule.released");
         published.extend(released.iter().map(|r| r.message));
         h.ports.queue.publish(released).await.map_err(queue_error)?;
     }
@@ -81,5 +82,6 @@ async fn release(h: &DeliveryHandle, batch: BatchId) -> StoreResult<()> {
         .filter(|id| !published.contains(id))
         .collect();
     h.publish_queued(&left).await?;
+    crate::crash_point!("schedule.published");
     messages.clear_due(batch).await
 }

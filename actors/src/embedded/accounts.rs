@@ -104,7 +104,7 @@ impl AccountStore for EmbeddedStore {
     }
 
     async fn account(&self, id: AccountId) -> StoreResult<Option<Account>> {
-        self.keyspaces.account(id)
+        self.keyspaces()?.account(id)
     }
 
     async fn put_member(&self, member: &Member) -> StoreResult<()> {
@@ -114,11 +114,12 @@ impl AccountStore for EmbeddedStore {
     }
 
     async fn member(&self, id: MemberId) -> StoreResult<Option<Member>> {
-        self.keyspaces.get(&self.keyspaces.members, id.as_bytes())
+        self.keyspaces()?
+            .get(&self.keyspaces()?.members, id.as_bytes())
     }
 
     async fn member_access(&self, member: MemberId) -> StoreResult<MemberAccess> {
-        let s = &self.keyspaces;
+        let s = self.keyspaces()?;
         Ok(s.get(&s.member_access, member.as_bytes())?
             .unwrap_or_default())
     }
@@ -141,7 +142,7 @@ impl AccountStore for EmbeddedStore {
     }
 
     async fn account_ids(&self) -> StoreResult<Vec<AccountId>> {
-        self.keyspaces
+        self.keyspaces()?
             .accounts
             .iter()
             .map(|g| {
@@ -153,8 +154,8 @@ impl AccountStore for EmbeddedStore {
 
     async fn terms_version(&self) -> StoreResult<u32> {
         Ok(self
-            .keyspaces
-            .get(&self.keyspaces.meta, TERMS_KEY)?
+            .keyspaces()?
+            .get(&self.keyspaces()?.meta, TERMS_KEY)?
             .unwrap_or(0))
     }
 
@@ -171,7 +172,7 @@ impl Ledger for EmbeddedStore {
     }
 
     async fn entries(&self, account: AccountId) -> StoreResult<Vec<LedgerEntry>> {
-        let s = &self.keyspaces;
+        let s = self.keyspaces()?;
         s.ledger
             .prefix(account.as_bytes())
             .map(|g| decode(&g.value().map_err(backend)?))

@@ -190,14 +190,14 @@ impl ContactStore for EmbeddedStore {
     }
 
     async fn tag(&self, account: AccountId, id: TagId) -> StoreResult<Option<Tag>> {
-        self.keyspaces.get(
-            &self.keyspaces.tags,
+        self.keyspaces()?.get(
+            &self.keyspaces()?.tags,
             &key2(account.as_bytes(), id.as_bytes()),
         )
     }
 
     async fn tags(&self, account: AccountId) -> StoreResult<Vec<Tag>> {
-        self.keyspaces.account_tags(account)
+        self.keyspaces()?.account_tags(account)
     }
 
     async fn create_contact(&self, contact: &Contact) -> Result<(), ContactError> {
@@ -213,7 +213,7 @@ impl ContactStore for EmbeddedStore {
     }
 
     async fn contact(&self, account: AccountId, id: ContactId) -> StoreResult<Option<Contact>> {
-        self.keyspaces.contact_in_account(account, id)
+        self.keyspaces()?.contact_in_account(account, id)
     }
 
     async fn delete_contact(&self, account: AccountId, id: ContactId) -> StoreResult<bool> {
@@ -252,7 +252,7 @@ impl ContactStore for EmbeddedStore {
         after: Option<ContactId>,
         limit: usize,
     ) -> StoreResult<Page<Contact, ContactId>> {
-        let s = &self.keyspaces;
+        let s = self.keyspaces()?;
         let acc = account.as_bytes();
         let mut items = Vec::with_capacity(limit.min(1024));
         // Both indexes end with the contact id, so "after" is a range start.
@@ -299,7 +299,7 @@ impl ContactStore for EmbeddedStore {
     }
 
     async fn all_phones(&self, account: AccountId) -> StoreResult<Vec<String>> {
-        self.keyspaces
+        self.keyspaces()?
             .contact_phones
             .prefix(account.as_bytes())
             .map(|g| {
@@ -312,7 +312,7 @@ impl ContactStore for EmbeddedStore {
     }
 
     async fn tagged_phones(&self, account: AccountId, tags: &[TagId]) -> StoreResult<Vec<String>> {
-        let s = &self.keyspaces;
+        let s = self.keyspaces()?;
         let mut phones = Vec::new();
         for tag in tags {
             for g in s

@@ -45,7 +45,7 @@ impl IdempotencyStore for EmbeddedStore {
         key: &str,
         claim: &KeyClaim,
     ) -> StoreResult<Option<HeldKey>> {
-        let s = &self.keyspaces;
+        let s = self.keyspaces()?;
         let key = key2(account.as_bytes(), key.as_bytes());
         let _guard = s.claims_lock.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(held) = s.held_key(&key)? {
@@ -62,7 +62,7 @@ impl IdempotencyStore for EmbeddedStore {
         held: &KeyClaim,
         next: Option<&KeyClaim>,
     ) -> StoreResult<bool> {
-        let s = &self.keyspaces;
+        let s = self.keyspaces()?;
         let key = key2(account.as_bytes(), key.as_bytes());
         let _guard = s.claims_lock.lock().unwrap_or_else(|p| p.into_inner());
         if s.held_key(&key)? != Some(HeldKey::Claim(held.clone())) {

@@ -6,7 +6,7 @@
 //!
 //! This relies on fjall 3.1's layout: journals are `<id>.jnl` in the data directory,
 //! the newest is the active one, and rotating to a new journal fsyncs the old one first
-//! (`journal::writer::Writer::rotate`). A write flushed before the newest file is looked
+//! and creates `<id + 1>.jnl` (`journal::writer::Writer::rotate`). A write flushed before the newest file is looked
 //! up is therefore in that file or in one a rotation already synced. Check that again
 //! when upgrading fjall; the tests below pin the layout.
 
@@ -60,6 +60,15 @@ impl JournalSync {
         if !cfg!(unix) {
             // fdatasync through a read-only handle is a Unix guarantee.
             return Err(io::Error::other("not on Unix"));
+        }
+        // A rotation always goes from `<id>.jnl` to `<id + 1>.jnl`: while that next file
+        // does not exist, the one open is still the active journal. One `stat` instead of
+        // listing the directory on every sync (2–3 % of the CPU of small requests).
+        if let Some((id, _)) = active {
+            let next = self.dir.join(format!("{}.jnl", *id + 1));
+            if !next.try_exists()? {
+                return Ok(&active.as_ref().expect("checked just above").1);
+            }
         }
         // An old journal can be deleted between the listing and the open: look again.
         for _ in 0..3 {

@@ -16,15 +16,15 @@ impl MessageStore for EmbeddedStore {
         batch: &Batch,
         recipients: MessageBlock,
     ) -> Result<MessageBlock, LedgerError> {
-        self.writer.accept(batch.clone(), recipients).await
+        self.writer()?.accept(batch.clone(), recipients).await
     }
 
     async fn batch(&self, id: BatchId) -> StoreResult<Option<Batch>> {
-        self.keyspaces.batch_record(id.as_bytes())
+        self.keyspaces()?.batch_record(id.as_bytes())
     }
 
     async fn message(&self, id: MessageId) -> StoreResult<Option<Message>> {
-        self.keyspaces
+        self.keyspaces()?
             .load_message(id.as_bytes(), &mut KnownBatches::default())
     }
 
@@ -134,7 +134,7 @@ impl MessageStore for EmbeddedStore {
     }
 
     async fn receipts_overdue(&self, now: Millis, max: usize) -> StoreResult<Vec<MessageId>> {
-        self.keyspaces.status_log.overdue(now, max)
+        self.keyspaces()?.status_log.overdue(now, max)
     }
 
     async fn in_batch(&self, batch: BatchId, status: MessageStatus) -> StoreResult<Vec<MessageId>> {
@@ -173,7 +173,7 @@ impl MessageStore for EmbeddedStore {
 
     async fn due_batches(&self, now: Millis, max: usize) -> StoreResult<Vec<BatchId>> {
         let end = due_key(now, BatchId(uuid::Uuid::max()));
-        self.keyspaces
+        self.keyspaces()?
             .due_batches
             .range(..=end)
             .take(max)
@@ -215,7 +215,7 @@ impl MessageStore for EmbeddedStore {
             None => prefix.to_vec(),
         };
         let items = self
-            .keyspaces
+            .keyspaces()?
             .dead_letters
             .range(start..prefix_end(prefix, 16))
             .take(limit)

@@ -48,7 +48,7 @@ impl OptOutStore for EmbeddedStore {
         after: Option<PhoneNumber>,
         limit: usize,
     ) -> StoreResult<Page<OptOut, PhoneNumber>> {
-        let s = &self.keyspaces;
+        let s = self.keyspaces()?;
         let prefix = account.as_bytes();
         let start = match &after {
             // Just past `after` itself.
@@ -74,7 +74,12 @@ impl OptOutStore for EmbeddedStore {
         let mut out = Vec::new();
         for n in numbers {
             let key = key2(account.as_bytes(), n.as_str().as_bytes());
-            if self.keyspaces.opt_outs.contains_key(key).map_err(backend)? {
+            if self
+                .keyspaces()?
+                .opt_outs
+                .contains_key(key)
+                .map_err(backend)?
+            {
                 out.push(n.clone());
             }
         }
@@ -82,11 +87,11 @@ impl OptOutStore for EmbeddedStore {
     }
 
     async fn last_sender(&self, phone: &PhoneNumber) -> StoreResult<Option<AccountId>> {
-        if let Some(account) = self.keyspaces.status_log.recent_sender(phone) {
+        if let Some(account) = self.keyspaces()?.status_log.recent_sender(phone) {
             return Ok(Some(account));
         }
         Ok(self
-            .keyspaces
+            .keyspaces()?
             .last_senders
             .get(phone.as_str().as_bytes())
             .map_err(backend)?
@@ -111,7 +116,7 @@ impl OptOutStore for EmbeddedStore {
         before: Option<InboundId>,
         limit: usize,
     ) -> StoreResult<Page<InboundMessage, InboundId>> {
-        let s = &self.keyspaces;
+        let s = self.keyspaces()?;
         let prefix = account.as_bytes();
         let end = match before {
             Some(before) => key2(prefix, before.as_bytes()),

@@ -85,7 +85,7 @@ async fn a_data_dir_with_per_message_status_indexes_is_migrated_on_open() {
         let claim = StatusChange::new(ids[0], MessageStatus::Queued, MessageStatus::Sending, 1);
         assert!(store.apply(vec![claim]).await.unwrap()[0].is_some());
         // Rewrite the indexes the way older versions kept them.
-        let s = &store.keyspaces;
+        let s = store.keyspaces().unwrap();
         let old = |name| s.db.keyspace(name, KeyspaceCreateOptions::default).unwrap();
         let (pending, inflight) = (old("pending"), old("inflight"));
         let mut wb = s.buffered_batch();
@@ -102,7 +102,7 @@ async fn a_data_dir_with_per_message_status_indexes_is_migrated_on_open() {
             encode(&whole).unwrap(),
         );
         let uncommitted = batch(account, 1);
-        insert_legacy_message(s, &mut wb, &uncommitted, orphan, &phone);
+        insert_legacy_message(&s, &mut wb, &uncommitted, orphan, &phone);
         wb.insert(&pending, orphan.as_bytes().to_vec(), []);
         wb.commit().unwrap();
         s.persist().unwrap();
@@ -116,8 +116,8 @@ async fn a_data_dir_with_per_message_status_indexes_is_migrated_on_open() {
         (whole.status, whole.account),
         (MessageStatus::Queued, account)
     );
-    assert!(!store.keyspaces.db.keyspace_exists("pending"));
-    assert!(!store.keyspaces.db.keyspace_exists("inflight"));
+    assert!(!store.keyspaces().unwrap().db.keyspace_exists("pending"));
+    assert!(!store.keyspaces().unwrap().db.keyspace_exists("inflight"));
 }
 
 #[tokio::test]
@@ -197,10 +197,10 @@ async fn an_account_lists_its_older_per_message_entries_and_its_blocks_in_one_or
     // A committed batch as versions before message blocks wrote it.
     let old = batch(account, 3);
     let mut all: Vec<MessageId> = (0..3).map(|_| MessageId::new()).collect();
-    let s = &store.keyspaces;
+    let s = store.keyspaces().unwrap();
     let mut wb = s.buffered_batch();
     for &id in &all {
-        insert_legacy_message(s, &mut wb, &old, id, &phone);
+        insert_legacy_message(&s, &mut wb, &old, id, &phone);
     }
     s.insert_commit_marker(
         &mut wb,
@@ -251,7 +251,7 @@ async fn a_removal_cut_short_after_its_first_chunk_is_finished_on_open() {
     let block = MessageBlock::new(vec![phone; ACCEPT_CHUNK + 5]);
     {
         let store = store_with_account(dir.path(), account).await;
-        let s = &store.keyspaces;
+        let s = store.keyspaces().unwrap();
         let mut wb = s.buffered_batch();
         wb.insert(
             &s.accepting,
@@ -273,7 +273,7 @@ async fn a_removal_cut_short_after_its_first_chunk_is_finished_on_open() {
         s.persist().unwrap();
     }
     let store = EmbeddedStore::open(dir.path()).unwrap();
-    let s = &store.keyspaces;
+    let s = store.keyspaces().unwrap();
     assert!(block
         .ids()
         .all(|id| s.messages.get(id.as_bytes()).unwrap().is_none()));
@@ -301,7 +301,7 @@ async fn messages_of_an_accept_that_never_committed_are_removed_on_open() {
         let block_orphan = batch(account, 3);
         let block = MessageBlock::new(vec![phone.clone(); 3]);
         let mut ids = vec![MessageId::new(), MessageId::new()];
-        let s = &store.keyspaces;
+        let s = store.keyspaces().unwrap();
         let mut wb = s.buffered_batch();
         for b in [&orphan, &block_orphan] {
             wb.insert(
@@ -311,7 +311,7 @@ async fn messages_of_an_accept_that_never_committed_are_removed_on_open() {
             );
         }
         for &id in &ids {
-            insert_legacy_message(s, &mut wb, &orphan, id, &phone);
+            insert_legacy_message(&s, &mut wb, &orphan, id, &phone);
         }
         s.insert_runs(&mut wb, &block_orphan, &block).unwrap();
         for (id, to) in block.iter() {
@@ -340,7 +340,7 @@ async fn messages_of_an_accept_that_never_committed_are_removed_on_open() {
         1,
         "only the committed batch's message is left"
     );
-    let s = &store.keyspaces;
+    let s = store.keyspaces().unwrap();
     for id in orphan_ids {
         assert!(store.message(id).await.unwrap().is_none());
         assert!(s.messages.get(id.as_bytes()).unwrap().is_none());

@@ -49,8 +49,8 @@ impl WebhookStore for EmbeddedStore {
     }
 
     async fn webhook(&self, account: AccountId) -> StoreResult<Option<Webhook>> {
-        self.keyspaces
-            .get(&self.keyspaces.webhooks, account.as_bytes())
+        self.keyspaces()?
+            .get(&self.keyspaces()?.webhooks, account.as_bytes())
     }
 
     async fn delete_webhook(&self, account: AccountId) -> StoreResult<bool> {

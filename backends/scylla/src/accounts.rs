@@ -33,7 +33,8 @@ impl AccountStore for ScyllaStore {
                 CqlTimestamp(a.created_at),
             ),
         )
-        .await
+        .await?;
+        self.put_credits(a).await
     }
 
     async fn account(&self, id: AccountId) -> StoreResult<Option<Account>> {
@@ -146,15 +147,12 @@ impl AccountStore for ScyllaStore {
 #[async_trait]
 impl Ledger for ScyllaStore {
     async fn top_up(&self, account: AccountId, amount: u64) -> Result<Account, LedgerError> {
-        let acc = self
-            .update_balance(account, |acc| {
-                acc.top_up(amount)?;
-                Ok::<_, LedgerError>(())
-            })
-            .await?;
-        self.record(account, LedgerKind::TopUp, amount, None)
-            .await?;
-        Ok(acc)
+        let movement = Movement::fresh(LedgerKind::TopUp, None);
+        self.moved(account, &movement, |acc| {
+            acc.top_up(amount)?;
+            Ok(amount)
+        })
+        .await
     }
 
     async fn reserve(
@@ -163,15 +161,12 @@ impl Ledger for ScyllaStore {
         amount: u64,
         batch: BatchId,
     ) -> Result<Account, LedgerError> {
-        let acc = self
-            .update_balance(account, |acc| {
-                acc.reserve(amount)?;
-                Ok::<_, LedgerError>(())
-            })
-            .await?;
-        self.record(account, LedgerKind::Reserve, amount, Some(batch))
-            .await?;
-        Ok(acc)
+        let movement = Movement::fresh(LedgerKind::Reserve, Some(batch));
+        self.moved(account, &movement, |acc| {
+            acc.reserve(amount)?;
+            Ok(amount)
+        })
+        .await
     }
 
     async fn release(
@@ -180,52 +175,59 @@ impl Ledger for ScyllaStore {
         amount: u64,
         batch: BatchId,
     ) -> Result<Account, LedgerError> {
-        let acc = self
-            .update_balance(account, |acc| {
-                acc.release(amount);
-                Ok::<_, LedgerError>(())
-            })
-            .await?;
-        self.record(account, LedgerKind::Release, amount, Some(batch))
-            .await?;
-        Ok(acc)
+        let movement = Movement::fresh(LedgerKind::Release, Some(batch));
+        self.moved(account, &movement, |acc| {
+            acc.release(amount);
+            Ok(amount)
+        })
+        .await
     }
 
     async fn entries(&self, account: AccountId) -> StoreResult<Vec<LedgerEntry>> {
         type Row = (
+            String,
             Uuid,
-            Uuid,
-            Option<String>,
             Option<i64>,
             Option<Uuid>,
             Option<CqlTimestamp>,
         );
-        self.rows::<Row>(&self.st.select_ledger_entries, (account.0,))
+        let mut entries = Vec::new();
+        for (kind, id, amount, queue, at) in self
+            .rows::<Row>(&self.st.select_book_entries, (account.0,))
             .await?
-            .into_iter()
-            .map(|(account, id, kind, amount, queue, at)| {
-                Ok(LedgerEntry {
-                    id: LedgerEntryId(id),
-                    account: AccountId(account),
-                    kind: parse_ledger_kind(kind.as_deref().unwrap_or_default())?,
-                    amount: amount.unwrap_or(0).max(0) as u64,
-                    batch: queue.map(BatchId),
-                    at: millis(at),
-                })
-            })
-            .collect()
+        {
+            if kind == credits::PENDING {
+                continue;
+            }
+            entries.push(LedgerEntry {
+                id: LedgerEntryId(id),
+                account,
+                kind: parse_ledger_kind(&kind)?,
+                amount: amount.unwrap_or(0).max(0) as u64,
+                batch: queue.map(BatchId),
+                at: millis(at),
+            });
+        }
+        entries.sort_by_key(|e| (e.at, e.id.0));
+        Ok(entries)
     }
 
     /// Held: the committed open messages' cost, plus the reservations of accepts still
-    /// being written (a `reserve` entry younger than [`ACCEPT_GRACE`] whose batch has not
+    /// being written (a `reserve` younger than [`ACCEPT_GRACE`] whose batch has not
     /// committed and was not released). An older one is a reservation an accept that died
     /// left behind, and is returned to the balance.
     ///
-    /// Unlike the embedded store, nothing here stops status changes and accepts while the
-    /// scan runs, and a status change moves its credits a moment after its message. So a
-    /// drift is repaired only if it is seen twice, [`DRIFT_SETTLE`] apart, with the
-    /// account unchanged in between and when repaired: a drift that moves is traffic.
+    /// Settlements a status write left pending are settled first (from the messages'
+    /// events), and while one is younger than its grace nothing is repaired: its credits
+    /// are about to move. Unlike the embedded store, nothing here stops status changes
+    /// and accepts while the scan runs, and a status change moves its credits a moment
+    /// after its message. So a drift is repaired only if it is seen twice,
+    /// [`DRIFT_SETTLE`] apart, with the account unchanged in between and when repaired:
+    /// a drift that moves is traffic.
     async fn reconcile(&self, account: AccountId) -> Result<i64, LedgerError> {
+        if self.settle_pending(account).await? > 0 {
+            return Ok(0);
+        }
         let first = self.reconcile_view(account).await?;
         if first.1 == first.0.reserved {
             return Ok(0);
@@ -235,19 +237,48 @@ impl Ledger for ScyllaStore {
         if (seen.balance, seen.reserved, held) != (first.0.balance, first.0.reserved, first.1) {
             return Ok(0);
         }
-        let (mut drift, mut movement) = (0, None);
-        self.update_balance(account, |acc| {
-            (drift, movement) = (0, None);
-            if (acc.balance, acc.reserved) == (seen.balance, seen.reserved) {
-                (drift, movement) = acc.reconcile(held);
-            }
-            Ok::<_, LedgerError>(())
-        })
-        .await?;
-        if let Some((kind, amount)) = movement {
-            self.record(account, kind, amount, None).await?;
+        // A `release` returns an excess to the balance, a `reserve` takes a shortfall
+        // from it (see `Account::reconcile`).
+        let kind = if seen.reserved > held {
+            LedgerKind::Release
+        } else {
+            LedgerKind::Reserve
+        };
+        let mut drift = 0;
+        let repaired = self
+            .apply_movement(account, &Movement::fresh(kind, None), |acc| {
+                if (acc.balance, acc.reserved) != (seen.balance, seen.reserved) {
+                    return Err(Repair::AccountMoved);
+                }
+                let (found, movement) = acc.reconcile(held);
+                drift = found;
+                Ok(movement.map_or(0, |(_, amount)| amount))
+            })
+            .await;
+        match repaired {
+            Ok(_) => Ok(drift),
+            Err(Repair::AccountMoved) => Ok(0),
+            Err(Repair::Ledger(e)) => Err(e),
         }
-        Ok(drift)
+    }
+}
+
+/// Why a repair did not apply: the account moved after it was looked at (traffic, not
+/// drift), or the ledger failed.
+enum Repair {
+    AccountMoved,
+    Ledger(LedgerError),
+}
+
+impl From<LedgerError> for Repair {
+    fn from(e: LedgerError) -> Self {
+        Repair::Ledger(e)
+    }
+}
+
+impl From<StoreError> for Repair {
+    fn from(e: StoreError) -> Self {
+        Repair::Ledger(e.into())
     }
 }
 
@@ -263,6 +294,18 @@ impl ScyllaStore {
         }))
     }
 
+    /// [`ScyllaStore::apply_movement`] for a movement nothing repeats.
+    async fn moved(
+        &self,
+        account: AccountId,
+        movement: &Movement,
+        change: impl FnMut(&mut Account) -> Result<u64, LedgerError>,
+    ) -> Result<Account, LedgerError> {
+        self.apply_movement(account, movement, change)
+            .await?
+            .ok_or_else(|| LedgerError::Store(corrupt("a fresh movement found applied")))
+    }
+
     /// The account and what its messages (and accepts in flight) hold.
     async fn reconcile_view(&self, account: AccountId) -> Result<(Account, u64), LedgerError> {
         let before = self
@@ -270,18 +313,14 @@ impl ScyllaStore {
             .await?
             .ok_or(LedgerError::AccountNotFound)?;
         let mut held = self.held_by_open_messages(account).await?;
-        let entries = self.entries(account).await?;
-        let recent = now_millis() - ACCEPT_GRACE;
-        for e in entries
-            .iter()
-            .filter(|e| e.kind == LedgerKind::Reserve && e.at >= recent)
+        for (batch, amount) in self
+            .reserves_since(account, now_millis() - ACCEPT_GRACE)
+            .await?
         {
-            let Some(batch) = e.batch else { continue };
-            let released = entries
-                .iter()
-                .any(|r| r.kind == LedgerKind::Release && r.batch == Some(batch));
-            if !released && self.read_batch(batch).await?.is_none() {
-                held = held.saturating_add(e.amount);
+            if !self.accept_released(account, batch).await?
+                && self.read_batch(batch).await?.is_none()
+            {
+                held = held.saturating_add(amount);
             }
         }
         Ok((before, held))

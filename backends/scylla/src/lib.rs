@@ -4,10 +4,12 @@
 //! several SendMe processes share one database.
 //!
 //! - Every statement is prepared once, when the store connects ([`statements`]).
-//! - Balances change only through lightweight transactions (compare-and-set on balance and
-//!   reserved), retried on contention up to [`LWT_ATTEMPTS`] times. Each movement then
-//!   gets its ledger entry. The two writes are not atomic (ScyllaDB has no multi-partition
-//!   transactions): a crash between them loses the entry, never credits.
+//! - Credits move once per movement (`credits.rs`): the movement's row and the account's
+//!   new balance and reservation in one conditional batch on the account's book (a
+//!   compare-and-set on both amounts, retried on contention up to [`LWT_ATTEMPTS`]
+//!   times), so a repeated movement changes nothing; a status write's captures and
+//!   refunds are announced by a pending row first, which the reconciliation settles if
+//!   the writer dies.
 //! - Message transitions are `UPDATE messages ... IF status = ? AND version = ?`, so a
 //!   second claim of a message is skipped, exactly like the embedded store's check.
 //! - Contact scans page through the buckets; writes of many rows run with bounded
@@ -19,6 +21,7 @@
 
 mod accounts;
 mod contacts;
+mod credits;
 mod idempotency;
 mod messages;
 mod opt_outs;
@@ -32,6 +35,7 @@ pub use settings::ScyllaSettings;
 
 use anyhow::Context;
 use async_trait::async_trait;
+use credits::Movement;
 use futures_util::future::BoxFuture;
 use futures_util::{StreamExt, TryStreamExt};
 use scylla::client::execution_profile::ExecutionProfile;
@@ -150,20 +154,14 @@ impl ScyllaStore {
 
     /// Runs a lightweight transaction; `true` if it was applied.
     async fn lwt(&self, st: &PreparedStatement, values: impl SerializeRow) -> StoreResult<bool> {
-        let result = self
-            .session
-            .execute_unpaged(st, values)
-            .await
-            .map_err(backend)?;
-        let rows = result.into_rows_result().map_err(backend)?;
-        // The first column of an LWT's answer is `[applied]`; the rest (the current
-        // values when it was not) are read again by the callers that need them.
-        let row: scylla::value::Row = rows.first_row().map_err(corrupt_from)?;
-        let applied = match row.columns.first() {
-            Some(Some(scylla::value::CqlValue::Boolean(applied))) => *applied,
-            _ => return Err(corrupt("an LWT answer without [applied]")),
-        };
-        Ok(applied)
+        // The rest of the answer (the current values when it was not applied) is read
+        // again by the callers that need it.
+        credits::lwt_applied(
+            self.session
+                .execute_unpaged(st, values)
+                .await
+                .map_err(backend)?,
+        )
     }
 
     /// All rows of a statement whose result is one bounded partition or less.
@@ -258,47 +256,21 @@ impl ScyllaStore {
             .await
     }
 
-    /// Compare-and-set on an account's amounts, retried on contention. `change` gets the
-    /// current account and returns the new (balance, reserved), or an error to give up.
-    async fn update_balance<E>(
-        &self,
-        account: AccountId,
-        mut change: impl FnMut(&mut Account) -> Result<(), E>,
-    ) -> Result<Account, E>
-    where
-        E: From<StoreError> + From<LedgerError>,
-    {
-        for attempt in 0..LWT_ATTEMPTS {
-            let mut acc = self
-                .read_account(account)
-                .await?
-                .ok_or(LedgerError::AccountNotFound)?;
-            let mut changed = acc.clone();
-            change(&mut changed)?;
-            let (balance, reserved) = (changed.balance, changed.reserved);
-            let applied = self
-                .lwt(
-                    &self.st.update_balance,
-                    (
-                        balance as i64,
-                        reserved as i64,
-                        account.0,
-                        acc.balance as i64,
-                        acc.reserved as i64,
-                    ),
-                )
-                .await?;
-            if applied {
-                acc.balance = balance;
-                acc.reserved = reserved;
-                return Ok(acc);
-            }
-            contention_backoff(attempt).await;
+    /// The account, with the amounts of its book.
+    async fn read_account(&self, id: AccountId) -> StoreResult<Option<Account>> {
+        let Some(mut acc) = self.account_row(id).await? else {
+            return Ok(None);
+        };
+        // The account row's amounts only until the book's first movement seeds it.
+        if let Some((balance, reserved)) = self.read_credits(id).await? {
+            (acc.balance, acc.reserved) = (balance, reserved);
         }
-        Err(E::from(contention("account balance")))
+        Ok(Some(acc))
     }
 
-    async fn read_account(&self, id: AccountId) -> StoreResult<Option<Account>> {
+    /// The account row, with the amounts it was created with (before `006_credit_books`,
+    /// its current ones).
+    async fn account_row(&self, id: AccountId) -> StoreResult<Option<Account>> {
         type Row = (
             Uuid,
             Option<String>,
@@ -323,40 +295,6 @@ impl ScyllaStore {
             reserved: reserved.unwrap_or(0).max(0) as u64,
             created_at: millis(created_at),
         }))
-    }
-
-    async fn write_ledger_entry(&self, entry: &LedgerEntry) -> StoreResult<()> {
-        self.exec(
-            &self.st.insert_ledger_entry,
-            (
-                entry.account.0,
-                entry.id.0,
-                ledger_kind_str(entry.kind),
-                entry.amount as i64,
-                entry.batch.map(|q| q.0),
-                CqlTimestamp(entry.at),
-            ),
-        )
-        .await
-    }
-
-    /// Records a movement that already happened to the balance.
-    async fn record(
-        &self,
-        account: AccountId,
-        kind: LedgerKind,
-        amount: u64,
-        batch: Option<BatchId>,
-    ) -> StoreResult<()> {
-        self.write_ledger_entry(&LedgerEntry {
-            id: LedgerEntryId::new(),
-            account,
-            kind,
-            amount,
-            batch,
-            at: now_millis(),
-        })
-        .await
     }
 }
 

@@ -25,6 +25,10 @@ pub const SCHEMA_FILES: &[(&str, &str)] = &[
         include_str!("../../../schema/005_webhooks.cql"),
     ),
     (
+        "006_credit_books.cql",
+        include_str!("../../../schema/006_credit_books.cql"),
+    ),
+    (
         "008_member_access.cql",
         include_str!("../../../schema/008_member_access.cql"),
     ),

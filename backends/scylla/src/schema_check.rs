@@ -14,6 +14,8 @@ const REPLICATION: &str = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
 
 struct Table {
     columns: BTreeSet<String>,
+    /// Columns declared `static`: one value per partition.
+    statics: BTreeSet<String>,
     partition: Vec<String>,
     clustering: Vec<String>,
 }
@@ -130,6 +132,7 @@ fn schema_tables() -> HashMap<String, Table> {
                 let table = Table {
                     partition,
                     clustering,
+                    statics: static_columns(&statement),
                     columns,
                 };
                 for k in table.partition.iter().chain(&table.clustering) {
@@ -141,6 +144,29 @@ fn schema_tables() -> HashMap<String, Table> {
         }
     }
     tables
+}
+
+/// The columns a CREATE TABLE statement declares `static` (the parser drops the word).
+fn static_columns(create: &str) -> BTreeSet<String> {
+    let Some(open) = create.find('(') else {
+        return BTreeSet::new();
+    };
+    create[open + 1..]
+        .split(", ")
+        .filter_map(|def| {
+            let def = def.trim_end_matches(|c: char| c == ')' || c.is_whitespace());
+            let words: Vec<&str> = def.split_whitespace().collect();
+            (words.last()?.eq_ignore_ascii_case("static")).then(|| words[0].to_ascii_lowercase())
+        })
+        .collect()
+}
+
+#[test]
+fn static_columns_are_read() {
+    let statics = static_columns(
+        "CREATE TABLE IF NOT EXISTS t (a uuid, b text, m map<uuid, timestamp>, s bigint static, u bigint static )",
+    );
+    assert_eq!(statics, BTreeSet::from(["s".to_owned(), "u".to_owned()]));
 }
 
 /// The table a statement uses, which must exist and be unqualified (the session's
@@ -273,16 +299,24 @@ fn every_prepared_statement_matches_the_schema() {
             }
             CassandraStatement::Update(u) => {
                 let t = table(&tables, &u.table_name, cql);
+                let mut only_statics = true;
                 for a in &u.assignments {
                     let col = column(t, &a.name.column, cql);
                     assert!(
                         !t.partition.contains(&col) && !t.clustering.contains(&col),
                         "{stmt} assigns key column {col}"
                     );
+                    only_statics &= t.statics.contains(&col);
                 }
-                check_where(t, &u.where_clause, true, cql);
+                // A partition's static columns are set by the partition key alone, and
+                // only they may then be conditions.
+                check_where(t, &u.where_clause, !only_statics, cql);
                 for r in &u.if_clause {
-                    relation_column(t, r, cql);
+                    let col = relation_column(t, r, cql);
+                    assert!(
+                        !only_statics || t.statics.contains(&col),
+                        "{stmt}: condition on {col}, which is not static"
+                    );
                 }
             }
             CassandraStatement::Delete(d) => {
@@ -313,6 +347,28 @@ fn idempotency_keys_expire_after_24_hours() {
     }
 }
 
+/// Credits move once: a movement's row and the amounts it changes share a partition (one
+/// conditional batch writes both), and movement rows expire with the ledger's detail.
+#[test]
+fn credit_movements_share_the_partition_of_the_amounts_they_move() {
+    let tables = schema_tables();
+    let book = &tables["credit_books"];
+    assert_eq!(book.partition, vec!["account_id".to_owned()]);
+    assert_eq!(book.clustering, vec!["kind".to_owned(), "id".to_owned()]);
+    assert_eq!(
+        book.statics,
+        BTreeSet::from(["balance".to_owned(), "reserved".to_owned()])
+    );
+    for (name, cql) in CQL {
+        let writes_rows = cql.starts_with("INSERT INTO credit_books ");
+        if writes_rows {
+            assert!(cql.ends_with(" USING TTL 2592000"), "{name}: `{cql}`");
+        }
+    }
+    let movement = CQL.iter().find(|(n, _)| *n == "insert_movement").unwrap().1;
+    assert!(movement.contains(" IF NOT EXISTS "), "{movement}");
+}
+
 #[test]
 fn conditional_statements_are_the_balance_message_phone_claim_batch_opt_out_and_access_ones() {
     let conditional: BTreeSet<&str> = CQL
@@ -323,7 +379,9 @@ fn conditional_statements_are_the_balance_message_phone_claim_batch_opt_out_and_
     assert_eq!(
         conditional,
         BTreeSet::from([
-            "update_balance",
+            "seed_credits",
+            "move_credits",
+            "insert_movement",
             "update_message",
             "claim_phone",
             "release_phone",

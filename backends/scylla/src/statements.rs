@@ -45,8 +45,6 @@ statements! {
     // Accounts, members, terms.
     insert_account = "INSERT INTO accounts (id, name, default_country, balance, reserved, created_at) VALUES (?, ?, ?, ?, ?, ?)";
     select_account = "SELECT id, name, default_country, balance, reserved, created_at FROM accounts WHERE id = ?";
-    /// The only way a balance changes: compare-and-set on both amounts.
-    update_balance = "UPDATE accounts SET balance = ?, reserved = ? WHERE id = ? IF balance = ? AND reserved = ?";
     insert_member = "INSERT INTO members (id, account_id, role, accepted_terms, created_at) VALUES (?, ?, ?, ?, ?)";
     select_member = "SELECT id, account_id, role, accepted_terms, created_at FROM members WHERE id = ?";
     select_member_access = "SELECT disabled, token_version FROM member_access WHERE member_id = ?";
@@ -57,9 +55,24 @@ statements! {
     insert_setting = "INSERT INTO settings (name, value) VALUES (?, ?)";
     select_setting = "SELECT value FROM settings WHERE name = ?";
 
-    // Ledger.
-    insert_ledger_entry = "INSERT INTO ledger_entries (account_id, id, kind, amount, queue_id, at) VALUES (?, ?, ?, ?, ?, ?)";
-    select_ledger_entries = "SELECT account_id, id, kind, amount, queue_id, at FROM ledger_entries WHERE account_id = ?";
+    // Credits: each account's book (see `credits.rs`).
+    select_credits = "SELECT balance, reserved FROM credit_books WHERE account_id = ? LIMIT 1";
+    /// An account's amounts set outright, when it is created.
+    put_credits = "UPDATE credit_books SET balance = ?, reserved = ? WHERE account_id = ?";
+    /// A book from before `006_credit_books` takes its account row's amounts.
+    seed_credits = "UPDATE credit_books SET balance = ?, reserved = ? WHERE account_id = ? IF balance = null";
+    /// With `insert_movement` (and `delete_book_row` for a settlement) in one conditional
+    /// batch: the only way an account's amounts change.
+    move_credits = "UPDATE credit_books SET balance = ?, reserved = ? WHERE account_id = ? IF balance = ? AND reserved = ?";
+    /// A movement, once (30 days of ledger detail).
+    insert_movement = "INSERT INTO credit_books (account_id, kind, id, amount, queue_id, at) VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL 2592000";
+    select_movement = "SELECT amount FROM credit_books WHERE account_id = ? AND kind = ? AND id = ?";
+    select_movements_since = "SELECT id, amount, queue_id FROM credit_books WHERE account_id = ? AND kind = ? AND id >= ?";
+    select_book_entries = "SELECT kind, id, amount, queue_id, at FROM credit_books WHERE account_id = ?";
+    /// A settlement a status write is about to make (`kind` = 'pending').
+    insert_pending = "INSERT INTO credit_books (account_id, kind, id, queue_id, at, settles, messages) VALUES (?, ?, ?, ?, ?, ?, ?) USING TTL 2592000";
+    select_pending = "SELECT id, queue_id, settles, messages FROM credit_books WHERE account_id = ? AND kind = ?";
+    delete_book_row = "DELETE FROM credit_books WHERE account_id = ? AND kind = ? AND id = ?";
 
     // Tags and contacts.
     insert_tag = "INSERT INTO tags (account_id, id, name) VALUES (?, ?, ?)";

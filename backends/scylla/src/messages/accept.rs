@@ -159,17 +159,13 @@ impl ScyllaStore {
         recipients: &MessageBlock,
     ) -> Result<(), LedgerError> {
         let needed = batch.cost;
-        self.update_balance(batch.account, |acc| {
+        let reserve = Movement::of_accept(LedgerKind::Reserve, batch.id);
+        self.apply_movement(batch.account, &reserve, |acc| {
             acc.reserve(needed)?;
-            Ok::<_, LedgerError>(())
+            Ok::<_, LedgerError>(needed)
         })
         .await?;
-        let entry = self
-            .record(batch.account, LedgerKind::Reserve, needed, Some(batch.id))
-            .await;
-        let entry_written = entry.is_ok();
         let written = async {
-            entry?;
             self.write_messages(batch, recipients).await?;
             let counts: HashMap<&str, i64> = MessageStatus::ALL
                 .iter()
@@ -230,16 +226,12 @@ impl ScyllaStore {
         if let Err(error) = written {
             tracing::warn!(queue = %batch.id, %error, "accept failed: releasing its reservation");
             self.remove_messages(batch, recipients).await;
-            self.update_balance(batch.account, |acc| {
+            let release = Movement::of_accept(LedgerKind::Release, batch.id);
+            self.apply_movement(batch.account, &release, |acc| {
                 acc.release(needed);
-                Ok::<_, LedgerError>(())
+                Ok::<_, LedgerError>(needed)
             })
             .await?;
-            // Without a `reserve` entry the two movements cancel out unrecorded.
-            if entry_written {
-                self.record(batch.account, LedgerKind::Release, needed, Some(batch.id))
-                    .await?;
-            }
             return Err(error.into());
         }
         Ok(())

@@ -204,7 +204,7 @@ impl ScyllaStore {
     }
 
     /// The message row with its version, whether or not its batch is committed.
-    async fn message_row(&self, id: MessageId) -> StoreResult<Option<(Message, i32)>> {
+    pub(crate) async fn message_row(&self, id: MessageId) -> StoreResult<Option<(Message, i32)>> {
         match self
             .one::<MessageRow>(&self.st.select_message, (id.0,))
             .await?

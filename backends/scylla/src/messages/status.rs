@@ -2,6 +2,7 @@
 //! the index rows, batch counters and credits of the changes that applied.
 
 use super::*;
+use crate::credits::Pending;
 
 /// One status change that applied, with what it means for indexes, counts and credits.
 struct Applied {
@@ -15,6 +16,43 @@ fn next_state(msg: &Message, change: &StatusChange) -> Message {
     let mut msg = msg.clone();
     change.apply_to(&mut msg);
     msg
+}
+
+/// A change with its position in the call's list.
+type Positioned = (usize, StatusChange);
+
+/// A message as read, with its version.
+type Versioned = (Message, i32);
+
+/// Which settlement a change belongs to: its account, batch and ledger movement.
+type SettlementKey = (AccountId, BatchId, LedgerKind);
+
+/// The settlements the changes of `groups` (each message with its current state) would
+/// make if they all applied, one per account, batch and movement.
+fn pending_settlements(
+    groups: &[(Vec<Positioned>, Option<Versioned>)],
+) -> HashMap<SettlementKey, Pending> {
+    let mut pending: HashMap<SettlementKey, Pending> = HashMap::new();
+    for (changes, current) in groups {
+        let Some((msg, _)) = current else { continue };
+        // Only changes that would apply in turn: a change its message has already moved
+        // past (a retried write) announces nothing, so no two pending rows name one change.
+        let mut state = msg.clone();
+        for (_, change) in changes {
+            if !change.applies_to(&state) {
+                continue;
+            }
+            if let Some(kind) = LedgerKind::of_transition(change.from, change.to) {
+                pending
+                    .entry((msg.account, msg.batch, kind))
+                    .or_insert_with(|| Pending::new(msg.account, msg.batch, kind))
+                    .messages
+                    .insert(msg.id.0, CqlTimestamp(change.at));
+            }
+            change.apply_to(&mut state);
+        }
+    }
+    pending
 }
 
 /// Statuses with rows in `messages_by_status`: those that hold credits.
@@ -43,8 +81,27 @@ impl ScyllaStore {
             groups[g].push((position, change));
         }
         let committed = Committed::default();
+        // Each message as it is now, then the settlements its changes are about to make,
+        // recorded before any message changes (see `credits.rs`).
+        let groups = futures_util::stream::iter(groups)
+            .map(|g| async {
+                let current = match g.first() {
+                    Some((_, first)) => self.visible_message(first.message, &committed).await?,
+                    None => None,
+                };
+                Ok::<_, StoreError>((g, current))
+            })
+            .buffer_unordered(self.write_concurrency)
+            .try_collect::<Vec<_>>()
+            .await?;
+        let pending = pending_settlements(&groups);
+        let announced = pending
+            .values()
+            .map(|p| Box::pin(self.write_pending(p)) as Write<'_>)
+            .collect();
+        self.write_all(announced).await?;
         let outcomes = futures_util::stream::iter(groups)
-            .map(|g| self.apply_to_message(g, &committed))
+            .map(|(g, current)| self.apply_to_message(g, current, &committed))
             .buffer_unordered(self.write_concurrency)
             .try_collect::<Vec<_>>()
             .await?;
@@ -56,7 +113,7 @@ impl ScyllaStore {
             }
             applied.extend(effects);
         }
-        self.record_effects(&applied).await?;
+        self.record_effects(&applied, &pending).await?;
         Ok(results)
     }
 
@@ -64,13 +121,13 @@ impl ScyllaStore {
     async fn apply_to_message(
         &self,
         changes: Vec<(usize, StatusChange)>,
+        mut current: Option<Versioned>,
         committed: &Committed,
     ) -> StoreResult<(Vec<(usize, Option<Message>)>, Vec<Applied>)> {
         let Some((_, first)) = changes.first() else {
             return Ok((Vec::new(), Vec::new()));
         };
         let id = first.message;
-        let mut current = self.visible_message(id, committed).await?;
         let mut results = Vec::with_capacity(changes.len());
         let mut applied = Vec::new();
         for (position, change) in changes {
@@ -140,11 +197,16 @@ impl ScyllaStore {
         Ok((results, applied))
     }
 
-    /// Index rows, dead letters, counters and credits of the changes that applied.
-    async fn record_effects(&self, applied: &[Applied]) -> StoreResult<()> {
+    /// Index rows, dead letters, counters and credits of the changes that applied; every
+    /// pending settlement is settled for what applied (or removed if nothing did).
+    async fn record_effects(
+        &self,
+        applied: &[Applied],
+        pending: &HashMap<SettlementKey, Pending>,
+    ) -> StoreResult<()> {
         let mut writes: Vec<Write<'_>> = Vec::new();
         let mut counts: HashMap<(BatchId, MessageStatus), i64> = HashMap::new();
-        let mut credits: HashMap<(AccountId, BatchId, LedgerKind), u64> = HashMap::new();
+        let mut credits: HashMap<SettlementKey, u64> = HashMap::new();
         // Per message, the index rows follow its first and last state in this call.
         let mut first: HashMap<MessageId, &Message> = HashMap::new();
         let mut last: HashMap<MessageId, &Message> = HashMap::new();
@@ -204,22 +266,16 @@ impl ScyllaStore {
             .collect();
         self.write_all(counters).await?;
 
-        for ((account, queue, kind), amount) in credits {
-            let mut moved = 0;
-            let result = self
-                .update_balance(account, |acc| {
-                    moved = acc.settle(kind, amount);
-                    Ok::<_, LedgerError>(())
-                })
-                .await;
-            match result {
-                Ok(_) => self.record(account, kind, moved, Some(queue)).await?,
-                Err(LedgerError::AccountNotFound) => continue,
-                Err(LedgerError::Store(e)) => return Err(e),
-                Err(e @ (LedgerError::InsufficientBalance { .. } | LedgerError::Overflow(_))) => {
-                    return Err(StoreError::Backend(Box::new(e)))
-                }
-            }
+        // Settled one after another: they move one account's book, and each is a
+        // compare-and-set on it.
+        for (key, p) in pending.iter() {
+            self.settle_credits(p, credits.remove(key).unwrap_or(0))
+                .await?;
+        }
+        // Changes no pending row announced (none expected): settled all the same.
+        for ((account, batch, kind), amount) in credits {
+            self.settle_credits(&Pending::new(account, batch, kind), amount)
+                .await?;
         }
         Ok(())
     }
@@ -282,3 +338,7 @@ impl ScyllaStore {
         writes
     }
 }
+
+#[cfg(test)]
+#[path = "settlement_tests.rs"]
+mod settlement_tests;

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Server CPU per small request, in the open model: starts SendMe (release build, role
+# `all`, the simulated provider with receipts after 100 ms, a fresh data dir, port 18181),
+# runs load-tests/small-requests-open.js at RATE requests/s for DURATION, and prints the
+# server's CPU time (utime + stime from /proc/<pid>/stat) per request beside k6's latency.
+#
+#   cargo build --release --bin sendme
+#   RATE=1000 DURATION=30s load-tests/small-cpu.sh
+#
+# With PERF=1 the run is also recorded with `perf record -g` (perf.data in the data dir's
+# parent) for `perf report`. Stops only the server it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target="${CARGO_TARGET_DIR:-target}"
+rate="${RATE:-1000}" duration="${DURATION:-30s}" port=18181
+dir="$(mktemp -d -t sendme-small-cpu.XXXXXX)"
+SENDME_CONFIG_DIR=config SENDME__SERVER__PORT=$port SENDME__STORE__PATH="$dir/data" \
+  SENDME__PROVIDER__SIMULATED__RECEIPT_DELAY_MS=100 RUST_LOG=warn \
+  "$target/release/sendme" >"$dir/out" 2>"$dir/err" &
+pid=$!
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT
+for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
+token="$(SENDME_CONFIG_DIR=config "$target/release/sendme" token --demo 2>/dev/null)"
+admin="$(SENDME_CONFIG_DIR=config "$target/release/sendme" token --admin 2>/dev/null)"
+ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+hz="$(getconf CLK_TCK)"
+if [ "${PERF:-}" = 1 ]; then
+  perf record -F 999 -g -p "$pid" -o "$dir/perf.data" >/dev/null 2>&1 &
+  perf_pid=$!
+fi
+before="$(ticks)"
+summary="$(SENDME_URL="http://127.0.0.1:$port" SENDME_TOKEN="$token" SENDME_ADMIN_TOKEN="$admin" \
+  RATE="$rate" DURATION="$duration" k6 run --quiet load-tests/small-requests-open.js 2>/dev/null | tail -1)"
+after="$(ticks)"
+if [ "${PERF:-}" = 1 ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; echo "perf data: $dir/perf.data"; fi
+requests="$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$summary")"
+echo "$summary"
+awk -v t=$((after - before)) -v hz="$hz" -v n="$requests" \
+  'BEGIN { printf "server CPU: %.2f s for %d requests = %.0f us/request\n", t / hz, n, t / hz / n * 1e6 }'

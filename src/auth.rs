@@ -1,6 +1,12 @@
-//! Bearer JWT authentication (HS256). A token names a member, its account and its role;
-//! the member is still looked up on every request, so a deleted member's tokens stop
-//! working and terms acceptance is always current.
+//! Bearer JWT authentication (HS256). A token names a member, its account, its role and
+//! the member's token version; the member and its access are still looked up on every
+//! request, so a deleted or disabled member's tokens and revoked tokens stop working at
+//! once on every replica (the store is the truth, and no replica caches it), and terms
+//! acceptance is always current.
+//!
+//! Revocation is a version per member rather than a list of revoked tokens or a
+//! "revoked before" time: one small record per member, and exact where a time would have
+//! to guess about tokens issued in the same second.
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -39,13 +45,23 @@ async fn authenticate(req: HttpRequest) -> Result<Member, ApiError> {
             "the Authorization header must be `Bearer <token>`",
         ))?;
     let claims = state.keys.verify(token)?;
-    let member = state
-        .ports
-        .accounts
-        .member(claims.sub)
-        .await?
+    let accounts = &state.ports.accounts;
+    // Two reads at once: one round trip's wait on ScyllaDB.
+    let (member, access) = futures_util::future::join(
+        accounts.member(claims.sub),
+        accounts.member_access(claims.sub),
+    )
+    .await;
+    let member = member?
         .filter(|m| m.account == claims.account)
         .ok_or(ApiError::Unauthorized("the token's member does not exist"))?;
+    let access = access?;
+    if access.disabled {
+        return Err(ApiError::Unauthorized("the token's member is disabled"));
+    }
+    if claims.ver != access.token_version {
+        return Err(ApiError::Unauthorized("the token was revoked"));
+    }
     Ok(member)
 }
 

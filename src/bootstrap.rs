@@ -25,6 +25,8 @@ pub async fn create_account(
     let country: Country = country
         .parse()
         .with_context(|| format!("--country {country}"))?;
+    // Before the account is written: a refused command creates nothing.
+    anyhow::ensure!(credits <= MAX_CREDITS, "--credits: {CreditOverflow}");
     let view = |a: &Account, created: bool| {
         json!({
             "accountId": a.id,
@@ -108,9 +110,11 @@ pub async fn token(
     keys: &JwtKeys,
     member: MemberId,
 ) -> anyhow::Result<serde_json::Value> {
+    let access = accounts.member_access(member).await?;
+    anyhow::ensure!(!access.disabled, "member {member} is disabled");
     let member = accounts
         .member(member)
         .await?
         .with_context(|| format!("no member {member}"))?;
-    Ok(json!({ "token": keys.issue(&member)? }))
+    Ok(json!({ "token": keys.issue(&member, access)? }))
 }

@@ -116,10 +116,43 @@ pub struct ServerSettings {
     /// The largest body of any other request.
     #[serde(default = "small_body")]
     pub max_small_body_bytes: usize,
+    /// How long a request other than a send may take to send its body (a CSV import: the
+    /// longest pause between two parts of it); 408 after that.
+    #[serde(default = "body_read_timeout")]
+    pub body_read_timeout_ms: u64,
+    /// How long a send request may take to send its (large) body; 408 after that.
+    #[serde(default = "send_body_read_timeout")]
+    pub send_body_read_timeout_ms: u64,
 }
 
 fn small_body() -> usize {
     64 * 1024
+}
+
+fn body_read_timeout() -> u64 {
+    10_000
+}
+
+fn send_body_read_timeout() -> u64 {
+    120_000
+}
+
+impl ServerSettings {
+    /// What every route but the sends reads.
+    pub fn small_body_limits(&self) -> crate::body::BodyLimits {
+        crate::body::BodyLimits {
+            max_bytes: self.max_small_body_bytes,
+            read_timeout: std::time::Duration::from_millis(self.body_read_timeout_ms.max(1)),
+        }
+    }
+
+    /// What the send routes read (a million recipients).
+    pub fn send_body_limits(&self) -> crate::body::BodyLimits {
+        crate::body::BodyLimits {
+            max_bytes: self.max_body_bytes,
+            read_timeout: std::time::Duration::from_millis(self.send_body_read_timeout_ms.max(1)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -111,9 +111,12 @@ pub async fn seed(
         store.set_flag(SEEDED_FLAG)?;
         tracing::info!("seeded the demo account {DEMO_ACCOUNT}");
     }
+    // Under the members' current token versions (their tokens may have been revoked).
+    let member = ports.accounts.member_access(DEMO_MEMBER).await?;
+    let admin = ports.accounts.member_access(DEMO_ADMIN).await?;
     Ok(DemoCredentials {
         account: DEMO_ACCOUNT,
-        member_token: keys.issue(&demo_member(DEMO_MEMBER, Role::Member))?,
-        admin_token: keys.issue(&demo_member(DEMO_ADMIN, Role::Admin))?,
+        member_token: keys.issue(&demo_member(DEMO_MEMBER, Role::Member), member)?,
+        admin_token: keys.issue(&demo_member(DEMO_ADMIN, Role::Admin), admin)?,
     })
 }

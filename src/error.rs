@@ -27,6 +27,9 @@ pub enum ApiError {
     Conflict(&'static str, String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The body did not arrive within the route's read timeout.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// The content type the route reads.
     #[error("Content-Type must be {0}")]
     UnsupportedMediaType(&'static str),
@@ -83,6 +86,7 @@ impl ApiError {
             ApiError::InsufficientBalance { .. } => "insufficient_balance",
             ApiError::Conflict(code, _) => code,
             ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Overloaded { .. } => "overloaded",
@@ -102,6 +106,7 @@ impl ResponseError for ApiError {
             ApiError::InsufficientBalance { .. } => StatusCode::PAYMENT_REQUIRED,
             ApiError::Conflict(..) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Overloaded { .. } | ApiError::StorageUnavailable(_) => {
@@ -131,7 +136,7 @@ impl ResponseError for ApiError {
         response.json(ErrorBody {
             status_code: self.status_code().as_u16(),
             code: self.code(),
-            message: self.to_string(),
+            message: bounded(&self.to_string()),
         })
     }
 }
@@ -196,23 +201,115 @@ impl From<BroadcastError> for ApiError {
     }
 }
 
-/// Turns actix's JSON extractor failures into the API's error shape.
-pub fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
-    use actix_web::error::JsonPayloadError as E;
-    match err {
-        E::ContentType => ApiError::UnsupportedMediaType("application/json"),
-        E::Overflow { limit } | E::OverflowKnownLength { limit, .. } => {
-            ApiError::PayloadTooLarge(format!("request body is larger than {limit} bytes"))
+/// Characters of a quoted value an error message shows (the rest becomes `…`).
+const MAX_ECHOED_CHARS: usize = 64;
+/// The longest error message, in bytes.
+const MAX_MESSAGE_BYTES: usize = 512;
+
+/// `message` with every quoted value (`"..."` or `` `...` ``, as serde and our own errors
+/// quote what the client sent) cut to its first [`MAX_ECHOED_CHARS`] characters, and the
+/// whole cut to [`MAX_MESSAGE_BYTES`]: a 50 MB bad value gives a short error, never the
+/// value back.
+pub fn bounded(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(MAX_MESSAGE_BYTES + 8));
+    let mut rest = message;
+    // memchr: a 50 MB message is scanned in milliseconds, in a debug build too.
+    while let Some(open) = memchr::memchr2(b'"', b'`', rest.as_bytes()) {
+        let quote = rest.as_bytes()[open];
+        out.push_str(&rest[..=open]);
+        rest = &rest[open + 1..];
+        let close = closing_quote(rest, quote);
+        let value = &rest[..close];
+        match value.char_indices().nth(MAX_ECHOED_CHARS) {
+            Some((cut, _)) => {
+                out.push_str(&value[..cut]);
+                out.push('…');
+            }
+            None => out.push_str(value),
         }
-        E::Deserialize(e) => ApiError::InvalidRequest(format!("invalid JSON body: {e}")),
-        other => ApiError::InvalidRequest(format!("invalid JSON body: {other}")),
+        rest = &rest[close..];
+        if let Some(quoted) = rest.get(..1) {
+            out.push_str(quoted);
+            rest = &rest[1..];
+        }
+        if out.len() > MAX_MESSAGE_BYTES {
+            break;
+        }
     }
+    out.push_str(prefix(rest, MAX_MESSAGE_BYTES + 1));
+    if out.len() > MAX_MESSAGE_BYTES {
+        let cut = prefix(&out, MAX_MESSAGE_BYTES).len();
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
+}
+
+/// The longest prefix of `s` of at most `bytes` bytes that ends on a character.
+fn prefix(s: &str, bytes: usize) -> &str {
+    let mut cut = bytes.min(s.len());
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &s[..cut]
+}
+
+/// Where the value opened by `quote` ends in `rest` (a `\` escapes the next character),
+/// or `rest.len()` if it never closes.
+fn closing_quote(rest: &str, quote: u8) -> usize {
+    let mut at = 0;
+    while let Some(i) = rest
+        .get(at..)
+        .and_then(|r| memchr::memchr2(quote, b'\\', r.as_bytes()))
+    {
+        let i = at + i;
+        if rest.as_bytes()[i] == quote {
+            return i;
+        }
+        // Skip the backslash and the character it escapes.
+        at = i + 1 + rest[i + 1..].chars().next().map_or(0, char::len_utf8);
+    }
+    rest.len()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use actix_web::ResponseError;
+
+    #[test]
+    fn quoted_values_are_echoed_by_their_first_characters_only() {
+        let long = "x".repeat(10_000);
+        let message = format!("invalid type: string \"{long}\", expected a u32 at line 1");
+        let short = bounded(&message);
+        assert_eq!(
+            short,
+            format!(
+                "invalid type: string \"{}…\", expected a u32 at line 1",
+                "x".repeat(64)
+            )
+        );
+        // Backticks, escaped quotes inside a value, an unclosed value, multibyte text.
+        let escaped = format!("`{long}` and \"a\\\"{long}\" end");
+        assert_eq!(
+            bounded(&escaped),
+            format!(
+                "`{x}…` and \"a\\\"{y}…\" end",
+                x = "x".repeat(64),
+                y = "x".repeat(61)
+            )
+        );
+        let unclosed = format!("value \"{}", "é".repeat(100_000));
+        assert_eq!(bounded(&unclosed), format!("value \"{}…", "é".repeat(64)));
+        // Unquoted text is cut as a whole.
+        let plain = bounded(&"y".repeat(100_000));
+        assert!(
+            plain.len() <= MAX_MESSAGE_BYTES + '…'.len_utf8(),
+            "{}",
+            plain.len()
+        );
+        assert_eq!(bounded("short `ok` \"fine\""), "short `ok` \"fine\"");
+    }
 
     #[test]
     fn a_store_that_fails_answers_503_storage_unavailable_with_retry_after_and_corruption_500() {

@@ -1,9 +1,10 @@
-//! Bearer tokens: HS256 JWTs naming a member, its account and its role.
+//! Bearer tokens: HS256 JWTs naming a member, its account, its role and the member's token
+//! version when it was issued (see [`MemberAccess`]: revoking moves the version on).
 
 use crate::cursor::CursorKey;
 use crate::error::ApiError;
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use sendme_actors::domain::{AccountId, Member, MemberId, Role};
+use sendme_actors::domain::{AccountId, Member, MemberAccess, MemberId, Role};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -16,6 +17,9 @@ pub struct Claims {
     /// Not before (Unix seconds), if the issuer set one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
+    /// The member's token version when issued (tokens from before versions are 0).
+    #[serde(default)]
+    pub ver: u32,
 }
 
 /// How far in the future a token's `iat` or `nbf` may lie: clocks of issuers drift a
@@ -45,8 +49,9 @@ impl JwtKeys {
         &self.cursors
     }
 
-    /// Issues a token for `member`, valid for the configured lifetime.
-    pub fn issue(&self, member: &Member) -> Result<String, ApiError> {
+    /// Issues a token for `member` whose access is `access`, valid for the configured
+    /// lifetime or until the member's tokens are revoked.
+    pub fn issue(&self, member: &Member, access: MemberAccess) -> Result<String, ApiError> {
         let iat = jsonwebtoken::get_current_timestamp();
         let claims = Claims {
             sub: member.id,
@@ -55,6 +60,7 @@ impl JwtKeys {
             iat,
             exp: iat + self.ttl_seconds,
             nbf: None,
+            ver: access.token_version,
         };
         encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(ApiError::internal)
     }

@@ -9,6 +9,8 @@
 //!   previous run left `queued`, starts the engine actors and binds the HTTP server.
 //! - [`jwt`] issues and verifies bearer tokens; [`auth`] turns one into a member, and
 //!   checks terms acceptance for sends. [`state`] is what every handler can reach.
+//! - [`body`] reads every request body the same way (encoding, content type, size, read
+//!   time, UTF-8) before [`routes`] see it.
 //! - [`routes`] holds one file per resource; `routes/send.rs` is the seed contract.
 //!   Every failure leaves as the JSON of [`error::ApiError`].
 //! - [`metrics`] installs the Prometheus recorder and times every request by its route
@@ -25,6 +27,7 @@
 
 pub mod allocator;
 pub mod auth;
+pub mod body;
 pub mod bootstrap;
 pub mod configuration;
 pub mod csv_stream;

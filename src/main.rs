@@ -133,8 +133,10 @@ async fn main() -> anyhow::Result<()> {
             member,
         } => {
             let keys = jwt_keys(&settings)?;
-            let member = match (demo, admin, member) {
-                (_, true, _) => demo_member(DEMO_ADMIN, Role::Admin),
+            // The demo tokens are issued without reading the store (the server may hold
+            // it): under the first token version, so not after their member's revocation.
+            let (member, access) = match (demo, admin, member) {
+                (_, true, _) => (demo_member(DEMO_ADMIN, Role::Admin), Default::default()),
                 (_, _, Some(id)) => {
                     anyhow::ensure!(
                         settings.store.kind == StoreKind::Embedded,
@@ -142,11 +144,14 @@ async fn main() -> anyhow::Result<()> {
                     );
                     let store = EmbeddedStore::open(&settings.store.path)
                         .context("opening the store (stop the running server first, or use POST /api/admin/members/{id}/tokens)")?;
-                    store.member(id).await?.context("no such member")?
+                    let member = store.member(id).await?.context("no such member")?;
+                    let access = store.member_access(id).await?;
+                    anyhow::ensure!(!access.disabled, "member {id} is disabled");
+                    (member, access)
                 }
-                _ => demo_member(DEMO_MEMBER, Role::Member),
+                _ => (demo_member(DEMO_MEMBER, Role::Member), Default::default()),
             };
-            println!("{}", keys.issue(&member)?);
+            println!("{}", keys.issue(&member, access)?);
         }
         Command::Admin { command } => {
             let ports = open_store_for_commands(&settings).await?;

@@ -59,6 +59,9 @@ use utoipa::{Modify, OpenApi};
         admin::add_credits,
         admin::create_member,
         admin::issue_token,
+        admin::disable_member,
+        admin::enable_member,
+        admin::revoke_tokens,
         admin::publish_terms,
         receipts::receive_receipt,
         inbound::receive_inbound,
@@ -115,7 +118,7 @@ const BEARER: &str = "bearer";
 
 /// Adds the bearer scheme, and to each `/api` operation the errors any of them can
 /// answer: 400 (malformed path, query or body), 404, 500, plus 401 where a token is
-/// needed and 413 / 415 where a JSON body is read.
+/// needed and 408 / 413 / 415 where a body is read (see `crate::body`).
 struct CommonResponses;
 
 impl Modify for CommonResponses {
@@ -171,7 +174,12 @@ fn add_common(operation: &mut Operation) {
     };
     add(
         "400",
-        "Invalid request (`invalid_request`): malformed path, query or body",
+        if has_body {
+            "Invalid request (`invalid_request`): malformed path, query or body, a body that \
+             is not UTF-8 throughout, or JSON nested deeper than 128 levels"
+        } else {
+            "Invalid request (`invalid_request`): malformed path or query"
+        },
     );
     add("404", "Not found (`not_found`), also another account's");
     add(
@@ -188,12 +196,21 @@ fn add_common(operation: &mut Operation) {
     }
     if has_body {
         add(
+            "408",
+            "The body did not arrive within `server.body_read_timeout_ms` \
+             (`server.send_body_read_timeout_ms` for a send) (`request_timeout`)",
+        );
+        add(
             "413",
-            "Body or recipient count above the limits (`payload_too_large`)",
+            "Body or recipient count above the limits (`payload_too_large`): \
+             `server.max_body_bytes` for a send, `server.max_small_body_bytes` elsewhere; \
+             a larger `Content-Length` is refused before the body is read",
         );
         add(
             "415",
-            "Content-Type is not application/json (`unsupported_media_type`)",
+            "Content-Type is not application/json with no charset or charset=utf-8, or \
+             a Content-Encoding other than identity, gzip, deflate, br or zstd \
+             (`unsupported_media_type`)",
         );
     }
 }

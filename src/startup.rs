@@ -279,8 +279,8 @@ impl Application {
             })?;
         let port = listener.local_addr()?.port();
 
-        let max_body = settings.server.max_body_bytes;
-        let max_small_body = settings.server.max_small_body_bytes;
+        let send_body = settings.server.send_body_limits();
+        let small_body = settings.server.small_body_limits();
         let serves_api = settings.role.serves_api();
         let shutting_down = Arc::new(AtomicBool::new(false));
         let state = web::Data::new(AppState {
@@ -301,7 +301,7 @@ impl Application {
                 .wrap(from_fn(crate::telemetry::with_request_id))
                 .app_data(state.clone())
                 // Small bodies everywhere but the send routes (see routes::send).
-                .app_data(routes::json_config(max_small_body))
+                .app_data(small_body)
                 .app_data(web::PathConfig::default().error_handler(|err, _| {
                     crate::error::ApiError::InvalidRequest(format!("invalid path: {err}")).into()
                 }))
@@ -312,7 +312,7 @@ impl Application {
                     routes::configure_operations(cfg);
                     if serves_api {
                         openapi::configure(cfg);
-                        routes::configure_api(cfg, max_body);
+                        routes::configure_api(cfg, send_body);
                     }
                 })
         })

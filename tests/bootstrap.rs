@@ -152,7 +152,14 @@ fn bootstrap_commands_refuse_bad_input_and_change_nothing() {
             .status
             .success()
     );
-    // No such account, no such member.
+    // More credits than a store keeps: refused before the account is written.
+    let too_many = ["admin", "create-account", "--id", ACCOUNT, "--name", "X"];
+    assert!(
+        !run(&[&too_many[..], &["--credits", "9223372036854775808"]].concat())
+            .status
+            .success()
+    );
+    // No such account (not even the one refused above), no such member.
     assert!(!run(&["admin", "create-member", "--account", ACCOUNT])
         .status
         .success());

@@ -1,11 +1,12 @@
 //! The caller's account and the terms of service.
 
 use crate::auth::Authenticated;
-use crate::error::ApiError;
+use crate::body::JsonBody;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use actix_web::{get, post, web, HttpResponse};
 use sendme_actors::domain::{Account, AccountId, Country};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -98,21 +99,40 @@ pub(crate) async fn get_terms(
     }))
 }
 
+/// The terms version the member was shown and accepts.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TermsAcceptance {
+    /// The current version, as `GET /api/terms` gives it.
+    #[schema(example = 1)]
+    version: u32,
+}
+
 #[utoipa::path(
     post,
     path = "/api/terms/accept",
     tag = "account",
-    description = "Accepts the current terms for the calling member.",
+    description = "Accepts the terms version the body names for the calling member: it must be \
+                   the current one (`GET /api/terms`), so a member accepts the terms it was shown.",
+    request_body = TermsAcceptance,
     responses(
         (status = 200, description = "Accepted", body = TermsView),
+        (status = 400, description = "`version` missing, or not the current version (`invalid_request`); nothing changed", body = ErrorBody),
     )
 )]
 #[post("/terms/accept")]
 pub(crate) async fn accept_terms(
     state: web::Data<AppState>,
     Authenticated(mut member): Authenticated,
+    body: JsonBody<TermsAcceptance>,
 ) -> Result<HttpResponse, ApiError> {
     let version = state.ports.accounts.terms_version().await?;
+    if body.version != version {
+        return Err(ApiError::InvalidRequest(format!(
+            "`version` {} is not the current terms version {version} (GET /api/terms)",
+            body.version
+        )));
+    }
     member.accepted_terms = Some(version);
     state.ports.accounts.put_member(&member).await?;
     Ok(HttpResponse::Ok().json(TermsView {

@@ -1,7 +1,9 @@
-//! Platform administration (role `admin`): accounts, credits, members, tokens, terms.
+//! Platform administration (role `admin`): accounts, credits, members (their tokens, and
+//! their access: disable, enable, revoke their tokens), terms.
 
 use super::account::AccountView;
 use crate::auth::Admin;
+use crate::body::JsonBody;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use actix_web::{post, web, HttpResponse};
@@ -14,6 +16,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(add_credits)
         .service(create_member)
         .service(issue_token)
+        .service(disable_member)
+        .service(enable_member)
+        .service(revoke_tokens)
         .service(publish_terms);
 }
 
@@ -24,8 +29,9 @@ pub(crate) struct NewAccount {
     /// ISO 3166-1 alpha-2.
     #[schema(example = "CO")]
     default_country: String,
-    /// Initial credits (default 0).
+    /// Initial credits (default 0), at most 9223372036854775807 (what every store keeps).
     #[serde(default)]
+    #[schema(maximum = 9223372036854775807_u64)]
     credits: u64,
 }
 
@@ -37,6 +43,7 @@ pub(crate) struct NewAccount {
     request_body = NewAccount,
     responses(
         (status = 201, description = "Created", body = AccountView),
+        (status = 400, description = "Blank `name`, unknown `defaultCountry` or `credits` past 9223372036854775807 (`invalid_request`); nothing created", body = ErrorBody),
         (status = 403, description = "Not an admin (`forbidden`)", body = ErrorBody),
     )
 )]
@@ -44,7 +51,7 @@ pub(crate) struct NewAccount {
 pub(crate) async fn create_account(
     state: web::Data<AppState>,
     _admin: Admin,
-    body: web::Json<NewAccount>,
+    body: JsonBody<NewAccount>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     if body.name.trim().is_empty() {
@@ -54,6 +61,12 @@ pub(crate) async fn create_account(
         .default_country
         .parse()
         .map_err(|e: UnknownCountry| ApiError::InvalidRequest(format!("`defaultCountry`: {e}")))?;
+    // Checked before the account exists, so a refused request creates nothing.
+    if body.credits > MAX_CREDITS {
+        return Err(ApiError::InvalidRequest(format!(
+            "`credits`: {CreditOverflow}"
+        )));
+    }
     let account = Account::new(
         AccountId::new(),
         body.name.trim().to_owned(),
@@ -71,7 +84,9 @@ pub(crate) async fn create_account(
 
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct Credits {
-    /// Positive.
+    /// Positive; the account's credits (balance and reserved) may not pass
+    /// 9223372036854775807, what every store keeps exactly.
+    #[schema(minimum = 1, maximum = 9223372036854775807_u64)]
     amount: u64,
 }
 
@@ -84,6 +99,7 @@ pub(crate) struct Credits {
     params(("id" = String, Path, description = "The account id")),
     responses(
         (status = 200, description = "The account after the top-up", body = AccountView),
+        (status = 400, description = "`amount` is 0, not a u64, or would take the account's credits past 9223372036854775807 (`invalid_request`); nothing changed", body = ErrorBody),
         (status = 403, description = "Not an admin (`forbidden`)", body = ErrorBody),
     )
 )]
@@ -92,7 +108,7 @@ pub(crate) async fn add_credits(
     state: web::Data<AppState>,
     _admin: Admin,
     path: web::Path<String>,
-    body: web::Json<Credits>,
+    body: JsonBody<Credits>,
 ) -> Result<HttpResponse, ApiError> {
     let id: AccountId = path.parse().map_err(|_| ApiError::NotFound("account"))?;
     if body.amount == 0 {
@@ -114,6 +130,20 @@ pub(crate) struct MemberView {
     account_id: AccountId,
     role: Role,
     accepted_terms: Option<u32>,
+    /// A disabled member's tokens answer 401 until it is enabled again.
+    disabled: bool,
+}
+
+impl MemberView {
+    fn of(member: &Member, access: MemberAccess) -> Self {
+        MemberView {
+            id: member.id,
+            account_id: member.account,
+            role: member.role,
+            accepted_terms: member.accepted_terms,
+            disabled: access.disabled,
+        }
+    }
 }
 
 #[utoipa::path(
@@ -133,7 +163,7 @@ pub(crate) async fn create_member(
     state: web::Data<AppState>,
     _admin: Admin,
     path: web::Path<String>,
-    body: web::Json<NewMember>,
+    body: JsonBody<NewMember>,
 ) -> Result<HttpResponse, ApiError> {
     let account: AccountId = path.parse().map_err(|_| ApiError::NotFound("account"))?;
     state
@@ -150,12 +180,7 @@ pub(crate) async fn create_member(
         created_at: now_millis(),
     };
     state.ports.accounts.put_member(&member).await?;
-    Ok(HttpResponse::Created().json(MemberView {
-        id: member.id,
-        account_id: member.account,
-        role: member.role,
-        accepted_terms: None,
-    }))
+    Ok(HttpResponse::Created().json(MemberView::of(&member, MemberAccess::default())))
 }
 
 /// A bearer token (JWT).
@@ -168,11 +193,12 @@ pub(crate) struct IssuedToken {
     post,
     path = "/api/admin/members/{id}/tokens",
     tag = "admin",
-    description = "Issues a bearer token for a member.",
+    description = "Issues a bearer token for a member (valid until it expires or the member's tokens are revoked).",
     params(("id" = String, Path, description = "The member id")),
     responses(
         (status = 201, description = "Issued", body = IssuedToken),
         (status = 403, description = "Not an admin (`forbidden`)", body = ErrorBody),
+        (status = 409, description = "The member is disabled (`member_disabled`)", body = ErrorBody),
     )
 )]
 #[post("/admin/members/{id}/tokens")]
@@ -188,9 +214,99 @@ pub(crate) async fn issue_token(
         .member(id)
         .await?
         .ok_or(ApiError::NotFound("member"))?;
+    let access = state.ports.accounts.member_access(id).await?;
+    if access.disabled {
+        return Err(ApiError::Conflict(
+            "member_disabled",
+            "the member is disabled: enable it first".into(),
+        ));
+    }
     Ok(HttpResponse::Created().json(IssuedToken {
-        token: state.keys.issue(&member)?,
+        token: state.keys.issue(&member, access)?,
     }))
+}
+
+/// Applies `change` to the access of the member `id` names (404 if none).
+async fn change_access(
+    state: &AppState,
+    id: &str,
+    change: AccessChange,
+) -> Result<HttpResponse, ApiError> {
+    let id: MemberId = id.parse().map_err(|_| ApiError::NotFound("member"))?;
+    let accounts = &state.ports.accounts;
+    let member = accounts
+        .member(id)
+        .await?
+        .ok_or(ApiError::NotFound("member"))?;
+    let access = accounts.change_member_access(id, change).await?;
+    Ok(HttpResponse::Ok().json(MemberView::of(&member, access)))
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/admin/members/{id}/disable",
+    tag = "admin",
+    description = "Disables a member: every request with one of its tokens answers 401, on every replica, from the next request on, until it is enabled again; no token is issued for it meanwhile.",
+    params(("id" = String, Path, description = "The member id")),
+    responses(
+        (status = 200, description = "The member, disabled", body = MemberView),
+        (status = 403, description = "Not an admin (`forbidden`)", body = ErrorBody),
+        (status = 409, description = "An admin's own member (`cannot_disable_self`): it would lock the caller out", body = ErrorBody),
+    )
+)]
+#[post("/admin/members/{id}/disable")]
+pub(crate) async fn disable_member(
+    state: web::Data<AppState>,
+    Admin(admin): Admin,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    if path.parse::<MemberId>().is_ok_and(|id| id == admin.id) {
+        return Err(ApiError::Conflict(
+            "cannot_disable_self",
+            "an admin cannot disable its own member".into(),
+        ));
+    }
+    change_access(&state, &path, AccessChange::Disable).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/admin/members/{id}/enable",
+    tag = "admin",
+    description = "Enables a disabled member again: its tokens that were not revoked work again.",
+    params(("id" = String, Path, description = "The member id")),
+    responses(
+        (status = 200, description = "The member, enabled", body = MemberView),
+        (status = 403, description = "Not an admin (`forbidden`)", body = ErrorBody),
+    )
+)]
+#[post("/admin/members/{id}/enable")]
+pub(crate) async fn enable_member(
+    state: web::Data<AppState>,
+    _admin: Admin,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    change_access(&state, &path, AccessChange::Enable).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/admin/members/{id}/tokens/revoke",
+    tag = "admin",
+    description = "Revokes every token issued to the member so far: each answers 401 from the next request on, on every replica; tokens issued afterwards work.",
+    params(("id" = String, Path, description = "The member id")),
+    responses(
+        (status = 200, description = "The member; its earlier tokens no longer work", body = MemberView),
+        (status = 403, description = "Not an admin (`forbidden`)", body = ErrorBody),
+    )
+)]
+#[post("/admin/members/{id}/tokens/revoke")]
+pub(crate) async fn revoke_tokens(
+    state: web::Data<AppState>,
+    _admin: Admin,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    change_access(&state, &path, AccessChange::RevokeTokens).await
 }
 
 /// A terms version.
@@ -215,7 +331,7 @@ pub(crate) struct NewTerms {
 pub(crate) async fn publish_terms(
     state: web::Data<AppState>,
     _admin: Admin,
-    body: web::Json<NewTerms>,
+    body: JsonBody<NewTerms>,
 ) -> Result<HttpResponse, ApiError> {
     let current = state.ports.accounts.terms_version().await?;
     if body.version <= current {

@@ -2,6 +2,7 @@
 
 use super::{page_limit, rfc3339, Listing};
 use crate::auth::Authenticated;
+use crate::body::JsonBody;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use actix_web::{delete, get, patch, post, put, web, HttpResponse};
@@ -146,7 +147,7 @@ pub(crate) struct NewContact {
 pub(crate) async fn create_contact(
     state: web::Data<AppState>,
     Authenticated(member): Authenticated,
-    body: web::Json<NewContact>,
+    body: JsonBody<NewContact>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
     let phone = parse_phone(&state, member.account, &body.phone).await?;
@@ -266,7 +267,7 @@ pub(crate) async fn update_contact(
     state: web::Data<AppState>,
     Authenticated(member): Authenticated,
     path: web::Path<String>,
-    body: web::Json<ContactChanges>,
+    body: JsonBody<ContactChanges>,
 ) -> Result<HttpResponse, ApiError> {
     let mut contact = own_contact(&state, member.account, &path).await?;
     let changes = body.into_inner();
@@ -330,7 +331,7 @@ pub(crate) async fn set_contact_tags(
     state: web::Data<AppState>,
     Authenticated(member): Authenticated,
     path: web::Path<String>,
-    body: web::Json<TagAssignment>,
+    body: JsonBody<TagAssignment>,
 ) -> Result<HttpResponse, ApiError> {
     let mut contact = own_contact(&state, member.account, &path).await?;
     contact.tags = parse_tag_ids(Some(body.into_inner().tag_ids))?;
@@ -359,7 +360,7 @@ pub(crate) struct NewTag {
 pub(crate) async fn create_tag(
     state: web::Data<AppState>,
     Authenticated(member): Authenticated,
-    body: web::Json<NewTag>,
+    body: JsonBody<NewTag>,
 ) -> Result<HttpResponse, ApiError> {
     let name = non_blank("name", Some(body.into_inner().name))?.unwrap_or_default();
     let tag = Tag {

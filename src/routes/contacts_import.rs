@@ -9,10 +9,10 @@
 
 use super::contacts::account_country;
 use crate::auth::Authenticated;
+use crate::body;
 use crate::csv_stream::{CsvRecords, Record, Step};
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
-use actix_web::http::header;
 use actix_web::{post, web, HttpMessage, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use rustc_hash::FxHashSet;
@@ -97,19 +97,25 @@ pub(crate) async fn import_contacts(
     state: web::Data<AppState>,
     Authenticated(member): Authenticated,
     req: HttpRequest,
-    mut payload: web::Payload,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     require_csv(&req)?;
+    let mut payload = body::decoded(&req, payload.into_inner())?;
     let limit = state.settings.limits.max_import_bytes;
-    if declared_length(&req).is_some_and(|length| length > limit) {
+    if body::declared_length(&req).is_some_and(|length| length > limit) {
         return Err(too_large(limit));
     }
     let country = account_country(&state, member.account).await?;
     let mut import = Import::new(state.ports.contacts.clone(), member.account, country);
     let mut received = 0usize;
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::InvalidRequest(format!("reading the body: {e}")))?;
+    // A file may take long to arrive whole; a pause longer than the read timeout between
+    // two of its parts is a client that stopped sending (408).
+    let pause = body::limits(&req).read_timeout;
+    while let Some(chunk) = tokio::time::timeout(pause, payload.next())
+        .await
+        .map_err(|_| body::body_timeout(pause))?
+    {
+        let chunk = chunk.map_err(body::unreadable)?;
         received += chunk.len();
         if received > limit {
             return Err(too_large(limit));
@@ -124,17 +130,6 @@ fn require_csv(req: &HttpRequest) -> Result<(), ApiError> {
         Ok(Some(mime)) if mime.essence_str() == "text/csv" => Ok(()),
         _ => Err(ApiError::UnsupportedMediaType("text/csv")),
     }
-}
-
-/// The Content-Length, when the client sent one: a body declared too large is refused
-/// before anything is written.
-fn declared_length(req: &HttpRequest) -> Option<usize> {
-    req.headers()
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }
 
 fn too_large(limit: usize) -> ApiError {

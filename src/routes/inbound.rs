@@ -62,8 +62,7 @@ pub(crate) async fn receive_inbound(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = signed_body(&state, &req, &path, payload).await?;
-    let inbound: InboundBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::InvalidRequest(format!("invalid inbound message: {e}")))?;
+    let inbound: InboundBody = crate::body::parse_json(&body)?;
     let from = PhoneNumber::parse(&inbound.from, None).map_err(|_| {
         ApiError::InvalidRequest("`from` must be a valid E.164 number (+ and digits)".into())
     })?;

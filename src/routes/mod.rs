@@ -28,10 +28,10 @@ pub fn configure_operations(cfg: &mut web::ServiceConfig) {
 
 /// The API under `/api` (register anything else under `/api`, such as the OpenAPI
 /// document, before it: the scope would otherwise take the path and 404).
-pub fn configure_api(cfg: &mut web::ServiceConfig, max_send_body: usize) {
+pub fn configure_api(cfg: &mut web::ServiceConfig, send_body: crate::body::BodyLimits) {
     cfg.service(
         web::scope("/api")
-            .configure(|cfg| send::configure(cfg, max_send_body))
+            .configure(|cfg| send::configure(cfg, send_body))
             .configure(status::configure)
             .configure(contacts_import::configure)
             .configure(contacts::configure)
@@ -42,16 +42,6 @@ pub fn configure_api(cfg: &mut web::ServiceConfig, max_send_body: usize) {
             .configure(opt_outs::configure)
             .configure(inbound::configure),
     );
-}
-
-/// How JSON bodies are read: at most `limit` bytes (a larger body is refused from its
-/// Content-Length, or as soon as it passes the limit, before it is parsed), with a JSON
-/// content type, every error in the JSON error shape.
-pub fn json_config(limit: usize) -> web::JsonConfig {
-    web::JsonConfig::default()
-        .limit(limit)
-        .content_type_required(true)
-        .error_handler(|err, _| crate::error::json_error(err).into())
 }
 
 /// RFC 3339 with milliseconds, UTC.

@@ -5,6 +5,7 @@
 use super::contacts::parse_phone;
 use super::{page_limit, rfc3339, Listing, PageQuery};
 use crate::auth::Authenticated;
+use crate::body::JsonBody;
 use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 use actix_web::{delete, get, post, web, HttpResponse};
@@ -65,7 +66,7 @@ pub(crate) struct OptOutPayload {
 pub(crate) async fn create_opt_out(
     state: web::Data<AppState>,
     Authenticated(member): Authenticated,
-    payload: web::Json<OptOutPayload>,
+    payload: JsonBody<OptOutPayload>,
 ) -> Result<HttpResponse, ApiError> {
     let phone = parse_phone(&state, member.account, &payload.phone).await?;
     let wanted = OptOut {

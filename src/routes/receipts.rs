@@ -2,6 +2,7 @@
 //! HMAC-SHA256 (see `providers::signature`). Replays are idempotent: a receipt that was
 //! already recorded answers 200 and changes nothing.
 
+use crate::body;
 use crate::error::{ApiError, ErrorBody};
 use crate::providers::signature::{self, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use crate::state::AppState;
@@ -59,8 +60,7 @@ pub(crate) async fn receive_receipt(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = signed_body(&state, &req, &path, payload).await?;
-    let receipt: ReceiptBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::InvalidRequest(format!("invalid receipt: {e}")))?;
+    let receipt: ReceiptBody = body::parse_json(&body)?;
     let message: MessageId = receipt
         .message_id
         .parse()
@@ -112,15 +112,18 @@ fn bounded_detail(detail: String) -> String {
     }
 }
 
-/// The body of a request from provider `name`, once its signature checked out: 404 for
-/// a provider that is not configured, 401 for a missing, stale or wrong signature.
+/// The body of a request from provider `name` (JSON, read as every body is, see
+/// [`crate::body`]), once its signature checked out: 404 for a provider that is not
+/// configured, 401 for a missing, stale or wrong signature. The signature covers the body
+/// as decoded.
 pub(super) async fn signed_body(
     state: &AppState,
     req: &HttpRequest,
     name: &str,
     payload: web::Payload,
 ) -> Result<web::Bytes, ApiError> {
-    let body = read_body(payload, state.settings.server.max_small_body_bytes).await?;
+    body::require_json(req)?;
+    let body = body::read_body(req, payload.into_inner(), body::limits(req)).await?;
     let configured = match state.settings.providers.as_slice() {
         [] => name == state.settings.provider.name,
         providers => providers.iter().any(|p| p.name == name),
@@ -151,22 +154,4 @@ pub(super) async fn signed_body(
         }
     })?;
     Ok(body)
-}
-
-/// The raw body (its bytes are signed), at most `limit` bytes: a larger one is refused as
-/// soon as it passes the limit, with the JSON error shape.
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
-    use futures_util::StreamExt;
-    let too_large =
-        || ApiError::PayloadTooLarge(format!("request body is larger than {limit} bytes"));
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::InvalidRequest(format!("reading the body: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
 }

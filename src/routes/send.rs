@@ -5,6 +5,7 @@
 //! An `Idempotency-Key` header makes a retry return the first answer and send nothing.
 
 use crate::auth::{Authenticated, TermsAccepted};
+use crate::body::{BodyLimits, JsonBody};
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::{self, Begun, Idempotency, Replay};
 use crate::state::AppState;
@@ -17,11 +18,12 @@ use std::sync::Arc;
 use utoipa::ToSchema;
 
 /// The send routes, the only ones whose bodies may be large (a million recipients): they
-/// take `server.max_body_bytes`, every other route the small limit the app sets.
-pub fn configure(cfg: &mut web::ServiceConfig, max_body: usize) {
+/// take `server.max_body_bytes` (and longer to arrive), every other route the small limits
+/// the app sets.
+pub fn configure(cfg: &mut web::ServiceConfig, body: BodyLimits) {
     cfg.service(
         web::scope("/messages/sms")
-            .app_data(super::json_config(max_body))
+            .app_data(body)
             .service(send_to_contacts)
             .service(send_to_all)
             .service(send_to_tags)
@@ -236,7 +238,7 @@ pub(crate) async fn send_to_contacts(
     state: web::Data<AppState>,
     TermsAccepted(member): TermsAccepted,
     req: HttpRequest,
-    payload: web::Json<ContactsPayload>,
+    payload: JsonBody<ContactsPayload>,
 ) -> Result<HttpResponse, ApiError> {
     let payload = payload.into_inner();
     check_contacts_limit(&state, &payload)?;
@@ -270,7 +272,7 @@ pub(crate) async fn send_to_all(
     state: web::Data<AppState>,
     TermsAccepted(member): TermsAccepted,
     req: HttpRequest,
-    payload: web::Json<AllPayload>,
+    payload: JsonBody<AllPayload>,
 ) -> Result<HttpResponse, ApiError> {
     let payload = payload.into_inner();
     let idempotency = Idempotency::from_request(&req, "all", &payload)?;
@@ -292,7 +294,7 @@ pub(crate) async fn send_to_tags(
     state: web::Data<AppState>,
     TermsAccepted(member): TermsAccepted,
     req: HttpRequest,
-    payload: web::Json<TagsPayload>,
+    payload: JsonBody<TagsPayload>,
 ) -> Result<HttpResponse, ApiError> {
     let payload = payload.into_inner();
     let idempotency = Idempotency::from_request(&req, "tags", &payload)?;
@@ -612,7 +614,7 @@ async fn preview(
 pub(crate) async fn preview_contacts(
     state: web::Data<AppState>,
     Authenticated(member): Authenticated,
-    payload: web::Json<ContactsPayload>,
+    payload: JsonBody<ContactsPayload>,
 ) -> Result<HttpResponse, ApiError> {
     let payload = payload.into_inner();
     check_contacts_limit(&state, &payload)?;
@@ -632,7 +634,7 @@ pub(crate) async fn preview_contacts(
 pub(crate) async fn preview_all(
     state: web::Data<AppState>,
     Authenticated(member): Authenticated,
-    payload: web::Json<AllPayload>,
+    payload: JsonBody<AllPayload>,
 ) -> Result<HttpResponse, ApiError> {
     let (request, recipients) = payload.into_inner().into_request()?;
     preview(state, &member, request, recipients).await
@@ -650,7 +652,7 @@ pub(crate) async fn preview_all(
 pub(crate) async fn preview_tags(
     state: web::Data<AppState>,
     Authenticated(member): Authenticated,
-    payload: web::Json<TagsPayload>,
+    payload: JsonBody<TagsPayload>,
 ) -> Result<HttpResponse, ApiError> {
     let (request, recipients) = payload.into_inner().into_request()?;
     preview(state, &member, request, recipients).await

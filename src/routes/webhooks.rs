@@ -2,6 +2,7 @@
 //! /api/account/webhook`. Events are POSTed as [`crate::webhooks::CallbackBody`].
 
 use crate::auth::Authenticated;
+use crate::body::JsonBody;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::webhooks::{check_target, new_secret};
@@ -76,7 +77,7 @@ fn check_secret(secret: Option<String>) -> Result<String, ApiError> {
 pub(crate) async fn put_webhook(
     state: web::Data<AppState>,
     Authenticated(member): Authenticated,
-    body: web::Json<WebhookRequest>,
+    body: JsonBody<WebhookRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let WebhookRequest { url, secret } = body.into_inner();
     let allow_private = state.settings.webhooks.allow_private_targets;

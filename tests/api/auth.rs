@@ -96,8 +96,7 @@ async fn a_member_who_has_not_accepted_the_terms_gets_403_on_every_send() {
     assert_eq!(terms["accepted"], false);
     assert_eq!(app.balance(&token).await, (100, 0));
 
-    let r = app.post("/api/terms/accept", &token, &json!({})).await;
-    assert_eq!(r.status(), StatusCode::OK);
+    app.accept_terms(&token).await;
     let r = app.post(SENDS[0], &token, &send_body(SENDS[0])).await;
     assert_eq!(r.status(), StatusCode::CREATED);
 }
@@ -111,7 +110,25 @@ async fn publishing_new_terms_makes_every_member_accept_again() {
     assert_eq!(r.status(), StatusCode::CREATED);
     let r = app.send_to_contacts(&send_body(SENDS[0])).await;
     assert_error(r, StatusCode::FORBIDDEN, "terms_not_accepted").await;
-    app.post("/api/terms/accept", &app.token, &json!({})).await;
+    // The terms accepted are named: the ones the member was shown, the current ones.
+    for wrong in [
+        json!({}),
+        json!({"version": 1}),
+        json!({"version": 3}),
+        json!({"version": "2"}),
+    ] {
+        let r = app.post("/api/terms/accept", &app.token, &wrong).await;
+        assert_error(r, StatusCode::BAD_REQUEST, "invalid_request").await;
+    }
+    let terms: Value = app.get_json("/api/terms").await;
+    assert_eq!(
+        (&terms["accepted"], &terms["acceptedVersion"]),
+        (&json!(false), &json!(1))
+    );
+    let r = app.send_to_contacts(&send_body(SENDS[0])).await;
+    assert_error(r, StatusCode::FORBIDDEN, "terms_not_accepted").await;
+
+    app.accept_terms(&app.token).await;
     let r = app.send_to_contacts(&send_body(SENDS[0])).await;
     assert_eq!(r.status(), StatusCode::CREATED);
 }

@@ -132,8 +132,15 @@ async fn a_top_up_that_would_overflow_the_balance_answers_400_and_changes_nothin
     let app = spawn_app().await;
     let before = app.balance(&app.token).await;
     let path = "/api/admin/accounts/0190d3e0-0000-7000-8000-00000000a001/credits";
-    // u64::MAX (past the largest balance once added), and u64::MAX + 1 (no u64 at all).
-    for amount in ["18446744073709551615", "18446744073709551616"] {
+    // u64::MAX (wraps a u64 sum), u64::MAX + 1 (no u64 at all), i64::MAX (past what every
+    // store keeps once added to the balance), and amounts that are no top-up.
+    for amount in [
+        "18446744073709551615",
+        "18446744073709551616",
+        "9223372036854775807",
+        "0",
+        "-1",
+    ] {
         let r = app
             .client
             .post(format!("{}{path}", app.address))
@@ -146,4 +153,27 @@ async fn a_top_up_that_would_overflow_the_balance_answers_400_and_changes_nothin
         assert_error(r, StatusCode::BAD_REQUEST, "invalid_request").await;
         assert_eq!(app.balance(&app.token).await, before, "after {amount}");
     }
+    // Up to the largest balance, a top-up goes through and reads back exactly.
+    let room = 9_223_372_036_854_775_807 - before.0 - before.1;
+    let r = app
+        .post(path, &app.admin_token, &json!({ "amount": room }))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        app.balance(&app.token).await,
+        (9_223_372_036_854_775_807, 0)
+    );
+}
+
+#[actix_web::test]
+async fn an_account_created_with_more_credits_than_a_store_keeps_answers_400() {
+    let app = spawn_app().await;
+    let r = app
+        .post(
+            "/api/admin/accounts",
+            &app.admin_token,
+            &json!({"name": "Huge", "defaultCountry": "CO", "credits": 9_223_372_036_854_775_808_u64}),
+        )
+        .await;
+    assert_error(r, StatusCode::BAD_REQUEST, "invalid_request").await;
 }

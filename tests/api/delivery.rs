@@ -275,3 +275,25 @@ async fn a_part_receipt_counts_once_only_for_a_part_the_message_has_and_its_deta
     let done: Value = app.get_json(&message_path).await;
     assert_eq!(done["status"], "delivered");
 }
+
+#[actix_web::test]
+async fn a_receipt_from_the_ends_of_time_or_with_a_200_kb_detail_is_refused_and_changes_nothing() {
+    let app = dispatching_app(None).await;
+    let (id, message_path) = one_sent(&app, HELLO).await;
+    let before: Value = app.get_json(&message_path).await;
+    let receipt = json!({"messageId": id, "status": "delivered"});
+    let now = unix_now();
+    // Signed, but at a time whose distance to now overflows an i64 subtraction.
+    for timestamp in [i64::MIN + now, i64::MIN, i64::MAX, now - 301, now + 301] {
+        let r = app
+            .post_receipt("simulated", &receipt, timestamp, DLR_SECRET)
+            .await;
+        assert_error(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    }
+    // A detail of 200 KB is a body past the receipt route's limit: 413 in the JSON shape,
+    // nothing stored.
+    let huge = json!({"messageId": id, "status": "delivered", "detail": "d".repeat(200_000)});
+    let r = app.post_receipt("simulated", &huge, now, DLR_SECRET).await;
+    assert_error(r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    assert_eq!(app.get_json(&message_path).await, before);
+}

@@ -174,10 +174,19 @@ impl TestApp {
             .unwrap();
         let token = token["token"].as_str().unwrap().to_owned();
         if accept_terms {
-            let r = self.post("/api/terms/accept", &token, &json!({})).await;
-            assert_eq!(r.status(), StatusCode::OK);
+            self.accept_terms(&token).await;
         }
         token
+    }
+
+    /// Accepts the current terms (as `GET /api/terms` names them) as `token`'s member.
+    pub async fn accept_terms(&self, token: &str) {
+        let terms: Value = self.get("/api/terms", token).await.json().await.unwrap();
+        let version = &terms["version"];
+        let r = self
+            .post("/api/terms/accept", token, &json!({ "version": version }))
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
     }
 
     pub async fn create_tag(&self, token: &str, name: &str) -> String {

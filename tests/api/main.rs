@@ -2,6 +2,7 @@
 
 mod auth;
 mod balance;
+mod bodies;
 mod campaigns;
 #[path = "../common/mod.rs"]
 mod common;
@@ -13,10 +14,13 @@ mod delivery;
 mod distributed;
 mod fuzz_bodies;
 mod helpers;
+mod member_access;
 mod operations;
 mod opt_outs;
 mod preview;
 mod rate_limit;
+#[cfg(feature = "scylla")]
+mod replicas;
 mod restart;
 mod routing;
 mod send_all_and_tags;

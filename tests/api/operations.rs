@@ -321,6 +321,9 @@ async fn the_openapi_document_describes_every_public_endpoint_and_the_error_shap
         ("post", "/api/admin/accounts/{id}/credits"),
         ("post", "/api/admin/accounts/{id}/members"),
         ("post", "/api/admin/members/{id}/tokens"),
+        ("post", "/api/admin/members/{id}/disable"),
+        ("post", "/api/admin/members/{id}/enable"),
+        ("post", "/api/admin/members/{id}/tokens/revoke"),
         ("post", "/api/admin/terms"),
         ("post", "/api/providers/{name}/dlr"),
         ("post", "/api/providers/{name}/inbound"),
@@ -386,6 +389,21 @@ async fn the_openapi_document_describes_every_public_endpoint_and_the_error_shap
             );
         }
     }
+    // Every operation that reads a body says how a hostile one is answered.
+    let mut with_body = 0;
+    for (method, path) in expected {
+        let op = &doc["paths"][path][method];
+        if op["requestBody"].is_object() {
+            with_body += 1;
+            for status in ["408", "413", "415"] {
+                assert_eq!(
+                    op["responses"][status]["content"]["application/json"]["schema"], error,
+                    "{method} {path} {status}"
+                );
+            }
+        }
+    }
+    assert_eq!(with_body, 20, "operations that read a body");
     // The import reads CSV, not JSON.
     let import = &doc["paths"]["/api/contacts/import"]["post"];
     assert!(import["requestBody"]["content"]["text/csv"].is_object());

@@ -47,6 +47,48 @@ pub struct Member {
     pub created_at: Millis,
 }
 
+/// Whether a member's tokens may act. Kept apart from [`Member`] (and written only by
+/// [`AccessChange`]s), so that accepting terms cannot undo a revocation, and a store
+/// keeps it in a record of its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberAccess {
+    /// A disabled member's tokens are refused until it is enabled again.
+    pub disabled: bool,
+    /// Tokens carry the version they were issued under; only the current one is taken, so
+    /// revoking (a new version) ends every token issued before, on every replica at once,
+    /// without a list of revoked tokens.
+    pub token_version: u32,
+}
+
+/// A change of a member's access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessChange {
+    Disable,
+    Enable,
+    /// Every token issued so far stops working; tokens issued after it work.
+    RevokeTokens,
+}
+
+impl MemberAccess {
+    /// The access after `change`.
+    pub fn changed(self, change: AccessChange) -> Self {
+        match change {
+            AccessChange::Disable => MemberAccess {
+                disabled: true,
+                ..self
+            },
+            AccessChange::Enable => MemberAccess {
+                disabled: false,
+                ..self
+            },
+            AccessChange::RevokeTokens => MemberAccess {
+                token_version: self.token_version.wrapping_add(1),
+                ..self
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Contact {
     pub id: ContactId,

@@ -27,9 +27,14 @@ pub struct LedgerEntry {
     pub at: Millis,
 }
 
-/// A top-up that would take the account's credits past `u64::MAX`.
+/// The most credits an account may hold, balance and reserved together: what every
+/// backend stores exactly (ScyllaDB's `bigint` is signed, so `u64::MAX` would not
+/// round-trip), and a bound under which no movement can overflow.
+pub const MAX_CREDITS: u64 = i64::MAX as u64;
+
+/// A credit amount that would take the account's credits past [`MAX_CREDITS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the account's credits would pass {max}", max = u64::MAX)]
+#[error("the account's credits would pass {MAX_CREDITS}")]
 pub struct CreditOverflow;
 
 /// A reservation larger than the balance.
@@ -57,13 +62,15 @@ impl LedgerKind {
 impl Account {
     /// Adds purchased credits to the balance, or changes nothing if the account's credits
     /// (balance and reserved together, so no later refund can overflow) would pass
-    /// `u64::MAX`.
+    /// [`MAX_CREDITS`].
     pub fn top_up(&mut self, amount: u64) -> Result<(), CreditOverflow> {
-        self.balance
+        let total = self
+            .balance
             .checked_add(self.reserved)
             .and_then(|total| total.checked_add(amount))
+            .filter(|total| *total <= MAX_CREDITS)
             .ok_or(CreditOverflow)?;
-        self.balance += amount;
+        self.balance = total - self.reserved;
         Ok(())
     }
 
@@ -87,10 +94,12 @@ impl Account {
         Ok(())
     }
 
-    /// Undoes [`Account::reserve`] for an accept that failed after reserving.
+    /// Undoes [`Account::reserve`] for an accept that failed after reserving: never more
+    /// than is reserved, so the account's credits never grow by a release.
     pub fn release(&mut self, amount: u64) {
-        self.balance += amount;
-        self.reserved = self.reserved.saturating_sub(amount);
+        let moved = amount.min(self.reserved);
+        self.reserved -= moved;
+        self.balance = self.balance.saturating_add(moved);
     }
 
     /// Sets the reservation to `held`, what the account's open messages cost, moving the

@@ -15,7 +15,7 @@ pub mod status;
 pub mod webhook;
 
 pub use account::*;
-pub use credits::{CreditOverflow, InsufficientBalance, LedgerEntry, LedgerKind};
+pub use credits::{CreditOverflow, InsufficientBalance, LedgerEntry, LedgerKind, MAX_CREDITS};
 pub use ids::*;
 pub use message::*;
 pub use opt_out::{InboundMessage, Keyword, OptOut, OptOutSource};

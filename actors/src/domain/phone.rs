@@ -11,9 +11,16 @@ use std::str::FromStr;
 #[serde(try_from = "String", into = "String")]
 pub struct Country(CountryId);
 
+/// What was given for a country: its first characters only (it is echoed to clients).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("`{0}` is not an ISO 3166-1 alpha-2 country code")]
 pub struct UnknownCountry(pub String);
+
+impl UnknownCountry {
+    fn of(given: &str) -> Self {
+        UnknownCountry(given.chars().take(16).collect())
+    }
+}
 
 impl Country {
     pub fn id(&self) -> CountryId {
@@ -30,11 +37,11 @@ impl FromStr for Country {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let upper = s.trim().to_ascii_uppercase();
         if upper.len() != 2 {
-            return Err(UnknownCountry(s.to_owned()));
+            return Err(UnknownCountry::of(s));
         }
         CountryId::from_str(&upper)
             .map(Country)
-            .map_err(|_| UnknownCountry(s.to_owned()))
+            .map_err(|_| UnknownCountry::of(s))
     }
 }
 
@@ -70,6 +77,8 @@ pub struct PhoneNumber {
 
 /// `+`, a country code of up to 3 digits and a national number of up to 17 (and 2 spare).
 const E164_MAX: usize = 23;
+/// The longest text parsed as a phone number (libphonenumber's `MAX_INPUT_STRING_LENGTH`).
+const MAX_RAW_NUMBER_BYTES: usize = 250;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("not a valid phone number")]
@@ -89,6 +98,11 @@ impl PhoneNumber {
         raw: &str,
         country: Option<Country>,
     ) -> Result<Self, InvalidPhoneNumber> {
+        // Longer than any number however written (libphonenumber's own input limit): not
+        // handed to the parser, whose work grows with the text (50 MB took seconds).
+        if raw.len() > MAX_RAW_NUMBER_BYTES {
+            return Err(InvalidPhoneNumber);
+        }
         let parsed = phonenumber::parse_with(db, country.map(|c| c.id()), raw)
             .map_err(|_| InvalidPhoneNumber)?;
         if !phonenumber::is_valid_with(db, &parsed) {
@@ -229,6 +243,17 @@ pub fn load_metadata() -> Database {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_longer_than_any_number_is_invalid_without_parsing_and_echoed_briefly() {
+        let co = Some("CO".parse().unwrap());
+        let padded = format!("{}3001234567", " ".repeat(MAX_RAW_NUMBER_BYTES));
+        assert_eq!(PhoneNumber::parse(&padded, co), Err(InvalidPhoneNumber));
+        assert!(PhoneNumber::parse(padded.trim(), co).is_ok());
+        let long = "Z".repeat(1_000_000);
+        let err = long.parse::<Country>().unwrap_err();
+        assert_eq!(err, UnknownCountry("Z".repeat(16)));
+    }
 
     #[test]
     fn country_of_a_number_by_its_calling_code_or_the_plan() {

@@ -118,6 +118,29 @@ impl AccountStore for EmbeddedStore {
             .get(&self.keyspaces()?.members, id.as_bytes())
     }
 
+    async fn member_access(&self, member: MemberId) -> StoreResult<MemberAccess> {
+        let s = self.keyspaces()?;
+        Ok(s.get(&s.member_access, member.as_bytes())?
+            .unwrap_or_default())
+    }
+
+    async fn change_member_access(
+        &self,
+        member: MemberId,
+        change: AccessChange,
+    ) -> StoreResult<MemberAccess> {
+        self.blocking(move |s| {
+            let _guard = s.access_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let access = s
+                .get::<MemberAccess>(&s.member_access, member.as_bytes())?
+                .unwrap_or_default()
+                .changed(change);
+            s.put(&s.member_access, member.as_bytes(), &access)?;
+            Ok(access)
+        })
+        .await
+    }
+
     async fn account_ids(&self) -> StoreResult<Vec<AccountId>> {
         self.keyspaces()?
             .accounts

@@ -21,6 +21,8 @@ pub(super) struct Keyspaces {
     pub(super) db: Database,
     pub(super) accounts: Keyspace,
     pub(super) members: Keyspace,
+    /// Members whose access changed: member id → [`MemberAccess`].
+    pub(super) member_access: Keyspace,
     pub(super) ledger: Keyspace,
     pub(super) meta: Keyspace,
     pub(super) tags: Keyspace,
@@ -62,6 +64,8 @@ pub(super) struct Keyspaces {
     pub(super) outbox: CallbackOutbox,
     /// Serializes read-modify-write of balances (one process owns the data dir).
     pub(super) ledger_lock: Mutex<()>,
+    /// Serializes read-modify-write of members' access.
+    pub(super) access_lock: Mutex<()>,
     /// Serializes the read-check-write of idempotency claims and of opt-outs.
     pub(super) claims_lock: Mutex<()>,
     /// Serializes the read-check-write of contacts (a phone is unique per account, and an
@@ -128,6 +132,7 @@ impl Keyspaces {
             outbox,
             accounts: ks("accounts")?,
             members: ks("members")?,
+            member_access: ks("member_access")?,
             ledger: ks("ledger")?,
             meta: ks("meta")?,
             tags: ks("tags")?,
@@ -149,6 +154,7 @@ impl Keyspaces {
             inbound: ks("inbound")?,
             last_senders,
             ledger_lock: Mutex::new(()),
+            access_lock: Mutex::new(()),
             claims_lock: Mutex::new(()),
             contacts_lock: Mutex::new(()),
             status_lock: Mutex::new(StatusGroupBuffers::default()),

@@ -54,6 +54,16 @@ pub trait AccountStore: Send + Sync {
     async fn account(&self, id: AccountId) -> StoreResult<Option<Account>>;
     async fn put_member(&self, member: &Member) -> StoreResult<()>;
     async fn member(&self, id: MemberId) -> StoreResult<Option<Member>>;
+    /// Whether `member` is disabled and which token version counts (the default for a
+    /// member whose access never changed). Read on every authenticated request.
+    async fn member_access(&self, member: MemberId) -> StoreResult<MemberAccess>;
+    /// Applies `change` to `member`'s access, atomically with any concurrent change (two
+    /// revocations are two new versions); returns the access after it.
+    async fn change_member_access(
+        &self,
+        member: MemberId,
+        change: AccessChange,
+    ) -> StoreResult<MemberAccess>;
     /// The terms version members must have accepted to send (0 before any is published).
     /// Every account's id (for the reconciliation).
     async fn account_ids(&self) -> StoreResult<Vec<AccountId>>;

@@ -77,6 +77,43 @@ impl AccountStore for ScyllaStore {
         }))
     }
 
+    async fn member_access(&self, member: MemberId) -> StoreResult<MemberAccess> {
+        Ok(self.read_member_access(member).await?.unwrap_or_default())
+    }
+
+    /// Compare-and-set from what was read: the first change inserts the row if nobody did,
+    /// later ones update it if nobody changed it since; a lost race reads again.
+    async fn change_member_access(
+        &self,
+        member: MemberId,
+        change: AccessChange,
+    ) -> StoreResult<MemberAccess> {
+        for attempt in 0..LWT_ATTEMPTS {
+            let current = self.read_member_access(member).await?;
+            let next = current.unwrap_or_default().changed(change);
+            let row = (next.disabled, next.token_version as i32);
+            let applied = match current {
+                None => {
+                    self.lwt(&self.st.insert_member_access, (member.0, row.0, row.1))
+                        .await?
+                }
+                Some(was) => {
+                    let was = (was.disabled, was.token_version as i32);
+                    self.lwt(
+                        &self.st.update_member_access,
+                        (row.0, row.1, member.0, was.0, was.1),
+                    )
+                    .await?
+                }
+            };
+            if applied {
+                return Ok(next);
+            }
+            contention_backoff(attempt).await;
+        }
+        Err(contention("member access"))
+    }
+
     async fn account_ids(&self) -> StoreResult<Vec<AccountId>> {
         let mut ids = Vec::new();
         self.pages(&self.st.select_account_ids, &(), |page: Vec<(Uuid,)>| {
@@ -246,6 +283,17 @@ impl From<StoreError> for Repair {
 }
 
 impl ScyllaStore {
+    /// A member's access, if it ever changed.
+    async fn read_member_access(&self, member: MemberId) -> StoreResult<Option<MemberAccess>> {
+        let row = self
+            .one::<(Option<bool>, Option<i32>)>(&self.st.select_member_access, (member.0,))
+            .await?;
+        Ok(row.map(|(disabled, version)| MemberAccess {
+            disabled: disabled.unwrap_or(false),
+            token_version: version.unwrap_or(0) as u32,
+        }))
+    }
+
     /// [`ScyllaStore::apply_movement`] for a movement nothing repeats.
     async fn moved(
         &self,

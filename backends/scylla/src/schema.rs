@@ -28,6 +28,10 @@ pub const SCHEMA_FILES: &[(&str, &str)] = &[
         "006_credit_books.cql",
         include_str!("../../../schema/006_credit_books.cql"),
     ),
+    (
+        "008_member_access.cql",
+        include_str!("../../../schema/008_member_access.cql"),
+    ),
 ];
 
 /// The statements of a schema file: comments removed, split at `;`, blanks dropped.

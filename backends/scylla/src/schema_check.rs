@@ -370,7 +370,7 @@ fn credit_movements_share_the_partition_of_the_amounts_they_move() {
 }
 
 #[test]
-fn conditional_statements_are_the_balance_message_phone_claim_batch_and_opt_out_ones() {
+fn conditional_statements_are_the_balance_message_phone_claim_batch_opt_out_and_access_ones() {
     let conditional: BTreeSet<&str> = CQL
         .iter()
         .filter(|(_, cql)| cql.contains(" IF "))
@@ -392,6 +392,8 @@ fn conditional_statements_are_the_balance_message_phone_claim_batch_and_opt_out_
             "fence_batch",
             "insert_opt_out",
             "delete_opt_out",
+            "insert_member_access",
+            "update_member_access",
         ])
     );
 }

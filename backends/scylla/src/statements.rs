@@ -47,6 +47,11 @@ statements! {
     select_account = "SELECT id, name, default_country, balance, reserved, created_at FROM accounts WHERE id = ?";
     insert_member = "INSERT INTO members (id, account_id, role, accepted_terms, created_at) VALUES (?, ?, ?, ?, ?)";
     select_member = "SELECT id, account_id, role, accepted_terms, created_at FROM members WHERE id = ?";
+    select_member_access = "SELECT disabled, token_version FROM member_access WHERE member_id = ?";
+    /// A member's first change of access.
+    insert_member_access = "INSERT INTO member_access (member_id, disabled, token_version) VALUES (?, ?, ?) IF NOT EXISTS";
+    /// Every later one: compare-and-set on the whole access.
+    update_member_access = "UPDATE member_access SET disabled = ?, token_version = ? WHERE member_id = ? IF disabled = ? AND token_version = ?";
     insert_setting = "INSERT INTO settings (name, value) VALUES (?, ?)";
     select_setting = "SELECT value FROM settings WHERE name = ?";
 

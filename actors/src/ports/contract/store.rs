@@ -117,6 +117,7 @@ macro_rules! store_contract_tests {
             a_movement_applied_twice_changes_the_balance_once,
             reconciliation_repairs_an_injected_drift,
             a_top_up_past_the_largest_balance_changes_nothing,
+            member_access_is_disabled_enabled_and_its_tokens_revoked_once_per_change,
             idempotency_keys_are_claimed_once_per_account,
             concurrent_claims_of_one_key_leave_exactly_one_holder,
             of_concurrent_takeovers_of_a_stale_claim_exactly_one_wins,

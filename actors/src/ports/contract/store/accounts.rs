@@ -251,12 +251,88 @@ pub async fn reconciliation_repairs_an_injected_drift(s: Stores) {
 
 pub async fn a_top_up_past_the_largest_balance_changes_nothing(s: Stores) {
     let account = account_with(&s, 100).await;
-    let err = s.ledger.top_up(account, u64::MAX).await.unwrap_err();
-    assert!(matches!(err, LedgerError::Overflow(_)), "{err:?}");
-    assert_eq!(balance(&s, account).await, (100, 0));
+    // u64::MAX wraps a u64 sum; MAX_CREDITS passes what every backend stores.
+    for amount in [u64::MAX, MAX_CREDITS] {
+        let err = s.ledger.top_up(account, amount).await.unwrap_err();
+        assert!(matches!(err, LedgerError::Overflow(_)), "{amount}: {err:?}");
+        assert_eq!(balance(&s, account).await, (100, 0), "after {amount}");
+    }
     let entries = s.ledger.entries(account).await.unwrap();
     assert_eq!(entries_of(&entries, LedgerKind::TopUp), vec![100]);
-    // Up to the largest, a top-up still goes through.
-    s.ledger.top_up(account, u64::MAX - 100).await.unwrap();
-    assert_eq!(balance(&s, account).await, (u64::MAX, 0));
+    // Up to the largest, a top-up still goes through, and reads back exactly.
+    s.ledger.top_up(account, MAX_CREDITS - 100).await.unwrap();
+    assert_eq!(balance(&s, account).await, (MAX_CREDITS, 0));
+    let err = s.ledger.top_up(account, 1).await.unwrap_err();
+    assert!(matches!(err, LedgerError::Overflow(_)), "{err:?}");
+    assert_eq!(balance(&s, account).await, (MAX_CREDITS, 0));
+}
+
+pub async fn member_access_is_disabled_enabled_and_its_tokens_revoked_once_per_change(s: Stores) {
+    let (member, other) = (MemberId::new(), MemberId::new());
+    let fresh = MemberAccess::default();
+    assert_eq!(s.accounts.member_access(member).await.unwrap(), fresh);
+    let disabled = s
+        .accounts
+        .change_member_access(member, AccessChange::Disable)
+        .await
+        .unwrap();
+    assert_eq!(
+        disabled,
+        MemberAccess {
+            disabled: true,
+            token_version: 0
+        }
+    );
+    let revoked = s
+        .accounts
+        .change_member_access(member, AccessChange::RevokeTokens)
+        .await
+        .unwrap();
+    assert_eq!(
+        revoked,
+        MemberAccess {
+            disabled: true,
+            token_version: 1
+        }
+    );
+    let enabled = s
+        .accounts
+        .change_member_access(member, AccessChange::Enable)
+        .await
+        .unwrap();
+    assert_eq!(
+        enabled,
+        MemberAccess {
+            disabled: false,
+            token_version: 1
+        }
+    );
+    assert_eq!(s.accounts.member_access(member).await.unwrap(), enabled);
+    // Concurrent revocations are each a version of their own, and touch only the member.
+    let revocations: Vec<_> = (0..16)
+        .map(|_| {
+            let accounts = s.accounts.clone();
+            tokio::spawn(async move {
+                accounts
+                    .change_member_access(member, AccessChange::RevokeTokens)
+                    .await
+                    .unwrap()
+                    .token_version
+            })
+        })
+        .collect();
+    let mut versions = Vec::new();
+    for revocation in revocations {
+        versions.push(revocation.await.unwrap());
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, (2..18).collect::<Vec<u32>>());
+    assert_eq!(
+        s.accounts.member_access(member).await.unwrap(),
+        MemberAccess {
+            disabled: false,
+            token_version: 17
+        }
+    );
+    assert_eq!(s.accounts.member_access(other).await.unwrap(), fresh);
 }

@@ -24,7 +24,6 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const RECIPIENTS: usize = 200;
@@ -63,15 +62,9 @@ impl Run {
 
     /// SendMe on this run's port and data directory, crashing at `point` if given.
     fn sendme(&self, point: Option<&str>) -> Process {
-        let mut cmd = common::sendme(&self.dir.path().join("data"), self.port);
-        cmd.env("SENDME__PROVIDER__KIND", "http")
-            .env("SENDME__PROVIDER__NAME", "mock")
-            .env(
-                "SENDME__PROVIDER__HTTP__URL",
-                format!("{}/sms", self.provider),
-            )
-            .env("SENDME__PROVIDER__DLR_SECRET", SECRET)
-            .env("SENDME__PROVIDER__CONCURRENCY", WINDOW.to_string())
+        let data = self.dir.path().join("data");
+        let mut cmd = common::sendme_to_mock(&data, self.port, &self.provider, SECRET);
+        cmd.env("SENDME__PROVIDER__CONCURRENCY", WINDOW.to_string())
             .env("SENDME__DELIVERY__WINDOW", WINDOW.to_string())
             .env("SENDME__WEBHOOKS__ALLOW_PRIVATE_TARGETS", "true");
         if let Some(point) = point {
@@ -82,12 +75,7 @@ impl Run {
 
     /// How many times each line was appended to `file` (message ids, event ids).
     fn counts(&self, file: &str) -> HashMap<String, usize> {
-        let mut counts = HashMap::new();
-        let path: PathBuf = self.dir.path().join(file);
-        for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
-            *counts.entry(line.to_owned()).or_default() += 1;
-        }
-        counts
+        common::line_counts(&self.dir.path().join(file))
     }
 }
 
@@ -157,14 +145,6 @@ async fn all_messages(base: &str, token: &str) -> Vec<Value> {
 }
 
 /// Waits (bounded) until `done` holds.
-async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !done().await {
-        assert!(Instant::now() < deadline, "{what} did not happen in time");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn crash_at(point: &'static str) {
     assert!(sendme_actors::crash::POINTS.contains(&point));
     let run = Run::new();
@@ -228,7 +208,7 @@ async fn crash_at(point: &'static str) {
     };
 
     let mut status = Value::Null;
-    until("delivery of every message", async || {
+    common::until("delivery of every message", DEADLINE, async || {
         status = get_json(&client(), &format!("{base}/api/queues/{queue}"), &token).await;
         status["counts"]["delivered"] == RECIPIENTS
     })
@@ -270,7 +250,7 @@ async fn crash_at(point: &'static str) {
     );
 
     let mut events = HashMap::new();
-    until("every status callback", async || {
+    common::until("every status callback", DEADLINE, async || {
         events = run.counts("events.txt");
         ids.iter().all(|id| {
             events.contains_key(&format!("{id}.sent"))

@@ -84,15 +84,8 @@ impl Delivery {
 
     /// SendMe on the same port and data directory every time, so receipts find it again.
     fn sendme(&self) -> (Process, String) {
-        let mut cmd = common::sendme(&self.data(), self.port);
-        cmd.env("SENDME__PROVIDER__KIND", "http")
-            .env("SENDME__PROVIDER__NAME", "mock")
-            .env(
-                "SENDME__PROVIDER__HTTP__URL",
-                format!("{}/sms", self.provider),
-            )
-            .env("SENDME__PROVIDER__DLR_SECRET", SECRET)
-            .env("SENDME__PROVIDER__CONCURRENCY", WINDOW.to_string())
+        let mut cmd = common::sendme_to_mock(&self.data(), self.port, &self.provider, SECRET);
+        cmd.env("SENDME__PROVIDER__CONCURRENCY", WINDOW.to_string())
             .env("SENDME__DELIVERY__WINDOW", WINDOW.to_string())
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         let (process, _) = start(cmd, "SENDME_LISTENING");
@@ -101,7 +94,7 @@ impl Delivery {
 
     /// How many times the provider received each message id.
     fn received(&self) -> HashMap<String, usize> {
-        received(&self.dir.path().join("received.txt"))
+        common::line_counts(&self.dir.path().join("received.txt"))
     }
 
     /// Waits (bounded) until the provider has received `n` distinct ids.
@@ -112,17 +105,6 @@ impl Delivery {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-}
-
-fn received(ids_file: &Path) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for line in std::fs::read_to_string(ids_file)
-        .unwrap_or_default()
-        .lines()
-    {
-        *counts.entry(line.to_owned()).or_default() += 1;
-    }
-    counts
 }
 
 /// Sends one broadcast to `n` recipients; returns its queue id and message ids.

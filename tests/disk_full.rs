@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const DEMO_CREDITS: u64 = 100_000;
 const PER_REQUEST: usize = 2_000;
@@ -69,14 +69,6 @@ async fn send(base: &str, token: &str, first: usize) -> reqwest::Response {
         .unwrap()
 }
 
-async fn until(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !done().await {
-        assert!(Instant::now() < deadline, "{what} did not happen in time");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 #[tokio::test]
 #[cfg_attr(
     not(can_mount),
@@ -110,7 +102,7 @@ async fn a_full_disk_answers_503_and_sendme_recovers_without_a_restart_when_spac
 
     // Space returns: no restart.
     disk.resize("256m");
-    until("readiness after the disk has room", async || {
+    common::until("readiness after the disk has room", DEADLINE, async || {
         let r = client().get(format!("{base}/readyz")).send().await.unwrap();
         r.status() == StatusCode::OK
     })
@@ -122,7 +114,7 @@ async fn a_full_disk_answers_503_and_sendme_recovers_without_a_restart_when_spac
 
     // Every accepted message delivered, charged once; nothing left reserved.
     for queue in &queues {
-        until("delivery of every accepted message", async || {
+        common::until("delivery of every accepted message", DEADLINE, async || {
             let q = get_json(&client(), &format!("{base}/api/queues/{queue}"), &token).await;
             q["counts"]["delivered"] == PER_REQUEST
         })

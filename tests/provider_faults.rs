@@ -9,7 +9,6 @@ mod common;
 use common::{client, demo_token, free_port, get_json, start, Process};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 const RECIPIENTS: usize = 300;
@@ -30,12 +29,8 @@ fn start_pair(dir: &std::path::Path, fault: &str) -> (Process, Process, String) 
     let port = free_port();
     let (mock, provider) =
         common::mock_provider(dir, port, SECRET, &[fault, &fault_ms().to_string()]);
-    let mut cmd = common::sendme(&dir.join("data"), port);
-    cmd.env("SENDME__PROVIDER__KIND", "http")
-        .env("SENDME__PROVIDER__NAME", "mock")
-        .env("SENDME__PROVIDER__HTTP__URL", format!("{provider}/sms"))
-        .env("SENDME__PROVIDER__HTTP__TIMEOUT_MS", "1000")
-        .env("SENDME__PROVIDER__DLR_SECRET", SECRET);
+    let mut cmd = common::sendme_to_mock(&dir.join("data"), port, &provider, SECRET);
+    cmd.env("SENDME__PROVIDER__HTTP__TIMEOUT_MS", "1000");
     let (sendme, _) = start(cmd, "SENDME_LISTENING");
     (mock, sendme, format!("http://127.0.0.1:{port}"))
 }
@@ -85,13 +80,7 @@ async fn ride_out(fault: &str) {
         "charged once"
     );
     assert_eq!(account["reserved"], 0);
-    let mut received: HashMap<String, usize> = HashMap::new();
-    for id in std::fs::read_to_string(dir.path().join("received.txt"))
-        .unwrap()
-        .lines()
-    {
-        *received.entry(id.to_owned()).or_default() += 1;
-    }
+    let received = common::line_counts(&dir.path().join("received.txt"));
     assert_eq!(
         received.len(),
         RECIPIENTS,

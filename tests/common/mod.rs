@@ -155,3 +155,36 @@ pub fn mock_provider(
         .args(extra);
     start(mock, "MOCK_PROVIDER_LISTENING")
 }
+
+/// SendMe (see [`sendme`]) sending to the mock provider at `provider` over HTTP, taking
+/// its receipts signed with `secret`.
+pub fn sendme_to_mock(data: &Path, port: u16, provider: &str, secret: &str) -> Command {
+    let mut cmd = sendme(data, port);
+    cmd.env("SENDME__PROVIDER__KIND", "http")
+        .env("SENDME__PROVIDER__NAME", "mock")
+        .env("SENDME__PROVIDER__HTTP__URL", format!("{provider}/sms"))
+        .env("SENDME__PROVIDER__DLR_SECRET", secret);
+    cmd
+}
+
+/// How many times each line was appended to `file` (the mock provider's message ids,
+/// its callback event ids); empty while the file does not exist.
+pub fn line_counts(file: &Path) -> std::collections::HashMap<String, usize> {
+    let mut counts = std::collections::HashMap::new();
+    for line in std::fs::read_to_string(file).unwrap_or_default().lines() {
+        *counts.entry(line.to_owned()).or_default() += 1;
+    }
+    counts
+}
+
+/// Waits until `done` holds, checking every 100 ms, and fails the test past `within`.
+pub async fn until(what: &str, within: Duration, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !done().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not happen in time"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -2,6 +2,7 @@
 //! own channel, recorded in groups; a receipt that overtook its send is offered again.
 
 use super::handle::DeliveryHandle;
+use super::status_writer::until_stored;
 use crate::domain::*;
 use crate::ports::*;
 use std::sync::Arc;
@@ -110,25 +111,11 @@ pub(super) async fn run_receipt_inbox(
             // A failed write (the store unavailable: a full disk) is tried again, holding
             // the turn, rather than dropping the receipts: their messages would wait for
             // the receipt timeout and expire.
-            let mut wait = RETRY_FIRST;
-            for attempt in 1.. {
-                match h.record_receipts(group.clone()).await {
-                    Ok(outcomes) => {
-                        for (receipt, outcome) in group.into_iter().zip(outcomes) {
-                            if outcome == ReceiptOutcome::NotYetSent {
-                                retry_receipt_later(h.clone(), receipt);
-                            }
-                        }
-                        break;
-                    }
-                    Err(e) if attempt < RETRY_ATTEMPTS => {
-                        tracing::error!(error = ?e, "recording receipts; retrying");
-                        tokio::time::sleep(wait).await;
-                        wait = (wait * 2).min(RETRY_MAX);
-                    }
-                    Err(e) => {
-                        tracing::error!(error = ?e, receipts = group.len(), "recording receipts; giving up");
-                        break;
+            let recorded = until_stored("recording receipts", || h.record_receipts(group.clone()));
+            if let Some(outcomes) = recorded.await {
+                for (receipt, outcome) in group.into_iter().zip(outcomes) {
+                    if outcome == ReceiptOutcome::NotYetSent {
+                        retry_receipt_later(h.clone(), receipt);
                     }
                 }
             }
@@ -149,12 +136,6 @@ fn retry_receipt_later(h: DeliveryHandle, receipt: Receipt) {
         }
     });
 }
-
-/// The first wait before a failed receipt write is tried again, doubled up to the max,
-/// for about as long as a store outage is waited out elsewhere (five minutes).
-const RETRY_FIRST: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(5);
-const RETRY_ATTEMPTS: u32 = 64;
 
 /// Receipt groups being written at once (as `CLAIMS_IN_FLIGHT` in dispatch).
 const RECEIPT_GROUPS_IN_FLIGHT: usize = 3;

@@ -4,7 +4,7 @@
 //! position is committed.
 
 use super::router::{Admission, Circuit, RouteTable};
-use super::status_writer::StatusWriter;
+use super::status_writer::{until_stored, StatusWriter};
 use crate::clock::EngineClock;
 use crate::domain::{MessageStatus, ProviderRef, StatusChange};
 use crate::metrics::{AttemptOutcome, RouteMetrics};
@@ -263,34 +263,19 @@ async fn persist_finished(
             }
             // The positions go only once the outcomes are durable: a failed write is
             // tried again (the changes are conditional, so one that did land is skipped),
-            // holding the window slots meanwhile, so a failing store stops new sends.
-            let mut wait = RETRY_WRITE_FIRST;
-            for attempt in 1.. {
-                let Err(e) = writer.submit_many(changes.clone()).await else {
-                    break;
-                };
-                if attempt == RETRY_WRITE_ATTEMPTS {
-                    // Past a store outage's worth of tries: the claims stay `sending`, and
-                    // the claim sweep (or the next start) re-queues them.
-                    tracing::error!(error = ?e, "persisting send outcomes; giving up");
-                    break;
-                }
-                tracing::error!(error = ?e, "persisting send outcomes; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(RETRY_WRITE_MAX);
-            }
+            // holding the window slots meanwhile, so a failing store stops new sends. Past
+            // a store outage's worth of tries the claims stay `sending`, and the claim sweep
+            // (or the next start) re-queues them.
+            until_stored("persisting send outcomes", || {
+                writer.submit_many(changes.clone())
+            })
+            .await;
             crate::crash_point!("deliver.outcome_durable");
             release(&*queue, &records).await;
             drop(windows);
         });
     }
 }
-
-/// The first wait before a failed outcome write is tried again, doubled up to the max.
-const RETRY_WRITE_FIRST: Duration = Duration::from_millis(100);
-const RETRY_WRITE_MAX: Duration = Duration::from_secs(5);
-/// Tries of a failed outcome write before its window slots go (about 5 minutes).
-const RETRY_WRITE_ATTEMPTS: u32 = 64;
 
 /// A claimed message to send. `window` is the dispatcher's in-flight slot, released
 /// once the outcome is persisted and the queue position committed.

@@ -207,3 +207,37 @@ fn announce_changes(
         let _ = announce.send(events);
     }
 }
+
+/// The first wait before a failed store write is tried again, doubled up to the max.
+const RETRY_WRITE_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
+const RETRY_WRITE_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+/// Tries of a failed store write before it is given up (about 5 minutes: a store
+/// outage's worth, such as a full disk until the store is reopened).
+const RETRY_WRITE_ATTEMPTS: u32 = 64;
+
+/// Runs `write` until it succeeds, waiting 100 ms doubling to 5 s between tries, for
+/// about five minutes; `None` once it gave up (logged, as each failure, with `what`).
+/// The caller holds what the write is for (window slots, a receipt turn) meanwhile, so a
+/// failing store holds back new work instead of dropping it.
+pub(super) async fn until_stored<T, F, Fut>(what: &str, mut write: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = StoreResult<T>>,
+{
+    let mut wait = RETRY_WRITE_FIRST;
+    for attempt in 1.. {
+        match write().await {
+            Ok(done) => return Some(done),
+            Err(e) if attempt < RETRY_WRITE_ATTEMPTS => {
+                tracing::error!(error = ?e, "{what}; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(RETRY_WRITE_MAX);
+            }
+            Err(e) => {
+                tracing::error!(error = ?e, "{what}; giving up");
+                return None;
+            }
+        }
+    }
+    None
+}

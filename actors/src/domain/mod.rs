@@ -25,7 +25,7 @@ pub use phone::{
 pub use raw::{RawChunk, RawNumbers};
 pub use segments::{count_segments, Encoding, Segments};
 pub use status::StatusChange;
-pub use webhook::{is_callback, CallbackEvent, Webhook};
+pub use webhook::{event_id, is_callback, CallbackEvent, Webhook};
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;

@@ -46,8 +46,14 @@ impl CallbackEvent {
 
     /// Stable per (message, status): a message enters each of these statuses at most once.
     pub fn event_id(&self) -> String {
-        format!("{}.{}", self.message, self.status.as_str())
+        event_id(self.message, self.status)
     }
+}
+
+/// The id of `message` entering `status`, the same for a status callback and for the
+/// announcement on the status topic, so a consumer of both dedupes on one id.
+pub fn event_id(message: MessageId, status: MessageStatus) -> String {
+    format!("{}.{}", message, status.as_str())
 }
 
 /// Whether a change from `from` to `to` is told to webhooks: every status reached after

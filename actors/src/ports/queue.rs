@@ -100,7 +100,7 @@ impl StatusEvent {
     /// The event of `message` having reached its status.
     pub fn of(message: &Message) -> Self {
         Self {
-            event_id: format!("{}.{}", message.id, message.status.as_str()),
+            event_id: crate::domain::event_id(message.id, message.status),
             message_id: message.id,
             queue_id: message.batch,
             account_id: message.account,

@@ -2,7 +2,9 @@
 //! marker. Small batches go through one writer thread that groups them; large ones are
 //! written in chunks by their own request.
 
-use super::keys::{backend, due_key, encode, encode_batch, key2, MessageRun};
+use super::keys::{
+    backend, due_key, encode, encode_batch, key2, recipient_key, status_key, MessageRun,
+};
 use super::keyspaces::{blocking, Keyspaces};
 use super::record;
 use crate::domain::*;
@@ -135,7 +137,7 @@ impl Keyspaces {
             }
             for (id, phone) in chunk {
                 let message = record::encode_queued(batch, phone)?;
-                wb.insert(&self.messages, id.as_bytes().to_vec(), message);
+                self.insert_message(&mut wb, batch, id, phone, message);
             }
             wb.commit().map_err(backend)?;
         }
@@ -217,22 +219,41 @@ impl Keyspaces {
         // Encode everything before touching `wb` or the balance: a failure leaves both.
         let mut messages = Vec::with_capacity(job.recipients.len());
         for (id, phone) in job.recipients.iter() {
-            messages.push((id, record::encode_queued(batch, phone)?));
+            messages.push((id, phone, record::encode_queued(batch, phone)?));
         }
         let entry = reserve_entry(batch)?;
         let batch_bytes = encode_batch(batch)?;
         // Fails (too long a block) before writing anything.
         self.insert_runs(wb, batch, &job.recipients)?;
         acc.reserve(batch.cost)?;
-        for (id, message) in messages {
-            wb.insert(&self.messages, id.as_bytes().to_vec(), message);
+        for (id, phone, message) in messages {
+            self.insert_message(wb, batch, id, phone, message);
         }
         self.insert_commit_marker(wb, batch, entry, batch_bytes);
         Ok(())
     }
 
+    /// Adds message `id` of `batch` to `phone`, its `record`, and its entry in the
+    /// recipient index (a key with no value: the cheapest entry a message can have).
+    fn insert_message(
+        &self,
+        wb: &mut fjall::OwnedWriteBatch,
+        batch: &Batch,
+        id: MessageId,
+        phone: &PhoneNumber,
+        record: Vec<u8>,
+    ) {
+        wb.insert(&self.messages, id.as_bytes().to_vec(), record);
+        wb.insert(
+            &self.by_recipient,
+            recipient_key(batch.account, phone, id),
+            [],
+        );
+    }
+
     /// Adds the index entries of `block`, the messages of `batch`: one [`MessageRun`] in each
-    /// index, however many messages (the inverse of [`Keyspaces::remove_runs`]).
+    /// of the batch's, the account's and the status index, however many messages (the
+    /// inverse of [`Keyspaces::remove_runs`]).
     pub(super) fn insert_runs(
         &self,
         wb: &mut fjall::OwnedWriteBatch,
@@ -253,6 +274,11 @@ impl Keyspaces {
             &self.account_messages,
             key2(batch.account.as_bytes(), first),
             run.value(),
+        );
+        wb.insert(
+            &self.by_status,
+            status_key(batch.account, batch.first_status(), run.first),
+            run.entry_value(),
         );
         Ok(())
     }
@@ -283,7 +309,9 @@ impl Keyspaces {
     /// Deletes each run's messages of batch and account (batch, account, run) and the
     /// index entries listing them, in write batches of about [`ACCEPT_CHUNK`] messages;
     /// not fsync'd. A run's index entries go with (or after) its last messages, so a crash
-    /// halfway leaves the run listed and the next open deletes the rest.
+    /// halfway leaves the run listed and the next open deletes the rest. For runs of
+    /// accepts that never committed (no status change touched them): their status entry
+    /// is still the one the accept wrote.
     pub(super) fn remove_runs(
         &self,
         runs: impl IntoIterator<Item = (BatchId, AccountId, MessageRun)>,
@@ -298,7 +326,17 @@ impl Keyspaces {
                         .commit()
                         .map_err(backend)?;
                 }
+                if let Some(bytes) = self.messages.get(id.as_bytes()).map_err(backend)? {
+                    let (_, phone, _) = record::status_recipient_batch(&bytes)?;
+                    wb.remove(&self.by_recipient, recipient_key(account, &phone, id));
+                }
                 wb.remove(&self.messages, id.as_bytes().to_vec());
+            }
+            for first_status in [MessageStatus::Queued, MessageStatus::Scheduled] {
+                wb.remove(
+                    &self.by_status,
+                    status_key(account, first_status, run.first),
+                );
             }
             let first = run.first;
             wb.remove(

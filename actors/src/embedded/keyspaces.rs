@@ -6,7 +6,7 @@ use super::group_sync::GroupSync;
 use super::journal::JournalSync;
 use super::keys::{backend, decode, encode};
 use super::outbox::CallbackOutbox;
-use super::status_log::StatusLog;
+use super::status_log::{FoldedIndexes, StatusLog};
 use crate::domain::*;
 use crate::ports::*;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -36,6 +36,12 @@ pub(super) struct Keyspaces {
     pub(super) batch_messages: Keyspace,
     /// An account's messages: account id ++ first message id → [`MessageRun`].
     pub(super) account_messages: Keyspace,
+    /// The messages of an account by status: [`super::keys::status_key`] → [`MessageRun`]
+    /// (see [`super::status_index`]; moved by the status log's fold).
+    pub(super) by_status: Keyspace,
+    /// The messages of an account by recipient: [`super::keys::recipient_key`] → (),
+    /// written with the messages by their accept.
+    pub(super) by_recipient: Keyspace,
     /// Committed batches with messages still `queued` or `sending`: id → (). Kept per
     /// batch rather than per message, so a status change writes only the message.
     pub(super) open_batches: Keyspace,
@@ -113,12 +119,16 @@ impl Keyspaces {
         let messages = ks("messages")?;
         let batches = ks("batches")?;
         let last_senders = ks("last_senders")?;
+        let by_status = ks("by_status")?;
         let status_log = Arc::new(StatusLog::open(
             db.clone(),
             ks("status_log")?,
             messages.clone(),
-            ks("awaiting_receipt")?,
-            last_senders.clone(),
+            FoldedIndexes {
+                awaiting: ks("awaiting_receipt")?,
+                last_senders: last_senders.clone(),
+                by_status: by_status.clone(),
+            },
             &batches,
         )?);
         let webhooks = ks("webhooks")?;
@@ -137,6 +147,8 @@ impl Keyspaces {
             batches,
             messages,
             status_log,
+            by_status,
+            by_recipient: ks("by_recipient")?,
             batch_messages: ks("batch_messages")?,
             account_messages: ks("account_messages")?,
             open_batches: ks("open_batches")?,

@@ -1,7 +1,7 @@
-//! What opening a data directory repairs or upgrades: accepts a crash cut short, and
-//! data directories from before per-batch status indexes.
+//! What opening a data directory repairs or upgrades: accepts a crash cut short, data
+//! directories from before per-batch status indexes, and from before the lookup indexes.
 
-use super::keys::{backend, MessageRun};
+use super::keys::{backend, recipient_key, status_key, MessageRun};
 use super::keyspaces::Keyspaces;
 use super::record;
 use crate::domain::*;
@@ -56,6 +56,79 @@ impl Keyspaces {
         Ok(())
     }
 
+    /// Data directories written before the lookup indexes (`by_status`, `by_recipient`)
+    /// get them, from every message of every account (once: a flag in `meta` says they
+    /// are built; a new directory sets it at once). What the status index holds before is
+    /// dropped first: entries the fold at this open moved, or a build cut short.
+    pub(super) fn migrate_lookup_indexes(&self) -> StoreResult<()> {
+        if self.meta.contains_key(LOOKUPS_BUILT).map_err(backend)? {
+            return Ok(());
+        }
+        let mut wb = self.buffered_batch();
+        for g in self.by_status.iter() {
+            wb.remove(&self.by_status, g.key().map_err(backend)?.to_vec());
+        }
+        wb.commit().map_err(backend)?;
+        let mut built = 0usize;
+        for g in self.account_messages.iter() {
+            let (key, value) = g.into_inner().map_err(backend)?;
+            let account = AccountId::from_slice(&key[..16])
+                .ok_or_else(|| StoreError::Corrupt("bad account index key".into()))?;
+            built += self.index_run(account, MessageRun::read(&key, &value)?)?;
+        }
+        self.meta.insert(LOOKUPS_BUILT, []).map_err(backend)?;
+        self.persist()?;
+        if built > 0 {
+            tracing::info!(messages = built, "built the lookup indexes");
+        }
+        Ok(())
+    }
+
+    /// Adds the messages of `run` (of `account`) to the lookup indexes: consecutive ones
+    /// in their batch's first status as one run, as an accept writes them, the others one
+    /// entry each (as the fold moves them).
+    fn index_run(&self, account: AccountId, run: MessageRun) -> StoreResult<usize> {
+        let mut wb = self.buffered_batch();
+        let mut piece: Option<(MessageStatus, MessageRun)> = None;
+        let write_piece = |wb: &mut fjall::OwnedWriteBatch, piece: (MessageStatus, MessageRun)| {
+            let (status, run) = piece;
+            wb.insert(
+                &self.by_status,
+                status_key(account, status, run.first),
+                run.entry_value(),
+            );
+        };
+        let mut indexed = 0;
+        for id in run.ids() {
+            let Some(bytes) = self.messages.get(id.as_bytes()).map_err(backend)? else {
+                continue;
+            };
+            let (status, phone, _) = record::status_recipient_batch(&bytes)?;
+            wb.insert(&self.by_recipient, recipient_key(account, &phone, id), []);
+            indexed += 1;
+            let runs_on = matches!(status, MessageStatus::Queued | MessageStatus::Scheduled);
+            match &mut piece {
+                Some((s, p)) if *s == status && runs_on && p.end() == id => p.len += 1,
+                _ => {
+                    if let Some(done) = piece.take() {
+                        write_piece(&mut wb, done);
+                    }
+                    piece = Some((status, MessageRun::single(id)));
+                }
+            }
+            if wb.len() >= super::accept::ACCEPT_CHUNK {
+                std::mem::replace(&mut wb, self.buffered_batch())
+                    .commit()
+                    .map_err(backend)?;
+            }
+        }
+        if let Some(done) = piece {
+            write_piece(&mut wb, done);
+        }
+        wb.commit().map_err(backend)?;
+        Ok(indexed)
+    }
+
     /// Deletes the messages of accepts that never committed (a crash while writing
     /// them in chunks).
     pub(super) fn remove_orphans(&self) -> StoreResult<usize> {
@@ -89,3 +162,6 @@ impl Keyspaces {
         Ok(removed)
     }
 }
+
+/// The key in `meta` that says the lookup indexes are built.
+pub(super) const LOOKUPS_BUILT: &[u8] = b"lookup_indexes_built";

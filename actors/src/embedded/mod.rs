@@ -20,7 +20,10 @@ mod idempotency;
 mod journal;
 mod keys;
 mod keyspaces;
+mod listing;
 mod lookup;
+#[cfg(test)]
+mod lookup_tests;
 mod messages;
 mod migrate;
 mod opt_outs;
@@ -28,6 +31,7 @@ mod outbox;
 mod queue;
 mod record;
 mod status;
+mod status_index;
 mod status_log;
 mod store;
 #[cfg(test)]

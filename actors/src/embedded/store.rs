@@ -45,6 +45,7 @@ impl EmbeddedStore {
                 "removed messages of an accept that never committed"
             );
         }
+        keyspaces.migrate_lookup_indexes()?;
         let status_log = keyspaces.status_log.clone();
         let keyspaces = Arc::new(keyspaces);
         Ok(Self {

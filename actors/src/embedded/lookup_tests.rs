@@ -1,0 +1,261 @@
+//! The lookup indexes' own tests: the status index after folds, after a restart, after a
+//! crash that left the log unfolded or a fold half done, and built for a data directory
+//! from before them.
+
+use super::keys::{status_key, status_prefix};
+use super::record;
+use super::EmbeddedStore;
+use crate::domain::*;
+use crate::ports::*;
+use fjall::{Database, KeyspaceCreateOptions};
+use std::path::Path;
+use MessageStatus::*;
+
+async fn store_with_batch(dir: &Path, n: usize) -> (EmbeddedStore, AccountId, Vec<MessageId>) {
+    let store = EmbeddedStore::open(dir).unwrap();
+    let account = AccountId::new();
+    store
+        .put_account(&Account::new(account, "a".into(), "CO".parse().unwrap(), 0))
+        .await
+        .unwrap();
+    store.top_up(account, n as u64).await.unwrap();
+    let phones: Vec<PhoneNumber> = (0..n)
+        .map(|i| PhoneNumber::from_trusted(&format!("+5730012{i:05}")).unwrap())
+        .collect();
+    let batch = Batch {
+        id: BatchId::new(),
+        account,
+        member: MemberId::new(),
+        kind: MessageType::Sms,
+        body: MessageBody::parse("hi".into()).unwrap(),
+        segments: 1,
+        total: n as u64,
+        cost: n as u64,
+        counts: StatusCounts {
+            queued: n as u64,
+            ..StatusCounts::default()
+        },
+        created_at: now_millis(),
+        send_at: None,
+        paused: false,
+    };
+    let block = store
+        .accept_batch(&batch, MessageBlock::new(phones))
+        .await
+        .unwrap();
+    (store, account, block.ids().collect())
+}
+
+/// Checks that every status's listing (and every recipient's) has exactly the messages in
+/// that status, newest first, as each message reads on its own.
+async fn lookups_agree(store: &EmbeddedStore, account: AccountId, ids: &[MessageId]) {
+    let mut messages = Vec::new();
+    for id in ids.iter().rev() {
+        messages.push(store.message(*id).await.unwrap().unwrap());
+    }
+    for status in MessageStatus::ALL {
+        let listed = store
+            .list_messages(&MessageFilter {
+                account,
+                status: Some(status),
+                limit: 1000,
+                ..MessageFilter::default()
+            })
+            .await
+            .unwrap();
+        let expected: Vec<MessageId> = messages
+            .iter()
+            .filter(|m| m.status == status)
+            .map(|m| m.id)
+            .collect();
+        let got: Vec<MessageId> = listed.items.iter().map(|m| m.id).collect();
+        assert_eq!(got, expected, "{status:?}");
+    }
+    for m in &messages {
+        let listed = store
+            .list_messages(&MessageFilter {
+                account,
+                recipient: Some(m.recipient.clone()),
+                limit: 10,
+                ..MessageFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            listed.items.iter().map(|m| m.id).collect::<Vec<_>>(),
+            [m.id]
+        );
+    }
+}
+
+/// The status index's entries of `account` in `status`, as (first id, length).
+fn entries(
+    store: &EmbeddedStore,
+    account: AccountId,
+    status: MessageStatus,
+) -> Vec<(MessageId, u32)> {
+    let s = &store.keyspaces;
+    s.by_status
+        .prefix(status_prefix(account, status))
+        .map(|g| {
+            let (k, v) = g.into_inner().unwrap();
+            let run = super::keys::MessageRun::read(&k, &v).unwrap();
+            (run.first, run.len)
+        })
+        .collect()
+}
+
+async fn apply(store: &EmbeddedStore, changes: &[(MessageId, MessageStatus, MessageStatus)]) {
+    let changes = changes
+        .iter()
+        .map(|(id, from, to)| StatusChange::new(*id, *from, *to, now_millis()))
+        .collect();
+    assert!(store
+        .apply(changes)
+        .await
+        .unwrap()
+        .iter()
+        .all(Option::is_some));
+}
+
+#[tokio::test]
+async fn a_batch_is_one_run_that_messages_leaving_it_split_before_and_after_a_fold() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, account, ids) = store_with_batch(dir.path(), 10).await;
+    assert_eq!(entries(&store, account, Queued), vec![(ids[0], 10)]);
+    apply(
+        &store,
+        &[
+            (ids[3], Queued, Sending),
+            (ids[4], Queued, Sending),
+            (ids[7], Queued, Sending),
+            (ids[7], Sending, Sent),
+        ],
+    )
+    .await;
+    lookups_agree(&store, account, &ids).await;
+    drop(store); // closing folds
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(
+        entries(&store, account, Queued),
+        vec![(ids[0], 3), (ids[5], 2), (ids[8], 2)]
+    );
+    assert_eq!(
+        entries(&store, account, Sending),
+        vec![(ids[3], 1), (ids[4], 1)]
+    );
+    assert_eq!(entries(&store, account, Sent), vec![(ids[7], 1)]);
+    lookups_agree(&store, account, &ids).await;
+    // Back to queued and out again: a run of one each time.
+    apply(
+        &store,
+        &[(ids[3], Sending, Queued), (ids[0], Queued, Canceled)],
+    )
+    .await;
+    lookups_agree(&store, account, &ids).await;
+    drop(store);
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(
+        entries(&store, account, Queued),
+        vec![(ids[1], 2), (ids[3], 1), (ids[5], 2), (ids[8], 2)]
+    );
+    lookups_agree(&store, account, &ids).await;
+}
+
+/// Writes `msg`'s record as a status log entry at `seq`, as a status group would have
+/// before a crash that came before its fold.
+fn leave_in_log(dir: &Path, seq: u64, msg: &Message) {
+    let db = Database::builder(dir).open().unwrap();
+    let log = db
+        .keyspace("status_log", KeyspaceCreateOptions::default)
+        .unwrap();
+    let record = record::encode_into(msg, Vec::new()).unwrap();
+    let mut value = msg.id.as_bytes().to_vec();
+    value.extend_from_slice(&(record.len() as u32).to_le_bytes());
+    value.extend_from_slice(&record);
+    log.insert(seq.to_be_bytes(), value).unwrap();
+    db.persist(fjall::PersistMode::SyncAll).unwrap();
+}
+
+#[tokio::test]
+async fn a_crash_before_or_halfway_through_a_fold_leaves_the_index_right_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, account, ids) = store_with_batch(dir.path(), 6).await;
+    let mut sent = store.message(ids[1]).await.unwrap().unwrap();
+    let mut failed = store.message(ids[4]).await.unwrap().unwrap();
+    drop(store);
+    for (m, steps) in [
+        (&mut sent, &[(Queued, Sending), (Sending, Sent)][..]),
+        (&mut failed, &[(Queued, Sending), (Sending, Failed)][..]),
+    ] {
+        for (from, to) in steps {
+            StatusChange::new(m.id, *from, *to, now_millis()).apply_to(m);
+        }
+    }
+    // Not folded at all: the log holds the changes, neither the index nor `messages` do.
+    leave_in_log(dir.path(), 0, &sent);
+    // Half folded: the index moved already (`failed` out of the run, into `failed`), the
+    // record not yet written.
+    {
+        let db = Database::builder(dir.path()).open().unwrap();
+        let by_status = db
+            .keyspace("by_status", KeyspaceCreateOptions::default)
+            .unwrap();
+        by_status
+            .remove(status_key(account, Queued, ids[0]))
+            .unwrap();
+        by_status
+            .insert(status_key(account, Queued, ids[0]), 4u32.to_le_bytes())
+            .unwrap();
+        by_status
+            .insert(status_key(account, Queued, ids[5]), [])
+            .unwrap();
+        by_status
+            .insert(status_key(account, Failed, ids[4]), [])
+            .unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    leave_in_log(dir.path(), 1, &failed);
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(store.message(ids[1]).await.unwrap().unwrap().status, Sent);
+    assert_eq!(
+        entries(&store, account, Queued),
+        vec![(ids[0], 1), (ids[2], 2), (ids[5], 1)]
+    );
+    assert_eq!(entries(&store, account, Sent), vec![(ids[1], 1)]);
+    assert_eq!(entries(&store, account, Failed), vec![(ids[4], 1)]);
+    lookups_agree(&store, account, &ids).await;
+}
+
+#[tokio::test]
+async fn a_data_dir_from_before_the_lookup_indexes_gets_them_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, account, ids) = store_with_batch(dir.path(), 8).await;
+    apply(
+        &store,
+        &[
+            (ids[2], Queued, Sending),
+            (ids[2], Sending, Sent),
+            (ids[5], Queued, Canceled),
+        ],
+    )
+    .await;
+    drop(store);
+    {
+        // As versions before the indexes left it: neither index, no flag.
+        let db = Database::builder(dir.path()).open().unwrap();
+        for name in ["by_status", "by_recipient"] {
+            let ks = db.keyspace(name, KeyspaceCreateOptions::default).unwrap();
+            db.delete_keyspace(ks).unwrap();
+        }
+        let meta = db.keyspace("meta", KeyspaceCreateOptions::default).unwrap();
+        meta.remove(super::migrate::LOOKUPS_BUILT).unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    assert_eq!(
+        entries(&store, account, Queued),
+        vec![(ids[0], 2), (ids[3], 2), (ids[6], 2)]
+    );
+    lookups_agree(&store, account, &ids).await;
+}

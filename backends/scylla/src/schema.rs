@@ -24,6 +24,10 @@ pub const SCHEMA_FILES: &[(&str, &str)] = &[
         "005_webhooks.cql",
         include_str!("../../../schema/005_webhooks.cql"),
     ),
+    (
+        "007_message_lookups.cql",
+        include_str!("../../../schema/007_message_lookups.cql"),
+    ),
 ];
 
 /// The statements of a schema file: comments removed, split at `;`, blanks dropped.

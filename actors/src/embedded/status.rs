@@ -1,5 +1,6 @@
 //! Status changes: a group of conditional transitions applied in one atomic write, with
-//! their batch counts, dead letters, receipt marks and credit movements
+//! their batch counts, dead letters, marks for the indexes the fold writes (receipts, last
+//! senders, the status index) and credit movements
 //! ([`crate::domain::credits`]), and the status-callback events of accounts with a webhook
 //! (one outbox value per group, see `super::webhooks`).
 

@@ -8,7 +8,9 @@
 # BIN is the `sendme` binary to run; `broadcast` is taken from the same directory unless
 # BROADCAST names it. Each 1,075,600-recipient broadcast (its own seed) is accepted as
 # about 1,000,000 messages; the script waits for every one to be final, then runs
-# load-tests/lookups.py (SAMPLES, default 200) and prints the data dir's size.
+# load-tests/lookups.py (SAMPLES, default 200) and prints the data dir's size. Each
+# broadcast's recipients/s is printed too (the first one's on an idle server; the later
+# ones' while the earlier messages are being delivered).
 # Build first: cargo build --release --bin sendme --example broadcast
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +23,7 @@ trap cleanup EXIT
 port="${PORT:-18490}"
 url="http://127.0.0.1:$port"
 env SENDME__SERVER__PORT=$port SENDME__STORE__PATH="$work/data" RUST_LOG=warn \
-    SENDME__LIMITS__REQUESTS_PER_SECOND_PER_ACCOUNT=1000000 \
+    SENDME__LIMITS__REQUESTS_PER_SECOND_PER_ACCOUNT=1000000 SENDME__LIMITS__MAX_RECIPIENTS_PER_REQUEST=1100000 \
     SENDME__PROVIDER__SIMULATED__RECEIPT_DELAY_MS=100 \
     SENDME__PROVIDER__SIMULATED__UNDELIVERED_RATE=0.01 \
     SENDME__PROVIDER__SIMULATED__PERMANENT_FAILURE_RATE=0.0002 \
@@ -39,6 +41,7 @@ for size in "$@"; do
     while [ "$total" -lt $((size * 1000000 - 500000)) ]; do
         seed=$((seed + 1))
         "$broadcast" --url "$url" --token "$token" --recipients 1075600 --seed "$seed" >"$work/b.out"
+        echo "broadcast $seed: $(sed -n 's/^recipients\/s: *//p' "$work/b.out") recipients/s"
         queues+=("$(sed -n 's/^queueId: *//p' "$work/b.out")")
         total=$((total + $(sed -n 's/^accepted messages: *\([0-9]*\).*/\1/p' "$work/b.out")))
     done

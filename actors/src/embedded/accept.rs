@@ -109,6 +109,11 @@ impl Drop for AcceptWriter {
 
 /// Messages per write batch while accepting: bounds the memory a huge batch holds.
 pub(super) const ACCEPT_CHUNK: usize = 16_384;
+/// Blocks from this many messages have their recipient index entries ingested as tables
+/// ([`Keyspaces::ingest_recipient_keys`]); smaller ones go through the memtable (an
+/// ingestion flushes the keyspace's memtable: many small ones would make many small
+/// tables to compact).
+const INGEST_FROM: usize = ACCEPT_CHUNK;
 
 impl Keyspaces {
     /// See [`MessageStore::accept_batch`]. Messages are written first, in chunks; the batch
@@ -135,11 +140,19 @@ impl Keyspaces {
                 );
                 self.insert_runs(&mut wb, batch, &recipients)?;
             }
+            let mut by_recipient = Vec::with_capacity(chunk.len());
             for (id, phone) in chunk {
                 let message = record::encode_queued(batch, phone)?;
-                self.insert_message(&mut wb, batch, id, phone, message);
+                wb.insert(&self.messages, id.as_bytes().to_vec(), message);
+                if recipients.len() < INGEST_FROM {
+                    by_recipient.push(recipient_key(batch.account, phone, id));
+                }
             }
+            self.insert_recipient_keys(&mut wb, by_recipient);
             wb.commit().map_err(backend)?;
+        }
+        if recipients.len() >= INGEST_FROM {
+            self.ingest_recipient_keys(batch, &recipients)?;
         }
 
         let guard = self.ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -226,29 +239,42 @@ impl Keyspaces {
         // Fails (too long a block) before writing anything.
         self.insert_runs(wb, batch, &job.recipients)?;
         acc.reserve(batch.cost)?;
+        let mut by_recipient = Vec::with_capacity(messages.len());
         for (id, phone, message) in messages {
-            self.insert_message(wb, batch, id, phone, message);
+            wb.insert(&self.messages, id.as_bytes().to_vec(), message);
+            by_recipient.push(recipient_key(batch.account, phone, id));
         }
+        self.insert_recipient_keys(wb, by_recipient);
         self.insert_commit_marker(wb, batch, entry, batch_bytes);
         Ok(())
     }
 
-    /// Adds message `id` of `batch` to `phone`, its `record`, and its entry in the
-    /// recipient index (a key with no value: the cheapest entry a message can have).
-    fn insert_message(
-        &self,
-        wb: &mut fjall::OwnedWriteBatch,
-        batch: &Batch,
-        id: MessageId,
-        phone: &PhoneNumber,
-        record: Vec<u8>,
-    ) {
-        wb.insert(&self.messages, id.as_bytes().to_vec(), record);
-        wb.insert(
-            &self.by_recipient,
-            recipient_key(batch.account, phone, id),
-            [],
-        );
+    /// Writes the recipient index's entries of a big block as tables of their own, sorted,
+    /// past the memtable and the journal (fsync'd before this returns, so before the
+    /// commit marker): inserting a million keys that arrive in no order into the
+    /// memtable's skiplist cost more than the rest of the accept. After the messages, so
+    /// an accept cut short leaves records that name the entries to delete.
+    fn ingest_recipient_keys(&self, batch: &Batch, block: &MessageBlock) -> StoreResult<()> {
+        let mut keys: Vec<[u8; 24]> = block
+            .iter()
+            .map(|(id, phone)| recipient_key(batch.account, phone, id))
+            .collect();
+        keys.sort_unstable();
+        let mut ingestion = self.by_recipient.start_ingestion().map_err(backend)?;
+        for key in keys {
+            ingestion.write(key, []).map_err(backend)?;
+        }
+        ingestion.finish().map_err(backend)
+    }
+
+    /// Adds the messages' entries in the recipient index (keys with no value: the
+    /// cheapest entry a message can have), in key order: each insert into the memtable's
+    /// skiplist then walks nodes the one before it just touched.
+    fn insert_recipient_keys(&self, wb: &mut fjall::OwnedWriteBatch, mut keys: Vec<[u8; 24]>) {
+        keys.sort_unstable();
+        for key in keys {
+            wb.insert(&self.by_recipient, key, []);
+        }
     }
 
     /// Adds the index entries of `block`, the messages of `batch`: one [`MessageRun`] in each

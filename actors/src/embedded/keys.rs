@@ -151,21 +151,23 @@ pub(super) fn status_key(account: AccountId, status: MessageStatus, id: MessageI
     k
 }
 
-/// The prefix of an account's entries in `by_recipient` for `phone`: account id ++ the
-/// number's length ++ the number (E.164), so one number's prefix is never another's.
-pub(super) fn recipient_prefix(account: AccountId, phone: &PhoneNumber) -> Vec<u8> {
-    let phone = phone.as_str().as_bytes();
-    let mut k = Vec::with_capacity(16 + 1 + phone.len() + 16);
-    k.extend_from_slice(account.as_bytes());
-    k.push(phone.len() as u8);
-    k.extend_from_slice(phone);
-    k
+/// The prefix of an account's entries in `by_recipient` for `phone`: a 64-bit hash (xxh3)
+/// of the account id and the number (E.164). Random-looking first bytes keep the keys
+/// short (24 bytes) and make the memtable's comparisons end early: keys that began with
+/// the account id and the number cost an accept about four times the CPU of the message
+/// itself. Two numbers sharing a hash only cost a skipped message (a listing checks each).
+pub(super) fn recipient_prefix(account: AccountId, phone: &PhoneNumber) -> [u8; 8] {
+    let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+    h.update(account.as_bytes());
+    h.update(phone.as_str().as_bytes());
+    h.digest().to_be_bytes()
 }
 
 /// An entry of `by_recipient`: [`recipient_prefix`] ++ the message id, with an empty value.
-pub(super) fn recipient_key(account: AccountId, phone: &PhoneNumber, id: MessageId) -> Vec<u8> {
-    let mut k = recipient_prefix(account, phone);
-    k.extend_from_slice(id.as_bytes());
+pub(super) fn recipient_key(account: AccountId, phone: &PhoneNumber, id: MessageId) -> [u8; 24] {
+    let mut k = [0; 24];
+    k[..8].copy_from_slice(&recipient_prefix(account, phone));
+    k[8..].copy_from_slice(id.as_bytes());
     k
 }
 

@@ -9,6 +9,7 @@ use super::outbox::CallbackOutbox;
 use super::status_log::{FoldedIndexes, StatusLog};
 use crate::domain::*;
 use crate::ports::*;
+use fjall::config::FilterPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use rustc_hash::FxHashMap;
 use serde::{de::DeserializeOwned, Serialize};
@@ -116,10 +117,20 @@ impl Keyspaces {
             })
             .map_err(backend)
         };
+        // The lookup indexes are only ever range-read: no bloom filters to build on
+        // every flush and compaction.
+        let lookup_ks = |name: &str| {
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default()
+                    .max_memtable_size(memtable_bytes)
+                    .filter_policy(FilterPolicy::disabled())
+            })
+            .map_err(backend)
+        };
         let messages = ks("messages")?;
         let batches = ks("batches")?;
         let last_senders = ks("last_senders")?;
-        let by_status = ks("by_status")?;
+        let by_status = lookup_ks("by_status")?;
         let status_log = Arc::new(StatusLog::open(
             db.clone(),
             ks("status_log")?,
@@ -148,7 +159,7 @@ impl Keyspaces {
             messages,
             status_log,
             by_status,
-            by_recipient: ks("by_recipient")?,
+            by_recipient: lookup_ks("by_recipient")?,
             batch_messages: ks("batch_messages")?,
             account_messages: ks("account_messages")?,
             open_batches: ks("open_batches")?,

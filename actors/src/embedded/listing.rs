@@ -11,7 +11,8 @@
 //!
 //! A queue narrows the first two to the id ranges of its blocks (a block's ids are
 //! consecutive and no other batch's fall between them), a time window or a cursor to a
-//! range of ids (UUIDv7 ids start with their creation time). The type is checked on the
+//! range of ids (UUIDv7 ids start with their creation time); each range is one range read
+//! and one look just before it (a run that starts before the range and reaches into it). The type is checked on the
 //! messages, and a run of the account's whose batch is of the other type is skipped whole.
 
 use super::keys::{backend, recipient_prefix, status_prefix, v7_floor, MessageRun};
@@ -49,6 +50,16 @@ impl Span {
             hi: self.hi.min(run.end()),
         };
         (span.lo < span.hi).then_some(span)
+    }
+
+    /// The part of `run` in the span, if any.
+    fn cut(self, run: MessageRun) -> Option<MessageRun> {
+        let span = self.within(run)?;
+        let len = span.hi.0.as_u128() - span.lo.0.as_u128();
+        Some(MessageRun {
+            first: span.lo,
+            len: len as u32,
+        })
     }
 
     fn holds(self, id: MessageId) -> bool {
@@ -199,9 +210,9 @@ impl PageBuilder<'_> {
 }
 
 /// The runs of an index under `prefix` (entries `prefix ++ first id`) within `span`, newest
-/// first, each cut at `span.hi`. A run that starts before `span.lo` is not read: a time
-/// window never cuts one (a block's ids share their millisecond), nor does a queue's block
-/// (every run of a lookup index lies within one block).
+/// first, each cut to the span: those that start in it, then the one that starts before
+/// it and reaches into it, if any (a run of the status index may span two blocks of one
+/// account made back to back, or the millisecond a time window starts at).
 fn runs_newest_first<'a>(
     ks: &'a Keyspace,
     prefix: &[u8],
@@ -209,16 +220,16 @@ fn runs_newest_first<'a>(
 ) -> impl Iterator<Item = StoreResult<MessageRun>> + 'a {
     let from = [prefix, span.lo.as_bytes()].concat();
     let to = [prefix, span.hi.as_bytes()].concat();
-    ks.range(from..to).rev().filter_map(move |g| {
+    let floor = prefix.to_vec();
+    let inside = ks.range(from.clone()..to).rev();
+    let before = std::iter::once_with(move || ks.range(floor..from).next_back()).flatten();
+    inside.chain(before).filter_map(move |g| {
         let run = g
             .into_inner()
             .map_err(backend)
             .and_then(|(key, value)| MessageRun::read(&key, &value));
         match run {
-            Ok(run) => {
-                let len = run.ids_below(span.hi).count() as u32;
-                (len > 0).then_some(Ok(MessageRun { len, ..run }))
-            }
+            Ok(run) => span.cut(run).map(Ok),
             Err(e) => Some(Err(e)),
         }
     })

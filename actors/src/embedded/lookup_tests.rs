@@ -259,3 +259,102 @@ async fn a_data_dir_from_before_the_lookup_indexes_gets_them_on_open() {
     );
     lookups_agree(&store, account, &ids).await;
 }
+
+#[tokio::test]
+async fn messages_delivered_in_order_are_runs_that_queues_and_windows_still_cut_right() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, account, mut ids) = store_with_batch(dir.path(), 6).await;
+    // A second batch of the account, most likely right after the first's block.
+    let phones: Vec<PhoneNumber> = (0..4)
+        .map(|i| PhoneNumber::from_trusted(&format!("+5730099{i:05}")).unwrap())
+        .collect();
+    let second = Batch {
+        id: BatchId::new(),
+        total: 4,
+        cost: 4,
+        counts: StatusCounts {
+            queued: 4,
+            ..StatusCounts::default()
+        },
+        ..store
+            .batch(store.message(ids[0]).await.unwrap().unwrap().batch)
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    store.top_up(account, 4).await.unwrap();
+    let block = store
+        .accept_batch(&second, MessageBlock::new(phones))
+        .await
+        .unwrap();
+    ids.extend(block.ids());
+    let delivered: Vec<_> = ids
+        .iter()
+        .flat_map(|id| {
+            [
+                (*id, Queued, Sending),
+                (*id, Sending, Sent),
+                (*id, Sent, Delivered),
+            ]
+        })
+        .collect();
+    apply(&store, &delivered).await;
+    drop(store);
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let runs = entries(&store, account, Delivered);
+    assert!(runs.len() <= 2, "consecutive ids are one run: {runs:?}");
+    lookups_agree(&store, account, &ids).await;
+    for (queue, expected) in [
+        (second.id, &ids[6..]),
+        (
+            store.message(ids[0]).await.unwrap().unwrap().batch,
+            &ids[..6],
+        ),
+    ] {
+        let listed = store
+            .list_messages(&MessageFilter {
+                account,
+                batch: Some(queue),
+                status: Some(Delivered),
+                limit: 100,
+                ..MessageFilter::default()
+            })
+            .await
+            .unwrap();
+        let mut expected = expected.to_vec();
+        expected.reverse();
+        assert_eq!(
+            listed.items.iter().map(|m| m.id).collect::<Vec<_>>(),
+            expected
+        );
+    }
+    // A cursor inside a run, then the rest.
+    let first = store
+        .list_messages(&MessageFilter {
+            account,
+            status: Some(Delivered),
+            limit: 3,
+            ..MessageFilter::default()
+        })
+        .await
+        .unwrap();
+    let rest = store
+        .list_messages(&MessageFilter {
+            account,
+            status: Some(Delivered),
+            limit: 100,
+            before: first.next,
+            ..MessageFilter::default()
+        })
+        .await
+        .unwrap();
+    let seen: Vec<_> = first
+        .items
+        .iter()
+        .chain(&rest.items)
+        .map(|m| m.id)
+        .collect();
+    let mut all = ids.clone();
+    all.reverse();
+    assert_eq!(seen, all);
+}

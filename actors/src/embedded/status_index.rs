@@ -1,8 +1,10 @@
 //! The lookup index by status, `by_status`: [`status_key`] (account ++ status ++ first
 //! message id) → a [`MessageRun`] of messages of that account in that status. An accept
 //! writes one run for its whole block in its first status (no key per message); a message
-//! leaving a run splits it, and a message entering a status is a run of one (an empty
-//! value).
+//! leaving a run splits it; messages with consecutive ids entering a status in one fold
+//! are one run (a broadcast is delivered about in id order), except in `sending`, which
+//! every message passes through in a moment and which keeps a run of one (an empty value)
+//! per message, left with a plain removal.
 //!
 //! Status changes do not write it: each change leaves a [`StatusMark`] with the status
 //! log's records, and the fold moves the entries (one removal and one insert per message
@@ -30,11 +32,11 @@ pub(super) struct StatusMark {
 /// Index writes per write batch of a fold.
 const MOVES_CHUNK: usize = 1024;
 
-/// Whether entries of `status` can be runs of more than one message: the statuses an
-/// accept starts its messages in. Every other status only ever holds runs of one, so a
-/// message leaves it with a plain removal instead of a look for the run holding it.
-fn may_hold_runs(status: MessageStatus) -> bool {
-    matches!(status, MessageStatus::Queued | MessageStatus::Scheduled)
+/// Whether entries of `status` can be runs of more than one message: every status but
+/// `sending`, which only ever holds runs of one, so a message leaves it with a plain
+/// removal instead of a look for the run holding it.
+pub(super) fn may_hold_runs(status: MessageStatus) -> bool {
+    status != MessageStatus::Sending
 }
 
 /// Each message's move over `marks` (in the order they were made): from the status the
@@ -78,8 +80,12 @@ pub(super) fn write_moves(
     }
     writes.commit()?;
     moves.sort_unstable_by_key(|m| (m.account, m.now as u8, m.id));
-    for m in &moves {
-        writes.insert(by_status, status_key(m.account, m.now, m.id), Vec::new())?;
+    for group in moves.chunk_by(|a, b| a.account == b.account && a.now == b.now) {
+        let (account, now) = (group[0].account, group[0].now);
+        for run in entering_runs(group, may_hold_runs(now)) {
+            let key = status_key(account, now, run.first);
+            writes.insert(by_status, key, run.entry_value())?;
+        }
     }
     writes.commit()
 }
@@ -135,6 +141,19 @@ fn run_holding(
     let (key, value) = g.into_inner().map_err(backend)?;
     let run = MessageRun::read(&key, &value)?;
     Ok(run.holds(id).then_some(run))
+}
+
+/// The entries the messages of `group` (sorted by id) make in the status they enter:
+/// consecutive ids as one run if `as_runs`, else one each.
+fn entering_runs(group: &[StatusMark], as_runs: bool) -> Vec<MessageRun> {
+    let mut runs: Vec<MessageRun> = Vec::new();
+    for m in group {
+        match runs.last_mut() {
+            Some(run) if as_runs && run.end() == m.id && run.len < u32::MAX => run.len += 1,
+            _ => runs.push(MessageRun::single(m.id)),
+        }
+    }
+    runs
 }
 
 /// What is left of `run` without `leaving` (sorted, all in the run), as runs.

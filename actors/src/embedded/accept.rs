@@ -109,8 +109,8 @@ impl Drop for AcceptWriter {
 
 /// Messages per write batch while accepting: bounds the memory a huge batch holds.
 pub(super) const ACCEPT_CHUNK: usize = 16_384;
-/// Blocks from this many messages have their recipient index entries ingested as tables
-/// ([`Keyspaces::ingest_recipient_keys`]); smaller ones go through the memtable (an
+/// Blocks from this many messages have their lookup index entries ingested as tables
+/// ([`Keyspaces::ingest_lookup_keys`]); smaller ones go through the memtable (an
 /// ingestion flushes the keyspace's memtable: many small ones would make many small
 /// tables to compact).
 const INGEST_FROM: usize = ACCEPT_CHUNK;
@@ -140,19 +140,21 @@ impl Keyspaces {
                 );
                 self.insert_runs(&mut wb, batch, &recipients)?;
             }
+            let ingest = recipients.len() >= INGEST_FROM;
             let mut by_recipient = Vec::with_capacity(chunk.len());
             for (id, phone) in chunk {
                 let message = record::encode_queued(batch, phone)?;
                 wb.insert(&self.messages, id.as_bytes().to_vec(), message);
-                if recipients.len() < INGEST_FROM {
+                if !ingest {
                     by_recipient.push(recipient_key(batch.account, phone, id));
+                    wb.insert(&self.by_status, first_status_key(batch, id), []);
                 }
             }
             self.insert_recipient_keys(&mut wb, by_recipient);
             wb.commit().map_err(backend)?;
         }
         if recipients.len() >= INGEST_FROM {
-            self.ingest_recipient_keys(batch, &recipients)?;
+            self.ingest_lookup_keys(batch, &recipients)?;
         }
 
         let guard = self.ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -242,6 +244,7 @@ impl Keyspaces {
         let mut by_recipient = Vec::with_capacity(messages.len());
         for (id, phone, message) in messages {
             wb.insert(&self.messages, id.as_bytes().to_vec(), message);
+            wb.insert(&self.by_status, first_status_key(batch, id), []);
             by_recipient.push(recipient_key(batch.account, phone, id));
         }
         self.insert_recipient_keys(wb, by_recipient);
@@ -249,22 +252,23 @@ impl Keyspaces {
         Ok(())
     }
 
-    /// Writes the recipient index's entries of a big block as tables of their own, sorted,
+    /// Writes the lookup indexes' entries of a big block as tables of their own, sorted,
     /// past the memtable and the journal (fsync'd before this returns, so before the
-    /// commit marker): inserting a million keys that arrive in no order into the
+    /// commit marker): inserting a million recipient keys that arrive in no order into the
     /// memtable's skiplist cost more than the rest of the accept. After the messages, so
     /// an accept cut short leaves records that name the entries to delete.
-    fn ingest_recipient_keys(&self, batch: &Batch, block: &MessageBlock) -> StoreResult<()> {
+    fn ingest_lookup_keys(&self, batch: &Batch, block: &MessageBlock) -> StoreResult<()> {
         let mut keys: Vec<[u8; 24]> = block
             .iter()
             .map(|(id, phone)| recipient_key(batch.account, phone, id))
             .collect();
         keys.sort_unstable();
-        let mut ingestion = self.by_recipient.start_ingestion().map_err(backend)?;
-        for key in keys {
-            ingestion.write(key, []).map_err(backend)?;
-        }
-        ingestion.finish().map_err(backend)
+        ingest(&self.by_recipient, keys.into_iter())?;
+        // In id order already.
+        ingest(
+            &self.by_status,
+            block.ids().map(|id| first_status_key(batch, id)),
+        )
     }
 
     /// Adds the messages' entries in the recipient index (keys with no value: the
@@ -277,9 +281,9 @@ impl Keyspaces {
         }
     }
 
-    /// Adds the index entries of `block`, the messages of `batch`: one [`MessageRun`] in each
-    /// of the batch's, the account's and the status index, however many messages (the
-    /// inverse of [`Keyspaces::remove_runs`]).
+    /// Adds the index entries of `block`, the messages of `batch`: one [`MessageRun`] in the
+    /// batch's and in the account's index, however many messages (the inverse of
+    /// [`Keyspaces::remove_runs`]).
     pub(super) fn insert_runs(
         &self,
         wb: &mut fjall::OwnedWriteBatch,
@@ -300,11 +304,6 @@ impl Keyspaces {
             &self.account_messages,
             key2(batch.account.as_bytes(), first),
             run.value(),
-        );
-        wb.insert(
-            &self.by_status,
-            status_key(batch.account, batch.first_status(), run.first),
-            run.entry_value(),
         );
         Ok(())
     }
@@ -356,13 +355,10 @@ impl Keyspaces {
                     let (_, phone, _) = record::status_recipient_batch(&bytes)?;
                     wb.remove(&self.by_recipient, recipient_key(account, &phone, id));
                 }
+                for first_status in [MessageStatus::Queued, MessageStatus::Scheduled] {
+                    wb.remove(&self.by_status, status_key(account, first_status, id));
+                }
                 wb.remove(&self.messages, id.as_bytes().to_vec());
-            }
-            for first_status in [MessageStatus::Queued, MessageStatus::Scheduled] {
-                wb.remove(
-                    &self.by_status,
-                    status_key(account, first_status, run.first),
-                );
             }
             let first = run.first;
             wb.remove(
@@ -376,6 +372,23 @@ impl Keyspaces {
         }
         wb.commit().map_err(backend)
     }
+}
+
+/// Message `id`'s entry in the status index in its batch's first status.
+fn first_status_key(batch: &Batch, id: MessageId) -> Vec<u8> {
+    status_key(batch.account, batch.first_status(), id)
+}
+
+/// Writes `keys` (ascending), with empty values, into `ks` as tables of their own.
+fn ingest<K: Into<fjall::UserKey>>(
+    ks: &fjall::Keyspace,
+    keys: impl Iterator<Item = K>,
+) -> StoreResult<()> {
+    let mut ingestion = ks.start_ingestion().map_err(backend)?;
+    for key in keys {
+        ingestion.write(key, []).map_err(backend)?;
+    }
+    ingestion.finish().map_err(backend)
 }
 
 /// The ledger entry reserving `batch`'s cost, with its id, encoded.

@@ -107,11 +107,6 @@ impl MessageRun {
         self.first.nth(self.len as usize)
     }
 
-    /// Whether `id` is one of the run's.
-    pub(super) fn holds(self, id: MessageId) -> bool {
-        self.first <= id && id < self.end()
-    }
-
     /// The value of its entry: empty for a run of one (the common case in the lookup
     /// indexes), else its length.
     pub(super) fn entry_value(&self) -> Vec<u8> {

@@ -85,8 +85,7 @@ impl Keyspaces {
     }
 
     /// Adds the messages of `run` (of `account`) to the lookup indexes: consecutive ones
-    /// in one status as one run, as an accept and the fold write them (one entry each in
-    /// `sending`).
+    /// in one final status as one run, the others one entry each, as the fold writes them.
     fn index_run(&self, account: AccountId, run: MessageRun) -> StoreResult<usize> {
         let mut wb = self.buffered_batch();
         let mut piece: Option<(MessageStatus, MessageRun)> = None;
@@ -106,7 +105,7 @@ impl Keyspaces {
             let (status, phone, _) = record::status_recipient_batch(&bytes)?;
             wb.insert(&self.by_recipient, recipient_key(account, &phone, id), []);
             indexed += 1;
-            let runs_on = super::status_index::may_hold_runs(status);
+            let runs_on = super::status_index::is_final(status);
             match &mut piece {
                 Some((s, p)) if *s == status && runs_on && p.end() == id => p.len += 1,
                 _ => {

@@ -7,8 +7,9 @@
 #
 # BIN is the `sendme` binary to run; `broadcast` is taken from the same directory unless
 # BROADCAST names it. Each 1,075,600-recipient broadcast (its own seed) is accepted as
-# about 1,000,000 messages; the script waits for every one to be final, then runs
-# load-tests/lookups.py (SAMPLES, default 200) and prints the data dir's size. Each
+# about 1,000,000 messages; the script waits for every one to be final and for the server
+# to be idle, then runs load-tests/lookups.py (SAMPLES, default 200) and prints the data
+# dir's size. Each
 # broadcast's recipients/s is printed too (the first one's on an idle server; the later
 # ones' while the earlier messages are being delivered).
 # Build first: cargo build --release --bin sendme --example broadcast
@@ -29,6 +30,8 @@ env SENDME__SERVER__PORT=$port SENDME__STORE__PATH="$work/data" RUST_LOG=warn \
     SENDME__PROVIDER__SIMULATED__PERMANENT_FAILURE_RATE=0.0002 \
     "$bin" >"$work/sendme.out" 2>"$work/sendme.err" &
 pids+=($!)
+server=$!
+ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
 until grep -q ADMIN_TOKEN "$work/sendme.out" 2>/dev/null; do sleep 0.05; done
 token="$(sed -n 's/^SENDME_DEMO_TOKEN=//p' "$work/sendme.out")"
 admin="$(sed -n 's/^SENDME_ADMIN_TOKEN=//p' "$work/sendme.out")"
@@ -57,8 +60,14 @@ for q in queues:
             break
         time.sleep(0.5)
 PY
-    echo "== $total messages in one account, all final ($(date -u +%H:%M:%S) UTC, load $(cut -d' ' -f1-3 /proc/loadavg))"
-    sleep 5 # let the last fold and flushes settle before timing
-    python3 load-tests/lookups.py "$url" "$token" "${SAMPLES:-200}"
+    # Timed once the server is idle (its folds, flushes and compactions done): under 5 % of
+    # a core over 2 s, waiting at most 10 minutes.
+    waited=0
+    for _ in $(seq 300); do
+        a=$(ticks); sleep 2; b=$(ticks); waited=$((waited + 2))
+        [ $((b - a)) -lt 10 ] && break
+    done
+    echo "== $total messages in one account, all final, server idle after ${waited} s ($(date -u +%H:%M:%S) UTC, load $(cut -d' ' -f1-3 /proc/loadavg))"
+    python3 load-tests/lookups.py "$url" "$token" "${SAMPLES:-200}" "$server"
     echo "data dir: $(du -sm "$work/data" | cut -f1) MiB"
 done

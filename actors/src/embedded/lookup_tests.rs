@@ -4,6 +4,7 @@
 
 use super::keys::{status_key, status_prefix};
 use super::record;
+use super::tests::{batch, store_with_account};
 use super::EmbeddedStore;
 use crate::domain::*;
 use crate::ports::*;
@@ -11,36 +12,15 @@ use fjall::{Database, KeyspaceCreateOptions};
 use std::path::Path;
 use MessageStatus::*;
 
+/// A store with an account of 10 credits and a batch of `n` of them, accepted.
 async fn store_with_batch(dir: &Path, n: usize) -> (EmbeddedStore, AccountId, Vec<MessageId>) {
-    let store = EmbeddedStore::open(dir).unwrap();
     let account = AccountId::new();
-    store
-        .put_account(&Account::new(account, "a".into(), "CO".parse().unwrap(), 0))
-        .await
-        .unwrap();
-    store.top_up(account, n as u64).await.unwrap();
+    let store = store_with_account(dir, account).await;
     let phones: Vec<PhoneNumber> = (0..n)
         .map(|i| PhoneNumber::from_trusted(&format!("+5730012{i:05}")).unwrap())
         .collect();
-    let batch = Batch {
-        id: BatchId::new(),
-        account,
-        member: MemberId::new(),
-        kind: MessageType::Sms,
-        body: MessageBody::parse("hi".into()).unwrap(),
-        segments: 1,
-        total: n as u64,
-        cost: n as u64,
-        counts: StatusCounts {
-            queued: n as u64,
-            ..StatusCounts::default()
-        },
-        created_at: now_millis(),
-        send_at: None,
-        paused: false,
-    };
     let block = store
-        .accept_batch(&batch, MessageBlock::new(phones))
+        .accept_batch(&batch(account, n as u64), MessageBlock::new(phones))
         .await
         .unwrap();
     (store, account, block.ids().collect())
@@ -262,21 +242,7 @@ async fn messages_delivered_in_order_are_runs_that_queues_and_cursors_still_cut_
     let phones: Vec<PhoneNumber> = (0..4)
         .map(|i| PhoneNumber::from_trusted(&format!("+5730099{i:05}")).unwrap())
         .collect();
-    let second = Batch {
-        id: BatchId::new(),
-        total: 4,
-        cost: 4,
-        counts: StatusCounts {
-            queued: 4,
-            ..StatusCounts::default()
-        },
-        ..store
-            .batch(store.message(ids[0]).await.unwrap().unwrap().batch)
-            .await
-            .unwrap()
-            .unwrap()
-    };
-    store.top_up(account, 4).await.unwrap();
+    let second = batch(account, 4);
     let block = store
         .accept_batch(&second, MessageBlock::new(phones))
         .await

@@ -6,7 +6,7 @@ use MessageStatus::*;
 
 /// Every page of `filter` with pages of `limit`, followed through their cursors: the ids
 /// in order. Checks that no page is longer than asked and only the last is short.
-async fn paged(s: &Stores, filter: &MessageFilter, limit: usize) -> Vec<MessageId> {
+pub(super) async fn paged(s: &Stores, filter: &MessageFilter, limit: usize) -> Vec<MessageId> {
     let mut seen = Vec::new();
     let mut before = None;
     loop {

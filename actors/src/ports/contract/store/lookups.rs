@@ -60,7 +60,7 @@ async fn every_message(s: &Stores, ids: &[MessageId]) -> Vec<Message> {
     for id in ids {
         all.push(s.messages.message(*id).await.unwrap().unwrap());
     }
-    all.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+    all.sort_unstable_by_key(|m| std::cmp::Reverse(m.id));
     all
 }
 

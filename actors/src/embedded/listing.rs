@@ -4,16 +4,19 @@
 //! or that another filter leaves out), so its cost follows the page size, not how many
 //! messages the account holds.
 //!
-//! - a recipient: `by_recipient` (account ++ number ++ id, written by the accept);
-//! - else a status: `by_status` (account ++ status ++ runs, see [`super::status_index`])
-//!   merged with the messages that entered the status since the last fold;
+//! - a recipient: `by_recipient` (a hash of account and number ++ id, written by the
+//!   accept);
+//! - else a status: `by_status` (account ++ status ++ id or run, see
+//!   [`super::status_index`]) merged with the messages that entered the status since the
+//!   last fold;
 //! - else the batch's or the account's runs (`batch_messages`, `account_messages`).
 //!
 //! A queue narrows the first two to the id ranges of its blocks (a block's ids are
 //! consecutive and no other batch's fall between them), a time window or a cursor to a
 //! range of ids (UUIDv7 ids start with their creation time); each range is one range read
-//! and one look just before it (a run that starts before the range and reaches into it). The type is checked on the
-//! messages, and a run of the account's whose batch is of the other type is skipped whole.
+//! and one look just before it (a run that starts before the range and reaches into it).
+//! The type is checked on the messages, and a run of the account's whose batch is of the
+//! other type is skipped whole.
 
 use super::keys::{backend, recipient_prefix, status_prefix, v7_floor, MessageRun};
 use super::keyspaces::Keyspaces;

@@ -297,7 +297,7 @@ pub(crate) struct MessageQuery {
     kind: Option<String>,
     /// Created at or after (RFC 3339).
     from: Option<String>,
-    /// Created before (RFC 3339).
+    /// Created at or before (RFC 3339; the millisecond it names is included).
     to: Option<String>,
     /// `nextCursor` of the previous page.
     cursor: Option<String>,
@@ -463,7 +463,7 @@ async fn message_response(state: &AppState, message: &Message) -> Result<HttpRes
     get,
     path = "/api/messages",
     tag = "status",
-    description = "The caller's messages, newest first, filtered and paged.",
+    description = "The caller's messages, newest first, filtered and paged. A lookup by `recipient` or `status` (alone, together, with `queueId` or a time window) reads an index: a page costs about the same however many messages the account holds.",
     params(MessageQuery),
     responses(
         (status = 200, description = "A page of messages", body = Listing<MessageView>),

@@ -1,5 +1,5 @@
 //! Accepting a batch: its messages, their index entries, the reservation and the commit
-//! marker. Small batches go through one writer thread that groups them; large ones are
+//! marker (the recipient index is written behind it, see [`super::recipient_index`]). Small batches go through one writer thread that groups them; large ones are
 //! written in chunks by their own request.
 
 use super::keys::{backend, due_key, encode, encode_batch, key2, MessageRun};
@@ -165,6 +165,8 @@ impl Keyspaces {
         wb.commit().map_err(backend)?;
         drop(guard);
         self.persist()?;
+        self.recipients
+            .hand_over(vec![batch.id], recipients.len() as u64);
         Ok(recipients)
     }
 
@@ -188,6 +190,15 @@ impl Keyspaces {
             drop(guard);
             self.persist()
         })();
+        if written.is_ok() {
+            let accepted = answers.iter().filter(|(_, a)| a.is_ok());
+            let messages = accepted
+                .clone()
+                .map(|(j, _)| j.recipients.len() as u64)
+                .sum();
+            let batches = accepted.map(|(j, _)| j.batch.id).collect();
+            self.recipients.hand_over(batches, messages);
+        }
         for (job, answer) in answers {
             let answer = match (&written, answer) {
                 (Ok(()), Ok(())) => Ok(job.recipients),
@@ -258,8 +269,9 @@ impl Keyspaces {
     }
 
     /// Adds an accept's commit marker: the reservation's ledger entry, the batch record,
-    /// its place among the open batches and, scheduled, among the due ones (the account's
-    /// new balance is written by the caller).
+    /// its place among the open batches, among the batches the recipient index has yet to
+    /// take and, scheduled, among the due ones (the account's new balance is written by
+    /// the caller).
     pub(super) fn insert_commit_marker(
         &self,
         wb: &mut fjall::OwnedWriteBatch,
@@ -275,6 +287,7 @@ impl Keyspaces {
         );
         wb.insert(&self.batches, batch.id.as_bytes().to_vec(), encoded_batch);
         wb.insert(&self.open_batches, batch.id.as_bytes().to_vec(), []);
+        self.recipients.stage(wb, batch.id);
         if let Some(at) = batch.send_at {
             wb.insert(&self.due_batches, due_key(at, batch.id), []);
         }

@@ -77,10 +77,12 @@ impl MessageRun {
         MessageRun { first: id, len: 1 }
     }
 
-    /// The message id in an index key (owner id ++ message id).
+    /// The message id in an index key (its last 16 bytes: owner id ++ message id, or a
+    /// lookup key, [`status_key`] and [`recipient_key`]).
     pub(super) fn id_part(key: &[u8]) -> StoreResult<MessageId> {
-        key.get(16..32)
-            .and_then(MessageId::from_slice)
+        key.len()
+            .checked_sub(16)
+            .and_then(|at| MessageId::from_slice(&key[at..]))
             .ok_or_else(|| StoreError::Corrupt("bad message index key".into()))
     }
 
@@ -100,6 +102,21 @@ impl MessageRun {
         self.len.to_le_bytes()
     }
 
+    /// The id just past the run's last.
+    pub(super) fn end(self) -> MessageId {
+        self.first.nth(self.len as usize)
+    }
+
+    /// The value of its entry: empty for a run of one (the common case in the lookup
+    /// indexes), else its length.
+    pub(super) fn entry_value(&self) -> Vec<u8> {
+        if self.len == 1 {
+            Vec::new()
+        } else {
+            self.value().to_vec()
+        }
+    }
+
     /// The run's ids below `end`, oldest first.
     pub(super) fn ids_below(self, end: MessageId) -> impl DoubleEndedIterator<Item = MessageId> {
         let below = end.0.as_u128().saturating_sub(self.first.0.as_u128());
@@ -110,6 +127,43 @@ impl MessageRun {
     pub(super) fn ids(self) -> impl Iterator<Item = MessageId> {
         (0..self.len as usize).map(move |i| self.first.nth(i))
     }
+}
+
+/// The prefix of an account's entries in `by_status` for `status`: account id ++ the
+/// status's number (its order in [`MessageStatus`], as records number it).
+pub(super) fn status_prefix(account: AccountId, status: MessageStatus) -> [u8; 17] {
+    let mut k = [0; 17];
+    k[..16].copy_from_slice(account.as_bytes());
+    k[16] = status as u8;
+    k
+}
+
+/// An entry of `by_status`: [`status_prefix`] ++ the first message id of its run.
+pub(super) fn status_key(account: AccountId, status: MessageStatus, id: MessageId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(33);
+    k.extend_from_slice(&status_prefix(account, status));
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// The prefix of an account's entries in `by_recipient` for `phone`: a 64-bit hash (xxh3)
+/// of the account id and the number (E.164). Random-looking first bytes keep the keys
+/// short (24 bytes) and make the memtable's comparisons end early: keys that began with
+/// the account id and the number cost an accept about four times the CPU of the message
+/// itself. Two numbers sharing a hash only cost a skipped message (a listing checks each).
+pub(super) fn recipient_prefix(account: AccountId, phone: &PhoneNumber) -> [u8; 8] {
+    let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+    h.update(account.as_bytes());
+    h.update(phone.as_str().as_bytes());
+    h.digest().to_be_bytes()
+}
+
+/// An entry of `by_recipient`: [`recipient_prefix`] ++ the message id, with an empty value.
+pub(super) fn recipient_key(account: AccountId, phone: &PhoneNumber, id: MessageId) -> [u8; 24] {
+    let mut k = [0; 24];
+    k[..8].copy_from_slice(&recipient_prefix(account, phone));
+    k[8..].copy_from_slice(id.as_bytes());
+    k
 }
 
 /// The smallest UUIDv7 created at `millis`.

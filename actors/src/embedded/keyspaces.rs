@@ -6,9 +6,12 @@ use super::group_sync::GroupSync;
 use super::journal::JournalSync;
 use super::keys::{backend, decode, encode};
 use super::outbox::CallbackOutbox;
-use super::status_log::StatusLog;
+use super::recipient_index::{IndexKeyspaces, RecipientIndex};
+use super::status_log::{FoldedIndexes, StatusLog};
 use crate::domain::*;
 use crate::ports::*;
+use fjall::compaction::Leveled;
+use fjall::config::FilterPolicy;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use rustc_hash::FxHashMap;
 use serde::{de::DeserializeOwned, Serialize};
@@ -38,6 +41,12 @@ pub(super) struct Keyspaces {
     pub(super) batch_messages: Keyspace,
     /// An account's messages: account id ++ first message id → [`MessageRun`].
     pub(super) account_messages: Keyspace,
+    /// The messages of an account by status: [`super::keys::status_key`] → [`MessageRun`]
+    /// (see [`super::status_index`]; moved by the status log's fold).
+    pub(super) by_status: Keyspace,
+    /// The messages of an account by recipient (`by_recipient`, written behind the
+    /// accepts; `unindexed` names the batches not in it yet).
+    pub(super) recipients: Arc<RecipientIndex>,
     /// Committed batches with messages still `queued` or `sending`: id → (). Kept per
     /// batch rather than per message, so a status change writes only the message.
     pub(super) open_batches: Keyspace,
@@ -114,19 +123,48 @@ impl Keyspaces {
             })
             .map_err(backend)
         };
+        // The lookup indexes are only ever range-read: no bloom filters to build on
+        // every flush and compaction. The recipient index's keys arrive in no order, so
+        // each table flushed or ingested overlaps all the others and merging them into the
+        // next level rewrites it: fewer, larger merges (16 tables in level 0 before one,
+        // under fjall's write stall at 20) rewrite it a quarter as often.
+        let lookup_ks = |name: &str, l0_tables: u8| {
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default()
+                    .max_memtable_size(memtable_bytes)
+                    .filter_policy(FilterPolicy::disabled())
+                    .compaction_strategy(Arc::new(Leveled::default().with_l0_threshold(l0_tables)))
+            })
+            .map_err(backend)
+        };
         let messages = ks("messages")?;
         let batches = ks("batches")?;
         let last_senders = ks("last_senders")?;
+        let by_status = lookup_ks("by_status", 4)?;
         let status_log = Arc::new(StatusLog::open(
             db.clone(),
             ks("status_log")?,
             messages.clone(),
-            ks("awaiting_receipt")?,
-            last_senders.clone(),
+            FoldedIndexes {
+                awaiting: ks("awaiting_receipt")?,
+                last_senders: last_senders.clone(),
+                by_status: by_status.clone(),
+            },
             &batches,
         )?);
         let webhooks = ks("webhooks")?;
         let outbox = CallbackOutbox::open(&webhooks, ks("callback_outbox")?)?;
+        let batch_messages = ks("batch_messages")?;
+        let recipients = Arc::new(RecipientIndex::open(
+            db.clone(),
+            IndexKeyspaces {
+                messages: messages.clone(),
+                batches: batches.clone(),
+                batch_messages: batch_messages.clone(),
+                unindexed: ks("unindexed")?,
+                by_recipient: lookup_ks("by_recipient", 16)?,
+            },
+        )?);
         Ok(Keyspaces {
             webhooks,
             outbox,
@@ -142,7 +180,9 @@ impl Keyspaces {
             batches,
             messages,
             status_log,
-            batch_messages: ks("batch_messages")?,
+            by_status,
+            recipients,
+            batch_messages,
             account_messages: ks("account_messages")?,
             open_batches: ks("open_batches")?,
             accepting: ks("accepting")?,

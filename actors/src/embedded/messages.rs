@@ -1,7 +1,7 @@
 //! The message store port on the embedded store: accepts (see [`super::accept`]),
-//! lookups and listings, status changes (see [`super::status`]) and the recovery reads.
+//! lookups and listings (see [`super::listing`]), status changes (see [`super::status`]) and the recovery reads.
 
-use super::keys::{backend, decode, due_key, encode_batch, key2, prefix_end, v7_floor, MessageRun};
+use super::keys::{backend, decode, due_key, encode_batch, key2, prefix_end};
 use super::keyspaces::Keyspaces;
 use super::lookup::KnownBatches;
 use super::store::EmbeddedStore;
@@ -30,52 +30,7 @@ impl MessageStore for EmbeddedStore {
 
     async fn list_messages(&self, f: &MessageFilter) -> StoreResult<Page<Message, MessageId>> {
         let f = f.clone();
-        self.blocking(move |s| {
-            let (ks, owner) = match f.batch {
-                Some(q) => (&s.batch_messages, *q.as_bytes()),
-                None => (&s.account_messages, *f.account.as_bytes()),
-            };
-            // UUIDv7 ids start with their creation time, so a time window is a key range.
-            let lo = key2(&owner, &v7_floor(f.from.unwrap_or(0)));
-            let mut hi = key2(&owner, &v7_floor(f.to.map_or(i64::MAX >> 16, |t| t + 1)));
-            if let Some(before) = f.before {
-                let b = key2(&owner, before.as_bytes());
-                if b < hi {
-                    hi = b;
-                }
-            }
-            let mut items = Vec::new();
-            let mut known = KnownBatches::default();
-            // A run starting below `hi` may reach past it (`before` inside a block); a
-            // time window never cuts one, since a block's ids share their millisecond.
-            let below = MessageRun::id_part(&hi)?;
-            'scan: for g in ks.range(lo..hi).rev() {
-                let (key, value) = g.into_inner().map_err(backend)?;
-                for id in MessageRun::read(&key, &value)?.ids_below(below).rev() {
-                    // None too for an accept still in progress (no batch yet).
-                    let Some(msg) = s.load_message(id.as_bytes(), &mut known)? else {
-                        continue;
-                    };
-                    let keep = msg.account == f.account
-                        && f.status.is_none_or(|st| st == msg.status)
-                        && f.kind.is_none_or(|k| k == msg.kind)
-                        && f.recipient.as_ref().is_none_or(|r| *r == msg.recipient);
-                    if keep {
-                        items.push(msg);
-                        if items.len() == f.limit {
-                            break 'scan;
-                        }
-                    }
-                }
-            }
-            let next = if items.len() == f.limit {
-                items.last().map(|m| m.id)
-            } else {
-                None
-            };
-            Ok(Page { items, next })
-        })
-        .await
+        self.blocking(move |s| s.list(&f)).await
     }
 
     async fn queued_messages(&self) -> StoreResult<Vec<QueueRecord>> {

@@ -20,14 +20,19 @@ mod idempotency;
 mod journal;
 mod keys;
 mod keyspaces;
+mod listing;
 mod lookup;
+#[cfg(test)]
+mod lookup_tests;
 mod messages;
 mod migrate;
 mod opt_outs;
 mod outbox;
 mod queue;
+mod recipient_index;
 mod record;
 mod status;
+mod status_index;
 mod status_log;
 mod store;
 #[cfg(test)]

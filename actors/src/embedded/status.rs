@@ -1,5 +1,6 @@
 //! Status changes: a group of conditional transitions applied in one atomic write, with
-//! their batch counts, dead letters, receipt marks and credit movements
+//! their batch counts, dead letters, marks for the indexes the fold writes (receipts, last
+//! senders, the status index) and credit movements
 //! ([`crate::domain::credits`]), and the status-callback events of accounts with a webhook
 //! (one outbox value per group, see `super::webhooks`).
 
@@ -8,7 +9,7 @@ use super::keyspaces::{Keyspaces, StatusGroupBuffers};
 use super::lookup::KnownBatches;
 use super::outbox::EventsEntry;
 use super::record;
-use super::status_log::{Entry, ReceiptMark, Record};
+use super::status_log::{Entry, Marks, ReceiptMark, Record, StatusMark};
 use crate::domain::*;
 use crate::ports::*;
 use rustc_hash::FxHashMap;
@@ -35,8 +36,7 @@ impl Keyspaces {
         let mut results = Vec::with_capacity(changes.len());
         let mut recent = self.status_log.newest_of(changes.iter().map(|c| c.message));
         let mut claimed = self.read_claimed(&changes, &recent)?;
-        let mut receipts = Vec::new();
-        let mut senders = Vec::new();
+        let mut marks = Marks::default();
         // Accounts with a webhook (usually none: then nothing below looks further).
         let hooked = self.outbox.hooked();
         let mut callbacks = EventsEntry::default();
@@ -80,6 +80,12 @@ impl Keyspaces {
             change.apply_to(msg);
             let to = msg.status;
             if to != from {
+                marks.statuses.push(StatusMark {
+                    account: msg.account,
+                    id,
+                    was: from,
+                    now: to,
+                });
                 if from == MessageStatus::Failed {
                     // Retried: no longer a dead letter.
                     wb.remove(
@@ -88,7 +94,7 @@ impl Keyspaces {
                     );
                 }
                 if let (MessageStatus::Sent, Some(deadline)) = (from, old_deadline) {
-                    receipts.push(ReceiptMark {
+                    marks.receipts.push(ReceiptMark {
                         deadline,
                         id,
                         awaiting: false,
@@ -97,9 +103,9 @@ impl Keyspaces {
                 match to {
                     MessageStatus::Sent => {
                         // A reply from this number (STOP) is about this account now.
-                        senders.push((msg.recipient.clone(), msg.account));
+                        marks.senders.push((msg.recipient.clone(), msg.account));
                         if let Some(deadline) = msg.dlr_deadline {
-                            receipts.push(ReceiptMark {
+                            marks.receipts.push(ReceiptMark {
                                 deadline,
                                 id,
                                 awaiting: true,
@@ -155,7 +161,7 @@ impl Keyspaces {
                 results[slot] = Some(msg);
             }
         }
-        let staged = self.status_log.stage(&mut wb, records, receipts, senders);
+        let staged = self.status_log.stage(&mut wb, records, marks);
         if !callbacks.is_empty() {
             // One value for the group's events, in the same atomic write.
             self.outbox.stage(&mut wb, callbacks);

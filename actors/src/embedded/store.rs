@@ -6,12 +6,13 @@
 //! fsync'd before the call returns (status changes through `apply_unsynced`: before the
 //! next `sync` returns).
 //!
-//! [`EmbeddedStore`] opens the keyspaces and starts its two threads (the accept writer and
-//! the status log's fold); each port is implemented in the module of its concern.
+//! [`EmbeddedStore`] opens the keyspaces and starts its three threads (the accept writer, the
+//! recipient indexer and the status log's fold); each port is implemented in the module of its concern.
 
 use super::accept::AcceptWriter;
 use super::keys::backend;
 use super::keyspaces::{blocking, Keyspaces, DEFAULT_MEMTABLE_BYTES};
+use super::recipient_index::IndexThread;
 use super::status_log::FoldThread;
 use crate::ports::*;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,8 @@ pub(super) struct Opened {
     /// Declared after `keyspaces`: dropping the last clone stops the writer thread after
     /// this handle's reference to them is gone, so the directory lock is released.
     pub(super) writer: Arc<AcceptWriter>,
+    /// Stopped after the accept writer: nothing is handed over to it any more.
+    _indexer: IndexThread,
     /// Declared last: the final fold runs after the accept writer has stopped.
     _folds: Arc<FoldThread>,
 }
@@ -50,10 +53,12 @@ impl Opened {
                 "removed messages of an accept that never committed"
             );
         }
+        keyspaces.migrate_lookup_indexes()?;
         let status_log = keyspaces.status_log.clone();
         let keyspaces = Arc::new(keyspaces);
         Ok(Self {
             writer: Arc::new(AcceptWriter::start(keyspaces.clone())?),
+            _indexer: IndexThread::start(keyspaces.recipients.clone())?,
             _folds: Arc::new(FoldThread::start(status_log)?),
             keyspaces,
         })

@@ -11,7 +11,7 @@ use crate::ports::*;
 use fjall::{Database, KeyspaceCreateOptions};
 use std::path::Path;
 
-fn batch(account: AccountId, total: u64) -> Batch {
+pub(super) fn batch(account: AccountId, total: u64) -> Batch {
     Batch {
         id: BatchId::new(),
         account,
@@ -31,7 +31,7 @@ fn batch(account: AccountId, total: u64) -> Batch {
     }
 }
 
-async fn store_with_account(dir: &Path, account: AccountId) -> EmbeddedStore {
+pub(super) async fn store_with_account(dir: &Path, account: AccountId) -> EmbeddedStore {
     let store = EmbeddedStore::open(dir).unwrap();
     store
         .put_account(&Account::new(account, "a".into(), "CO".parse().unwrap(), 0))

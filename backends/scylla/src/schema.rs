@@ -29,6 +29,10 @@ pub const SCHEMA_FILES: &[(&str, &str)] = &[
         include_str!("../../../schema/006_credit_books.cql"),
     ),
     (
+        "007_message_lookups.cql",
+        include_str!("../../../schema/007_message_lookups.cql"),
+    ),
+    (
         "008_member_access.cql",
         include_str!("../../../schema/008_member_access.cql"),
     ),

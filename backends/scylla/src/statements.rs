@@ -124,6 +124,12 @@ statements! {
     insert_message_by_status = "INSERT INTO messages_by_status (status, shard, id, batch_id, recipient, kind, at) VALUES (?, ?, ?, ?, ?, ?, ?)";
     delete_message_by_status = "DELETE FROM messages_by_status WHERE status = ? AND shard = ? AND id = ?";
     select_messages_by_status = "SELECT id, batch_id, recipient, kind, at FROM messages_by_status WHERE status = ? AND shard = ?";
+    insert_message_by_account_status = "INSERT INTO messages_by_account_status (account_id, status, day, id) VALUES (?, ?, ?, ?)";
+    delete_message_by_account_status = "DELETE FROM messages_by_account_status WHERE account_id = ? AND status = ? AND day = ? AND id = ?";
+    select_messages_by_account_status_range = "SELECT id FROM messages_by_account_status WHERE account_id = ? AND status = ? AND day = ? AND id >= ? AND id < ?";
+    insert_message_by_batch_status = "INSERT INTO messages_by_batch_status (batch_id, status, id) VALUES (?, ?, ?)";
+    delete_message_by_batch_status = "DELETE FROM messages_by_batch_status WHERE batch_id = ? AND status = ? AND id = ?";
+    select_messages_by_batch_status_range = "SELECT id FROM messages_by_batch_status WHERE batch_id = ? AND status = ? AND id >= ? AND id < ?";
     insert_receipt_deadline = "INSERT INTO receipt_deadlines (shard, deadline, id) VALUES (?, ?, ?)";
     delete_receipt_deadline = "DELETE FROM receipt_deadlines WHERE shard = ? AND deadline = ? AND id = ?";
     select_receipts_due = "SELECT deadline, id FROM receipt_deadlines WHERE shard = ? AND deadline < ?";

@@ -18,6 +18,11 @@
 //! open, the marks are derived from the records left in the log (a message past `sending`
 //! reached a provider; its batch names the account).
 //!
+//! The status index (`by_status`, see [`super::status_index`]) is moved by the fold too,
+//! from [`StatusMark`]s, before it writes the records; [`StatusLog::entered`] reads the
+//! marks not folded yet. At open, a message's mark is derived from its record left in the
+//! log and the one in `messages` (the status the index has for it).
+//!
 //! The fold is not fsync'd: fjall's journal is one sequential file and recovers a prefix
 //! of it, so a fold lost in a crash loses its log deletions too and the log still holds
 //! what it folded (replayed in order, it rewrites the same records). This relies on fjall
@@ -27,7 +32,8 @@
 
 use super::keys::backend;
 use super::record;
-use crate::domain::{AccountId, BatchId, MessageId, MessageStatus, Millis, PhoneNumber};
+pub(super) use super::status_index::StatusMark;
+use crate::domain::{AccountId, MessageId, MessageStatus, Millis, PhoneNumber};
 use crate::ports::{StoreError, StoreResult};
 use bytes::Bytes;
 use fjall::{Database, Keyspace, OwnedWriteBatch, PersistMode};
@@ -129,13 +135,29 @@ impl ReceiptMark {
 /// A message reached `sent`: its recipient was last messaged by its account.
 pub(super) type SentMark = (PhoneNumber, AccountId);
 
+/// What a log entry's changes mean for the indexes the fold writes, each in the order the
+/// changes were made.
+#[derive(Default, Clone)]
+pub(super) struct Marks {
+    pub(super) receipts: Vec<ReceiptMark>,
+    pub(super) senders: Vec<SentMark>,
+    pub(super) statuses: Vec<StatusMark>,
+}
+
+impl Marks {
+    fn append(&mut self, later: &mut Marks) {
+        self.receipts.append(&mut later.receipts);
+        self.senders.append(&mut later.senders);
+        self.statuses.append(&mut later.statuses);
+    }
+}
+
 /// A staged entry: its key, its records and its marks, to [`StatusLog::publish`] once
 /// committed.
 pub(super) struct Staged {
     seq: u64,
     records: Vec<(MessageId, Record)>,
-    receipts: Vec<ReceiptMark>,
-    senders: Vec<SentMark>,
+    marks: Marks,
 }
 
 /// What the log holds that is not folded yet (or is being folded).
@@ -143,10 +165,15 @@ pub(super) struct Staged {
 struct Unfolded {
     /// The newest record of each message.
     records: Records,
-    /// In the order they were made.
-    receipts: Vec<ReceiptMark>,
-    /// In the order they were made.
-    senders: Vec<SentMark>,
+    marks: Marks,
+}
+
+/// The indexes the fold writes besides the records: `awaiting_receipt`, `last_senders`
+/// and `by_status`.
+pub(super) struct FoldedIndexes {
+    pub(super) awaiting: Keyspace,
+    pub(super) last_senders: Keyspace,
+    pub(super) by_status: Keyspace,
 }
 
 pub(super) struct StatusLog {
@@ -156,6 +183,8 @@ pub(super) struct StatusLog {
     awaiting: Keyspace,
     /// E.164 → the account that last messaged it, as of the last fold.
     last_senders: Keyspace,
+    /// The status index, as of the last fold.
+    by_status: Keyspace,
     db: Database,
     state: Mutex<LogState>,
     /// Signalled when a fold is wanted (or the log is closing) and when one finished.
@@ -196,18 +225,33 @@ impl LogState {
                 .find(|(p, _)| p == phone)
                 .map(|(_, a)| *a)
         };
-        newest(&self.recent.senders).or_else(|| newest(&self.folding.as_deref()?.senders))
+        newest(&self.recent.marks.senders)
+            .or_else(|| newest(&self.folding.as_deref()?.marks.senders))
     }
 
     /// The marks not folded yet (or being folded) of receipts due before `now`, oldest
     /// first.
     fn marks_due(&self, now: Millis) -> Vec<ReceiptMark> {
-        let folding = self.folding.iter().flat_map(|f| f.receipts.iter());
+        let folding = self.folding.iter().flat_map(|f| f.marks.receipts.iter());
         folding
-            .chain(&self.recent.receipts)
+            .chain(&self.recent.marks.receipts)
             .filter(|m| m.deadline < now)
             .copied()
             .collect()
+    }
+
+    /// The messages of `account` that entered `status` since the last fold began (or in
+    /// the one being folded), each once, newest first; they may have left it since.
+    fn entered(&self, account: AccountId, status: MessageStatus) -> Vec<MessageId> {
+        let folding = self.folding.iter().flat_map(|f| f.marks.statuses.iter());
+        let mut ids: Vec<MessageId> = folding
+            .chain(&self.recent.marks.statuses)
+            .filter(|m| m.now == status && m.account == account)
+            .map(|m| m.id)
+            .collect();
+        ids.sort_unstable_by(|a, b| b.cmp(a));
+        ids.dedup();
+        ids
     }
 }
 
@@ -218,8 +262,7 @@ impl StatusLog {
         db: Database,
         log: Keyspace,
         messages: Keyspace,
-        awaiting: Keyspace,
-        last_senders: Keyspace,
+        indexes: FoldedIndexes,
         batches: &Keyspace,
     ) -> StoreResult<Self> {
         let mut left = Unfolded::default();
@@ -233,26 +276,18 @@ impl StatusLog {
                 left.records.insert(id, Bytes::copy_from_slice(record));
             }
         }
-        let mut accounts: FxHashMap<BatchId, Option<AccountId>> = FxHashMap::default();
-        let mut senders = Vec::new();
-        for (id, record) in &left.records {
-            match ReceiptMark::of_record(*id, record) {
-                Ok(mark) => left.receipts.extend(mark),
-                // Folded as it is: reading the message fails, not opening the store.
-                Err(e) => tracing::error!(message = %id, error = ?e, "an unreadable record"),
-            }
-            if let Ok(Some(mark)) = sent_mark_of(record, batches, &mut accounts) {
-                senders.push((*id, mark));
-            }
-        }
-        // Oldest message first, so a number's newest message is the one kept.
-        senders.sort_unstable_by_key(|(id, _)| *id);
-        left.senders = senders.into_iter().map(|(_, mark)| mark).collect();
+        left.marks = recovered::marks_of(&left.records, &messages, batches);
+        let FoldedIndexes {
+            awaiting,
+            last_senders,
+            by_status,
+        } = indexes;
         let this = Self {
             log,
             messages,
             awaiting,
             last_senders,
+            by_status,
             db,
             state: Mutex::new(LogState {
                 next,
@@ -286,16 +321,10 @@ impl StatusLog {
         ids.map(|id| st.newest(&id).cloned()).collect()
     }
 
-    /// Adds `entry` to `wb` as the next log entry, with the receipt marks of its changes
-    /// (in the order they were made). The caller serializes its calls, and
-    /// [`StatusLog::publish`]es what this returns once `wb` is committed.
-    pub(super) fn stage(
-        &self,
-        wb: &mut OwnedWriteBatch,
-        entry: Entry,
-        receipts: Vec<ReceiptMark>,
-        senders: Vec<SentMark>,
-    ) -> Staged {
+    /// Adds `entry` to `wb` as the next log entry, with the marks of its changes. The
+    /// caller serializes its calls, and [`StatusLog::publish`]es what this returns once
+    /// `wb` is committed.
+    pub(super) fn stage(&self, wb: &mut OwnedWriteBatch, entry: Entry, marks: Marks) -> Staged {
         let seq = {
             let mut st = self.lock();
             st.next += 1;
@@ -311,8 +340,7 @@ impl StatusLog {
         Staged {
             seq,
             records,
-            receipts,
-            senders,
+            marks,
         }
     }
 
@@ -323,14 +351,12 @@ impl StatusLog {
         Staged {
             seq,
             records,
-            receipts,
-            senders,
+            mut marks,
         }: Staged,
     ) {
         let mut st = self.lock();
         st.recent.records.extend(records);
-        st.recent.receipts.extend(receipts);
-        st.recent.senders.extend(senders);
+        st.recent.marks.append(&mut marks);
         st.published_to = seq + 1;
         if st.recent.records.len() >= FOLD_AT {
             self.changed.notify_all();
@@ -390,8 +416,7 @@ impl StatusLog {
                     st.recent.records.len(),
                     Default::default(),
                 ),
-                receipts: Vec::new(),
-                senders: Vec::new(),
+                marks: Marks::default(),
             };
             let records = Arc::new(std::mem::replace(&mut st.recent, fresh));
             st.folding = Some(records.clone());
@@ -409,18 +434,12 @@ impl StatusLog {
             if result.is_err() {
                 // Keep the records readable (newer ones win), the marks before the newer
                 // ones, and their entries for the next fold (or open).
-                let Unfolded {
-                    records,
-                    mut receipts,
-                    mut senders,
-                } = Arc::unwrap_or_clone(folding);
+                let Unfolded { records, mut marks } = Arc::unwrap_or_clone(folding);
                 for (id, record) in records {
                     st.recent.records.entry(id).or_insert(record);
                 }
-                receipts.append(&mut st.recent.receipts);
-                st.recent.receipts = receipts;
-                senders.append(&mut st.recent.senders);
-                st.recent.senders = senders;
+                marks.append(&mut st.recent.marks);
+                st.recent.marks = marks;
                 st.unfolded_from = from;
             }
         }
@@ -428,11 +447,15 @@ impl StatusLog {
         result
     }
 
-    /// Writes the records into `messages` and the marks into the index in chunks (a huge
-    /// write batch would hold the journal while status changes and accepts wait to
-    /// commit), then deletes the log entries `folded`. A crash in between leaves the
-    /// entries, which rewrite the same records (and marks) at the next open.
+    /// Moves the messages in the status index, then writes the records into `messages`
+    /// and the marks into the index in chunks (a huge write batch would hold the journal
+    /// while status changes and accepts wait to commit), then deletes the log entries
+    /// `folded`. A crash in between leaves the entries, which rewrite the same records
+    /// (and marks) at the next open; the status moves first, so a record in `messages`
+    /// never has a status the index has not moved it to.
     fn write_folded(&self, unfolded: &Unfolded, folded: Range<u64>) -> StoreResult<()> {
+        let moves = super::status_index::moves(&unfolded.marks.statuses);
+        super::status_index::write_moves(&self.db, &self.by_status, moves)?;
         let batch = || self.db.batch().durability(Some(PersistMode::Buffer));
         let mut wb = batch();
         let chunk_done = |wb: &mut OwnedWriteBatch| {
@@ -454,6 +477,7 @@ impl StatusLog {
         // a key's removal (`false`) comes first and is the one kept; and in key order, as
         // the records.
         let mut marks: Vec<([u8; 24], bool)> = unfolded
+            .marks
             .receipts
             .iter()
             .map(|m| (m.key(), m.awaiting))
@@ -470,7 +494,7 @@ impl StatusLog {
         }
         // The newest mark of each number, in key order.
         let mut senders: FxHashMap<&PhoneNumber, AccountId> = FxHashMap::default();
-        for (phone, account) in &unfolded.senders {
+        for (phone, account) in &unfolded.marks.senders {
             senders.insert(phone, *account);
         }
         let mut senders: Vec<_> = senders.into_iter().collect();
@@ -483,6 +507,12 @@ impl StatusLog {
             wb.remove(&self.log, seq.to_be_bytes());
         }
         wb.commit().map_err(backend)
+    }
+
+    /// The messages of `account` that entered `status` since the last fold (newest first;
+    /// some may have left it since): what the status index does not list yet.
+    pub(super) fn entered(&self, account: AccountId, status: MessageStatus) -> Vec<MessageId> {
+        self.lock().entered(account, status)
     }
 
     /// The account that last messaged `phone`, if a mark not folded yet says so.
@@ -586,36 +616,6 @@ fn entries(mut value: &[u8]) -> StoreResult<Vec<(MessageId, &[u8])>> {
     Ok(out)
 }
 
+mod recovered;
 #[cfg(test)]
 mod tests;
-
-/// The sent mark a record left in the log implies: its message got past `sending` (it
-/// reached a provider), so its account messaged its recipient. `accounts` caches batches.
-fn sent_mark_of(
-    record: &[u8],
-    batches: &Keyspace,
-    accounts: &mut FxHashMap<BatchId, Option<AccountId>>,
-) -> StoreResult<Option<SentMark>> {
-    let (status, recipient, batch) = record::status_recipient_batch(record)?;
-    if !matches!(
-        status,
-        MessageStatus::Sent
-            | MessageStatus::Delivered
-            | MessageStatus::Undelivered
-            | MessageStatus::Expired
-    ) {
-        return Ok(None);
-    }
-    let account = match accounts.get(&batch) {
-        Some(a) => *a,
-        None => {
-            let a = match batches.get(batch.as_bytes()).map_err(backend)? {
-                Some(bytes) => Some(super::keys::decode_batch(&bytes)?.account),
-                None => None,
-            };
-            accounts.insert(batch, a);
-            a
-        }
-    };
-    Ok(account.map(|a| (recipient, a)))
-}

@@ -11,8 +11,11 @@ fn open(dir: &std::path::Path) -> (Database, StatusLog) {
         db.clone(),
         ks("status_log"),
         ks("messages"),
-        ks("awaiting_receipt"),
-        ks("last_senders"),
+        FoldedIndexes {
+            awaiting: ks("awaiting_receipt"),
+            last_senders: ks("last_senders"),
+            by_status: ks("by_status"),
+        },
         &ks("batches"),
     )
     .unwrap();
@@ -74,7 +77,11 @@ fn append_marked(
             .unwrap();
     }
     let mut wb = db.batch().durability(Some(PersistMode::SyncData));
-    let staged = log.stage(&mut wb, entry, receipts, Vec::new());
+    let marks = Marks {
+        receipts,
+        ..Marks::default()
+    };
+    let staged = log.stage(&mut wb, entry, marks);
     wb.commit().unwrap();
     log.publish(staged);
 }
@@ -284,7 +291,11 @@ fn who_last_messaged_a_number_is_folded_from_sent_marks_and_derived_again_at_ope
             })
             .unwrap();
         let mut wb = db.batch().durability(Some(PersistMode::SyncData));
-        let staged = log.stage(&mut wb, entry, Vec::new(), vec![(phone.clone(), first)]);
+        let marks = Marks {
+            senders: vec![(phone.clone(), first)],
+            ..Marks::default()
+        };
+        let staged = log.stage(&mut wb, entry, marks);
         wb.commit().unwrap();
         log.publish(staged);
         assert_eq!(log.recent_sender(&phone), Some(first));

@@ -8,12 +8,14 @@
 //! accounts, messages and times, never at totals of the whole store.
 //!
 //! The cases, by concern: [`accounts`] (accounts, the ledger, accepting batches),
-//! [`messages`] (reading messages, status changes), [`contacts`], [`idempotency`],
+//! [`messages`] (reading messages, status changes), [`lookups`] (listings by recipient,
+//! status, queue and time), [`contacts`], [`idempotency`],
 //! [`opt_outs`], [`schedules`], [`webhooks`] (webhooks and the outbox of status callbacks).
 
 pub mod accounts;
 pub mod contacts;
 pub mod idempotency;
+pub mod lookups;
 pub mod messages;
 pub mod opt_outs;
 pub mod schedules;
@@ -22,6 +24,7 @@ pub mod webhooks;
 pub use accounts::*;
 pub use contacts::*;
 pub use idempotency::*;
+pub use lookups::*;
 pub use messages::*;
 pub use opt_outs::*;
 pub use schedules::*;
@@ -102,6 +105,8 @@ macro_rules! store_contract_tests {
             accept_batch_without_enough_balance_writes_nothing,
             concurrent_accepts_never_overdraw,
             list_messages_filters_and_pages_newest_first,
+            lookups_return_the_pages_a_full_filter_would,
+            lookups_never_list_another_accounts_messages,
             apply_transitions_only_from_the_expected_status,
             apply_moves_credits_and_batch_counts,
             multipart_receipts_deliver_once_every_part_arrived,

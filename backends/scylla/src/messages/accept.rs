@@ -71,10 +71,17 @@ impl ScyllaStore {
             ));
         }
         for rows in days.into_values() {
+            let by_status = rows
+                .iter()
+                .map(|&(a, day, id)| (a, queued, day, id))
+                .collect();
             writes.extend(self.grouped_writes(&self.st.insert_message_by_account, rows));
+            writes
+                .extend(self.grouped_writes(&self.st.insert_message_by_account_status, by_status));
         }
         let by_batch: Vec<_> = recipients.iter().map(|(id, _)| (q, id.0, queued)).collect();
-        writes.extend(self.grouped_writes(&self.st.insert_message_by_batch, by_batch));
+        writes.extend(self.grouped_writes(&self.st.insert_message_by_batch, by_batch.clone()));
+        writes.extend(self.grouped_writes(&self.st.insert_message_by_batch_status, by_batch));
         let per_message = recipients.iter().flat_map(|(id, phone)| {
             let m = Message::queued(id, batch, phone.clone());
             let events = events_to_cql(&m.events);
@@ -140,6 +147,14 @@ impl ScyllaStore {
                     (account, phone.as_str(), id.0),
                 )),
                 Box::pin(self.exec(&self.st.delete_message_by_status, (queued, shard(id), id.0))),
+                Box::pin(self.exec(
+                    &self.st.delete_message_by_account_status,
+                    (account, queued, day_of(id.0), id.0),
+                )),
+                Box::pin(self.exec(
+                    &self.st.delete_message_by_batch_status,
+                    (batch.id.0, queued, id.0),
+                )),
             ]
         });
         let deletes = deletes.collect();

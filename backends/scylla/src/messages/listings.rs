@@ -116,8 +116,11 @@ impl ScyllaStore {
     }
 
     /// [`MessageStore::list_messages`]:
-    /// Reads the narrowest index the filter allows (the batch's, the recipient's, or the
-    /// account's days), newest first, and filters the rest on the messages.
+    /// Reads the narrowest index the filter allows, newest first — the recipient's, the
+    /// queue's in one status, the account's in one status (a partition per day), the
+    /// queue's, or the account's days — and checks the rest on the messages. A page reads
+    /// about `limit` rows however many messages the account holds (the type is checked on
+    /// the messages).
     pub(super) async fn list(&self, f: &MessageFilter) -> StoreResult<Page<Message, MessageId>> {
         let lo = v7_floor(f.from.unwrap_or(0));
         let mut hi = v7_floor(f.to.map_or(i64::MAX >> 16, |t| t.saturating_add(1)));
@@ -129,51 +132,80 @@ impl ScyllaStore {
         if f.limit == 0 || lo >= hi {
             return Ok(Page { items, next: None });
         }
-        if let Some(queue) = f.batch {
-            self.scan_ids(
-                &self.st.select_messages_by_batch_range,
-                (queue.0, lo, hi),
-                f,
-                &committed,
-                &mut items,
-            )
-            .await?;
-        } else if let Some(recipient) = &f.recipient {
-            self.scan_ids(
-                &self.st.select_messages_by_recipient_range,
-                (f.account.0, recipient.as_str(), lo, hi),
-                f,
-                &committed,
-                &mut items,
-            )
-            .await?;
-        } else {
-            let days = self
-                .rows::<(i32,)>(
-                    &self.st.select_account_days,
-                    (f.account.0, day_of(lo), day_of(hi)),
-                )
-                .await?;
-            for (day,) in days {
-                if items.len() >= f.limit {
-                    break;
-                }
+        let scan = Scan {
+            filter: f,
+            committed: &committed,
+        };
+        match (&f.recipient, f.status, f.batch) {
+            (Some(recipient), ..) => {
+                let values = (f.account.0, recipient.as_str(), lo, hi);
                 self.scan_ids(
-                    &self.st.select_messages_by_account_range,
-                    (f.account.0, day, lo, hi),
-                    f,
-                    &committed,
+                    &self.st.select_messages_by_recipient_range,
+                    values,
+                    &scan,
                     &mut items,
                 )
-                .await?;
+                .await?
+            }
+            (None, Some(status), Some(queue)) => {
+                let values = (queue.0, status.as_str(), lo, hi);
+                self.scan_ids(
+                    &self.st.select_messages_by_batch_status_range,
+                    values,
+                    &scan,
+                    &mut items,
+                )
+                .await?
+            }
+            (None, None, Some(queue)) => {
+                let values = (queue.0, lo, hi);
+                self.scan_ids(
+                    &self.st.select_messages_by_batch_range,
+                    values,
+                    &scan,
+                    &mut items,
+                )
+                .await?
+            }
+            (None, status, None) => self.scan_days(status, lo, hi, &scan, &mut items).await?,
+        }
+        Ok(Page::of(items, f.limit, |m| m.id))
+    }
+
+    /// Lists the account's messages (in `status`, if given) day by day, newest first.
+    async fn scan_days(
+        &self,
+        status: Option<MessageStatus>,
+        lo: Uuid,
+        hi: Uuid,
+        scan: &Scan<'_>,
+        items: &mut Vec<Message>,
+    ) -> StoreResult<()> {
+        let account = scan.filter.account.0;
+        let days = self
+            .rows::<(i32,)>(
+                &self.st.select_account_days,
+                (account, day_of(lo), day_of(hi)),
+            )
+            .await?;
+        for (day,) in days {
+            if items.len() >= scan.filter.limit {
+                break;
+            }
+            match status {
+                Some(status) => {
+                    let values = (account, status.as_str(), day, lo, hi);
+                    let st = &self.st.select_messages_by_account_status_range;
+                    self.scan_ids(st, values, scan, items).await?
+                }
+                None => {
+                    let values = (account, day, lo, hi);
+                    let st = &self.st.select_messages_by_account_range;
+                    self.scan_ids(st, values, scan, items).await?
+                }
             }
         }
-        let next = if items.len() == f.limit {
-            items.last().map(|m| m.id)
-        } else {
-            None
-        };
-        Ok(Page { items, next })
+        Ok(())
     }
 
     /// [`MessageStore::queued_messages`].
@@ -327,10 +359,10 @@ impl ScyllaStore {
         &self,
         st: &PreparedStatement,
         values: V,
-        filter: &MessageFilter,
-        committed: &Committed,
+        scan: &Scan<'_>,
         items: &mut Vec<Message>,
     ) -> StoreResult<()> {
+        let (filter, committed) = (scan.filter, scan.committed);
         let mut pager = Pager::new(st);
         while items.len() < filter.limit {
             let Some(page) = pager.next::<(Uuid,), V>(self, &values).await? else {
@@ -343,6 +375,7 @@ impl ScyllaStore {
                 .await?;
             for (msg, _) in found.into_iter().flatten() {
                 let keep = msg.account == filter.account
+                    && filter.batch.is_none_or(|b| b == msg.batch)
                     && filter.status.is_none_or(|st| st == msg.status)
                     && filter.kind.is_none_or(|k| k == msg.kind)
                     && filter
@@ -386,4 +419,10 @@ impl ScyllaStore {
         }
         Ok(held)
     }
+}
+
+/// What a listing checks each message it reads against.
+struct Scan<'a> {
+    filter: &'a MessageFilter,
+    committed: &'a Committed,
 }

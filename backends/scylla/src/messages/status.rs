@@ -280,6 +280,35 @@ impl ScyllaStore {
         Ok(())
     }
 
+    /// The lookup rows (`007_message_lookups.cql`) that move when `msg` goes from `from`
+    /// to `to`.
+    fn lookup_moves<'a>(
+        &'a self,
+        msg: &Message,
+        from: MessageStatus,
+        to: MessageStatus,
+    ) -> [Write<'a>; 4] {
+        let (account, batch, id, day) = (msg.account.0, msg.batch.0, msg.id.0, day_of(msg.id.0));
+        [
+            Box::pin(self.exec(
+                &self.st.insert_message_by_account_status,
+                (account, to.as_str(), day, id),
+            )),
+            Box::pin(self.exec(
+                &self.st.delete_message_by_account_status,
+                (account, from.as_str(), day, id),
+            )),
+            Box::pin(self.exec(
+                &self.st.insert_message_by_batch_status,
+                (batch, to.as_str(), id),
+            )),
+            Box::pin(self.exec(
+                &self.st.delete_message_by_batch_status,
+                (batch, from.as_str(), id),
+            )),
+        ]
+    }
+
     /// The index rows that change when a message goes from `before` to `after`.
     fn index_writes<'a>(&'a self, before: &Message, after: &Message, at: Millis) -> Vec<Write<'a>> {
         let mut writes: Vec<Write<'a>> = Vec::new();
@@ -299,6 +328,7 @@ impl ScyllaStore {
                 &self.st.update_message_by_batch,
                 (to.as_str(), after.batch.0, id.0),
             )));
+            writes.extend(self.lookup_moves(after, from, to));
             if in_work_index(from) {
                 writes.push(Box::pin(self.exec(
                     &self.st.delete_message_by_status,

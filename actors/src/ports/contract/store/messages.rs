@@ -31,26 +31,7 @@ pub async fn list_messages_filters_and_pages_newest_first(s: Stores) {
     assert_eq!(page.next, None);
 
     // Pages of 2 follow the cursor without gaps or repeats.
-    let mut seen = Vec::new();
-    let mut before = None;
-    loop {
-        let page = s
-            .messages
-            .list_messages(&MessageFilter {
-                limit: 2,
-                before,
-                ..filter.clone()
-            })
-            .await
-            .unwrap();
-        assert!(page.items.len() <= 2);
-        seen.extend(ids(&page));
-        match page.next {
-            Some(next) => before = Some(next),
-            None => break,
-        }
-    }
-    assert_eq!(seen, all);
+    assert_eq!(super::lookups::paged(&s, &filter, 2).await, all);
 
     let by_queue = s
         .messages

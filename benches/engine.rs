@@ -27,7 +27,7 @@ use sendme_actors::domain::{
     Encoding, MemberId, MessageBlock, MessageBody, MessageType, PhoneNumber, StatusCounts,
 };
 use sendme_actors::embedded::{EmbeddedStore, InProcessQueue};
-use sendme_actors::ports::{DispatchQueue, MessageStore, Ports};
+use sendme_actors::ports::{DispatchQueue, MessageFilter, MessageStore, Ports};
 use std::collections::HashSet;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -544,6 +544,33 @@ fn bench_store(c: &mut Criterion) {
                 .await
                 .expect("durable batch write");
             start.elapsed()
+        })
+    });
+    // The same, until the recipient index has the batch too (it is written behind the
+    // accept, on a thread of its own): what an accept costs in all.
+    group.bench_function("accept_batch_durable_and_indexed", |b| {
+        let last = recipients.last().cloned();
+        rounds.run(b, |store, batch, messages| {
+            let last = last.clone();
+            async move {
+                let start = Instant::now();
+                let account = batch.account;
+                store
+                    .accept_batch(&batch, messages)
+                    .await
+                    .expect("durable batch write");
+                let found = store
+                    .list_messages(&MessageFilter {
+                        account,
+                        recipient: last,
+                        limit: 1,
+                        ..MessageFilter::default()
+                    })
+                    .await
+                    .expect("a lookup");
+                assert!(!found.items.is_empty(), "the recipient is indexed");
+                start.elapsed()
+            }
         })
     });
     // The store's part of delivery alone: every message claimed (`queued → sending`) and

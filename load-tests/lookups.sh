@@ -9,7 +9,7 @@
 # BROADCAST names it. Each 1,075,600-recipient broadcast (its own seed) is accepted as
 # about 1,000,000 messages; the script waits for every one to be final and for the server
 # to be idle, then runs load-tests/lookups.py (SAMPLES, default 200) and prints the data
-# dir's size. Each
+# dir's size, the server's CPU time so far per message and its peak RSS. Each
 # broadcast's recipients/s is printed too (the first one's on an idle server; the later
 # ones' while the earlier messages are being delivered).
 # Build first: cargo build --release --bin sendme --example broadcast
@@ -70,4 +70,6 @@ PY
     echo "== $total messages in one account, all final, server idle after ${waited} s ($(date -u +%H:%M:%S) UTC, load $(cut -d' ' -f1-3 /proc/loadavg))"
     python3 load-tests/lookups.py "$url" "$token" "${SAMPLES:-200}" "$server"
     echo "data dir: $(du -sm "$work/data" | cut -f1) MiB"
+    cpu=$(ticks)
+    echo "server CPU since start: $((cpu / 100)) s, $((cpu * 10000 / total)) µs per message (accept, delivery, receipts, indexes, compactions); peak RSS $(awk '/VmHWM/ {print int($2 / 1024)}' "/proc/$server/status") MiB"
 done

@@ -24,6 +24,12 @@ pub struct StatusWriter {
 /// [`StatusWriter::announcing`]).
 type Announce = Option<mpsc::UnboundedSender<Vec<StatusEvent>>>;
 
+/// How long a group that is not full waits for more changes. None of them is what a
+/// client waits for (a 201 waits for the accept only), and at a steady rate a few
+/// milliseconds make one group, one fsync and one round of thread wake-ups out of many
+/// (BENCHMARKS.md, "Small requests").
+const LINGER: std::time::Duration = std::time::Duration::from_millis(3);
+
 /// Groups applied and waiting for their sync at once; the writer waits beyond that.
 const SYNCS_IN_FLIGHT: usize = 4;
 
@@ -102,15 +108,21 @@ impl StatusWriter {
         let _ = syncs.acquire_many(SYNCS_IN_FLIGHT as u32).await;
     }
 
-    /// `first` and what else waits, up to `max_group` changes.
+    /// `first` and what else waits, up to `max_group` changes; if that is not a full
+    /// group, what else comes within [`LINGER`] too (this runs on a blocking thread).
     fn group(first: Pending, rx: &mut mpsc::Receiver<Pending>, max_group: usize) -> Vec<Pending> {
         let mut group = vec![first];
         let mut count = group[0].0.len();
+        let mut lingered = false;
         while count < max_group {
             match rx.try_recv() {
                 Ok(p) => {
                     count += p.0.len();
                     group.push(p);
+                }
+                Err(mpsc::error::TryRecvError::Empty) if !lingered => {
+                    std::thread::sleep(LINGER);
+                    lingered = true;
                 }
                 Err(_) => break,
             }

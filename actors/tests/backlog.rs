@@ -96,7 +96,8 @@ async fn drain(
         );
         let claims = records.iter().map(|r| claim(r.message)).collect();
         let applied = store.apply(claims).await.unwrap();
-        d.claimed.extend(applied.into_iter().flatten().map(|m| m.id));
+        d.claimed
+            .extend(applied.into_iter().flatten().map(|m| m.id));
         d.polled.extend(records);
     }
     panic!("drained {} of {claimed} messages", d.claimed.len());
@@ -104,7 +105,12 @@ async fn drain(
 
 /// The dispatch loop's claim of `id`.
 fn claim(id: MessageId) -> StatusChange {
-    StatusChange::new(id, MessageStatus::Queued, MessageStatus::Sending, now_millis())
+    StatusChange::new(
+        id,
+        MessageStatus::Queued,
+        MessageStatus::Sending,
+        now_millis(),
+    )
 }
 
 async fn reopen(path: &Path) -> Arc<EmbeddedStore> {
@@ -153,7 +159,11 @@ async fn publishes_past_the_window_are_read_from_the_store_and_otp_still_goes_fi
     // Too big for the window: the bulk lane falls behind and reads it from the store.
     let (_, big) = accept(&store, account, MessageType::Sms, phones(5000, 100)).await;
     queue.publish(big).await.unwrap();
-    assert_eq!(queue.depth(), 0, "the lane was cleared: the store has it all");
+    assert_eq!(
+        queue.depth(),
+        0,
+        "the lane was cleared: the store has it all"
+    );
 
     // Mid-drain, an OTP (held, and polled before the bulk) and more bulk (dropped while
     // behind, read by the pass or the next).
@@ -171,11 +181,14 @@ async fn publishes_past_the_window_are_read_from_the_store_and_otp_still_goes_fi
     assert_eq!(first, otp.iter().map(|r| r.message).collect(), "OTP first");
     polled.extend(next);
 
-    let claims = polled
-        .iter()
-        .map(|r| claim(r.message))
-        .collect();
-    let claimed = store.apply(claims).await.unwrap().into_iter().flatten().count();
+    let claims = polled.iter().map(|r| claim(r.message)).collect();
+    let claimed = store
+        .apply(claims)
+        .await
+        .unwrap()
+        .into_iter()
+        .flatten()
+        .count();
     assert_eq!(claimed, polled.len());
     let total = 10 + 5000 + 3 + 2000;
     let d = drain(&queue, &store, total - claimed, window + 3).await;
@@ -192,7 +205,9 @@ async fn delivery_sends_a_restarted_backlog_through_a_bounded_queue() {
     let batch = {
         let store = reopen(dir.path()).await;
         let account = account(&store).await;
-        accept(&store, account, MessageType::Sms, phones(n, 0)).await.0
+        accept(&store, account, MessageType::Sms, phones(n, 0))
+            .await
+            .0
     };
     let store = reopen(dir.path()).await;
     let window = 2048;

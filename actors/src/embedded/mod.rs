@@ -14,8 +14,8 @@
 //! May use [`crate::domain`] and [`crate::ports`]; nothing of accept or delivery.
 
 mod accept;
-mod backlog;
 mod accounts;
+mod backlog;
 mod contacts;
 mod group_sync;
 mod idempotency;

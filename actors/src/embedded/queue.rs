@@ -358,10 +358,9 @@ impl InProcessQueue {
                     (lane.cursor, lane.generation, spill.capacity - held)
                 };
                 let backlog = spill.backlog.clone();
-                let read = tokio::task::spawn_blocking(move || {
-                    backlog.read_queued(kind, from, room)
-                })
-                .await;
+                let read =
+                    tokio::task::spawn_blocking(move || backlog.read_queued(kind, from, room))
+                        .await;
                 let read = match read {
                     Ok(Ok(read)) => read,
                     Ok(Err(e)) => {

@@ -19,7 +19,7 @@ use sendme_actors::deliver::{
     DeliveryHandle, RouteSpec,
 };
 use sendme_actors::domain::Millis;
-use sendme_actors::embedded::{EmbeddedStore, InProcessQueue};
+use sendme_actors::embedded::{EmbeddedStore, InProcessQueue, LANE_CAPACITY};
 use sendme_actors::ports::{DispatchQueue, Ports, Receipt, SmsProvider};
 use sendme_actors::providers::SimulatedProvider;
 use std::collections::HashMap;
@@ -128,8 +128,38 @@ pub fn jwt_keys(settings: &Settings) -> anyhow::Result<JwtKeys> {
 
 /// Opens the backends the configuration names; a backend not compiled in is an error.
 async fn open_ports(settings: &Settings) -> anyhow::Result<(Ports, Option<EmbeddedStore>)> {
+    if queue_reads_store(settings) {
+        let store = open_embedded(settings)?;
+        let queue = Arc::new(InProcessQueue::with_backlog(
+            settings.queue.partitions,
+            Arc::new(store.clone()),
+            LANE_CAPACITY,
+        ));
+        return Ok((Ports::embedded(Arc::new(store.clone()), queue), Some(store)));
+    }
     let queue = open_queue(settings).await?;
     open_store(settings, queue).await
+}
+
+/// The in-process queue on the embedded store holds a bounded window of the store's
+/// `queued` messages and reads the rest as it empties, from the start: nothing is
+/// published again on start, and memory does not grow with the backlog.
+fn queue_reads_store(settings: &Settings) -> bool {
+    settings.queue.kind == QueueKind::InProcess && settings.store.kind == StoreKind::Embedded
+}
+
+/// The embedded store in the configured directory.
+fn open_embedded(settings: &Settings) -> anyhow::Result<EmbeddedStore> {
+    EmbeddedStore::open_with(
+        &settings.store.path,
+        settings.store.memtable_mib.max(1) * 1024 * 1024,
+    )
+    .with_context(|| {
+        format!(
+            "opening the embedded store in {} (is another SendMe using it?)",
+            settings.store.path.display()
+        )
+    })
 }
 
 /// For commands that do not serve (`sendme admin`, `sendme reconcile`): the store the
@@ -148,16 +178,7 @@ async fn open_store(
     // apply (an `api` process leaves messages `queued` for the next `all` or
     // `dispatcher` process that opens the directory).
     let store = match settings.store.kind {
-        StoreKind::Embedded => EmbeddedStore::open_with(
-            &settings.store.path,
-            settings.store.memtable_mib.max(1) * 1024 * 1024,
-        )
-        .with_context(|| {
-            format!(
-                "opening the embedded store in {} (is another SendMe using it?)",
-                settings.store.path.display()
-            )
-        })?,
+        StoreKind::Embedded => open_embedded(settings)?,
         #[cfg(feature = "scylla")]
         StoreKind::Scylla => {
             let store = sendme_scylla::ScyllaStore::connect(&settings.store.scylla).await?;
@@ -214,7 +235,9 @@ impl Application {
         // claim in it is from a process that is gone, so every `sending` message goes
         // back to `queued`, and every `queued` one onto the queue (a crash between
         // persisting and publishing is the outbox case; duplicates on the queue are
-        // harmless, the claim is conditional). On a shared store other dispatchers'
+        // harmless, the claim is conditional). The in-process queue on the embedded store
+        // reads them itself, a window at a time (`queue_reads_store`); a Kafka queue gets
+        // them published. On a shared store other dispatchers'
         // claims are alive: dispatchers re-queue only claims older than the lease, and
         // only dispatchers re-publish.
         let clock = EngineClock::start();
@@ -229,7 +252,7 @@ impl Application {
                 );
             }
         }
-        if !shared_store || settings.role.dispatches() {
+        if (!shared_store || settings.role.dispatches()) && !queue_reads_store(&settings) {
             let queued = ports.messages.queued_messages().await?;
             if !queued.is_empty() {
                 tracing::info!(messages = queued.len(), "re-enqueuing messages left queued");

@@ -13,7 +13,8 @@ pub(crate) struct Health {
     /// `ok` (alive), `ready`, or `unavailable`.
     #[schema(example = "ready")]
     status: &'static str,
-    /// Records waiting in the dispatch queue (when ready).
+    /// Records waiting in the dispatch queue (when ready); with the embedded store, those
+    /// held in memory (at most 65,536 per lane), not the backlog on disk.
     #[serde(skip_serializing_if = "Option::is_none")]
     queue_depth: Option<usize>,
     /// Why the instance is not ready: `store`, `store_writes` or `shutting_down`.

@@ -113,8 +113,12 @@ impl Keyspaces {
     pub(super) fn open(path: &Path, memtable_bytes: u64) -> StoreResult<Self> {
         // Journal values are not compressed: the big ones are status log entries, mostly ids,
         // where lz4 cost CPU on the status writer's path and saved little.
+        // Journals at most 64 MiB (fjall's default: 512): a memtable that rarely fills (the
+        // small keyspaces) is flushed sooner rather than keeping every journal since its
+        // first write alive, and replayed at the next open (restart time, BENCHMARKS.md).
         let db = Database::builder(path)
             .journal_compression(fjall::CompressionType::None)
+            .max_journaling_size(64 * 1024 * 1024)
             .open()
             .map_err(backend)?;
         let ks = |name: &str| {

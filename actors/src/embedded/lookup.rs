@@ -1,12 +1,13 @@
 //! Reading a message: its newest record (the status log's, else the folded one in
 //! `messages`) completed by what its batch says, and the scans over a batch's messages.
 
-use super::keys::{backend, MessageRun};
+use super::keys::backend;
 use super::keyspaces::Keyspaces;
 use super::record::{self, BatchFields};
 use crate::domain::*;
 use crate::ports::*;
 use rustc_hash::FxHashMap;
+use std::ops::ControlFlow;
 
 /// What the batches read so far say about their messages.
 pub(super) type KnownBatches = FxHashMap<BatchId, Option<BatchFields>>;
@@ -89,7 +90,8 @@ impl Keyspaces {
     }
 
     /// Calls `f` with every message of batch `batch` in `status` (`known` as for
-    /// [`Keyspaces::load_message`]).
+    /// [`Keyspaces::load_message`]). Reads the batch's records in id order (a range per
+    /// run), and decodes whole only those in `status`.
     pub(super) fn batch_messages_with(
         &self,
         batch: BatchId,
@@ -97,16 +99,15 @@ impl Keyspaces {
         known: &mut KnownBatches,
         mut f: impl FnMut(Message),
     ) -> StoreResult<()> {
-        for g in self.batch_messages.prefix(batch.as_bytes()) {
-            let (key, value) = g.into_inner().map_err(backend)?;
-            for id in MessageRun::read(&key, &value)?.ids() {
-                if let Some(m) = self.load_message(id.as_bytes(), known)? {
-                    if m.status == status {
-                        f(m);
-                    }
+        let first = MessageId(uuid::Uuid::nil());
+        self.each_record_from(batch, first, |id, bytes| {
+            if record::status_and_recipient(bytes)?.0 == status {
+                if let Some(m) = self.message_from(id, bytes, known)? {
+                    f(m);
                 }
             }
-        }
+            Ok(ControlFlow::Continue(()))
+        })?;
         Ok(())
     }
 }

@@ -8,12 +8,14 @@
 //!   [`opt_outs`] (opt-outs, inbound replies, who last messaged a number),
 //!   [`migrate`] (what opening a data directory repairs), [`webhooks`] and [`outbox`]
 //!   (status-callback webhooks and their outbox).
-//! - [`InProcessQueue`]: the partitioned dispatch queue, rebuilt from the store on start.
+//! - [`InProcessQueue`]: the partitioned dispatch queue; on the embedded store it holds a
+//!   bounded window and reads the rest from the store's `queued` messages ([`backlog`]).
 //!
 //! May use [`crate::domain`] and [`crate::ports`]; nothing of accept or delivery.
 
 mod accept;
 mod accounts;
+mod backlog;
 mod contacts;
 mod group_sync;
 mod idempotency;
@@ -39,7 +41,8 @@ mod store;
 mod tests;
 mod webhooks;
 
-pub use queue::{InProcessConsumer, InProcessQueue};
+pub use backlog::{Backlog, BacklogCursor, BacklogRead};
+pub use queue::{InProcessConsumer, InProcessQueue, LANE_CAPACITY};
 pub use store::EmbeddedStore;
 
 use crate::ports::{DispatchQueue, Ports};

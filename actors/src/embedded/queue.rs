@@ -1,12 +1,23 @@
 //! The in-process dispatch queue: `P` partitions, each with an OTP lane that is always
-//! drained before the bulk lane. It holds no state of its own worth keeping: on restart
-//! it is rebuilt from the store's `queued` messages.
+//! drained before the bulk lane. It holds no state of its own worth keeping: the store's
+//! `queued` messages are the queue.
+//!
+//! Made [`InProcessQueue::with_backlog`] (the embedded store), it holds at most
+//! `capacity` records per lane in memory, however many are queued: a publish that does
+//! not fit is dropped and the lane falls *behind* (it is cleared; the store has every
+//! record it dropped), and while it is behind, polls refill it from the store a window
+//! at a time ([`Backlog::read_queued`], in store order) and further publishes are dropped
+//! too. A read pass that reaches the end with nothing dropped meanwhile catches the lane
+//! up; one with drops (they may lie behind its cursor) is followed by another pass from
+//! the beginning once the lane is empty. It starts behind: a restart reads nothing up
+//! front, whatever the backlog.
 //!
 //! Used directly, the queue is its own single consumer. [`InProcessQueue::consumer`]
 //! gives the same group semantics as a Kafka consumer group: members split the
 //! partitions, records taken and not committed go back to the front of their partition
 //! when their consumer is dropped, and the others take over the partitions it owned.
 
+use super::backlog::{Backlog, BacklogCursor, BacklogRead};
 use crate::domain::MessageType;
 use crate::ports::{DispatchQueue, QueueError, QueuePosition, QueueRecord};
 use async_trait::async_trait;
@@ -66,9 +77,94 @@ impl Partition {
     }
 }
 
+/// Records per lane (OTP, bulk) a queue [`InProcessQueue::with_backlog`] holds in memory:
+/// 2 MiB a lane, a few dispatch windows (at most 12,288 each).
+pub const LANE_CAPACITY: usize = 65_536;
+
+/// A lane's place in its backlog on disk (see the module documentation).
+#[derive(Default)]
+struct LaneBacklog {
+    /// The store has queued records of this lane that memory does not.
+    behind: bool,
+    /// Where the current read pass goes on; `None`: it has not read yet.
+    cursor: Option<BacklogCursor>,
+    /// A read of the backlog is under way (or was, and its poll was dropped).
+    reading: bool,
+    /// A publish was dropped after the current pass began reading: it may lie behind the
+    /// cursor.
+    dropped: bool,
+    /// Bumped each time the lane falls behind: a read begun before lands nowhere.
+    generation: u64,
+}
+
+impl LaneBacklog {
+    fn fall_behind(&mut self) {
+        *self = LaneBacklog {
+            behind: true,
+            generation: self.generation + 1,
+            ..LaneBacklog::default()
+        };
+    }
+
+    /// Whether a lane holding `held` records is read into: at half its capacity, and a
+    /// pass only starts on an empty lane (what it still holds would be read twice).
+    fn wants_read(&self, held: usize, capacity: usize) -> bool {
+        self.behind
+            && match self.cursor {
+                None => held == 0,
+                Some(_) => held < capacity / 2,
+            }
+    }
+
+    /// A publish of this lane's records was not kept.
+    fn drop_publish(&mut self) {
+        if self.cursor.is_some() || self.reading {
+            self.dropped = true;
+        }
+    }
+
+    /// A read that went up to `next` (`None`: the end) has landed.
+    fn landed(&mut self, next: Option<BacklogCursor>) {
+        self.reading = false;
+        match next {
+            Some(cursor) => self.cursor = Some(cursor),
+            // Start over: a dropped record may lie behind where this pass has been.
+            None if self.dropped => {
+                self.cursor = None;
+                self.dropped = false;
+            }
+            None => self.behind = false,
+        }
+    }
+}
+
+/// What bounds a queue made [`InProcessQueue::with_backlog`].
+struct Spill {
+    backlog: Arc<dyn Backlog>,
+    capacity: usize,
+    /// OTP, bulk.
+    lanes: [Mutex<LaneBacklog>; 2],
+    /// One read of the backlog at a time.
+    reading: tokio::sync::Mutex<()>,
+}
+
+impl Spill {
+    fn lane(&self, kind: MessageType) -> std::sync::MutexGuard<'_, LaneBacklog> {
+        let i = match kind {
+            MessageType::Otp => 0,
+            MessageType::Sms => 1,
+        };
+        self.lanes[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 pub struct InProcessQueue {
     partitions: Vec<Mutex<Partition>>,
     depth: AtomicUsize,
+    /// The most records held at once.
+    peak: AtomicUsize,
+    /// `None`: every record published is held (no backlog on disk to read from).
+    spill: Option<Spill>,
     hasher: rustc_hash::FxBuildHasher,
     published: tokio::sync::Notify,
     /// Where the next bulk poll starts, so partitions are served round-robin.
@@ -87,6 +183,8 @@ impl InProcessQueue {
                 .map(|_| Mutex::new(Partition::default()))
                 .collect(),
             depth: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            spill: None,
             hasher: rustc_hash::FxBuildHasher,
             published: tokio::sync::Notify::new(),
             next_partition: AtomicUsize::new(0),
@@ -94,6 +192,31 @@ impl InProcessQueue {
             members: Mutex::new(Vec::new()),
             next_member: AtomicU64::new(0),
         }
+    }
+
+    /// A queue that holds at most `capacity` records per lane and reads the rest from
+    /// `backlog` as it empties (see the module documentation). It starts behind: what the
+    /// store has queued is read by the first polls, nothing is published on start.
+    pub fn with_backlog(partitions: usize, backlog: Arc<dyn Backlog>, capacity: usize) -> Self {
+        let behind = || {
+            let mut lane = LaneBacklog::default();
+            lane.fall_behind();
+            Mutex::new(lane)
+        };
+        Self {
+            spill: Some(Spill {
+                backlog,
+                capacity: capacity.max(1),
+                lanes: [behind(), behind()],
+                reading: tokio::sync::Mutex::new(()),
+            }),
+            ..Self::new(partitions)
+        }
+    }
+
+    /// The most records this queue has held in memory at once.
+    pub fn peak_depth(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
     }
 
     /// Joins the consumer group: the partitions are split again among the members.
@@ -147,6 +270,125 @@ impl InProcessQueue {
             .unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Appends `records` to their partitions' lanes, with offsets.
+    fn append(&self, records: Vec<QueueRecord>) {
+        let mut by_partition: Vec<Vec<QueueRecord>> = vec![Vec::new(); self.partitions.len()];
+        let n = records.len();
+        let first = self.next_offset.fetch_add(n as i64, Ordering::Relaxed);
+        for (offset, mut r) in (first..).zip(records) {
+            let partition = self.partition_of(&r);
+            r.position = Some(QueuePosition {
+                partition: partition as i32,
+                offset,
+            });
+            by_partition[partition].push(r);
+        }
+        for (i, recs) in by_partition.into_iter().enumerate() {
+            if recs.is_empty() {
+                continue;
+            }
+            let mut p = self.lock(i);
+            for r in recs {
+                p.push(r, false);
+            }
+        }
+        let depth = self.depth.fetch_add(n, Ordering::Relaxed) + n;
+        self.peak.fetch_max(depth, Ordering::Relaxed);
+        self.published.notify_waiters();
+    }
+
+    /// Publishes on a bounded queue: each lane's records are kept if they fit, else
+    /// dropped and the lane falls behind (the store has them, and the lane will read them).
+    fn publish_bounded(&self, spill: &Spill, records: Vec<QueueRecord>) {
+        let (otp, bulk): (Vec<_>, Vec<_>) = records
+            .into_iter()
+            .partition(|r| r.kind == MessageType::Otp);
+        for (kind, records) in [(MessageType::Otp, otp), (MessageType::Sms, bulk)] {
+            if records.is_empty() {
+                continue;
+            }
+            let mut lane = spill.lane(kind);
+            if lane.behind {
+                lane.drop_publish();
+            } else if self.held(kind) + records.len() > spill.capacity {
+                // Cleared, so the first pass does not read again what it held.
+                self.clear(kind);
+                lane.fall_behind();
+            } else {
+                self.append(records);
+            }
+        }
+    }
+
+    /// Records of lane `kind` held in memory.
+    fn held(&self, kind: MessageType) -> usize {
+        (0..self.partitions.len())
+            .map(|i| self.lock(i).lane(kind).len())
+            .sum()
+    }
+
+    /// Forgets every record of lane `kind` held in memory.
+    fn clear(&self, kind: MessageType) {
+        let mut n = 0;
+        for i in 0..self.partitions.len() {
+            let mut p = self.lock(i);
+            let lane = p.lane(kind);
+            n += lane.len();
+            lane.clear();
+        }
+        self.depth.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Refills the lanes that are behind and low from the backlog, OTP first.
+    async fn read_backlog(&self) {
+        let Some(spill) = &self.spill else {
+            return;
+        };
+        let _one = spill.reading.lock().await;
+        for kind in [MessageType::Otp, MessageType::Sms] {
+            // Twice at most: a pass that ends with drops starts over at once.
+            for _ in 0..2 {
+                let (from, generation, room) = {
+                    let mut lane = spill.lane(kind);
+                    let held = self.held(kind);
+                    if !lane.wants_read(held, spill.capacity) {
+                        break;
+                    }
+                    lane.reading = true;
+                    (lane.cursor, lane.generation, spill.capacity - held)
+                };
+                let backlog = spill.backlog.clone();
+                let read =
+                    tokio::task::spawn_blocking(move || backlog.read_queued(kind, from, room))
+                        .await;
+                let read = match read {
+                    Ok(Ok(read)) => read,
+                    Ok(Err(e)) => {
+                        // Memory serves meanwhile; the next poll reads again.
+                        tracing::warn!(error = ?e, "reading the dispatch backlog");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = ?e, "the dispatch backlog read failed");
+                        return;
+                    }
+                };
+                self.land(spill, kind, generation, read);
+            }
+        }
+    }
+
+    /// Appends what a read found, unless the lane fell behind again meanwhile.
+    fn land(&self, spill: &Spill, kind: MessageType, generation: u64, read: BacklogRead) {
+        let mut lane = spill.lane(kind);
+        if lane.generation == generation {
+            if !read.records.is_empty() {
+                self.append(read.records);
+            }
+            lane.landed(read.next);
+        }
+    }
+
     /// Waits at most `wait` for records in the partitions `owned` names (asked again on
     /// every wake-up, since the group may have changed).
     async fn poll_partitions(
@@ -157,6 +399,7 @@ impl InProcessQueue {
     ) -> Vec<QueueRecord> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
+            self.read_backlog().await;
             // Register for the wake-up before looking, so a publish in between is not lost.
             let published = self.published.notified();
             tokio::pin!(published);
@@ -231,28 +474,10 @@ impl InProcessQueue {
 #[async_trait]
 impl DispatchQueue for InProcessQueue {
     async fn publish(&self, records: Vec<QueueRecord>) -> Result<(), QueueError> {
-        let mut by_partition: Vec<Vec<QueueRecord>> = vec![Vec::new(); self.partitions.len()];
-        let n = records.len();
-        let first = self.next_offset.fetch_add(n as i64, Ordering::Relaxed);
-        for (offset, mut r) in (first..).zip(records) {
-            let partition = self.partition_of(&r);
-            r.position = Some(QueuePosition {
-                partition: partition as i32,
-                offset,
-            });
-            by_partition[partition].push(r);
+        match &self.spill {
+            None => self.append(records),
+            Some(spill) => self.publish_bounded(spill, records),
         }
-        for (i, recs) in by_partition.into_iter().enumerate() {
-            if recs.is_empty() {
-                continue;
-            }
-            let mut p = self.lock(i);
-            for r in recs {
-                p.push(r, false);
-            }
-        }
-        self.depth.fetch_add(n, Ordering::Relaxed);
-        self.published.notify_waiters();
         Ok(())
     }
 

@@ -171,6 +171,23 @@ pub(super) fn status_and_deadline(bytes: &[u8]) -> StoreResult<(MessageStatus, O
     }
 }
 
+/// The status a record holds and its recipient, decoding only the fields up to them
+/// (nothing allocated): what a scan over many records needs.
+pub(super) fn status_and_recipient(bytes: &[u8]) -> StoreResult<(MessageStatus, PhoneNumber)> {
+    match bytes.split_first() {
+        Some((&FORMAT_V2, rest)) => {
+            // The first fields of `Stored`, in its order.
+            let ((_, recipient, status), _): ((BatchId, PhoneNumber, MessageStatus), _) =
+                postcard::take_from_bytes(rest).map_err(corrupt)?;
+            Ok((status, recipient))
+        }
+        _ => {
+            let m = legacy(bytes)?;
+            Ok((m.status, m.recipient))
+        }
+    }
+}
+
 /// The status a record holds, its recipient and its batch.
 pub(super) fn status_recipient_batch(
     bytes: &[u8],

@@ -7,7 +7,8 @@
 //!   and [`messages`] (reads and listings), [`accounts`], [`contacts`], [`idempotency`],
 //!   [`opt_outs`] (opt-outs, inbound replies, who last messaged a number),
 //!   [`migrate`] (what opening a data directory repairs), [`webhooks`] and [`outbox`]
-//!   (status-callback webhooks and their outbox).
+//!   (status-callback webhooks and their outbox), [`retention`] (purging what is older
+//!   than `retention.days`).
 //! - [`InProcessQueue`]: the partitioned dispatch queue, rebuilt from the store on start.
 //!
 //! May use [`crate::domain`] and [`crate::ports`]; nothing of accept or delivery.
@@ -27,6 +28,9 @@ mod opt_outs;
 mod outbox;
 mod queue;
 mod record;
+mod retention;
+#[cfg(test)]
+mod retention_tests;
 mod status;
 mod status_log;
 mod store;

@@ -9,13 +9,15 @@
 //!
 //! The cases, by concern: [`accounts`] (accounts, the ledger, accepting batches),
 //! [`messages`] (reading messages, status changes), [`contacts`], [`idempotency`],
-//! [`opt_outs`], [`schedules`], [`webhooks`] (webhooks and the outbox of status callbacks).
+//! [`opt_outs`], [`schedules`], [`webhooks`] (webhooks and the outbox of status callbacks),
+//! [`retention`].
 
 pub mod accounts;
 pub mod contacts;
 pub mod idempotency;
 pub mod messages;
 pub mod opt_outs;
+pub mod retention;
 pub mod schedules;
 pub mod webhooks;
 
@@ -24,6 +26,7 @@ pub use contacts::*;
 pub use idempotency::*;
 pub use messages::*;
 pub use opt_outs::*;
+pub use retention::*;
 pub use schedules::*;
 pub use webhooks::*;
 
@@ -129,6 +132,7 @@ macro_rules! store_contract_tests {
             webhooks_round_trip_and_are_scoped_by_account,
             callback_events_are_recorded_with_the_status_changes_that_applied,
             acknowledged_callback_events_are_gone,
+            retention_never_purges_a_batch_in_flight,
         }
     };
     ($($input:tt)*) => {

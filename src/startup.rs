@@ -160,7 +160,9 @@ async fn open_store(
         })?,
         #[cfg(feature = "scylla")]
         StoreKind::Scylla => {
-            let store = sendme_scylla::ScyllaStore::connect(&settings.store.scylla).await?;
+            let store = sendme_scylla::ScyllaStore::connect(&settings.store.scylla)
+                .await?
+                .with_retention(settings.retention.keep()?);
             return Ok((Arc::new(store).ports(queue), None));
         }
         #[cfg(not(feature = "scylla"))]

@@ -10,18 +10,8 @@ const CREDITS: u64 = 100;
 
 fn batch(account: AccountId, total: u64, created_at: Millis) -> Batch {
     Batch {
-        id: BatchId::new(),
-        account,
-        member: MemberId::new(),
-        kind: MessageType::Sms,
-        body: MessageBody::parse("hi".into()).unwrap(),
-        segments: 1,
-        total,
-        cost: total,
-        counts: StatusCounts::of(Queued, total),
         created_at,
-        send_at: None,
-        paused: false,
+        ..super::tests::batch(account, total)
     }
 }
 

@@ -11,7 +11,7 @@ use crate::ports::*;
 use fjall::{Database, KeyspaceCreateOptions};
 use std::path::Path;
 
-fn batch(account: AccountId, total: u64) -> Batch {
+pub(super) fn batch(account: AccountId, total: u64) -> Batch {
     Batch {
         id: BatchId::new(),
         account,

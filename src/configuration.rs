@@ -36,6 +36,37 @@ pub struct Settings {
     /// Status callbacks (`webhooks:`); every key has a default.
     #[serde(default)]
     pub webhooks: WebhookConfig,
+    /// How long history is kept (`retention:`); every key has a default.
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// `retention`: messages, batches, ledger detail, idempotency keys, inbound replies and
+/// callback events older than `days` are deleted (embedded: purged periodically; ScyllaDB:
+/// written with a TTL). A batch in flight is kept whatever its age.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RetentionConfig {
+    pub days: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self { days: 30 }
+    }
+}
+
+impl RetentionConfig {
+    /// How long history is kept; an error naming the setting if `days` is 0.
+    pub fn keep(&self) -> anyhow::Result<Duration> {
+        anyhow::ensure!(
+            self.days >= 1,
+            "retention.days must be at least 1 (got {}): history younger than a day is \
+             still being delivered and settled",
+            self.days
+        );
+        Ok(Duration::from_secs(u64::from(self.days) * 86_400))
+    }
 }
 
 /// `webhooks`: where status callbacks may go and how hard they are tried.

@@ -12,8 +12,8 @@ use sendme::bootstrap;
 use sendme::configuration::{get_configuration_with, ProcessRole, StoreKind};
 use sendme::demo::{demo_member, DEMO_ADMIN, DEMO_MEMBER};
 use sendme::startup::{jwt_keys, open_store_for_commands, Application};
-use sendme_actors::deliver::reconcile_all;
-use sendme_actors::domain::{AccountId, MemberId, Role};
+use sendme_actors::deliver::{purge_expired, reconcile_all};
+use sendme_actors::domain::{now_millis, AccountId, MemberId, Role};
 use sendme_actors::embedded::EmbeddedStore;
 use sendme_actors::ports::AccountStore;
 use std::io::Write;
@@ -61,6 +61,17 @@ enum Command {
     /// Recompute every account's reserved credits from its messages and repair any
     /// drift (also run periodically by the server); prints the accounts that drifted.
     Reconcile,
+    /// Purge now what is older than `retention.days` (also run every 10 minutes by the
+    /// server; embedded: stop the server first); prints what was deleted, by kind.
+    Purge {
+        /// Another age than `retention.days`; 0 purges every batch that has ended.
+        #[arg(long, value_name = "DAYS")]
+        older_than_days: Option<u32>,
+        /// Embedded store: compact what the purge deleted from, so the space comes
+        /// back now rather than with later writes.
+        #[arg(long)]
+        compact: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -196,6 +207,10 @@ async fn main() -> anyhow::Result<()> {
             }
             eprintln!("reconciled; {} account(s) had drifted", drifted.len());
         }
+        Command::Purge {
+            older_than_days,
+            compact,
+        } => purge(&settings, older_than_days, compact).await?,
         Command::Migrate => match settings.store.kind {
             StoreKind::Embedded => println!("the embedded store needs no migrations"),
             #[cfg(feature = "scylla")]
@@ -210,5 +225,43 @@ async fn main() -> anyhow::Result<()> {
             }
         },
     }
+    Ok(())
+}
+
+/// `sendme purge`: one retention purge now, then (`compact`) a compaction of the embedded
+/// store; prints one JSON line.
+async fn purge(
+    settings: &sendme::configuration::Settings,
+    older_than_days: Option<u32>,
+    compact: bool,
+) -> anyhow::Result<()> {
+    let keep = match older_than_days {
+        Some(days) => std::time::Duration::from_secs(u64::from(days) * 86_400),
+        None => settings.retention.keep()?,
+    };
+    let ports = open_store_for_commands(settings).await?;
+    let started = std::time::Instant::now();
+    let purged = purge_expired(&ports.messages, now_millis(), keep).await?;
+    let purge_ms = started.elapsed().as_millis() as u64;
+    drop(ports);
+    let mut out = serde_json::Map::new();
+    for (kind, n) in purged.by_kind() {
+        out.insert(kind.into(), n.into());
+    }
+    out.insert("purgeMs".into(), purge_ms.into());
+    if compact {
+        anyhow::ensure!(
+            settings.store.kind == StoreKind::Embedded,
+            "--compact is for the embedded store (ScyllaDB compacts by itself)"
+        );
+        let started = std::time::Instant::now();
+        let store = EmbeddedStore::open(&settings.store.path)?;
+        tokio::task::spawn_blocking(move || store.compact()).await??;
+        out.insert(
+            "compactMs".into(),
+            (started.elapsed().as_millis() as u64).into(),
+        );
+    }
+    println!("{}", serde_json::Value::Object(out));
     Ok(())
 }

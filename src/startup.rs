@@ -15,8 +15,8 @@ use governor::{Quota, RateLimiter};
 use sendme_actors::accept::BroadcastSupervisor;
 use sendme_actors::clock::EngineClock;
 use sendme_actors::deliver::{
-    requeue_stale_claims, run_reconciliation, start_delivery_routes, sweep_stale_claims,
-    DeliveryHandle, RouteSpec,
+    requeue_stale_claims, run_reconciliation, run_retention, start_delivery_routes,
+    sweep_stale_claims, DeliveryHandle, RouteSpec,
 };
 use sendme_actors::domain::Millis;
 use sendme_actors::embedded::{EmbeddedStore, InProcessQueue, LANE_CAPACITY};
@@ -181,7 +181,9 @@ async fn open_store(
         StoreKind::Embedded => open_embedded(settings)?,
         #[cfg(feature = "scylla")]
         StoreKind::Scylla => {
-            let store = sendme_scylla::ScyllaStore::connect(&settings.store.scylla).await?;
+            let store = sendme_scylla::ScyllaStore::connect(&settings.store.scylla)
+                .await?
+                .with_retention(settings.retention.keep()?);
             return Ok((Arc::new(store).ports(queue), None));
         }
         #[cfg(not(feature = "scylla"))]
@@ -218,6 +220,7 @@ impl Application {
     /// `queued` by a previous run, starts the engine and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let keys = jwt_keys(&settings)?;
+        let keep = settings.retention.keep()?;
         // Before the engine starts, so its metric handles bind to the real recorder.
         crate::metrics::handle();
         let (ports, embedded) = open_ports(&settings).await?;
@@ -262,6 +265,9 @@ impl Application {
         if shared_store && settings.role.dispatches() {
             let lease = Duration::from_secs(settings.delivery.claim_lease_seconds);
             tokio::spawn(sweep_stale_claims(ports.clone(), clock, lease));
+        }
+        if !shared_store || settings.role.dispatches() {
+            tokio::spawn(run_retention(ports.messages.clone(), clock, keep));
         }
         if settings.role.dispatches() && settings.delivery.reconcile_seconds > 0 {
             let every = Duration::from_secs(settings.delivery.reconcile_seconds);

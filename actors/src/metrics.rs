@@ -30,6 +30,8 @@ pub const RECONCILIATIONS: &str = "sendme_reconciliations_total";
 pub const CALLBACKS: &str = "sendme_callback_deliveries_total";
 pub const CALLBACK_OUTBOX: &str = "sendme_callback_outbox_events";
 pub const CALLBACK_OLDEST: &str = "sendme_callback_outbox_oldest_age_seconds";
+pub const RETENTION_PURGED: &str = "sendme_retention_purged_total";
+pub const RETENTION_LAST_RUN: &str = "sendme_retention_last_run_timestamp_seconds";
 
 /// HELP texts for the engine's metrics (call once, after installing the recorder).
 pub fn describe() {
@@ -48,6 +50,16 @@ pub fn describe() {
     }
     metrics::gauge!(CALLBACK_OUTBOX).set(0.0);
     metrics::gauge!(CALLBACK_OLDEST).set(0.0);
+    describe_counter!(
+        RETENTION_PURGED,
+        "Records deleted by retention (older than retention.days), by kind: batches, \
+         messages, dead_letters, ledger_entries, idempotency_keys, inbound, callback_events. \
+         Embedded store only (ScyllaDB rows expire by TTL)."
+    );
+    describe_gauge!(
+        RETENTION_LAST_RUN,
+        "When the last retention purge finished, in seconds since the epoch (0: none yet)."
+    );
     describe_counter!(
         CALLBACKS,
         "Status callback attempts by outcome: delivered (2xx), retried (non-2xx, timeout or \
@@ -291,6 +303,18 @@ pub(crate) fn record_callback_outbox(depth: usize, oldest_ms: Option<i64>) {
     metrics::gauge!(CALLBACK_OUTBOX).set(depth as f64);
     let age = oldest_ms.map_or(0.0, |ms| ms.max(0) as f64 / 1000.0);
     metrics::gauge!(CALLBACK_OLDEST).set(age);
+}
+
+/// A retention purge finished, having deleted `n` records of each `kind` (every kind,
+/// 0 included, so the series exist from the first purge, which runs at start).
+pub(crate) fn record_purged(purged: impl IntoIterator<Item = (&'static str, u64)>) {
+    for (kind, n) in purged {
+        counter!(RETENTION_PURGED, "kind" => kind).increment(n);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    metrics::gauge!(RETENTION_LAST_RUN).set(now.as_secs_f64());
 }
 
 /// Records waiting in the outbox relay.

@@ -9,7 +9,8 @@
 //!   [`receipts`]: DLRs; [`recovery`]: stale claims and overdue receipts; [`schedule`]:
 //!   scheduled batches released when due; [`handle`]: what the API holds (cancel, pause,
 //!   resume, receipts, shutdown); [`callbacks`]: status callbacks POSTed from the outbox
-//!   to accounts' webhooks (started with [`DeliveryHandle::start_callbacks`]).
+//!   to accounts' webhooks (started with [`DeliveryHandle::start_callbacks`]);
+//!   [`retention`]: purging what is older than `retention.days`.
 //!
 //! May use [`crate::domain`], [`crate::ports`], [`crate::clock`] and [`crate::metrics`].
 
@@ -18,6 +19,7 @@ pub mod dispatch;
 mod handle;
 mod receipts;
 mod recovery;
+pub mod retention;
 pub mod route;
 pub mod router;
 pub mod schedule;
@@ -28,6 +30,7 @@ pub use dispatch::DispatchSettings;
 pub use handle::{DeliveryHandle, RetryError};
 pub use receipts::ReceiptOutcome;
 pub use recovery::{reconcile_all, requeue_stale_claims, run_reconciliation, sweep_stale_claims};
+pub use retention::{purge_expired, run_retention};
 pub use route::{Pacer, Placement, ProviderActor, RouteSettings};
 pub use router::{CircuitSettings, RoutingRules};
 pub use status_writer::StatusWriter;

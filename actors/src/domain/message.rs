@@ -182,6 +182,12 @@ impl StatusCounts {
     pub fn in_final_status(&self) -> u64 {
         self.delivered + self.undelivered + self.failed + self.expired + self.canceled
     }
+
+    /// Every message ended: none `queued`, `sending`, `scheduled`, nor `sent` and waiting
+    /// for its receipt. Only such a batch may be purged by retention.
+    pub fn all_final(&self) -> bool {
+        self.in_final_status() == self.total()
+    }
 }
 
 /// One accepted send request: the seed API's `queueId`.

@@ -54,6 +54,9 @@ pub(super) struct Keyspaces {
     /// id → account id. What is left here at open is an interrupted accept.
     pub(super) accepting: Keyspace,
     pub(super) dead_letters: Keyspace,
+    /// Batches retention took out of `batches` whose messages are still being deleted:
+    /// id → account id ([`super::retention`]).
+    pub(super) purging: Keyspace,
     /// Answers remembered whole by versions before key claims: account ++ key → answer.
     pub(super) idempotency: Keyspace,
     /// `Idempotency-Key` claims: account ++ key → [`KeyClaim`].
@@ -191,6 +194,7 @@ impl Keyspaces {
             open_batches: ks("open_batches")?,
             accepting: ks("accepting")?,
             dead_letters: ks("dead_letters")?,
+            purging: ks("purging")?,
             idempotency: ks("idempotency")?,
             idempotency_claims: ks("idempotency_claims")?,
             due_batches: ks("due_batches")?,

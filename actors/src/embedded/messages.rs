@@ -11,6 +11,10 @@ use async_trait::async_trait;
 
 #[async_trait]
 impl MessageStore for EmbeddedStore {
+    async fn purge_before(&self, cutoff: Millis) -> StoreResult<Purged> {
+        self.blocking(move |s| s.purge_before(cutoff)).await
+    }
+
     async fn accept_batch(
         &self,
         batch: &Batch,

@@ -7,7 +7,8 @@
 //!   and [`messages`] (reads and listings), [`accounts`], [`contacts`], [`idempotency`],
 //!   [`opt_outs`] (opt-outs, inbound replies, who last messaged a number),
 //!   [`migrate`] (what opening a data directory repairs), [`webhooks`] and [`outbox`]
-//!   (status-callback webhooks and their outbox).
+//!   (status-callback webhooks and their outbox), [`retention`] (purging what is older
+//!   than `retention.days`).
 //! - [`InProcessQueue`]: the partitioned dispatch queue; on the embedded store it holds a
 //!   bounded window and reads the rest from the store's `queued` messages ([`backlog`]).
 //!
@@ -33,6 +34,9 @@ mod outbox;
 mod queue;
 mod recipient_index;
 mod record;
+mod retention;
+#[cfg(test)]
+mod retention_tests;
 mod status;
 mod status_index;
 mod status_log;

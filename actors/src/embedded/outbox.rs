@@ -153,6 +153,41 @@ impl CallbackOutbox {
     }
 }
 
+impl CallbackOutbox {
+    /// Retention: deletes the entries, oldest first, whose every event is older than
+    /// `cutoff` (left by an account whose webhook is gone, or never acknowledged); the
+    /// number of events they held.
+    pub(super) fn purge_before(&self, db: &fjall::Database, cutoff: Millis) -> StoreResult<u64> {
+        let mut wb = db.batch().durability(Some(fjall::PersistMode::Buffer));
+        let mut events = 0;
+        for g in self.entries.iter() {
+            let (key, value) = g.into_inner().map_err(backend)?;
+            let entry = EventsEntry::decode(&value)?;
+            if entry.iter().any(|e| e.at >= cutoff) {
+                break;
+            }
+            events += entry.len() as u64;
+            self.lock_acked().remove(&seq_of(&key)?);
+            wb.remove(&self.entries, key);
+            if wb.len() >= 4096 {
+                std::mem::replace(
+                    &mut wb,
+                    db.batch().durability(Some(fjall::PersistMode::Buffer)),
+                )
+                .commit()
+                .map_err(backend)?;
+            }
+        }
+        wb.commit().map_err(backend)?;
+        Ok(events)
+    }
+
+    /// Compacts the outbox keyspace (see `EmbeddedStore::compact`).
+    pub(super) fn compact(&self) -> StoreResult<()> {
+        self.entries.major_compact().map_err(backend)
+    }
+}
+
 fn seq_of(key: &[u8]) -> StoreResult<u64> {
     Ok(u64::from_be_bytes(key.try_into().map_err(|_| {
         StoreError::Corrupt("callback outbox key".into())

@@ -31,6 +31,8 @@ const INGEST_FROM: usize = 16_384;
 const GATHER: Duration = Duration::from_millis(200);
 /// Pending messages from which the indexer starts at once.
 const START_AT: u64 = 65_536;
+/// Keys removed per write batch.
+const REMOVALS_PER_WRITE: usize = 4096;
 /// How long a lookup waits for the indexer before it reads what is indexed.
 const WAIT_AT_MOST: Duration = Duration::from_secs(30);
 
@@ -214,14 +216,39 @@ impl RecipientIndex {
             let (key, value) = g.into_inner().map_err(backend)?;
             let run = MessageRun::read(&key, &value)?;
             keys.reserve(run.len as usize);
-            let (from, to) = (run.first, run.end());
-            for g in self.messages.range(*from.as_bytes()..*to.as_bytes()) {
-                let (key, value) = g.into_inner().map_err(backend)?;
-                let id = MessageId::from_slice(&key)
-                    .ok_or_else(|| StoreError::Corrupt("bad message key".into()))?;
-                let (_, phone, _) = record::status_recipient_batch(&value)?;
-                keys.push(recipient_key(account, &phone, id));
+            self.keys_of_run(account, run, |key| keys.push(key))?;
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with the key of each message of `run` (of `account`) still stored.
+    fn keys_of_run(
+        &self,
+        account: AccountId,
+        run: MessageRun,
+        mut f: impl FnMut([u8; 24]),
+    ) -> StoreResult<()> {
+        for g in self.messages.range(*run.first.as_bytes()..*run.end().as_bytes()) {
+            let (key, value) = g.into_inner().map_err(backend)?;
+            let id = MessageId::from_slice(&key)
+                .ok_or_else(|| StoreError::Corrupt("bad message key".into()))?;
+            let (_, phone, _) = record::status_recipient_batch(&value)?;
+            f(recipient_key(account, &phone, id));
+        }
+        Ok(())
+    }
+
+    /// Removes the keys of the messages of `run` (of `account`; read from their records,
+    /// so before the records go), in write batches that reach the OS on commit.
+    pub(super) fn remove(&self, account: AccountId, run: MessageRun) -> StoreResult<()> {
+        let mut keys = Vec::with_capacity(run.len as usize);
+        self.keys_of_run(account, run, |key| keys.push(key))?;
+        for chunk in keys.chunks(REMOVALS_PER_WRITE) {
+            let mut wb = self.batch();
+            for key in chunk {
+                wb.remove(&self.by_recipient, key.to_vec());
             }
+            wb.commit().map_err(backend)?;
         }
         Ok(())
     }

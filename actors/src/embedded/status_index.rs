@@ -96,6 +96,51 @@ pub(super) fn write_moves(
     writes.commit()
 }
 
+/// Removes the messages of `run` (of `account`) from `by_status`, in every indexed status:
+/// an entry inside it goes, and one that reaches outside it (a run of a final status
+/// may span two blocks made back to back) is cut to what lies outside.
+pub(super) fn remove_run(
+    db: &Database,
+    by_status: &Keyspace,
+    account: AccountId,
+    run: MessageRun,
+) -> StoreResult<()> {
+    let mut writes = ChunkedWrites::new(db);
+    let span = |a: MessageId, b: MessageId| (b.0.as_u128() - a.0.as_u128()) as u32;
+    for status in MessageStatus::ALL.into_iter().filter(|s| is_indexed(*s)) {
+        let prefix = super::keys::status_prefix(account, status);
+        let from = [&prefix[..], run.first.as_bytes()].concat();
+        let to = [&prefix[..], run.end().as_bytes()].concat();
+        let before = by_status.range(prefix.to_vec()..from.clone()).next_back();
+        for g in before.into_iter().chain(by_status.range(from..to)) {
+            let (key, value) = g.into_inner().map_err(backend)?;
+            let entry = MessageRun::read(&key, &value)?;
+            if entry.end() <= run.first {
+                continue;
+            }
+            if entry.first < run.first {
+                // Same key: the entry is rewritten shorter rather than removed.
+                let head = MessageRun {
+                    first: entry.first,
+                    len: span(entry.first, run.first),
+                };
+                writes.insert(by_status, key.to_vec(), head.entry_value())?;
+            } else {
+                writes.remove(by_status, key.to_vec())?;
+            }
+            if entry.end() > run.end() {
+                let tail = MessageRun {
+                    first: run.end(),
+                    len: span(run.end(), entry.end()),
+                };
+                let key = status_key(account, status, tail.first);
+                writes.insert(by_status, key, tail.entry_value())?;
+            }
+        }
+    }
+    writes.commit()
+}
+
 /// The entries the messages of `group` (sorted by id) make in the status they enter:
 /// consecutive ids as one run if `as_runs`, else one each.
 fn entering_runs(group: &[StatusMark], as_runs: bool) -> Vec<MessageRun> {

@@ -371,6 +371,46 @@ pub trait MessageStore: Send + Sync {
         after: Option<MessageId>,
         limit: usize,
     ) -> StoreResult<Page<DeadLetter, MessageId>>;
+    /// Retention: deletes what is older than `cutoff`. A batch goes whole, with its
+    /// messages, their indexes and dead letters, and only if it was created before `cutoff`
+    /// and every message of it ended ([`StatusCounts::all_final`]): a batch in flight is
+    /// kept whatever its age. Ledger entries, idempotency keys, inbound replies and
+    /// callback events older than `cutoff` go too (an entry or key of a batch that is
+    /// kept stays). Balances, contacts, opt-outs, webhooks and members are never purged.
+    /// Backends whose rows expire by themselves (ScyllaDB's TTLs) keep this default,
+    /// which deletes nothing.
+    async fn purge_before(&self, cutoff: Millis) -> StoreResult<Purged> {
+        let _ = cutoff;
+        Ok(Purged::default())
+    }
+}
+
+/// What one retention purge deleted, by kind (the `kind` label of
+/// `sendme_retention_purged_total`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub batches: u64,
+    pub messages: u64,
+    pub dead_letters: u64,
+    pub ledger_entries: u64,
+    pub idempotency_keys: u64,
+    pub inbound: u64,
+    pub callback_events: u64,
+}
+
+impl Purged {
+    /// Each kind's name and count.
+    pub fn by_kind(&self) -> [(&'static str, u64); 7] {
+        [
+            ("batches", self.batches),
+            ("messages", self.messages),
+            ("dead_letters", self.dead_letters),
+            ("ledger_entries", self.ledger_entries),
+            ("idempotency_keys", self.idempotency_keys),
+            ("inbound", self.inbound),
+            ("callback_events", self.callback_events),
+        ]
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

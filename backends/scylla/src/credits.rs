@@ -170,6 +170,7 @@ impl ScyllaStore {
                 amount as i64,
                 movement.batch.map(|b| b.0),
                 CqlTimestamp(now_millis()),
+                self.ttl(),
             );
             let update = (
                 after.balance as i64,
@@ -254,6 +255,7 @@ impl ScyllaStore {
                 CqlTimestamp(now_millis()),
                 ledger_kind_str(p.kind),
                 &p.messages,
+                self.ttl(),
             ),
         )
         .await

@@ -85,7 +85,15 @@ impl IdempotencyStore for ScyllaStore {
         let claimed = self
             .lwt(
                 &self.st.insert_claim,
-                (account.0, key, fingerprint, batch, claimed_at, answered),
+                (
+                    account.0,
+                    key,
+                    fingerprint,
+                    batch,
+                    claimed_at,
+                    answered,
+                    self.ttl(),
+                ),
             )
             .await?;
         if claimed {
@@ -128,7 +136,17 @@ impl IdempotencyStore for ScyllaStore {
                 self.lwt(
                     &self.st.replace_claim,
                     (
-                        nfp, nbatch, nat, nanswered, account.0, key, fp, batch, at, answered,
+                        self.ttl(),
+                        nfp,
+                        nbatch,
+                        nat,
+                        nanswered,
+                        account.0,
+                        key,
+                        fp,
+                        batch,
+                        at,
+                        answered,
                     ),
                 )
                 .await

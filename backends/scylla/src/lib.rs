@@ -69,7 +69,13 @@ pub struct ScyllaStore {
     write_concurrency: usize,
     /// Which accounts have a webhook, as last read (see `webhooks.rs`).
     hooked: webhooks::HookedCache,
+    /// `retention.days` in seconds: the TTL of messages, batches, their indexes, dead
+    /// letters, ledger movements, idempotency claims and inbound replies.
+    retention_secs: i32,
 }
+
+/// `retention.days`' default, 30 days, in seconds.
+const DEFAULT_RETENTION_SECS: i32 = 30 * 86_400;
 
 pub(crate) fn session_builder(settings: &ScyllaSettings) -> SessionBuilder {
     let profile = ExecutionProfile::builder()
@@ -127,7 +133,29 @@ impl ScyllaStore {
             st,
             write_concurrency: settings.write_concurrency.max(1),
             hooked: Default::default(),
+            retention_secs: DEFAULT_RETENTION_SECS,
         })
+    }
+
+    /// Rows this store writes expire `keep` after they are written (ScyllaDB's TTLs are
+    /// how retention works here: nothing is purged by a sweep).
+    pub fn with_retention(mut self, keep: std::time::Duration) -> Self {
+        self.retention_secs = i32::try_from(keep.as_secs()).unwrap_or(i32::MAX).max(1);
+        self
+    }
+
+    /// The TTL of a row written now: `retention.days`.
+    pub(crate) fn ttl(&self) -> i32 {
+        self.retention_secs
+    }
+
+    /// The TTL of what a batch writes: `retention.days` from its time to send, so a
+    /// scheduled batch (at most 30 days ahead) is kept as long after it goes out.
+    pub(crate) fn batch_ttl(&self, batch: &sendme_actors::domain::Batch) -> i32 {
+        let now = sendme_actors::domain::now_millis();
+        let wait_ms = batch.send_at.map_or(0, |at| (at - now).max(0));
+        let wait = i32::try_from(wait_ms / 1000).unwrap_or(i32::MAX);
+        self.retention_secs.saturating_add(wait)
     }
 
     /// Every store port on this store, and a dispatch queue.

@@ -155,6 +155,7 @@ impl OptOutStore for ScyllaStore {
                 message.text.as_str(),
                 message.provider.as_str(),
                 CqlTimestamp(message.received_at),
+                self.ttl(),
             ),
         )
         .await

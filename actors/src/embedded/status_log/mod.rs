@@ -216,6 +216,12 @@ impl LogState {
             .or_else(|| self.folding.as_deref()?.records.get(id))
     }
 
+    /// Whether the records of every entry before `seq` are in `messages` (nothing is being
+    /// folded, and those entries were, or nothing waits for a fold).
+    fn folded_to(&self, seq: u64) -> bool {
+        self.folding.is_none() && (self.unfolded_from >= seq || self.recent.records.is_empty())
+    }
+
     /// The account of the newest sent mark of `phone` not folded yet (or being folded).
     fn recent_sender(&self, phone: &PhoneNumber) -> Option<AccountId> {
         let newest = |marks: &[SentMark]| {
@@ -513,6 +519,19 @@ impl StatusLog {
     /// some may have left it since): what the status index does not list yet.
     pub(super) fn entered(&self, account: AccountId, status: MessageStatus) -> Vec<MessageId> {
         self.lock().entered(account, status)
+    }
+
+    /// Waits (at most `max`) until every record published before this call is folded
+    /// into `messages`; `false` if it was not by then. Retention deletes a purged batch's
+    /// messages only after this, so a fold cannot write one of them back.
+    pub(super) fn wait_folded(&self, max: Duration) -> bool {
+        let st = self.lock();
+        let target = st.published_to;
+        let (st, _) = self
+            .changed
+            .wait_timeout_while(st, max, |st| !st.folded_to(target) && !st.closing)
+            .unwrap_or_else(|p| p.into_inner());
+        st.folded_to(target)
     }
 
     /// The account that last messaged `phone`, if a mark not folded yet says so.

@@ -10,7 +10,8 @@
 //! The cases, by concern: [`accounts`] (accounts, the ledger, accepting batches),
 //! [`messages`] (reading messages, status changes), [`lookups`] (listings by recipient,
 //! status, queue and time), [`contacts`], [`idempotency`],
-//! [`opt_outs`], [`schedules`], [`webhooks`] (webhooks and the outbox of status callbacks).
+//! [`opt_outs`], [`schedules`], [`webhooks`] (webhooks and the outbox of status callbacks),
+//! [`retention`].
 
 pub mod accounts;
 pub mod contacts;
@@ -18,6 +19,7 @@ pub mod idempotency;
 pub mod lookups;
 pub mod messages;
 pub mod opt_outs;
+pub mod retention;
 pub mod schedules;
 pub mod webhooks;
 
@@ -27,6 +29,7 @@ pub use idempotency::*;
 pub use lookups::*;
 pub use messages::*;
 pub use opt_outs::*;
+pub use retention::*;
 pub use schedules::*;
 pub use webhooks::*;
 
@@ -134,6 +137,7 @@ macro_rules! store_contract_tests {
             webhooks_round_trip_and_are_scoped_by_account,
             callback_events_are_recorded_with_the_status_changes_that_applied,
             acknowledged_callback_events_are_gone,
+            retention_never_purges_a_batch_in_flight,
         }
     };
     ($($input:tt)*) => {

@@ -49,6 +49,7 @@ impl ScyllaStore {
         let kind = batch.kind.as_str();
         // `queued`, or `scheduled` until the batch's `send_at`.
         let queued = batch.first_status().as_str();
+        let ttl = self.batch_ttl(batch);
         let mut writes: Vec<Write<'_>> = Vec::new();
         if let Some(at) = batch.send_at {
             writes.push(Box::pin(self.exec(
@@ -59,11 +60,11 @@ impl ScyllaStore {
                 self.exec(&self.st.insert_due_batch, (DUE_BUCKET, CqlTimestamp(at), q)),
             ));
         }
-        let mut days: HashMap<i32, Vec<(Uuid, i32, Uuid)>> = HashMap::new();
+        let mut days: HashMap<i32, Vec<(Uuid, i32, Uuid, i32)>> = HashMap::new();
         for id in recipients.ids() {
             days.entry(day_of(id.0))
                 .or_default()
-                .push((account, day_of(id.0), id.0));
+                .push((account, day_of(id.0), id.0, ttl));
         }
         for day in days.keys() {
             writes.push(Box::pin(
@@ -73,13 +74,16 @@ impl ScyllaStore {
         for rows in days.into_values() {
             let by_status = rows
                 .iter()
-                .map(|&(a, day, id)| (a, queued, day, id))
+                .map(|&(a, day, id, ttl)| (a, queued, day, id, ttl))
                 .collect();
             writes.extend(self.grouped_writes(&self.st.insert_message_by_account, rows));
             writes
                 .extend(self.grouped_writes(&self.st.insert_message_by_account_status, by_status));
         }
-        let by_batch: Vec<_> = recipients.iter().map(|(id, _)| (q, id.0, queued)).collect();
+        let by_batch: Vec<_> = recipients
+            .iter()
+            .map(|(id, _)| (q, id.0, queued, ttl))
+            .collect();
         writes.extend(self.grouped_writes(&self.st.insert_message_by_batch, by_batch.clone()));
         writes.extend(self.grouped_writes(&self.st.insert_message_by_batch_status, by_batch));
         let per_message = recipients.iter().flat_map(|(id, phone)| {
@@ -102,11 +106,12 @@ impl ScyllaStore {
                     events,
                     0i32,
                     0i32,
+                    ttl,
                 ),
             );
             let by_recipient = self.exec(
                 &self.st.insert_message_by_recipient,
-                (account, phone.as_str(), id.0),
+                (account, phone.as_str(), id.0, ttl),
             );
             let by_status = self.exec(
                 &self.st.insert_message_by_status,
@@ -200,6 +205,7 @@ impl ScyllaStore {
                 batch.cost as i64,
                 counts,
                 CqlTimestamp(batch.created_at),
+                self.batch_ttl(batch),
             );
             // An LWT that errs (a timeout) may still have applied: ask again (the insert is
             // idempotent), and a row of this account means it is ours.

@@ -156,21 +156,7 @@ impl ScyllaStore {
                 let done = self
                     .lwt(
                         &self.st.update_message,
-                        (
-                            next.status.as_str(),
-                            CqlTimestamp(next.updated_at),
-                            next.provider.as_ref().map(|p| p.name.as_str()),
-                            next.provider.as_ref().and_then(|p| p.message_id.as_deref()),
-                            next.attempts as i32,
-                            next.last_error.as_deref(),
-                            events_to_cql(&next.events),
-                            next.delivered_parts as i32,
-                            next.dlr_deadline.map(CqlTimestamp),
-                            version.wrapping_add(1),
-                            id.0,
-                            change.from.as_str(),
-                            *version,
-                        ),
+                        MessageUpdate::of(&next, self.ttl(), change.from, *version),
                     )
                     .await?;
                 if done {
@@ -238,6 +224,7 @@ impl ScyllaStore {
                         a.after.id.0,
                         reason,
                         CqlTimestamp(a.change.at),
+                        self.ttl(),
                     ),
                 )));
             }
@@ -289,10 +276,11 @@ impl ScyllaStore {
         to: MessageStatus,
     ) -> [Write<'a>; 4] {
         let (account, batch, id, day) = (msg.account.0, msg.batch.0, msg.id.0, day_of(msg.id.0));
+        let ttl = self.ttl();
         [
             Box::pin(self.exec(
                 &self.st.insert_message_by_account_status,
-                (account, to.as_str(), day, id),
+                (account, to.as_str(), day, id, ttl),
             )),
             Box::pin(self.exec(
                 &self.st.delete_message_by_account_status,
@@ -300,7 +288,7 @@ impl ScyllaStore {
             )),
             Box::pin(self.exec(
                 &self.st.insert_message_by_batch_status,
-                (batch, to.as_str(), id),
+                (batch, to.as_str(), id, ttl),
             )),
             Box::pin(self.exec(
                 &self.st.delete_message_by_batch_status,
@@ -326,7 +314,7 @@ impl ScyllaStore {
         if from != to {
             writes.push(Box::pin(self.exec(
                 &self.st.update_message_by_batch,
-                (to.as_str(), after.batch.0, id.0),
+                (self.ttl(), to.as_str(), after.batch.0, id.0),
             )));
             writes.extend(self.lookup_moves(after, from, to));
             if in_work_index(from) {
@@ -372,3 +360,60 @@ impl ScyllaStore {
 #[cfg(test)]
 #[path = "settlement_tests.rs"]
 mod settlement_tests;
+
+/// The values of `update_message`, in its order (more than a tuple holds): the message's
+/// every column with a fresh TTL, so the row never expires in parts.
+#[derive(scylla::SerializeRow)]
+#[scylla(flavor = "enforce_order", skip_name_checks)]
+struct MessageUpdate<'a> {
+    ttl: i32,
+    status: &'a str,
+    updated_at: CqlTimestamp,
+    provider: Option<&'a str>,
+    provider_message_id: Option<&'a str>,
+    attempts: i32,
+    last_error: Option<&'a str>,
+    events: Vec<Event>,
+    delivered_parts: i32,
+    dlr_deadline: Option<CqlTimestamp>,
+    version: i32,
+    batch_id: Uuid,
+    account_id: Uuid,
+    recipient: &'a str,
+    kind: &'a str,
+    segments: i32,
+    cost: i64,
+    created_at: CqlTimestamp,
+    id: Uuid,
+    expected_status: &'a str,
+    expected_version: i32,
+}
+
+impl<'a> MessageUpdate<'a> {
+    /// `next` written over the message in status `from` at `version`.
+    fn of(next: &'a Message, ttl: i32, from: MessageStatus, version: i32) -> Self {
+        Self {
+            ttl,
+            status: next.status.as_str(),
+            updated_at: CqlTimestamp(next.updated_at),
+            provider: next.provider.as_ref().map(|p| p.name.as_str()),
+            provider_message_id: next.provider.as_ref().and_then(|p| p.message_id.as_deref()),
+            attempts: next.attempts as i32,
+            last_error: next.last_error.as_deref(),
+            events: events_to_cql(&next.events),
+            delivered_parts: next.delivered_parts as i32,
+            dlr_deadline: next.dlr_deadline.map(CqlTimestamp),
+            version: version.wrapping_add(1),
+            batch_id: next.batch.0,
+            account_id: next.account.0,
+            recipient: next.recipient.as_str(),
+            kind: next.kind.as_str(),
+            segments: next.segments as i32,
+            cost: next.cost as i64,
+            created_at: CqlTimestamp(next.created_at),
+            id: next.id.0,
+            expected_status: from.as_str(),
+            expected_version: version,
+        }
+    }
+}

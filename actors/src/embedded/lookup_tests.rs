@@ -385,3 +385,50 @@ async fn an_accept_committed_but_never_indexed_is_indexed_at_the_next_open() {
         .unwrap();
     assert_eq!(unindexed.iter().count(), 0);
 }
+
+#[tokio::test]
+async fn a_purged_batch_leaves_no_lookup_entries_and_the_next_batch_keeps_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let account = AccountId::new();
+    let store = store_with_account(dir.path(), account).await;
+    let mut ids = Vec::new();
+    let mut phones = Vec::new();
+    let mut cutoff = 0;
+    for first in [100, 200] {
+        if first == 200 {
+            // The second batch's ids and time come after the cutoff (a millisecond on).
+            cutoff = now_millis() + 1;
+            while now_millis() <= cutoff {
+                std::hint::spin_loop();
+            }
+        }
+        let b = batch(account, 4);
+        let p: Vec<PhoneNumber> = (0..4)
+            .map(|i| PhoneNumber::from_trusted(&format!("+57300{first}{i:05}")).unwrap())
+            .collect();
+        let block = store
+            .accept_batch(&b, MessageBlock::new(p.clone()))
+            .await
+            .unwrap();
+        ids.extend(block.ids());
+        phones.extend(p);
+    }
+    // All eight delivered in the same status groups, so one fold may make one run of them.
+    for (from, to) in [(Queued, Sending), (Sending, Sent), (Sent, Delivered)] {
+        let changes: Vec<_> = ids.iter().map(|id| (*id, from, to)).collect();
+        apply(&store, &changes).await;
+    }
+    let purged = store.purge_before(cutoff).await.unwrap();
+    assert_eq!(purged.messages, 4);
+    let s = store.keyspaces().unwrap();
+    for (id, phone) in ids.iter().zip(&phones).take(4) {
+        let key = super::keys::recipient_key(account, phone, *id);
+        assert!(!s.recipients.indexed().contains_key(key).unwrap());
+    }
+    let delivered: Vec<MessageId> = entries(&store, account, Delivered)
+        .into_iter()
+        .flat_map(|(first, len)| (0..len as usize).map(move |i| first.nth(i)))
+        .collect();
+    assert_eq!(delivered, ids[4..]);
+    lookups_agree(&store, account, &ids[4..]).await;
+}

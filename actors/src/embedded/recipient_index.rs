@@ -228,7 +228,10 @@ impl RecipientIndex {
         run: MessageRun,
         mut f: impl FnMut([u8; 24]),
     ) -> StoreResult<()> {
-        for g in self.messages.range(*run.first.as_bytes()..*run.end().as_bytes()) {
+        for g in self
+            .messages
+            .range(*run.first.as_bytes()..*run.end().as_bytes())
+        {
             let (key, value) = g.into_inner().map_err(backend)?;
             let id = MessageId::from_slice(&key)
                 .ok_or_else(|| StoreError::Corrupt("bad message key".into()))?;

@@ -166,7 +166,7 @@ impl Keyspaces {
             }
         }
         // Blocks never share ids: newest first across batches too.
-        runs.sort_unstable_by(|a, b| b.first.cmp(&a.first));
+        runs.sort_unstable_by_key(|run| std::cmp::Reverse(run.first));
         page.take_all(self, ids_of(runs.into_iter().map(Ok)))?;
         Ok(())
     }

@@ -26,6 +26,8 @@ use std::time::Duration;
 /// the memtable (an ingestion flushes the memtable first: many small ones would make
 /// many small tables to compact).
 const INGEST_FROM: usize = 16_384;
+/// Keys held in memory at most before they are written (24 MiB).
+const KEYS_PER_WRITE: usize = 1 << 20;
 /// How long the indexer lets small accepts gather before it writes them (unless a lookup
 /// waits or a big group is pending): one wake-up and one write for many requests.
 const GATHER: Duration = Duration::from_millis(200);
@@ -180,26 +182,30 @@ impl RecipientIndex {
         }
     }
 
-    /// Writes the recipient keys of `batches`' messages, then marks them indexed.
+    /// Writes the recipient keys of `batches`' messages, then marks them indexed. The keys
+    /// are held [`KEYS_PER_WRITE`] at most (a restart may hand over millions).
     fn index(&self, batches: &[BatchId]) -> StoreResult<()> {
         let mut keys: Vec<[u8; 24]> = Vec::new();
         for batch in batches {
-            self.keys_of(*batch, &mut keys)?;
-        }
-        keys.sort_unstable();
-        if keys.len() >= INGEST_FROM {
-            let mut ingestion = self.by_recipient.start_ingestion().map_err(backend)?;
-            for key in keys {
-                ingestion.write(key, []).map_err(backend)?;
+            let Some(account) = self.account_of(*batch)? else {
+                continue;
+            };
+            for g in self.batch_messages.prefix(batch.as_bytes()) {
+                let (key, value) = g.into_inner().map_err(backend)?;
+                let run = MessageRun::read(&key, &value)?;
+                let mut failed = None;
+                self.keys_of_run(account, run, |key| {
+                    keys.push(key);
+                    if keys.len() >= KEYS_PER_WRITE && failed.is_none() {
+                        failed = self.write(&mut keys).err();
+                    }
+                })?;
+                if let Some(e) = failed {
+                    return Err(e);
+                }
             }
-            ingestion.finish().map_err(backend)?;
-        } else {
-            let mut wb = self.batch();
-            for key in keys {
-                wb.insert(&self.by_recipient, key, []);
-            }
-            wb.commit().map_err(backend)?;
         }
+        self.write(&mut keys)?;
         let mut wb = self.batch();
         for batch in batches {
             wb.remove(&self.unindexed, batch.as_bytes().to_vec());
@@ -207,18 +213,23 @@ impl RecipientIndex {
         wb.commit().map_err(backend)
     }
 
-    /// Adds the keys of `batch`'s messages (none if it is gone).
-    fn keys_of(&self, batch: BatchId, keys: &mut Vec<[u8; 24]>) -> StoreResult<()> {
-        let Some(account) = self.account_of(batch)? else {
-            return Ok(());
-        };
-        for g in self.batch_messages.prefix(batch.as_bytes()) {
-            let (key, value) = g.into_inner().map_err(backend)?;
-            let run = MessageRun::read(&key, &value)?;
-            keys.reserve(run.len as usize);
-            self.keys_of_run(account, run, |key| keys.push(key))?;
+    /// Writes `keys` sorted (ingested as a table of their own from [`INGEST_FROM`]) and
+    /// empties it.
+    fn write(&self, keys: &mut Vec<[u8; 24]>) -> StoreResult<()> {
+        keys.sort_unstable();
+        if keys.len() >= INGEST_FROM {
+            let mut ingestion = self.by_recipient.start_ingestion().map_err(backend)?;
+            for key in keys.drain(..) {
+                ingestion.write(key, []).map_err(backend)?;
+            }
+            ingestion.finish().map_err(backend)
+        } else {
+            let mut wb = self.batch();
+            for key in keys.drain(..) {
+                wb.insert(&self.by_recipient, key, []);
+            }
+            wb.commit().map_err(backend)
         }
-        Ok(())
     }
 
     /// Calls `f` with the key of each message of `run` (of `account`) still stored.

@@ -22,6 +22,8 @@ use std::sync::{Arc, Mutex};
 /// its methods in its own module.
 pub(super) struct Keyspaces {
     pub(super) db: Database,
+    /// Every keyspace above (handles to the same trees), for [`super::memtables`].
+    pub(super) all: Vec<Keyspace>,
     pub(super) accounts: Keyspace,
     pub(super) members: Keyspace,
     /// Members whose access changed: member id → [`MemberAccess`].
@@ -124,10 +126,17 @@ impl Keyspaces {
             .max_journaling_size(64 * 1024 * 1024)
             .open()
             .map_err(backend)?;
+        // Every keyspace, for the thread that rotates their memtables (super::memtables).
+        let all = std::cell::RefCell::new(Vec::new());
+        let opened = |ks: Keyspace| {
+            all.borrow_mut().push(ks.clone());
+            ks
+        };
         let ks = |name: &str| {
             db.keyspace(name, || {
                 KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes)
             })
+            .map(opened)
             .map_err(backend)
         };
         // The lookup indexes are only ever range-read: no bloom filters to build on
@@ -142,6 +151,7 @@ impl Keyspaces {
                     .filter_policy(FilterPolicy::disabled())
                     .compaction_strategy(Arc::new(Leveled::default().with_l0_threshold(l0_tables)))
             })
+            .map(opened)
             .map_err(backend)
         };
         let messages = ks("messages")?;
@@ -172,7 +182,8 @@ impl Keyspaces {
                 by_recipient: lookup_ks("by_recipient", 16)?,
             },
         )?);
-        Ok(Keyspaces {
+        let mut keyspaces = Keyspaces {
+            all: Vec::new(),
             webhooks,
             outbox,
             accounts: ks("accounts")?,
@@ -209,7 +220,9 @@ impl Keyspaces {
             group_sync: GroupSync::default(),
             journal: JournalSync::new(path),
             db,
-        })
+        };
+        keyspaces.all = all.into_inner();
+        Ok(keyspaces)
     }
 
     /// Makes every write committed before this call durable (sharing the fsync).

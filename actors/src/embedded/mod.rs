@@ -27,6 +27,7 @@ mod listing;
 mod lookup;
 #[cfg(test)]
 mod lookup_tests;
+mod memtables;
 mod messages;
 mod migrate;
 mod opt_outs;

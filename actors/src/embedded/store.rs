@@ -6,12 +6,13 @@
 //! fsync'd before the call returns (status changes through `apply_unsynced`: before the
 //! next `sync` returns).
 //!
-//! [`EmbeddedStore`] opens the keyspaces and starts its three threads (the accept writer, the
-//! recipient indexer and the status log's fold); each port is implemented in the module of its concern.
+//! [`EmbeddedStore`] opens the keyspaces and starts its four threads (the accept writer, the
+//! recipient indexer, the memtable rotation and the status log's fold); each port is implemented in the module of its concern.
 
 use super::accept::AcceptWriter;
 use super::keys::backend;
 use super::keyspaces::{blocking, Keyspaces, DEFAULT_MEMTABLE_BYTES};
+use super::memtables::MemtableThread;
 use super::recipient_index::IndexThread;
 use super::status_log::FoldThread;
 use crate::ports::*;
@@ -38,6 +39,8 @@ pub(super) struct Opened {
     pub(super) writer: Arc<AcceptWriter>,
     /// Stopped after the accept writer: nothing is handed over to it any more.
     _indexer: IndexThread,
+    /// Rotates the memtables; after it stops, fjall's own rotation serves the final fold.
+    _memtables: MemtableThread,
     /// Declared last: the final fold runs after the accept writer has stopped.
     _folds: Arc<FoldThread>,
 }
@@ -59,6 +62,7 @@ impl Opened {
         Ok(Self {
             writer: Arc::new(AcceptWriter::start(keyspaces.clone())?),
             _indexer: IndexThread::start(keyspaces.recipients.clone())?,
+            _memtables: MemtableThread::start(keyspaces.all.clone(), memtable_bytes)?,
             _folds: Arc::new(FoldThread::start(status_log)?),
             keyspaces,
         })

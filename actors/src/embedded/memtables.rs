@@ -116,8 +116,11 @@ mod tests {
         for i in 0u32..1000 {
             ks.insert(i.to_be_bytes(), [7u8; 100]).unwrap();
         }
+        // 100 KB written: at least one rotation, and what is left under 48 KiB once the
+        // thread has looked again.
+        let rotated = || ks.table_count() >= 1 && ks.tree.active_memtable().size() < 48 * 1024;
         let deadline = Instant::now() + Duration::from_secs(10);
-        while ks.table_count() == 0 && Instant::now() < deadline {
+        while !rotated() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert!(ks.table_count() >= 1, "the memtable was flushed to a table");

@@ -25,13 +25,16 @@ use std::time::Duration;
 /// at the whole size).
 const ROTATE_AT: (u64, u64) = (3, 4);
 
-/// How long the thread waits before it looks again: longer while every memtable is far
-/// from full (writes fill at most ~100 MB/s here: 50 ms is ~5 MB).
+/// How long the thread waits before it looks again: 10 ms once a memtable is past half
+/// the rotation size, else 50 ms. Writes fill one at ~60 MB/s at most here (the journal's
+/// rate at 10 M messages): 0.6 MB past the rotation size at worst, and from under half of
+/// it, 3 MB in 50 ms, still under fjall's own limit. Looking every 2 ms cost ~10 µs of CPU
+/// per small request at 1,000 req/s (the thread's wake-ups).
 fn next_look(fullest: u64, rotate_at: u64) -> Duration {
-    match fullest * 4 / rotate_at.max(1) {
-        0 => Duration::from_millis(50),
-        1 => Duration::from_millis(10),
-        _ => Duration::from_millis(2),
+    if fullest * 2 < rotate_at {
+        Duration::from_millis(50)
+    } else {
+        Duration::from_millis(10)
     }
 }
 
@@ -132,10 +135,10 @@ mod tests {
     }
 
     #[test]
-    fn the_thread_looks_sooner_as_memtables_fill() {
+    fn the_thread_looks_sooner_once_a_memtable_is_half_full() {
         let at = 6 * 1024 * 1024;
         assert_eq!(next_look(0, at), Duration::from_millis(50));
-        assert_eq!(next_look(at / 2, at), Duration::from_millis(2));
-        assert_eq!(next_look(at / 3, at), Duration::from_millis(10));
+        assert_eq!(next_look(at / 3, at), Duration::from_millis(50));
+        assert_eq!(next_look(at / 2, at), Duration::from_millis(10));
     }
 }

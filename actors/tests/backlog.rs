@@ -38,28 +38,9 @@ async fn accept(
     kind: MessageType,
     recipients: Vec<PhoneNumber>,
 ) -> (BatchId, Vec<QueueRecord>) {
-    let total = recipients.len() as u64;
-    let batch = Batch {
-        id: BatchId::new(),
-        account,
-        member: MemberId::new(),
-        kind,
-        body: MessageBody::parse("hello".into()).unwrap(),
-        segments: 1,
-        total,
-        cost: total,
-        counts: StatusCounts {
-            queued: total,
-            ..StatusCounts::default()
-        },
-        created_at: now_millis(),
-        send_at: None,
-        paused: false,
-    };
-    let block = store
-        .accept_batch(&batch, MessageBlock::new(recipients))
-        .await
-        .unwrap();
+    let (batch, block) =
+        sendme_actors::ports::contract::store::batch(account, kind, 1, &recipients);
+    let block = store.accept_batch(&batch, block).await.unwrap();
     let records = block
         .iter()
         .map(|(id, to)| QueueRecord::new(id, to, kind))

@@ -235,13 +235,7 @@ async fn old_finished_batches_are_purged_whole_and_batches_in_flight_or_recent_a
     let mut shown = listed(&store, account).await;
     shown.sort();
     assert_eq!(shown, expected);
-    let requeued: Vec<MessageId> = store
-        .queued_messages()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.message)
-        .collect();
+    let requeued = super::tests::queued_ids(&store).await;
     assert!(queued_ids.iter().all(|id| requeued.contains(id)));
 }
 

@@ -42,7 +42,7 @@ pub(super) async fn store_with_account(dir: &Path, account: AccountId) -> Embedd
 }
 
 /// The ids `queued_messages` finds, in id order.
-async fn queued_ids(store: &EmbeddedStore) -> Vec<MessageId> {
+pub(super) async fn queued_ids(store: &EmbeddedStore) -> Vec<MessageId> {
     let mut ids: Vec<_> = store
         .queued_messages()
         .await

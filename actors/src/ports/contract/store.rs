@@ -193,8 +193,9 @@ fn phone(n: u32) -> PhoneNumber {
     PhoneNumber::from_trusted(&format!("+5730{:08}", n)).unwrap()
 }
 
-/// A batch of `recipients` messages of `segments` segments each.
-fn batch(
+/// A batch of `recipients` messages of `segments` segments each, all `queued` (also for
+/// tests that accept batches outside the suite).
+pub fn batch(
     account: AccountId,
     kind: MessageType,
     segments: u32,

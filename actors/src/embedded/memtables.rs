@@ -63,6 +63,9 @@ impl MemtableThread {
 
 fn run(keyspaces: &[Keyspace], rotate_at: u64, closing: &(Mutex<bool>, Condvar)) {
     let mut wait = Duration::ZERO;
+    // Said once until a rotation works again (a store that failed a write refuses every
+    // rotation until it is reopened).
+    let mut failing = false;
     loop {
         {
             let closed = closing.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -78,8 +81,13 @@ fn run(keyspaces: &[Keyspace], rotate_at: u64, closing: &(Mutex<bool>, Condvar))
         for ks in keyspaces {
             let size = ks.tree.active_memtable().size();
             if size >= rotate_at {
-                if let Err(e) = ks.rotate_memtable() {
-                    tracing::error!(error = ?e, "rotating a memtable");
+                match ks.rotate_memtable() {
+                    Ok(_) => failing = false,
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::error!(error = ?e, "rotating a memtable");
+                    }
+                    Err(_) => {}
                 }
             } else {
                 fullest = fullest.max(size);

@@ -114,11 +114,13 @@ async fn a_full_disk_answers_503_and_sendme_recovers_without_a_restart_when_spac
 
     // Every accepted message delivered, charged once; nothing left reserved.
     for queue in &queues {
-        common::until("delivery of every accepted message", DEADLINE, async || {
-            let q = get_json(&client(), &format!("{base}/api/queues/{queue}"), &token).await;
-            q["counts"]["delivered"] == PER_REQUEST
+        let mut seen = Value::Null;
+        let delivered = common::within(DEADLINE, async || {
+            seen = get_json(&client(), &format!("{base}/api/queues/{queue}"), &token).await;
+            seen["counts"]["delivered"] == PER_REQUEST
         })
         .await;
+        assert!(delivered, "queue {queue} not delivered in time: {seen}");
     }
     let accepted = (queues.len() * PER_REQUEST) as u64;
     let account = get_json(&client(), &format!("{base}/api/account"), &token).await;

@@ -178,13 +178,22 @@ pub fn line_counts(file: &Path) -> std::collections::HashMap<String, usize> {
 }
 
 /// Waits until `done` holds, checking every 100 ms, and fails the test past `within`.
-pub async fn until(what: &str, within: Duration, mut done: impl AsyncFnMut() -> bool) {
+pub async fn until(what: &str, within: Duration, done: impl AsyncFnMut() -> bool) {
+    assert!(
+        self::within(within, done).await,
+        "{what} did not happen in time"
+    );
+}
+
+/// Waits until `done` holds, checking every 100 ms; whether it did within `within` (the
+/// caller says what it saw when it did not).
+pub async fn within(within: Duration, mut done: impl AsyncFnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + within;
     while !done().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what} did not happen in time"
-        );
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    true
 }

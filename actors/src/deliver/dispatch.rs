@@ -5,6 +5,7 @@
 
 use super::handle::DeliveryHandle;
 use super::route::{Deliver, DeliverAll, RouteSettings, Routes};
+use super::status_writer::until_stored;
 use crate::domain::*;
 use crate::ports::*;
 use std::collections::HashMap;
@@ -140,25 +141,34 @@ async fn claim_and_hand_over(
                 now,
             )
         })
-        .collect();
-    let claimed = match h.writer.submit_many(claims).await {
-        Ok(c) => {
-            crate::crash_point!("deliver.claimed");
-            c
-        }
+        .collect::<Vec<_>>();
+    let claimed = match h.writer.submit_many(claims.clone()).await {
+        Ok(c) => Some(c),
         Err(e) => {
-            // Not claimed, still `queued` in the store: back on the queue, and only
-            // then let their positions go (a log-based queue would stay stuck on them).
-            tracing::error!(error = ?e, "claiming messages");
-            if h.ports.queue.publish(records.clone()).await.is_ok() {
-                let _ = h.ports.queue.commit(&records).await;
-            }
-            // Not straight again: a failing store would make the loop spin. (This turn
-            // and its window slots are held meanwhile; the other turns go on polling.)
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            return;
+            // The write failed, yet it may have landed (a full disk's buffered journal is
+            // written when the store is reopened; a ScyllaDB timeout may have applied): the
+            // same claims again, as repeats, which answer a claim that landed as applied.
+            // This turn and its window slots are held meanwhile, so a failing store stops
+            // new claims; the other turns go on polling.
+            tracing::error!(error = ?e, "claiming messages; retrying");
+            let repeats: Vec<StatusChange> =
+                claims.into_iter().map(StatusChange::repeated).collect();
+            until_stored("claiming messages", || {
+                h.writer.submit_many(repeats.clone())
+            })
+            .await
         }
     };
+    let Some(claimed) = claimed else {
+        // Past a store outage's worth of tries: back on the queue, and only then let their
+        // positions go (a log-based queue would stay stuck on them). Claims that did land
+        // stay `sending` until the claim sweep or the next start re-queues them.
+        if h.ports.queue.publish(records.clone()).await.is_ok() {
+            let _ = h.ports.queue.commit(&records).await;
+        }
+        return;
+    };
+    crate::crash_point!("deliver.claimed");
     let mut skipped = Vec::new();
     // Per route; with one route, all of them in one group as before.
     let mut deliver: Vec<Vec<Deliver>> = (0..routes.len().max(1))

@@ -18,6 +18,11 @@ pub struct StatusChange {
     pub dlr_deadline: Option<Millis>,
     /// For a `delivered` receipt of one part of a multipart message (1-based).
     pub part: Option<u32>,
+    /// A repeat of this very change after its write failed: a failed write may still have
+    /// reached the store (a full disk's buffered journal is written when the store is
+    /// reopened; a ScyllaDB write that timed out may have applied). See
+    /// [`StatusChange::made_already`].
+    pub repeat: bool,
 }
 
 impl StatusChange {
@@ -32,7 +37,31 @@ impl StatusChange {
             attempt: None,
             dlr_deadline: None,
             part: None,
+            repeat: false,
         }
+    }
+
+    /// This change as a [`StatusChange::repeat`] of itself.
+    pub fn repeated(self) -> Self {
+        Self {
+            repeat: true,
+            ..self
+        }
+    }
+
+    /// Whether this change, a repeat, was already made to `msg` by its first write: the
+    /// message is in `to` and its last event is this change's (same status, same time).
+    /// Stores answer such a repeat with the message, as if it had applied now, and write
+    /// nothing; so a dispatcher whose claim write failed but landed still sends the
+    /// message, once, instead of leaving it `sending` with nobody sending it.
+    pub fn made_already(&self, msg: &Message) -> bool {
+        self.repeat
+            && msg.status == self.to
+            && msg.updated_at == self.at
+            && msg
+                .events
+                .last()
+                .is_some_and(|e| e.status == self.to && e.at == self.at && e.detail == self.detail)
     }
 
     pub fn detail(mut self, detail: impl Into<String>) -> Self {

@@ -162,12 +162,92 @@ impl Keyspaces {
         );
         self.insert_commit_marker(&mut wb, batch, entry, encode_batch(batch)?);
         wb.remove(&self.accepting, batch.id.as_bytes().to_vec());
-        wb.commit().map_err(backend)?;
+        let written = wb.commit().map_err(backend);
         drop(guard);
-        self.persist()?;
+        if let Err(e) = written.and_then(|()| self.persist()) {
+            self.undecided([batch.id]);
+            return Err(e.into());
+        }
         self.recipients
             .hand_over(vec![batch.id], recipients.len() as u64);
         Ok(recipients)
+    }
+
+    /// Remembers accepts answered with an error after their commit marker went to the
+    /// journal: fjall writes what its journal buffer holds when the store is closed, so a
+    /// failed commit or sync can still land. A reopen takes them back.
+    fn undecided(&self, batches: impl IntoIterator<Item = BatchId>) {
+        self.undecided
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(batches);
+    }
+
+    /// Takes back the accepts of `batches` that landed although they were answered with
+    /// an error ([`Keyspaces::undecided`]): their messages, index entries, batch record and
+    /// reservation go, as if never written. Called by a reopen before anything else reads
+    /// the store; a batch not in the store (it never landed) is skipped, and so is one with
+    /// a message past `queued` (nothing should have touched it; if something did, it stays).
+    /// Returns the batches taken back.
+    pub(super) fn undo_accepts(&self, batches: Vec<BatchId>) -> StoreResult<usize> {
+        let mut undone = 0;
+        for id in batches {
+            let Some(batch) = self.batch_record(id.as_bytes())? else {
+                continue;
+            };
+            let untouched = batch.counts.queued + batch.counts.scheduled == batch.total;
+            if !untouched {
+                tracing::error!(batch = %id, "a failed accept landed and was acted on; kept");
+                continue;
+            }
+            let runs: Vec<MessageRun> = self
+                .batch_messages
+                .prefix(id.as_bytes())
+                .map(|g| {
+                    let (key, value) = g.into_inner().map_err(backend)?;
+                    MessageRun::read(&key, &value)
+                })
+                .collect::<StoreResult<_>>()?;
+            self.remove_runs(runs.into_iter().map(|r| (id, batch.account, r)))?;
+            let mut wb = self.buffered_batch();
+            let key = id.as_bytes().to_vec();
+            wb.remove(&self.batches, key.clone());
+            wb.remove(&self.open_batches, key.clone());
+            wb.remove(&self.accepting, key.clone());
+            self.recipients.unstage(&mut wb, id);
+            if let Some(at) = batch.send_at {
+                wb.remove(&self.due_batches, due_key(at, id));
+            }
+            let guard = self.ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(mut acc) = self.account(batch.account)? {
+                acc.release(batch.cost);
+                let entry = LedgerEntry {
+                    id: LedgerEntryId::new(),
+                    account: batch.account,
+                    kind: LedgerKind::Release,
+                    amount: batch.cost,
+                    batch: Some(id),
+                    at: now_millis(),
+                };
+                wb.insert(
+                    &self.accounts,
+                    batch.account.as_bytes().to_vec(),
+                    encode(&acc)?,
+                );
+                wb.insert(
+                    &self.ledger,
+                    key2(batch.account.as_bytes(), entry.id.as_bytes()),
+                    encode(&entry)?,
+                );
+            }
+            wb.commit().map_err(backend)?;
+            drop(guard);
+            undone += 1;
+        }
+        if undone > 0 {
+            self.persist()?;
+        }
+        Ok(undone)
     }
 
     /// Accepts of several small batches in one atomic write batch and one fsync. The
@@ -186,9 +266,14 @@ impl Keyspaces {
             for acc in accounts.values().flatten() {
                 wb.insert(&self.accounts, acc.id.as_bytes().to_vec(), encode(acc)?);
             }
-            wb.commit().map_err(backend)?;
+            let committed = wb.commit().map_err(backend);
             drop(guard);
-            self.persist()
+            if let Err(e) = committed.and_then(|()| self.persist()) {
+                let staged = answers.iter().filter(|(_, a)| a.is_ok());
+                self.undecided(staged.map(|(j, _)| j.batch.id));
+                return Err(e);
+            }
+            Ok(())
         })();
         if written.is_ok() {
             let accepted = answers.iter().filter(|(_, a)| a.is_ok());

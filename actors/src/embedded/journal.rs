@@ -55,6 +55,12 @@ impl JournalSync {
         }
     }
 
+    /// Makes every later sync fail, as after an fsync that failed (for tests).
+    #[cfg(test)]
+    pub(super) fn fail_syncs(&self) {
+        self.failed.store(true, Ordering::Release);
+    }
+
     /// The newest journal, opened (or still open from the last sync).
     fn open_newest<'a>(&self, active: &'a mut Option<(u64, File)>) -> io::Result<&'a File> {
         if !cfg!(unix) {

@@ -90,6 +90,11 @@ pub(super) struct Keyspaces {
     pub(super) status_lock: Mutex<StatusGroupBuffers>,
     pub(super) group_sync: GroupSync,
     pub(super) journal: JournalSync,
+    /// Accepts answered with an error after their commit marker was written, shared by
+    /// every store opened in this process: they may still land (a full disk's journal
+    /// buffer is written when the store is closed), so a reopen takes them back
+    /// ([`Keyspaces::undo_accepts`]).
+    pub(super) undecided: Arc<Mutex<Vec<BatchId>>>,
 }
 
 /// What one status group leaves for the next to reuse (their allocations, and a size).
@@ -218,6 +223,7 @@ impl Keyspaces {
             contacts_lock: Mutex::new(()),
             status_lock: Mutex::new(StatusGroupBuffers::default()),
             group_sync: GroupSync::default(),
+            undecided: Arc::default(),
             journal: JournalSync::new(path),
             db,
         };

@@ -101,6 +101,11 @@ impl RecipientIndex {
         wb.insert(&self.unindexed, batch.as_bytes().to_vec(), []);
     }
 
+    /// Takes back [`RecipientIndex::stage`] (an accept taken back before it was indexed).
+    pub(super) fn unstage(&self, wb: &mut OwnedWriteBatch, batch: BatchId) {
+        wb.remove(&self.unindexed, batch.as_bytes().to_vec());
+    }
+
     /// Hands over durable accepts of `messages` messages in all.
     pub(super) fn hand_over(&self, batches: Vec<BatchId>, messages: u64) {
         let mut state = self.lock();

@@ -64,7 +64,8 @@ impl Keyspaces {
             };
             let (msg, last) = &mut messages[at];
             if !change.applies_to(msg) {
-                results.push(None);
+                // A repeat whose first write landed is answered as applied.
+                results.push(change.made_already(msg).then(|| msg.clone()));
                 continue;
             }
             // A paused batch's messages are not claimed; the claim is skipped as if taken.

@@ -15,6 +15,7 @@ use super::keyspaces::{blocking, Keyspaces, DEFAULT_MEMTABLE_BYTES};
 use super::memtables::MemtableThread;
 use super::recipient_index::IndexThread;
 use super::status_log::FoldThread;
+use crate::domain::BatchId;
 use crate::ports::*;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -29,6 +30,8 @@ pub struct EmbeddedStore {
     memtable_bytes: u64,
     /// One reopen at a time.
     reopening: Arc<Mutex<()>>,
+    /// Accepts answered with an error that may still land: the next open takes them back.
+    undecided: Arc<Mutex<Vec<BatchId>>>,
 }
 
 /// The keyspaces and the threads that work on them.
@@ -46,14 +49,35 @@ pub(super) struct Opened {
 }
 
 impl Opened {
-    fn open(path: &Path, memtable_bytes: u64) -> StoreResult<Self> {
-        let keyspaces = Keyspaces::open(path, memtable_bytes)?;
+    /// Opens the store in `path`; `undecided` carries the accepts a failed write left
+    /// undecided from the store this one replaces (see [`Keyspaces::undecided`]).
+    fn open(
+        path: &Path,
+        memtable_bytes: u64,
+        undecided: &Arc<Mutex<Vec<BatchId>>>,
+    ) -> StoreResult<Self> {
+        let mut keyspaces = Keyspaces::open(path, memtable_bytes)?;
+        keyspaces.undecided = undecided.clone();
         keyspaces.migrate_message_indexes()?;
         let removed = keyspaces.remove_orphans()?;
         if removed > 0 {
             tracing::warn!(
                 messages = removed,
                 "removed messages of an accept that never committed"
+            );
+        }
+        let failed = std::mem::take(&mut *undecided.lock().unwrap_or_else(|p| p.into_inner()));
+        let undone = keyspaces.undo_accepts(failed.clone()).inspect_err(|_| {
+            // For the next try.
+            undecided
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(failed);
+        })?;
+        if undone > 0 {
+            tracing::warn!(
+                batches = undone,
+                "took back accepts answered with an error that had reached the disk"
             );
         }
         keyspaces.migrate_lookup_indexes()?;
@@ -100,12 +124,14 @@ impl EmbeddedStore {
     /// [`EmbeddedStore::open`], with memtables of `memtable_bytes` for the keyspaces it
     /// creates (existing ones keep the size they were created with).
     pub fn open_with(path: impl AsRef<Path>, memtable_bytes: u64) -> StoreResult<Self> {
-        let opened = Opened::open(path.as_ref(), memtable_bytes)?;
+        let undecided = Arc::default();
+        let opened = Opened::open(path.as_ref(), memtable_bytes, &undecided)?;
         Ok(Self {
             opened: Arc::new(RwLock::new(Some(Arc::new(opened)))),
             path: Arc::new(path.as_ref().to_path_buf()),
             memtable_bytes,
             reopening: Arc::new(Mutex::new(())),
+            undecided,
         })
     }
 
@@ -164,7 +190,7 @@ impl EmbeddedStore {
                 continue;
             }
             lock_held = None;
-            match Opened::open(&self.path, self.memtable_bytes) {
+            match Opened::open(&self.path, self.memtable_bytes, &self.undecided) {
                 Ok(opened) => {
                     *self.opened.write().unwrap_or_else(|p| p.into_inner()) =
                         Some(Arc::new(opened));

@@ -368,3 +368,58 @@ async fn messages_of_an_accept_that_never_committed_are_removed_on_open() {
         "the orphans were never charged"
     );
 }
+
+#[tokio::test]
+async fn an_accept_answered_with_an_error_that_reached_the_disk_is_taken_back_on_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let account = AccountId::new();
+    let store = store_with_account(dir.path(), account).await;
+    let phone = |i: u32| PhoneNumber::from_trusted(&format!("+57300{i:07}")).unwrap();
+    let kept = batch(account, 1);
+    let kept_ids: Vec<MessageId> = store
+        .accept_batch(&kept, MessageBlock::new(vec![phone(1)]))
+        .await
+        .unwrap()
+        .ids()
+        .collect();
+
+    // The next sync fails (as on a full disk); the accept's records already went to the
+    // journal file with its commit.
+    store.keyspaces().unwrap().journal.fail_syncs();
+    let failed = batch(account, 2);
+    let block = MessageBlock::new(vec![phone(2), phone(3)]);
+    let failed_ids: Vec<MessageId> = block.ids().collect();
+    assert!(store.accept_batch(&failed, block).await.is_err());
+
+    store.reopen().unwrap();
+    assert_eq!(store.batch(failed.id).await.unwrap(), None);
+    for id in &failed_ids {
+        assert_eq!(store.message(*id).await.unwrap(), None);
+    }
+    assert_eq!(queued_ids(&store).await, kept_ids);
+    let acc = store.account(account).await.unwrap().unwrap();
+    assert_eq!(
+        (acc.balance, acc.reserved),
+        (9, 1),
+        "only the kept batch holds credits"
+    );
+    // It had landed (its reservation is in the ledger), and was released.
+    let entries: Vec<(LedgerKind, u64)> = store
+        .entries(account)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.batch == Some(failed.id))
+        .map(|e| (e.kind, e.amount))
+        .collect();
+    assert_eq!(
+        entries,
+        vec![(LedgerKind::Reserve, 2), (LedgerKind::Release, 2)]
+    );
+    assert_eq!(store.reconcile(account).await.unwrap(), 0);
+
+    // A later reopen has nothing more to take back.
+    store.reopen().unwrap();
+    assert_eq!(queued_ids(&store).await, kept_ids);
+    assert_eq!(store.batch(kept.id).await.unwrap().unwrap().id, kept.id);
+}

@@ -326,7 +326,9 @@ pub trait MessageStore: Send + Sync {
     /// Applies status changes in order, each only if the message is in its `from`
     /// status, together with their ledger effects (capture on `sent`, refund on `failed`
     /// and `canceled`) and batch counts; durable when it returns. Returns the updated
-    /// message for each applied change, `None` for a skipped one.
+    /// message for each applied change, `None` for a skipped one; a
+    /// [`StatusChange::repeat`] its first write already made returns the message too,
+    /// and changes nothing.
     async fn apply(&self, changes: Vec<StatusChange>) -> StoreResult<Vec<Option<Message>>>;
     /// [`MessageStore::apply`] without waiting for durability: the changes are applied
     /// (reads and later calls see them) when it returns, and durable once a

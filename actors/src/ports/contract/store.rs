@@ -112,6 +112,7 @@ macro_rules! store_contract_tests {
             lookups_never_list_another_accounts_messages,
             apply_transitions_only_from_the_expected_status,
             apply_moves_credits_and_batch_counts,
+            a_repeated_change_its_first_write_made_is_answered_as_applied_once,
             multipart_receipts_deliver_once_every_part_arrived,
             stale_claims_and_overdue_receipts,
             queued_messages_and_queued_in_batch,

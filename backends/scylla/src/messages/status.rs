@@ -138,7 +138,8 @@ impl ScyllaStore {
                     break;
                 };
                 if !change.applies_to(msg) {
-                    results.push((position, None));
+                    // A repeat whose first write landed is answered as applied.
+                    results.push((position, change.made_already(msg).then(|| msg.clone())));
                     break;
                 }
                 // A paused batch's messages are not claimed. (Read before the claim: a

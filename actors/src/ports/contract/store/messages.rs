@@ -184,6 +184,57 @@ pub async fn apply_transitions_only_from_the_expected_status(s: Stores) {
     assert_eq!(s.messages.message(ids[1]).await.unwrap(), Some(m));
 }
 
+/// A write whose outcome is unknown (it failed, yet may have landed) is made again as a
+/// repeat: answered with the message when its first write landed, without moving credits
+/// or counts twice; a repeat of a change someone else made, or one the message moved past,
+/// is skipped like any change.
+pub async fn a_repeated_change_its_first_write_made_is_answered_as_applied_once(s: Stores) {
+    let account = account_with(&s, 10).await;
+    let (b, ids) = accepted(&s, account, MessageType::Sms, &[phone(1), phone(2)]).await;
+
+    let claim = change(ids[0], Queued, Sending);
+    let first = apply_one(&s, claim.clone()).await.unwrap();
+    assert_eq!(
+        apply_one(&s, claim.clone()).await,
+        None,
+        "a second claim, not a repeat, is skipped"
+    );
+    assert_eq!(
+        apply_one(&s, claim.clone().repeated()).await,
+        Some(first.clone()),
+        "the repeat of the claim that landed is answered with the message"
+    );
+    // Someone else's claim (another time) is no repeat of it.
+    let other = StatusChange::new(ids[0], Queued, Sending, claim.at + 1).repeated();
+    assert_eq!(apply_one(&s, other).await, None);
+    assert_eq!(s.messages.message(ids[0]).await.unwrap().unwrap(), first);
+
+    // A repeat that finds its first write did not land applies as the change would.
+    let sending = apply_one(&s, change(ids[1], Queued, Sending).repeated())
+        .await
+        .unwrap();
+    assert_eq!(sending.status, Sending);
+
+    // Credits and counts moved once: a repeated capture captures nothing more.
+    let sent = change(ids[0], Sending, Sent);
+    apply_one(&s, sent.clone()).await.unwrap();
+    assert_eq!(balance(&s, account).await, (8, 1));
+    let again = apply_one(&s, sent.clone().repeated()).await.unwrap();
+    assert_eq!(again.status, Sent);
+    assert_eq!(balance(&s, account).await, (8, 1));
+    let entries = s.ledger.entries(account).await.unwrap();
+    assert_eq!(entries_of(&entries, LedgerKind::Capture), vec![1]);
+    let counts = s.messages.batch(b.id).await.unwrap().unwrap().counts;
+    assert_eq!((counts.sending, counts.sent), (1, 1));
+
+    // Once the message moved on, the repeat of an earlier change is skipped.
+    apply_one(&s, change(ids[0], Sent, Delivered))
+        .await
+        .unwrap();
+    assert_eq!(apply_one(&s, sent.repeated()).await, None);
+    assert_eq!(apply_one(&s, claim.repeated()).await, None);
+}
+
 pub async fn apply_moves_credits_and_batch_counts(s: Stores) {
     let account = account_with(&s, 10).await;
     let (b, ids) = accepted(

@@ -3,7 +3,8 @@
 //! while earlier messages are being delivered. While writes fail, sends answer 503
 //! `storage_unavailable` with `Retry-After` and `/readyz` is not ready; when the tmpfs
 //! grows (space returns), SendMe reopens its store without a restart, answers sends again,
-//! and every message it accepted is delivered and charged once.
+//! and every message it accepted is delivered and charged once; the send answered 503 is
+//! charged nothing, even when its write reached the disk.
 
 mod common;
 
@@ -79,6 +80,9 @@ async fn a_full_disk_answers_503_and_sendme_recovers_without_a_restart_when_spac
     let port = free_port();
     let mut cmd = common::sendme(&disk.path(), port);
     cmd.env("SENDME__PROVIDER__SIMULATED__RECEIPT_DELAY_MS", "100");
+    // 50 ms a send (256 at once): a backlog builds up, so claims, sends and receipts are
+    // in flight when the disk fills, and some of the writes that fail land all the same.
+    cmd.env("SENDME__PROVIDER__SIMULATED__LATENCY_MS", "50");
     let (_sendme, _) = start(cmd, "SENDME_LISTENING");
     let (base, token) = (format!("http://127.0.0.1:{port}"), demo_token());
 

@@ -200,14 +200,7 @@ impl Keyspaces {
                 tracing::error!(batch = %id, "a failed accept landed and was acted on; kept");
                 continue;
             }
-            let runs: Vec<MessageRun> = self
-                .batch_messages
-                .prefix(id.as_bytes())
-                .map(|g| {
-                    let (key, value) = g.into_inner().map_err(backend)?;
-                    MessageRun::read(&key, &value)
-                })
-                .collect::<StoreResult<_>>()?;
+            let runs = self.batch_runs(id)?;
             self.remove_runs(runs.into_iter().map(|r| (id, batch.account, r)))?;
             let mut wb = self.buffered_batch();
             let key = id.as_bytes().to_vec();

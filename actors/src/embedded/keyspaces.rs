@@ -4,7 +4,7 @@
 
 use super::group_sync::GroupSync;
 use super::journal::JournalSync;
-use super::keys::{backend, decode, encode};
+use super::keys::{backend, decode, encode, MessageRun};
 use super::outbox::CallbackOutbox;
 use super::recipient_index::{IndexKeyspaces, RecipientIndex};
 use super::status_log::{FoldedIndexes, StatusLog};
@@ -270,6 +270,17 @@ impl Keyspaces {
             Some(bytes) => super::keys::decode_batch(&bytes).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// The runs of batch `batch`'s messages, in id order.
+    pub(super) fn batch_runs(&self, batch: BatchId) -> StoreResult<Vec<MessageRun>> {
+        self.batch_messages
+            .prefix(batch.as_bytes())
+            .map(|g| {
+                let (key, value) = g.into_inner().map_err(backend)?;
+                MessageRun::read(&key, &value)
+            })
+            .collect()
     }
 
     pub(super) fn account(&self, id: AccountId) -> StoreResult<Option<Account>> {

@@ -156,14 +156,7 @@ impl Keyspaces {
                 .contains_key(queue.as_bytes())
                 .map_err(backend)?
             {
-                let runs: Vec<MessageRun> = self
-                    .batch_messages
-                    .prefix(queue.as_bytes())
-                    .map(|g| {
-                        let (key, value) = g.into_inner().map_err(backend)?;
-                        MessageRun::read(&key, &value)
-                    })
-                    .collect::<StoreResult<_>>()?;
+                let runs = self.batch_runs(queue)?;
                 removed += runs.iter().map(|r| r.len as usize).sum::<usize>();
                 self.remove_runs(runs.into_iter().map(|r| (queue, account, r)))?;
             }

@@ -16,7 +16,7 @@
 //! changes wait at most one step's commit. The space comes back as compactions drop the
 //! deleted keys ([`EmbeddedStore::compact`] forces it).
 
-use super::keys::{backend, decode, due_key, key2, v7_floor, MessageRun};
+use super::keys::{backend, decode, due_key, key2, v7_floor};
 use super::keyspaces::Keyspaces;
 use super::store::EmbeddedStore;
 use crate::domain::*;
@@ -190,11 +190,7 @@ impl Keyspaces {
     /// Deletes batch `batch`'s messages with their index entries, and their dead letters;
     /// how many of each.
     fn purge_batch_messages(&self, batch: BatchId, account: AccountId) -> StoreResult<(u64, u64)> {
-        let mut runs = Vec::new();
-        for g in self.batch_messages.prefix(batch.as_bytes()) {
-            let (key, value) = g.into_inner().map_err(backend)?;
-            runs.push(MessageRun::read(&key, &value)?);
-        }
+        let runs = self.batch_runs(batch)?;
         let mut dead = Removals::new(self);
         for run in &runs {
             let Some(last) = run.ids().last() else {

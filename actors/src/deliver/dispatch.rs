@@ -131,18 +131,25 @@ async fn claim_and_hand_over(
     slots: Vec<tokio::sync::OwnedSemaphorePermit>,
 ) {
     let now = h.clock.now();
-    let claims = records
-        .iter()
-        .map(|r| {
-            StatusChange::new(
-                r.message,
-                MessageStatus::Queued,
-                MessageStatus::Sending,
-                now,
-            )
-        })
-        .collect::<Vec<_>>();
-    let claimed = match h.writer.submit_many(claims.clone()).await {
+    let claims = |repeat: bool| {
+        records
+            .iter()
+            .map(|r| {
+                let claim = StatusChange::new(
+                    r.message,
+                    MessageStatus::Queued,
+                    MessageStatus::Sending,
+                    now,
+                );
+                if repeat {
+                    claim.repeated()
+                } else {
+                    claim
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    let claimed = match h.writer.submit_many(claims(false)).await {
         Ok(c) => Some(c),
         Err(e) => {
             // The write failed, yet it may have landed (a full disk's buffered journal is
@@ -151,8 +158,7 @@ async fn claim_and_hand_over(
             // This turn and its window slots are held meanwhile, so a failing store stops
             // new claims; the other turns go on polling.
             tracing::error!(error = ?e, "claiming messages; retrying");
-            let repeats: Vec<StatusChange> =
-                claims.into_iter().map(StatusChange::repeated).collect();
+            let repeats = claims(true);
             until_stored("claiming messages", || {
                 h.writer.submit_many(repeats.clone())
             })

@@ -189,9 +189,9 @@ impl Keyspaces {
     /// the store; a batch not in the store (it never landed) is skipped, and so is one with
     /// a message past `queued` (nothing should have touched it; if something did, it stays).
     /// Returns the batches taken back.
-    pub(super) fn undo_accepts(&self, batches: Vec<BatchId>) -> StoreResult<usize> {
+    pub(super) fn undo_accepts(&self, batches: &[BatchId]) -> StoreResult<usize> {
         let mut undone = 0;
-        for id in batches {
+        for &id in batches {
             let Some(batch) = self.batch_record(id.as_bytes())? else {
                 continue;
             };
@@ -214,24 +214,7 @@ impl Keyspaces {
             let guard = self.ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(mut acc) = self.account(batch.account)? {
                 acc.release(batch.cost);
-                let entry = LedgerEntry {
-                    id: LedgerEntryId::new(),
-                    account: batch.account,
-                    kind: LedgerKind::Release,
-                    amount: batch.cost,
-                    batch: Some(id),
-                    at: now_millis(),
-                };
-                wb.insert(
-                    &self.accounts,
-                    batch.account.as_bytes().to_vec(),
-                    encode(&acc)?,
-                );
-                wb.insert(
-                    &self.ledger,
-                    key2(batch.account.as_bytes(), entry.id.as_bytes()),
-                    encode(&entry)?,
-                );
+                self.stage_movement(&mut wb, &acc, LedgerKind::Release, batch.cost, Some(id))?;
             }
             wb.commit().map_err(backend)?;
             drop(guard);

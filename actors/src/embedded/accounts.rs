@@ -28,27 +28,41 @@ impl Keyspaces {
         let guard = self.ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut acc = self.account(account)?.ok_or(LedgerError::AccountNotFound)?;
         change(&mut acc)?;
-        let entry = LedgerEntry {
-            id: LedgerEntryId::new(),
-            account,
-            kind,
-            amount,
-            batch,
-            at: now_millis(),
-        };
         let mut wb = self.buffered_batch();
-        wb.insert(&self.accounts, account.as_bytes().to_vec(), encode(&acc)?);
-        wb.insert(
-            &self.ledger,
-            key2(account.as_bytes(), entry.id.as_bytes()),
-            encode(&entry)?,
-        );
+        self.stage_movement(&mut wb, &acc, kind, amount, batch)?;
         wb.commit().map_err(backend)?;
         // Later reservations may read this balance before it is on disk; they are
         // answered only after their own, later, fsync, which covers this write too.
         drop(guard);
         self.persist()?;
         Ok(acc)
+    }
+
+    /// Adds to `wb` the account `acc` as it is after a movement of `amount` by `kind` (of
+    /// `batch`, if any), and that movement's ledger entry: the two are written together.
+    pub(super) fn stage_movement(
+        &self,
+        wb: &mut fjall::OwnedWriteBatch,
+        acc: &Account,
+        kind: LedgerKind,
+        amount: u64,
+        batch: Option<BatchId>,
+    ) -> StoreResult<()> {
+        let entry = LedgerEntry {
+            id: LedgerEntryId::new(),
+            account: acc.id,
+            kind,
+            amount,
+            batch,
+            at: now_millis(),
+        };
+        wb.insert(&self.accounts, acc.id.as_bytes().to_vec(), encode(acc)?);
+        wb.insert(
+            &self.ledger,
+            key2(acc.id.as_bytes(), entry.id.as_bytes()),
+            encode(&entry)?,
+        );
+        Ok(())
     }
 
     /// See [`Ledger::reconcile`]. Holds the status lock and then the ledger lock (the
@@ -72,21 +86,8 @@ impl Keyspaces {
         }
         let (drift, movement) = acc.reconcile(held);
         if let Some((kind, amount)) = movement {
-            let entry = LedgerEntry {
-                id: LedgerEntryId::new(),
-                account,
-                kind,
-                amount,
-                batch: None,
-                at: now_millis(),
-            };
             let mut wb = self.buffered_batch();
-            wb.insert(&self.accounts, account.as_bytes().to_vec(), encode(&acc)?);
-            wb.insert(
-                &self.ledger,
-                key2(account.as_bytes(), entry.id.as_bytes()),
-                encode(&entry)?,
-            );
+            self.stage_movement(&mut wb, &acc, kind, amount, None)?;
             wb.commit().map_err(backend)?;
             drop((guard, status_guard));
             self.persist()?;

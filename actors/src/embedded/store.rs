@@ -66,14 +66,11 @@ impl Opened {
                 "removed messages of an accept that never committed"
             );
         }
-        let failed = std::mem::take(&mut *undecided.lock().unwrap_or_else(|p| p.into_inner()));
-        let undone = keyspaces.undo_accepts(failed.clone()).inspect_err(|_| {
-            // For the next try.
-            undecided
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(failed);
-        })?;
+        // Forgotten only once taken back (a failed open leaves them for the next try).
+        let mut failed = undecided.lock().unwrap_or_else(|p| p.into_inner());
+        let undone = keyspaces.undo_accepts(&failed)?;
+        failed.clear();
+        drop(failed);
         if undone > 0 {
             tracing::warn!(
                 batches = undone,

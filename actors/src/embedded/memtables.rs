@@ -10,9 +10,11 @@
 //! process reached 10–11 GiB with a 6 GiB journal (BENCHMARKS.md, "Cost as the store
 //! grows").
 //!
-//! This thread rotates every keyspace's memtable once it holds [`ROTATE_AT`] of the size
-//! it was created with, so the write path rarely finds a memtable over its size and its
-//! requests stay few; the workers flush and compact. A rotation here sends the flush
+//! This thread rotates every keyspace's memtable once it holds [`ROTATE_AT`] of the
+//! store's configured memtable size (fjall does not say the size a keyspace was created
+//! with; one created larger is rotated early, which only makes its tables smaller), so the
+//! write path rarely finds a memtable over its size and its requests stay few; the
+//! workers flush and compact. A rotation here sends the flush
 //! from this thread (blocking while the channel is full, which only delays it).
 
 use super::keys::backend;

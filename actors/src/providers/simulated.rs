@@ -6,10 +6,12 @@ use crate::clock::EngineClock;
 use crate::domain::{MessageId, Millis};
 use crate::ports::{OutboundSms, ProviderAck, Receipt, SendError, SmsProvider};
 use async_trait::async_trait;
+use std::collections::VecDeque;
 use std::hash::BuildHasher;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::time::Instant;
 
 #[derive(Debug, Clone)]
 pub struct SimulatedSettings {
@@ -44,7 +46,7 @@ impl Default for SimulatedSettings {
 pub struct SimulatedProvider {
     name: String,
     settings: SimulatedSettings,
-    receipts: Option<UnboundedSender<Receipt>>,
+    receipts: Option<Arc<ReceiptLine>>,
     clock: EngineClock,
     /// Every accepted send, in order: (message, engine time). For tests and benches.
     log: Option<Mutex<Vec<(MessageId, Millis)>>>,
@@ -63,7 +65,10 @@ impl SimulatedProvider {
 
     /// Where receipts go (the delivery engine's receipt inbox).
     pub fn with_receipts(mut self, receipts: UnboundedSender<Receipt>) -> Self {
-        self.receipts = Some(receipts);
+        self.receipts = Some(Arc::new(ReceiptLine {
+            out: receipts,
+            pending: Mutex::default(),
+        }));
         self
     }
 
@@ -115,23 +120,84 @@ impl SmsProvider for SimulatedProvider {
                 .unwrap_or_else(|p| p.into_inner())
                 .push((sms.id, self.clock.now()));
         }
-        if let (Some(delay), Some(receipts)) = (s.receipt_delay, &self.receipts) {
-            let delivered = self.roll(sms.id, 1) >= s.undelivered_rate;
-            let (id, parts, receipts) = (sms.id, sms.segments.max(1), receipts.clone());
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                for part in 1..=parts {
-                    let _ = receipts.send(Receipt {
-                        message: id,
-                        delivered,
-                        part: (parts > 1).then_some(part),
-                        detail: None,
-                    });
-                }
+        if let (Some(delay), Some(line)) = (s.receipt_delay, &self.receipts) {
+            line.push(Due {
+                at: Instant::now() + delay,
+                message: sms.id,
+                delivered: self.roll(sms.id, 1) >= s.undelivered_rate,
+                parts: sms.segments.max(1),
             });
         }
         Ok(ProviderAck {
             provider_message_id: format!("sim-{}", sms.id),
         })
+    }
+}
+
+/// Receipts waiting for their time. Every receipt comes the same delay after its send,
+/// so they fall due in the order they were queued: one task sends them, while any wait
+/// (a task and a timer per send before: 7.8 MiB of tasks with 35,000 sends a second
+/// pending for 1 s, and a spawn per message).
+struct ReceiptLine {
+    out: UnboundedSender<Receipt>,
+    /// The receipts in the order they fall due, and whether the task sending them runs.
+    pending: Mutex<(VecDeque<Due>, bool)>,
+}
+
+struct Due {
+    at: Instant,
+    message: MessageId,
+    delivered: bool,
+    parts: u32,
+}
+
+impl ReceiptLine {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (VecDeque<Due>, bool)> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a receipt; starts the sending task if none runs (it stops once the line is
+    /// empty, so an idle or dropped provider keeps no task).
+    fn push(self: &Arc<Self>, due: Due) {
+        let mut pending = self.lock();
+        pending.0.push_back(due);
+        if !pending.1 {
+            pending.1 = true;
+            tokio::spawn(self.clone().run());
+        }
+    }
+
+    async fn run(self: Arc<Self>) {
+        let mut ready = Vec::new();
+        loop {
+            let now = Instant::now();
+            let next = {
+                let mut pending = self.lock();
+                while pending.0.front().is_some_and(|d| d.at <= now) {
+                    ready.extend(pending.0.pop_front());
+                }
+                match pending.0.front() {
+                    Some(d) => Some(d.at),
+                    None if ready.is_empty() => {
+                        pending.1 = false;
+                        return;
+                    }
+                    None => None,
+                }
+            };
+            for due in ready.drain(..) {
+                for part in 1..=due.parts {
+                    let _ = self.out.send(Receipt {
+                        message: due.message,
+                        delivered: due.delivered,
+                        part: (due.parts > 1).then_some(part),
+                        detail: None,
+                    });
+                }
+            }
+            if let Some(at) = next {
+                tokio::time::sleep_until(at).await;
+            }
+        }
     }
 }

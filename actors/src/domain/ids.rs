@@ -90,17 +90,19 @@ impl MessageId {
 /// consecutive UUIDv7s, so a million messages are their numbers and a single id rather
 /// than a million (`MessageId`, number) pairs. One process's blocks never overlap; two
 /// processes' blocks made in the same millisecond overlap with odds of about `n / 2^73`.
+/// A clone shares the numbers (the store's recipient indexer reads them after the accept
+/// without a copy).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageBlock {
     first: MessageId,
-    recipients: Vec<crate::domain::PhoneNumber>,
+    recipients: std::sync::Arc<Vec<crate::domain::PhoneNumber>>,
 }
 
 impl MessageBlock {
     pub fn new(recipients: Vec<crate::domain::PhoneNumber>) -> Self {
         Self {
             first: MessageId::block_start(recipients.len()),
-            recipients,
+            recipients: std::sync::Arc::new(recipients),
         }
     }
 

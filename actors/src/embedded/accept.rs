@@ -4,6 +4,7 @@
 
 use super::keys::{backend, due_key, encode, encode_batch, key2, MessageRun};
 use super::keyspaces::{blocking, Keyspaces};
+use super::recipient_index::Handed;
 use super::record;
 use crate::domain::*;
 use crate::ports::*;
@@ -168,8 +169,13 @@ impl Keyspaces {
             self.undecided([batch.id]);
             return Err(e.into());
         }
-        self.recipients
-            .hand_over(vec![batch.id], recipients.len() as u64);
+        self.recipients.hand_over(
+            vec![Handed {
+                batch: batch.id,
+                messages: Some((batch.account, recipients.clone())),
+            }],
+            recipients.len() as u64,
+        );
         Ok(recipients)
     }
 
@@ -257,7 +263,12 @@ impl Keyspaces {
                 .clone()
                 .map(|(j, _)| j.recipients.len() as u64)
                 .sum();
-            let batches = accepted.map(|(j, _)| j.batch.id).collect();
+            let batches = accepted
+                .map(|(j, _)| Handed {
+                    batch: j.batch.id,
+                    messages: Some((j.batch.account, j.recipients.clone())),
+                })
+                .collect();
             self.recipients.hand_over(batches, messages);
         }
         for (job, answer) in answers {

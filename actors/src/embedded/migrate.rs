@@ -83,7 +83,7 @@ impl Keyspaces {
         for g in self.batches.iter() {
             if let Some(batch) = BatchId::from_slice(&g.key().map_err(backend)?) {
                 self.recipients.stage(&mut wb, batch);
-                batches.push(batch);
+                batches.push(batch.into());
             }
         }
         wb.insert(&self.meta, LOOKUPS_BUILT, []);

@@ -3,9 +3,11 @@
 //! its own, so an accept writes one key per batch for it, not one per message.
 //!
 //! An accept's commit marker names its batch in `unindexed` (same atomic write); once the
-//! accept is durable its batch is handed to the indexer thread, which reads the batch's
-//! messages back, writes their keys sorted (a big group as tables of their own, past the
-//! memtable and the journal), then removes the batches from `unindexed`. A crash anywhere
+//! accept is durable its batch and messages (the accept's [`MessageBlock`], shared, not
+//! copied) are handed to the indexer thread, which writes their keys sorted (a big group
+//! as tables of their own, past the memtable and the journal), then removes the batches
+//! from `unindexed`; batches handed over by their ids alone (at an open) have their
+//! messages read back from the store. A crash anywhere
 //! leaves the batch in `unindexed`, and the next open hands it over again (writing a key
 //! twice changes nothing). A lookup first waits until every accept that was durable
 //! before it is indexed ([`RecipientIndex::wait_indexed`]), so it sees what it would have
@@ -16,7 +18,7 @@
 
 use super::keys::{backend, recipient_key, MessageRun};
 use super::record;
-use crate::domain::{AccountId, BatchId, MessageId};
+use crate::domain::{AccountId, BatchId, MessageBlock, MessageId};
 use crate::ports::{StoreError, StoreResult};
 use fjall::{Database, Keyspace, OwnedWriteBatch, PersistMode};
 use std::sync::{Arc, Condvar, Mutex};
@@ -49,10 +51,27 @@ pub(super) struct RecipientIndex {
     changed: Condvar,
 }
 
+/// A durable accept handed to the indexer.
+pub(super) struct Handed {
+    pub(super) batch: BatchId,
+    /// Its account and messages, when the accept hands them over; else (an open) they are
+    /// read back from the store.
+    pub(super) messages: Option<(AccountId, MessageBlock)>,
+}
+
+impl From<BatchId> for Handed {
+    fn from(batch: BatchId) -> Self {
+        Handed {
+            batch,
+            messages: None,
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
     /// Durable accepts handed over and not taken by the indexer yet.
-    waiting: Vec<BatchId>,
+    waiting: Vec<Handed>,
     /// Their messages.
     waiting_messages: u64,
     /// Batches handed over, and those indexed, since the open.
@@ -91,7 +110,7 @@ impl RecipientIndex {
         }
         if !left.is_empty() {
             tracing::info!(batches = left.len(), "indexing the recipients of batches");
-            index.hand_over(left, START_AT);
+            index.hand_over(left.into_iter().map(Handed::from).collect(), START_AT);
         }
         Ok(index)
     }
@@ -107,7 +126,7 @@ impl RecipientIndex {
     }
 
     /// Hands over durable accepts of `messages` messages in all.
-    pub(super) fn hand_over(&self, batches: Vec<BatchId>, messages: u64) {
+    pub(super) fn hand_over(&self, batches: Vec<Handed>, messages: u64) {
         let mut state = self.lock();
         state.handed += batches.len() as u64;
         state.waiting.extend(batches);
@@ -189,9 +208,19 @@ impl RecipientIndex {
 
     /// Writes the recipient keys of `batches`' messages, then marks them indexed. The keys
     /// are held [`KEYS_PER_WRITE`] at most (a restart may hand over millions).
-    fn index(&self, batches: &[BatchId]) -> StoreResult<()> {
+    fn index(&self, batches: &[Handed]) -> StoreResult<()> {
         let mut keys: Vec<[u8; 24]> = Vec::new();
-        for batch in batches {
+        for handed in batches {
+            let batch = &handed.batch;
+            if let Some((account, block)) = &handed.messages {
+                for (id, phone) in block.iter() {
+                    keys.push(recipient_key(*account, phone, id));
+                    if keys.len() >= KEYS_PER_WRITE {
+                        self.write(&mut keys)?;
+                    }
+                }
+                continue;
+            }
             let Some(account) = self.account_of(*batch)? else {
                 continue;
             };
@@ -212,8 +241,8 @@ impl RecipientIndex {
         }
         self.write(&mut keys)?;
         let mut wb = self.batch();
-        for batch in batches {
-            wb.remove(&self.unindexed, batch.as_bytes().to_vec());
+        for handed in batches {
+            wb.remove(&self.unindexed, handed.batch.as_bytes().to_vec());
         }
         wb.commit().map_err(backend)
     }

@@ -324,10 +324,6 @@ impl Application {
             shutting_down: shutting_down.clone(),
         });
         let server = HttpServer::new(move || {
-            // Called on each worker's thread, which normalizes small requests itself.
-            if serves_api {
-                sendme_actors::accept::normalizer::Normalizer::load_on_this_thread();
-            }
             App::new()
                 // Outermost last: the request id span covers the metrics and the handler.
                 .wrap(from_fn(crate::metrics::track_http))

@@ -38,12 +38,6 @@ impl Normalizer {
         SyncArbiter::start(threads.max(1), Normalizer::new)
     }
 
-    /// Loads this thread's own normalizer now (~0.1 s: the metadata and its patterns), so
-    /// that the thread's first small request does not wait for it.
-    pub fn load_on_this_thread() {
-        Self::on_this_thread(|_| ());
-    }
-
     /// Runs `f` with this thread's own normalizer (loaded on first use).
     pub fn on_this_thread<T>(f: impl FnOnce(&mut Normalizer) -> T) -> T {
         LOCAL.with(|n| f(&mut n.borrow_mut()))

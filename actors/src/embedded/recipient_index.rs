@@ -210,33 +210,26 @@ impl RecipientIndex {
     /// are held [`KEYS_PER_WRITE`] at most (a restart may hand over millions).
     fn index(&self, batches: &[Handed]) -> StoreResult<()> {
         let mut keys: Vec<[u8; 24]> = Vec::new();
+        let mut add = |key| {
+            keys.push(key);
+            if keys.len() >= KEYS_PER_WRITE {
+                self.write(&mut keys)?;
+            }
+            Ok(())
+        };
         for handed in batches {
-            let batch = &handed.batch;
             if let Some((account, block)) = &handed.messages {
                 for (id, phone) in block.iter() {
-                    keys.push(recipient_key(*account, phone, id));
-                    if keys.len() >= KEYS_PER_WRITE {
-                        self.write(&mut keys)?;
-                    }
+                    add(recipient_key(*account, phone, id))?;
                 }
                 continue;
             }
-            let Some(account) = self.account_of(*batch)? else {
+            let Some(account) = self.account_of(handed.batch)? else {
                 continue;
             };
-            for g in self.batch_messages.prefix(batch.as_bytes()) {
+            for g in self.batch_messages.prefix(handed.batch.as_bytes()) {
                 let (key, value) = g.into_inner().map_err(backend)?;
-                let run = MessageRun::read(&key, &value)?;
-                let mut failed = None;
-                self.keys_of_run(account, run, |key| {
-                    keys.push(key);
-                    if keys.len() >= KEYS_PER_WRITE && failed.is_none() {
-                        failed = self.write(&mut keys).err();
-                    }
-                })?;
-                if let Some(e) = failed {
-                    return Err(e);
-                }
+                self.keys_of_run(account, MessageRun::read(&key, &value)?, &mut add)?;
             }
         }
         self.write(&mut keys)?;
@@ -266,12 +259,13 @@ impl RecipientIndex {
         }
     }
 
-    /// Calls `f` with the key of each message of `run` (of `account`) still stored.
+    /// Calls `f` with the key of each message of `run` (of `account`) still stored, until it
+    /// fails.
     fn keys_of_run(
         &self,
         account: AccountId,
         run: MessageRun,
-        mut f: impl FnMut([u8; 24]),
+        mut f: impl FnMut([u8; 24]) -> StoreResult<()>,
     ) -> StoreResult<()> {
         for g in self
             .messages
@@ -281,7 +275,7 @@ impl RecipientIndex {
             let id = MessageId::from_slice(&key)
                 .ok_or_else(|| StoreError::Corrupt("bad message key".into()))?;
             let (_, phone, _) = record::status_recipient_batch(&value)?;
-            f(recipient_key(account, &phone, id));
+            f(recipient_key(account, &phone, id))?;
         }
         Ok(())
     }
@@ -290,7 +284,10 @@ impl RecipientIndex {
     /// so before the records go), in write batches that reach the OS on commit.
     pub(super) fn remove(&self, account: AccountId, run: MessageRun) -> StoreResult<()> {
         let mut keys = Vec::with_capacity(run.len as usize);
-        self.keys_of_run(account, run, |key| keys.push(key))?;
+        self.keys_of_run(account, run, |key| {
+            keys.push(key);
+            Ok(())
+        })?;
         for chunk in keys.chunks(REMOVALS_PER_WRITE) {
             let mut wb = self.batch();
             for key in chunk {

@@ -98,16 +98,15 @@ impl JwtKeys {
         self.verified.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The claims of `token` if its signature is this key's and it has not expired.
+    /// The claims of `token` if its signature is this key's (its times are for
+    /// [`check_times`], which a remembered token goes through too).
     fn decode(&self, token: &str) -> Result<Claims, ApiError> {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 0;
+        // `exp` is still required; whether it has passed is decided in one place.
+        validation.validate_exp = false;
         let claims = decode::<Claims>(token, &self.decoding, &validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                    ApiError::Unauthorized("the token has expired")
-                }
                 jsonwebtoken::errors::ErrorKind::InvalidSignature => {
                     ApiError::Unauthorized("the token signature is invalid")
                 }
@@ -117,8 +116,8 @@ impl JwtKeys {
     }
 }
 
-/// What a token's claims say about `now` (Unix seconds): expired (as `jsonwebtoken`
-/// decides it, with no leeway), or issued or valid only from later than the leeway allows.
+/// What a token's claims say about `now` (Unix seconds): expired (past its `exp`, with no
+/// leeway), or issued or valid only from later than the leeway allows.
 fn check_times(claims: &Claims, now: u64) -> Result<(), ApiError> {
     if claims.exp < now {
         return Err(ApiError::Unauthorized("the token has expired"));

@@ -140,8 +140,15 @@ impl SmsProvider for SimulatedProvider {
 /// pending for 1 s, and a spawn per message).
 struct ReceiptLine {
     out: UnboundedSender<Receipt>,
-    /// The receipts in the order they fall due, and whether the task sending them runs.
-    pending: Mutex<(VecDeque<Due>, bool)>,
+    pending: Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// The receipts in the order they fall due.
+    due: VecDeque<Due>,
+    /// Whether the task sending them runs.
+    sending: bool,
 }
 
 struct Due {
@@ -152,7 +159,7 @@ struct Due {
 }
 
 impl ReceiptLine {
-    fn lock(&self) -> std::sync::MutexGuard<'_, (VecDeque<Due>, bool)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -160,9 +167,9 @@ impl ReceiptLine {
     /// empty, so an idle or dropped provider keeps no task).
     fn push(self: &Arc<Self>, due: Due) {
         let mut pending = self.lock();
-        pending.0.push_back(due);
-        if !pending.1 {
-            pending.1 = true;
+        pending.due.push_back(due);
+        if !pending.sending {
+            pending.sending = true;
             tokio::spawn(self.clone().run());
         }
     }
@@ -173,13 +180,13 @@ impl ReceiptLine {
             let now = Instant::now();
             let next = {
                 let mut pending = self.lock();
-                while pending.0.front().is_some_and(|d| d.at <= now) {
-                    ready.extend(pending.0.pop_front());
+                while pending.due.front().is_some_and(|d| d.at <= now) {
+                    ready.extend(pending.due.pop_front());
                 }
-                match pending.0.front() {
+                match pending.due.front() {
                     Some(d) => Some(d.at),
                     None if ready.is_empty() => {
-                        pending.1 = false;
+                        pending.sending = false;
                         return;
                     }
                     None => None,

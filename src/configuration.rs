@@ -199,6 +199,8 @@ pub struct StoreSettings {
     pub path: PathBuf,
     /// Embedded store: memtable size per keyspace, in MiB, for a new data directory.
     pub memtable_mib: u64,
+    /// Embedded store: the block cache every keyspace shares, in MiB.
+    pub cache_mib: u64,
     /// Used when `kind` is `scylla` (and by `sendme migrate`).
     pub scylla: ScyllaSettings,
 }

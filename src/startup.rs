@@ -19,7 +19,7 @@ use sendme_actors::deliver::{
     sweep_stale_claims, DeliveryHandle, RouteSpec,
 };
 use sendme_actors::domain::Millis;
-use sendme_actors::embedded::{EmbeddedStore, InProcessQueue, LANE_CAPACITY};
+use sendme_actors::embedded::{EmbeddedStore, InProcessQueue, MemoryBudget, LANE_CAPACITY};
 use sendme_actors::ports::{DispatchQueue, Ports, Receipt, SmsProvider};
 use sendme_actors::providers::SimulatedProvider;
 use std::collections::HashMap;
@@ -150,11 +150,12 @@ fn queue_reads_store(settings: &Settings) -> bool {
 
 /// The embedded store in the configured directory.
 fn open_embedded(settings: &Settings) -> anyhow::Result<EmbeddedStore> {
-    EmbeddedStore::open_with(
-        &settings.store.path,
-        settings.store.memtable_mib.max(1) * 1024 * 1024,
-    )
-    .with_context(|| {
+    let mib = |n: u64| n.max(1) * 1024 * 1024;
+    let memory = MemoryBudget {
+        memtable_bytes: mib(settings.store.memtable_mib),
+        cache_bytes: mib(settings.store.cache_mib),
+    };
+    EmbeddedStore::open_with(&settings.store.path, memory).with_context(|| {
         format!(
             "opening the embedded store in {} (is another SendMe using it?)",
             settings.store.path.display()

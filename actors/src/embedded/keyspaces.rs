@@ -11,7 +11,7 @@ use super::status_log::{FoldedIndexes, StatusLog};
 use crate::domain::*;
 use crate::ports::*;
 use fjall::compaction::Leveled;
-use fjall::config::FilterPolicy;
+use fjall::config::{FilterPolicy, PartitioningPolicy};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use rustc_hash::FxHashMap;
 use serde::{de::DeserializeOwned, Serialize};
@@ -110,17 +110,35 @@ pub(super) struct StatusGroupBuffers {
     pub(super) record_bytes: usize,
 }
 
-/// Memtable size per keyspace unless configured, fixed when a keyspace is created. fjall's
-/// default (64 MiB) let a big broadcast hold hundreds of MiB of memtables (messages and
-/// their two indexes) until they flushed. The price: more flushes and compactions, so
-/// steady small requests with delivery cost ~17 % more CPU than with 64 MiB (measured in
-/// BENCHMARKS.md).
-pub const DEFAULT_MEMTABLE_BYTES: u64 = 8 * 1024 * 1024;
+/// What the embedded store keeps in memory besides its work in flight
+/// (`store.memtable_mib`, `store.cache_mib`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryBudget {
+    /// Memtable size per keyspace, fixed when a keyspace is created. fjall's default
+    /// (64 MiB) let a big broadcast hold hundreds of MiB of memtables (messages and their
+    /// two indexes) until they flushed; 8 MiB costs steady small requests with delivery
+    /// ~17 % more CPU (more flushes and compactions, measured in BENCHMARKS.md).
+    pub memtable_bytes: u64,
+    /// The block cache every keyspace shares. fjall's default (32 MiB) was the largest
+    /// single holder of a draining backlog's memory; 16 MiB took ~20 MiB off its peak
+    /// (BENCHMARKS.md), the lookups read little enough to not need more.
+    pub cache_bytes: u64,
+}
+
+impl Default for MemoryBudget {
+    fn default() -> Self {
+        Self {
+            memtable_bytes: 8 * 1024 * 1024,
+            cache_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
 
 impl Keyspaces {
     /// Opens the database in `path` and every keyspace, creating what is missing with
-    /// memtables of `memtable_bytes`; reads the status log.
-    pub(super) fn open(path: &Path, memtable_bytes: u64) -> StoreResult<Self> {
+    /// memtables of `memory.memtable_bytes`; reads the status log.
+    pub(super) fn open(path: &Path, memory: MemoryBudget) -> StoreResult<Self> {
+        let memtable_bytes = memory.memtable_bytes;
         // Journal values are not compressed: the big ones are status log entries, mostly ids,
         // where lz4 cost CPU on the status writer's path and saved little.
         // Journals at most 64 MiB (fjall's default: 512): a memtable that rarely fills (the
@@ -129,6 +147,7 @@ impl Keyspaces {
         let db = Database::builder(path)
             .journal_compression(fjall::CompressionType::None)
             .max_journaling_size(64 * 1024 * 1024)
+            .cache_size(memory.cache_bytes)
             .open()
             .map_err(backend)?;
         // Every keyspace, for the thread that rotates their memtables (super::memtables).
@@ -137,13 +156,20 @@ impl Keyspaces {
             all.borrow_mut().push(ks.clone());
             ks
         };
-        let ks = |name: &str| {
-            db.keyspace(name, || {
-                KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes)
-            })
-            .map(opened)
-            .map_err(backend)
+        // Every table's index and filter are partitioned (4 KiB each, found through a small
+        // top-level index kept in memory), not only in the deepest levels as fjall's default
+        // does. A point read then loads a partition through the block cache, not a table's
+        // whole filter and index: with whole ones, once a big store's tables outgrew the
+        // cache, each read of a message loaded and checksummed hundreds of KiB (delivery at
+        // 10 M messages fell to 1,600 messages/s with a 16 MiB cache, BENCHMARKS.md).
+        // Applies to keyspaces created from now on (fjall keeps a keyspace's first options).
+        let options = || {
+            KeyspaceCreateOptions::default()
+                .max_memtable_size(memtable_bytes)
+                .index_block_partitioning_policy(PartitioningPolicy::all(true))
+                .filter_block_partitioning_policy(PartitioningPolicy::all(true))
         };
+        let ks = |name: &str| db.keyspace(name, options).map(opened).map_err(backend);
         // The lookup indexes are only ever range-read: no bloom filters to build on
         // every flush and compaction. The recipient index's keys arrive in no order, so
         // each table flushed or ingested overlaps all the others and merging them into the
@@ -151,8 +177,7 @@ impl Keyspaces {
         // under fjall's write stall at 20) rewrite it a quarter as often.
         let lookup_ks = |name: &str, l0_tables: u8| {
             db.keyspace(name, || {
-                KeyspaceCreateOptions::default()
-                    .max_memtable_size(memtable_bytes)
+                options()
                     .filter_policy(FilterPolicy::disabled())
                     .compaction_strategy(Arc::new(Leveled::default().with_l0_threshold(l0_tables)))
             })

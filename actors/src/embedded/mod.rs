@@ -47,6 +47,7 @@ mod tests;
 mod webhooks;
 
 pub use backlog::{Backlog, BacklogCursor, BacklogRead};
+pub use keyspaces::MemoryBudget;
 pub use queue::{InProcessConsumer, InProcessQueue, LANE_CAPACITY};
 pub use store::EmbeddedStore;
 

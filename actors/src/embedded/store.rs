@@ -11,7 +11,7 @@
 
 use super::accept::AcceptWriter;
 use super::keys::backend;
-use super::keyspaces::{blocking, Keyspaces, DEFAULT_MEMTABLE_BYTES};
+use super::keyspaces::{blocking, Keyspaces, MemoryBudget};
 use super::memtables::MemtableThread;
 use super::recipient_index::IndexThread;
 use super::status_log::FoldThread;
@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 pub struct EmbeddedStore {
     opened: Arc<RwLock<Option<Arc<Opened>>>>,
     path: Arc<PathBuf>,
-    memtable_bytes: u64,
+    memory: MemoryBudget,
     /// One reopen at a time.
     reopening: Arc<Mutex<()>>,
     /// Accepts answered with an error that may still land: the next open takes them back.
@@ -53,10 +53,10 @@ impl Opened {
     /// undecided from the store this one replaces (see [`Keyspaces::undecided`]).
     fn open(
         path: &Path,
-        memtable_bytes: u64,
+        memory: MemoryBudget,
         undecided: &Arc<Mutex<Vec<BatchId>>>,
     ) -> StoreResult<Self> {
-        let mut keyspaces = Keyspaces::open(path, memtable_bytes)?;
+        let mut keyspaces = Keyspaces::open(path, memory)?;
         keyspaces.undecided = undecided.clone();
         keyspaces.migrate_message_indexes()?;
         let removed = keyspaces.remove_orphans()?;
@@ -83,7 +83,7 @@ impl Opened {
         Ok(Self {
             writer: Arc::new(AcceptWriter::start(keyspaces.clone())?),
             _indexer: IndexThread::start(keyspaces.recipients.clone())?,
-            _memtables: MemtableThread::start(keyspaces.all.clone(), memtable_bytes)?,
+            _memtables: MemtableThread::start(keyspaces.all.clone(), memory.memtable_bytes)?,
             _folds: Arc::new(FoldThread::start(status_log)?),
             keyspaces,
         })
@@ -115,18 +115,18 @@ const REOPEN_WAIT: Duration = Duration::from_secs(30);
 impl EmbeddedStore {
     /// Opens (or creates) the store in `path`. Fails if another process has it open.
     pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
-        Self::open_with(path, DEFAULT_MEMTABLE_BYTES)
+        Self::open_with(path, MemoryBudget::default())
     }
 
-    /// [`EmbeddedStore::open`], with memtables of `memtable_bytes` for the keyspaces it
-    /// creates (existing ones keep the size they were created with).
-    pub fn open_with(path: impl AsRef<Path>, memtable_bytes: u64) -> StoreResult<Self> {
+    /// [`EmbeddedStore::open`] within `memory` (memtable sizes apply to the keyspaces it
+    /// creates: existing ones keep the size they were created with).
+    pub fn open_with(path: impl AsRef<Path>, memory: MemoryBudget) -> StoreResult<Self> {
         let undecided = Arc::default();
-        let opened = Opened::open(path.as_ref(), memtable_bytes, &undecided)?;
+        let opened = Opened::open(path.as_ref(), memory, &undecided)?;
         Ok(Self {
             opened: Arc::new(RwLock::new(Some(Arc::new(opened)))),
             path: Arc::new(path.as_ref().to_path_buf()),
-            memtable_bytes,
+            memory,
             reopening: Arc::new(Mutex::new(())),
             undecided,
         })
@@ -187,7 +187,7 @@ impl EmbeddedStore {
                 continue;
             }
             lock_held = None;
-            match Opened::open(&self.path, self.memtable_bytes, &self.undecided) {
+            match Opened::open(&self.path, self.memory, &self.undecided) {
                 Ok(opened) => {
                     *self.opened.write().unwrap_or_else(|p| p.into_inner()) =
                         Some(Arc::new(opened));

@@ -121,7 +121,7 @@ pub struct MemoryBudget {
     pub memtable_bytes: u64,
     /// The block cache every keyspace shares. fjall's default (32 MiB) was the largest
     /// single holder of a draining backlog's memory; 16 MiB takes ~20 MiB off its peak, and
-    /// with the tables' indexes and filters in parts (see [`Keyspaces::open`]) lookups and
+    /// with the tables' indexes and filters in parts (see `Keyspaces::open`) lookups and
     /// delivery at 10 M messages need no more (BENCHMARKS.md).
     pub cache_bytes: u64,
 }

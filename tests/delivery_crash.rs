@@ -10,7 +10,7 @@ use common::{client, demo_token, free_port, get_json, start, Process};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -323,7 +323,7 @@ impl OwnBroker {
         let Some(pid) = self.pid.take() else { return };
         let _ = Command::new("kill").arg(pid.to_string()).status();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while Path::new(&format!("/proc/{pid}")).exists() {
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
             assert!(Instant::now() < deadline, "the broker did not stop");
             std::thread::sleep(Duration::from_millis(50));
         }

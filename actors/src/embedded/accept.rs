@@ -170,10 +170,7 @@ impl Keyspaces {
             return Err(e.into());
         }
         self.recipients.hand_over(
-            vec![Handed {
-                batch: batch.id,
-                messages: Some((batch.account, recipients.clone())),
-            }],
+            vec![Handed::accepted(batch, &recipients)],
             recipients.len() as u64,
         );
         Ok(recipients)
@@ -264,10 +261,7 @@ impl Keyspaces {
                 .map(|(j, _)| j.recipients.len() as u64)
                 .sum();
             let batches = accepted
-                .map(|(j, _)| Handed {
-                    batch: j.batch.id,
-                    messages: Some((j.batch.account, j.recipients.clone())),
-                })
+                .map(|(j, _)| Handed::accepted(&j.batch, &j.recipients))
                 .collect();
             self.recipients.hand_over(batches, messages);
         }

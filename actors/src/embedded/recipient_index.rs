@@ -18,7 +18,7 @@
 
 use super::keys::{backend, recipient_key, MessageRun};
 use super::record;
-use crate::domain::{AccountId, BatchId, MessageBlock, MessageId};
+use crate::domain::{AccountId, Batch, BatchId, MessageBlock, MessageId};
 use crate::ports::{StoreError, StoreResult};
 use fjall::{Database, Keyspace, OwnedWriteBatch, PersistMode};
 use std::sync::{Arc, Condvar, Mutex};
@@ -57,6 +57,16 @@ pub(super) struct Handed {
     /// Its account and messages, when the accept hands them over; else (an open) they are
     /// read back from the store.
     pub(super) messages: Option<(AccountId, MessageBlock)>,
+}
+
+impl Handed {
+    /// An accept of `batch` with `recipients`, its messages shared, not copied.
+    pub(super) fn accepted(batch: &Batch, recipients: &MessageBlock) -> Self {
+        Handed {
+            batch: batch.id,
+            messages: Some((batch.account, recipients.clone())),
+        }
+    }
 }
 
 impl From<BatchId> for Handed {

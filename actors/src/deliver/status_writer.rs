@@ -24,11 +24,18 @@ pub struct StatusWriter {
 /// [`StatusWriter::announcing`]).
 type Announce = Option<mpsc::UnboundedSender<Vec<StatusEvent>>>;
 
-/// How long a group that is not full waits for more changes. None of them is what a
-/// client waits for (a 201 waits for the accept only), and at a steady rate a few
+/// How long a group that is not full waits for more changes, at most. None of them is
+/// what a client waits for (a 201 waits for the accept only), and at a steady rate a few
 /// milliseconds make one group, one fsync and one round of thread wake-ups out of many
-/// (BENCHMARKS.md, "Small requests").
-const LINGER: std::time::Duration = std::time::Duration::from_millis(3);
+/// (a group's cost is mostly fixed: blocking-pool hops, an fsync, its batches' records,
+/// its answers); at 1,000 small requests/s, 10 ms instead of 3 cut the server's CPU by
+/// 8–19 % (BENCHMARKS.md, "Seventeenth session"). A send waits at most that much longer:
+/// nothing next to a handset's delivery time.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(10);
+/// The linger is slept in steps of this, taking what came meanwhile, so a group that
+/// fills up (a broadcast's claims and outcomes) goes at once instead of at the linger's
+/// end.
+const LINGER_STEP: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Groups applied and waiting for their sync at once; the writer waits beyond that.
 const SYNCS_IN_FLIGHT: usize = 4;
@@ -109,20 +116,20 @@ impl StatusWriter {
     }
 
     /// `first` and what else waits, up to `max_group` changes; if that is not a full
-    /// group, what else comes within [`LINGER`] too (this runs on a blocking thread).
+    /// group, what else comes within [`LINGER`] too, looked at every [`LINGER_STEP`]
+    /// (this runs on a blocking thread, whose sleep a paused test clock does not stop).
     fn group(first: Pending, rx: &mut mpsc::Receiver<Pending>, max_group: usize) -> Vec<Pending> {
         let mut group = vec![first];
         let mut count = group[0].0.len();
-        let mut lingered = false;
+        let started = std::time::Instant::now();
         while count < max_group {
             match rx.try_recv() {
                 Ok(p) => {
                     count += p.0.len();
                     group.push(p);
                 }
-                Err(mpsc::error::TryRecvError::Empty) if !lingered => {
-                    std::thread::sleep(LINGER);
-                    lingered = true;
+                Err(mpsc::error::TryRecvError::Empty) if started.elapsed() < LINGER => {
+                    std::thread::sleep(LINGER_STEP);
                 }
                 Err(_) => break,
             }

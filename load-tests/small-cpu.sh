@@ -18,7 +18,12 @@ SENDME_CONFIG_DIR=config SENDME__SERVER__PORT=$port SENDME__STORE__PATH="$dir/da
   SENDME__PROVIDER__SIMULATED__RECEIPT_DELAY_MS=100 RUST_LOG=warn \
   "$target/release/sendme" >"$dir/out" 2>"$dir/err" &
 pid=$!
-trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT
+# The data dir goes with the server (a run leaves ~100 MB); with PERF=1 the profile stays.
+cleanup() {
+  kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true
+  if [ "${PERF:-}" = 1 ]; then rm -rf "$dir/data"; else rm -rf "$dir"; fi
+}
+trap cleanup EXIT
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
 token="$(SENDME_CONFIG_DIR=config "$target/release/sendme" token --demo 2>/dev/null)"
 admin="$(SENDME_CONFIG_DIR=config "$target/release/sendme" token --admin 2>/dev/null)"

@@ -93,10 +93,16 @@ pub fn start_delivery_routes(
     clock: EngineClock,
     dispatch: bool,
 ) -> DeliveryHandle {
+    let window_size = settings.window.max(1);
+    let window = Arc::new(Semaphore::new(window_size));
     let writer = StatusWriter::announcing(
         ports.messages.clone(),
         settings.max_status_group,
         Some(ports.queue.clone()),
+        Some(status_writer::WindowRoom {
+            slots: window.clone(),
+            size: window_size,
+        }),
     );
     let table = Arc::new(Routes::default());
     let mut actors = Vec::with_capacity(routes.len());
@@ -131,13 +137,12 @@ pub fn start_delivery_routes(
         .collect();
     table.fill(entries);
     let (shutdown, stopping) = watch::channel(false);
-    let window_size = settings.window.max(1);
     let handle = DeliveryHandle {
         ports: ports.clone(),
         writer: writer.clone(),
         clock,
         shutdown,
-        window: Arc::new(Semaphore::new(window_size)),
+        window,
         window_size,
         dispatching: dispatch,
     };

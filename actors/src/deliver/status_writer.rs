@@ -4,6 +4,7 @@
 use crate::domain::*;
 use crate::ports::*;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 type Pending = (
@@ -24,33 +25,53 @@ pub struct StatusWriter {
 /// [`StatusWriter::announcing`]).
 type Announce = Option<mpsc::UnboundedSender<Vec<StatusEvent>>>;
 
-/// How long a group that is not full waits for more changes, at most. None of them is
-/// what a client waits for (a 201 waits for the accept only), and at a steady rate a few
+/// How long a group that is not full waits for more changes. None of them is what a
+/// client waits for (a 201 waits for the accept only), and at a steady rate a few
 /// milliseconds make one group, one fsync and one round of thread wake-ups out of many
 /// (a group's cost is mostly fixed: blocking-pool hops, an fsync, its batches' records,
-/// its answers); at 1,000 small requests/s, 10 ms instead of 3 cut the server's CPU by
-/// 8–19 % (BENCHMARKS.md, "Seventeenth session"). A send waits at most that much longer:
-/// nothing next to a handset's delivery time.
-const LINGER: std::time::Duration = std::time::Duration::from_millis(10);
-/// The linger is slept in steps of this, taking what came meanwhile, so a group that
-/// fills up (a broadcast's claims and outcomes) goes at once instead of at the linger's
-/// end.
-const LINGER_STEP: std::time::Duration = std::time::Duration::from_millis(2);
+/// its answers).
+const LINGER: Duration = Duration::from_millis(3);
+/// How long it waits while the dispatch window is at least 3/4 free: delivery is then
+/// not held back by the wait (messages in flight are what the window bounds), and at
+/// 1,000 small requests/s, 10 ms instead of 3 cut the server's CPU by 5–10 %
+/// (BENCHMARKS.md, "Seventeenth session"). With the window full (a broadcast, a remote
+/// provider at its concurrency), every millisecond a claim or an outcome waits is
+/// throughput lost: a provider over HTTP at 256 concurrent sends delivered 22 % less
+/// with 10 ms always.
+const LONG_LINGER: Duration = Duration::from_millis(10);
+/// The wait is slept in steps of this, taking what came meanwhile, so a group that fills
+/// up goes at once instead of at the wait's end.
+const LINGER_STEP: Duration = Duration::from_millis(2);
+
+/// The dispatch window's slots, as the status writer looks at them to choose its linger.
+#[derive(Clone)]
+pub(super) struct WindowRoom {
+    pub(super) slots: Arc<Semaphore>,
+    pub(super) size: usize,
+}
+
+impl WindowRoom {
+    fn mostly_free(&self) -> bool {
+        self.slots.available_permits() * 4 >= self.size * 3
+    }
+}
 
 /// Groups applied and waiting for their sync at once; the writer waits beyond that.
 const SYNCS_IN_FLIGHT: usize = 4;
 
 impl StatusWriter {
     pub fn start(store: Arc<dyn MessageStore>, max_group: usize) -> Self {
-        Self::announcing(store, max_group, None)
+        Self::announcing(store, max_group, None, None)
     }
 
     /// Like [`StatusWriter::start`], announcing every persisted change of status (but
-    /// `sending`) on `queue` when it [`DispatchQueue::announces`].
-    pub fn announcing(
+    /// `sending`) on `queue` when it [`DispatchQueue::announces`], its groups waiting
+    /// longer while `window` is mostly free.
+    pub(super) fn announcing(
         store: Arc<dyn MessageStore>,
         max_group: usize,
         queue: Option<Arc<dyn DispatchQueue>>,
+        window: Option<WindowRoom>,
     ) -> Self {
         let (tx, rx) = mpsc::channel::<Pending>(max_group.max(1) * 4);
         let announce = queue.filter(|q| q.announces()).map(|queue| {
@@ -65,7 +86,7 @@ impl StatusWriter {
             });
             events
         });
-        tokio::spawn(Self::run(store, max_group, rx, announce));
+        tokio::spawn(Self::run(store, max_group, window, rx, announce));
         Self { tx, max_group }
     }
 
@@ -85,6 +106,7 @@ impl StatusWriter {
     async fn run(
         store: Arc<dyn MessageStore>,
         max_group: usize,
+        window: Option<WindowRoom>,
         mut rx: mpsc::Receiver<Pending>,
         announce: Announce,
     ) {
@@ -94,11 +116,11 @@ impl StatusWriter {
         let _ = done.send(());
         while let Some(first) = rx.recv().await {
             let (store, syncs, runtime) = (store.clone(), syncs.clone(), runtime.clone());
-            let announce = announce.clone();
+            let (announce, window) = (announce.clone(), window.clone());
             let busy = tokio::task::spawn_blocking(move || {
                 let mut next = Some(first);
                 while let Some(first) = next.take().or_else(|| rx.try_recv().ok()) {
-                    let group = Self::group(first, &mut rx, max_group);
+                    let group = Self::group(first, &mut rx, max_group, window.as_ref());
                     answered =
                         runtime.block_on(Self::apply(&store, &syncs, group, answered, &announce));
                 }
@@ -116,9 +138,15 @@ impl StatusWriter {
     }
 
     /// `first` and what else waits, up to `max_group` changes; if that is not a full
-    /// group, what else comes within [`LINGER`] too, looked at every [`LINGER_STEP`]
-    /// (this runs on a blocking thread, whose sleep a paused test clock does not stop).
-    fn group(first: Pending, rx: &mut mpsc::Receiver<Pending>, max_group: usize) -> Vec<Pending> {
+    /// group, what else comes within [`LINGER`] too ([`LONG_LINGER`] while `window` is
+    /// mostly free), looked at every [`LINGER_STEP`] (this runs on a blocking thread,
+    /// whose sleep a paused test clock does not stop).
+    fn group(
+        first: Pending,
+        rx: &mut mpsc::Receiver<Pending>,
+        max_group: usize,
+        window: Option<&WindowRoom>,
+    ) -> Vec<Pending> {
         let mut group = vec![first];
         let mut count = group[0].0.len();
         let started = std::time::Instant::now();
@@ -128,10 +156,17 @@ impl StatusWriter {
                     count += p.0.len();
                     group.push(p);
                 }
-                Err(mpsc::error::TryRecvError::Empty) if started.elapsed() < LINGER => {
-                    std::thread::sleep(LINGER_STEP);
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    let linger = match window {
+                        Some(w) if w.mostly_free() => LONG_LINGER,
+                        _ => LINGER,
+                    };
+                    match linger.checked_sub(started.elapsed()) {
+                        Some(left) if !left.is_zero() => std::thread::sleep(left.min(LINGER_STEP)),
+                        _ => break,
+                    }
                 }
-                Err(_) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
             }
         }
         group

@@ -14,7 +14,9 @@ kind="${1:-simulated}" n="${2:-100000}"
 bin="${CARGO_TARGET_DIR:-target}/release"
 work="$(mktemp -d)"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+# Each process is waited for before the data dir goes: a server still shutting down writes
+# into it, and `rm -rf` then fails (and ends the run with its error).
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 port=18480
 env_args=(SENDME__SERVER__PORT=$port SENDME__STORE__PATH="$work/data" RUST_LOG=warn

@@ -38,15 +38,15 @@ fn shared_metadata() -> Arc<Database> {
 thread_local! {
     /// The normalizer of a thread that normalizes small requests itself.
     static LOCAL: std::cell::RefCell<Normalizer> =
-        std::cell::RefCell::new(Normalizer::with(shared_metadata()));
+        std::cell::RefCell::new(Normalizer::with_metadata(shared_metadata()));
 }
 
 impl Normalizer {
     fn new() -> Self {
-        Self::with(Arc::new(load_metadata()))
+        Self::with_metadata(Arc::new(load_metadata()))
     }
 
-    fn with(metadata: Arc<Database>) -> Self {
+    fn with_metadata(metadata: Arc<Database>) -> Self {
         Normalizer {
             fast: FastPath::new(metadata.clone()),
             metadata,
@@ -60,7 +60,7 @@ impl Normalizer {
             if SHARED_BY_POOL.swap(true, Ordering::Relaxed) {
                 Normalizer::new()
             } else {
-                Normalizer::with(shared_metadata())
+                Normalizer::with_metadata(shared_metadata())
             }
         })
     }

@@ -33,7 +33,7 @@ type Announce = Option<mpsc::UnboundedSender<Vec<StatusEvent>>>;
 const LINGER: Duration = Duration::from_millis(3);
 /// How long it waits while the dispatch window is at least 3/4 free: delivery is then
 /// not held back by the wait (messages in flight are what the window bounds), and at
-/// 1,000 small requests/s, 10 ms instead of 3 cut the server's CPU by 5–10 %
+/// 1,000 small requests/s, 10 ms instead of 3 cut the server's CPU by 9–13 %
 /// (BENCHMARKS.md, "Seventeenth session"). With the window full (a broadcast, a remote
 /// provider at its concurrency), every millisecond a claim or an outcome waits is
 /// throughput lost: a provider over HTTP at 256 concurrent sends delivered 22 % less

@@ -89,14 +89,15 @@ pub(super) async fn dispatch_loop(
         // a time, the unused ones cost a lock each: 4 % of the CPU at 1,000 small
         // requests/s, when a poll finds ten records and 2,047 slots go back).
         let mut slots = tokio::select! {
-            p = h.window.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            p = h.window.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = stopping.changed() => return,
         };
         let more = h
             .window
+            .slots
             .available_permits()
             .min(settings.poll_batch.max(1) - 1);
-        if let Ok(p) = h.window.clone().try_acquire_many_owned(more as u32) {
+        if let Ok(p) = h.window.slots.clone().try_acquire_many_owned(more as u32) {
             slots.merge(p);
         }
         let turn = tokio::select! {

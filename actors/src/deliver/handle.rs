@@ -2,12 +2,12 @@
 //! shutdown) and what its tasks share.
 
 use super::status_writer::StatusWriter;
+use super::window::Window;
 use crate::clock::EngineClock;
 use crate::domain::*;
 use crate::ports::*;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 /// A running delivery engine.
 #[derive(Clone)]
@@ -16,9 +16,7 @@ pub struct DeliveryHandle {
     pub(super) writer: StatusWriter,
     pub(super) clock: EngineClock,
     pub(super) shutdown: watch::Sender<bool>,
-    /// A slot per message claimed and not yet finished (see `DispatchSettings::window`).
-    pub(super) window: Arc<Semaphore>,
-    pub(super) window_size: usize,
+    pub(super) window: Window,
     pub(super) dispatching: bool,
 }
 
@@ -146,8 +144,8 @@ impl DeliveryHandle {
     /// persisted, and returns whether everything finished in time.
     pub async fn shutdown(&self, grace: Duration) -> bool {
         let _ = self.shutdown.send(true);
-        let all = u32::try_from(self.window_size).unwrap_or(u32::MAX);
-        tokio::time::timeout(grace, self.window.acquire_many(all))
+        let all = u32::try_from(self.window.size).unwrap_or(u32::MAX);
+        tokio::time::timeout(grace, self.window.slots.acquire_many(all))
             .await
             .is_ok()
     }

@@ -24,6 +24,7 @@ pub mod route;
 pub mod router;
 pub mod schedule;
 mod status_writer;
+mod window;
 
 pub use callbacks::CallbackSettings;
 pub use dispatch::DispatchSettings;
@@ -41,7 +42,8 @@ use actix::Actor;
 use route::Routes;
 use router::{Circuit, TableEntry};
 use std::sync::Arc;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
+use window::Window;
 
 /// Starts the dispatcher, its provider route, the receipt inbox and the expiry sweep.
 /// `receipts` is where the provider's receipts arrive (see `SimulatedProvider`).
@@ -93,16 +95,12 @@ pub fn start_delivery_routes(
     clock: EngineClock,
     dispatch: bool,
 ) -> DeliveryHandle {
-    let window_size = settings.window.max(1);
-    let window = Arc::new(Semaphore::new(window_size));
+    let window = Window::new(settings.window);
     let writer = StatusWriter::announcing(
         ports.messages.clone(),
         settings.max_status_group,
         Some(ports.queue.clone()),
-        Some(status_writer::WindowRoom {
-            slots: window.clone(),
-            size: window_size,
-        }),
+        Some(window.clone()),
     );
     let table = Arc::new(Routes::default());
     let mut actors = Vec::with_capacity(routes.len());
@@ -143,7 +141,6 @@ pub fn start_delivery_routes(
         clock,
         shutdown,
         window,
-        window_size,
         dispatching: dispatch,
     };
     if dispatch {

@@ -1,6 +1,7 @@
 //! The status writer: group commit for status changes. Claims, send outcomes, receipts,
 //! cancels and expiries are submitted here, and many share one durable write.
 
+use super::window::Window;
 use crate::domain::*;
 use crate::ports::*;
 use std::sync::Arc;
@@ -43,19 +44,6 @@ const LONG_LINGER: Duration = Duration::from_millis(10);
 /// up goes at once instead of at the wait's end.
 const LINGER_STEP: Duration = Duration::from_millis(2);
 
-/// The dispatch window's slots, as the status writer looks at them to choose its linger.
-#[derive(Clone)]
-pub(super) struct WindowRoom {
-    pub(super) slots: Arc<Semaphore>,
-    pub(super) size: usize,
-}
-
-impl WindowRoom {
-    fn mostly_free(&self) -> bool {
-        self.slots.available_permits() * 4 >= self.size * 3
-    }
-}
-
 /// Groups applied and waiting for their sync at once; the writer waits beyond that.
 const SYNCS_IN_FLIGHT: usize = 4;
 
@@ -71,7 +59,7 @@ impl StatusWriter {
         store: Arc<dyn MessageStore>,
         max_group: usize,
         queue: Option<Arc<dyn DispatchQueue>>,
-        window: Option<WindowRoom>,
+        window: Option<Window>,
     ) -> Self {
         let (tx, rx) = mpsc::channel::<Pending>(max_group.max(1) * 4);
         let announce = queue.filter(|q| q.announces()).map(|queue| {
@@ -106,7 +94,7 @@ impl StatusWriter {
     async fn run(
         store: Arc<dyn MessageStore>,
         max_group: usize,
-        window: Option<WindowRoom>,
+        window: Option<Window>,
         mut rx: mpsc::Receiver<Pending>,
         announce: Announce,
     ) {
@@ -145,7 +133,7 @@ impl StatusWriter {
         first: Pending,
         rx: &mut mpsc::Receiver<Pending>,
         max_group: usize,
-        window: Option<&WindowRoom>,
+        window: Option<&Window>,
     ) -> Vec<Pending> {
         let mut group = vec![first];
         let mut count = group[0].0.len();

@@ -166,6 +166,10 @@ impl From<LedgerError> for ApiError {
             }
             LedgerError::AccountNotFound => ApiError::NotFound("account"),
             LedgerError::Overflow(e) => ApiError::InvalidRequest(format!("`amount`: {e}")),
+            LedgerError::TopUpReused { amount } => ApiError::Conflict(
+                "idempotency_conflict",
+                format!("this Idempotency-Key was used for a top-up of {amount} credits"),
+            ),
             LedgerError::Store(e) => e.into(),
         }
     }

@@ -24,24 +24,33 @@ impl Idempotency {
         endpoint: &str,
         payload: &T,
     ) -> Result<Option<Self>, ApiError> {
-        let Some(value) = req.headers().get("Idempotency-Key") else {
+        let Some(key) = key_of(req)? else {
             return Ok(None);
         };
-        let key = value
-            .to_str()
-            .ok()
-            .filter(|k| !k.is_empty() && k.len() <= 255)
-            .ok_or_else(|| {
-                ApiError::InvalidRequest(
-                    "`Idempotency-Key` must be 1 to 255 visible ASCII characters".into(),
-                )
-            })?;
         let bytes = serde_json::to_vec(payload).map_err(ApiError::internal)?;
         Ok(Some(Self {
             key: format!("{endpoint}:{key}"),
             fingerprint: fnv1a(&bytes),
         }))
     }
+}
+
+/// The request's `Idempotency-Key`, if it sent one: 400 unless 1 to 255 visible ASCII
+/// characters.
+pub fn key_of(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
+    let Some(value) = req.headers().get("Idempotency-Key") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::InvalidRequest(
+                "`Idempotency-Key` must be 1 to 255 visible ASCII characters".into(),
+            )
+        })
 }
 
 /// What a request with a key does.

@@ -247,3 +247,59 @@ async fn a_kill_9_while_a_large_send_with_a_key_is_accepted_or_answered_never_ch
         "{replayed:?}"
     );
 }
+
+/// A keyed top-up killed after its commit and before its answer (crash point
+/// `top_up.durable`), the admin's retry with the same key after the restart: the credits
+/// are added once, and the retry says it was replayed.
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature (the README's test command has --all-features)"
+)]
+#[tokio::test]
+async fn a_top_up_killed_before_its_answer_is_added_once_by_its_retry() {
+    let point = "top_up.durable";
+    assert!(sendme_actors::crash::ADMIN_POINTS.contains(&point));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let admin = std::process::Command::new(env!("CARGO_BIN_EXE_sendme"))
+        .args(["token", "--admin"])
+        .env("SENDME_CONFIG_DIR", common::CONFIG_DIR)
+        .output()
+        .expect("sendme token --admin");
+    let admin = String::from_utf8(admin.stdout).unwrap().trim().to_owned();
+    let token = demo_token();
+    let credits = format!("{base}/api/admin/accounts/0190d3e0-0000-7000-8000-00000000a001/credits");
+    let top_up = || {
+        client()
+            .post(&credits)
+            .bearer_auth(&admin)
+            .header("Idempotency-Key", "invoice-2026-12")
+            .json(&json!({"amount": 500}))
+            .send()
+    };
+
+    let mut cmd = common::sendme(&data, port);
+    cmd.env("SENDME__ROLE", "api").env("SENDME_CRASH_AT", point);
+    let (mut crashing, _) = start(cmd, "SENDME_LISTENING");
+    let first = top_up().await;
+    assert!(first.is_err(), "answered before the crash: {first:?}");
+    let status = crashing.0.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "SendMe ended, but not at {point}"
+    );
+
+    let _sendme = sendme(&data, port);
+    let retry = top_up().await.unwrap();
+    assert_eq!(retry.status(), StatusCode::OK);
+    assert_eq!(retry.headers()["Idempotent-Replayed"], "true");
+    let account = get_json(&client(), &format!("{base}/api/account"), &token).await;
+    assert_eq!(account["balance"], DEMO_CREDITS + 500, "{account}");
+    assert_eq!(
+        retry.json::<Value>().await.unwrap()["balance"],
+        DEMO_CREDITS + 500
+    );
+}

@@ -3,7 +3,8 @@
 //! `crash_point!("name")` compiles to nothing unless the crate using it is built with its
 //! `failpoints` feature (tests only); then the process kills itself with SIGKILL at the
 //! point `SENDME_CRASH_AT` names, exactly as a `kill -9` at that instant would.
-//! `tests/crash_points.rs` crashes the real process at each of [`POINTS`] in turn.
+//! `tests/crash_points.rs` crashes the real process at each of [`POINTS`] in turn, and
+//! `tests/idempotency_crash.rs` at each of [`ADMIN_POINTS`].
 
 /// Every crash point, in the order a message meets them.
 pub const POINTS: &[&str] = &[
@@ -18,6 +19,12 @@ pub const POINTS: &[&str] = &[
     "schedule.released",
     "schedule.published",
     "callback.delivered",
+];
+
+/// Crash points off a message's path: `tests/idempotency_crash.rs` crashes at each.
+pub const ADMIN_POINTS: &[&str] = &[
+    // A keyed top-up is durable, its answer not sent yet.
+    "top_up.durable",
 ];
 
 /// Stops the process at `name` when `SENDME_CRASH_AT` names it (see the module docs).
@@ -35,7 +42,7 @@ pub fn at(name: &'static str) {
     let target = TARGET.get_or_init(|| std::env::var("SENDME_CRASH_AT").ok());
     if target.as_deref() == Some(name) {
         debug_assert!(
-            POINTS.contains(&name),
+            POINTS.contains(&name) || ADMIN_POINTS.contains(&name),
             "crash point {name} is not in POINTS"
         );
         eprintln!("SENDME_CRASHED_AT={name}");

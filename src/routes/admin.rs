@@ -5,8 +5,9 @@ use super::account::AccountView;
 use crate::auth::Admin;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ErrorBody};
+use crate::idempotency;
 use crate::state::AppState;
-use actix_web::{post, web, HttpResponse};
+use actix_web::{post, web, HttpRequest, HttpResponse};
 use sendme_actors::domain::*;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -94,19 +95,25 @@ pub(crate) struct Credits {
     post,
     path = "/api/admin/accounts/{id}/credits",
     tag = "admin",
-    description = "Adds credits to an account.",
+    description = "Adds credits to an account. With an `Idempotency-Key`, the top-up is applied once per account and key: a retry (after a timeout, an error, a crash) adds nothing and answers the account as it is now, with `Idempotent-Replayed: true`. A key is remembered as long as its ledger entry (`retention.days`).",
     request_body = Credits,
-    params(("id" = String, Path, description = "The account id")),
+    params(
+        ("id" = String, Path, description = "The account id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters naming this top-up on this account"),
+    ),
     responses(
-        (status = 200, description = "The account after the top-up", body = AccountView),
-        (status = 400, description = "`amount` is 0, not a u64, or would take the account's credits past 9223372036854775807 (`invalid_request`); nothing changed", body = ErrorBody),
+        (status = 200, description = "The account after the top-up (or as it is now, for a repeated key)", body = AccountView,
+            headers(("Idempotent-Replayed" = String, description = "`true` when an earlier request with this key made the top-up"))),
+        (status = 400, description = "`amount` is 0, not a u64, or would take the account's credits past 9223372036854775807, or a malformed `Idempotency-Key` (`invalid_request`); nothing changed", body = ErrorBody),
         (status = 403, description = "Not an admin (`forbidden`)", body = ErrorBody),
+        (status = 409, description = "The `Idempotency-Key` was used on this account for a top-up of another amount (`idempotency_conflict`); nothing changed", body = ErrorBody),
     )
 )]
 #[post("/admin/accounts/{id}/credits")]
 pub(crate) async fn add_credits(
     state: web::Data<AppState>,
     _admin: Admin,
+    req: HttpRequest,
     path: web::Path<String>,
     body: JsonBody<Credits>,
 ) -> Result<HttpResponse, ApiError> {
@@ -114,8 +121,19 @@ pub(crate) async fn add_credits(
     if body.amount == 0 {
         return Err(ApiError::InvalidRequest("`amount` must be positive".into()));
     }
-    let account = state.ports.ledger.top_up(id, body.amount).await?;
-    Ok(HttpResponse::Ok().json(AccountView::from(account)))
+    let ledger = &state.ports.ledger;
+    let Some(key) = idempotency::key_of(&req)? else {
+        let account = ledger.top_up(id, body.amount).await?;
+        return Ok(HttpResponse::Ok().json(AccountView::from(account)));
+    };
+    let named = LedgerEntryId::of_top_up(id, key);
+    let top_up = ledger.top_up_once(id, body.amount, named).await?;
+    sendme_actors::crash_point!("top_up.durable");
+    let mut answer = HttpResponse::Ok();
+    if top_up.repeated {
+        answer.insert_header(("Idempotent-Replayed", "true"));
+    }
+    Ok(answer.json(AccountView::from(top_up.account)))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -177,3 +177,55 @@ async fn an_account_created_with_more_credits_than_a_store_keeps_answers_400() {
         .await;
     assert_error(r, StatusCode::BAD_REQUEST, "invalid_request").await;
 }
+
+#[actix_web::test]
+async fn a_top_up_retried_with_its_idempotency_key_adds_once() {
+    let app = spawn_app().await;
+    let demo = "/api/admin/accounts/0190d3e0-0000-7000-8000-00000000a001/credits";
+    let top_up = |path: String, key: String, amount: u64| {
+        app.client
+            .post(app.url(&path))
+            .bearer_auth(&app.admin_token)
+            .header("Idempotency-Key", key)
+            .json(&json!({ "amount": amount }))
+            .send()
+    };
+    let replayed = |r: &reqwest::Response| r.headers().get("Idempotent-Replayed").cloned();
+    let (before, _) = app.balance(&app.token).await;
+
+    let first = top_up(demo.into(), "invoice-42".into(), 100).await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(replayed(&first), None);
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["balance"], before + 100);
+    // The client's retry (it never saw the answer): the same account, nothing added.
+    let retry = top_up(demo.into(), "invoice-42".into(), 100).await.unwrap();
+    assert_eq!(retry.status(), StatusCode::OK);
+    assert_eq!(replayed(&retry).unwrap(), "true");
+    let retry: Value = retry.json().await.unwrap();
+    assert_eq!(retry["balance"], before + 100);
+    assert_eq!(app.balance(&app.token).await, (before + 100, 0));
+
+    // The key with another amount, or a key that is no key: refused, nothing changes.
+    let other = top_up(demo.into(), "invoice-42".into(), 50).await.unwrap();
+    assert_error(other, StatusCode::CONFLICT, "idempotency_conflict").await;
+    for bad in [String::new(), "k".repeat(256), "invoice-é".into()] {
+        let r = top_up(demo.into(), bad, 7).await.unwrap();
+        assert_error(r, StatusCode::BAD_REQUEST, "invalid_request").await;
+    }
+    assert_eq!(app.balance(&app.token).await, (before + 100, 0));
+
+    // Keys are per account; another key is another top-up.
+    let token = app.new_account(0, "CO", true).await;
+    let account: Value = app.get("/api/account", &token).await.json().await.unwrap();
+    let theirs = format!(
+        "/api/admin/accounts/{}/credits",
+        account["id"].as_str().unwrap()
+    );
+    let r = top_up(theirs, "invoice-42".into(), 100).await.unwrap();
+    assert_eq!((r.status(), replayed(&r)), (StatusCode::OK, None));
+    assert_eq!(app.balance(&token).await, (100, 0));
+    let r = top_up(demo.into(), "invoice-43".into(), 1).await.unwrap();
+    assert_eq!((r.status(), replayed(&r)), (StatusCode::OK, None));
+    assert_eq!(app.balance(&app.token).await, (before + 101, 0));
+}

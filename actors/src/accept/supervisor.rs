@@ -116,8 +116,10 @@ impl From<LedgerError> for BroadcastError {
                 BroadcastError::InsufficientBalance { needed, available }
             }
             LedgerError::AccountNotFound => BroadcastError::AccountNotFound,
-            // An accept only reserves; a top-up's overflow cannot come from it.
-            LedgerError::Overflow(e) => BroadcastError::Store(StoreError::Backend(Box::new(e))),
+            // An accept only reserves; a top-up's errors cannot come from it.
+            e @ (LedgerError::Overflow(_) | LedgerError::TopUpReused { .. }) => {
+                BroadcastError::Store(StoreError::Backend(Box::new(e)))
+            }
             LedgerError::Store(e) => BroadcastError::Store(e),
         }
     }

@@ -27,6 +27,26 @@ pub struct LedgerEntry {
     pub at: Millis,
 }
 
+impl LedgerEntry {
+    /// A movement made now.
+    pub fn new(
+        id: LedgerEntryId,
+        account: AccountId,
+        kind: LedgerKind,
+        amount: u64,
+        batch: Option<BatchId>,
+    ) -> Self {
+        Self {
+            id,
+            account,
+            kind,
+            amount,
+            batch,
+            at: super::now_millis(),
+        }
+    }
+}
+
 /// The most credits an account may hold, balance and reserved together: what every
 /// backend stores exactly (ScyllaDB's `bigint` is signed, so `u64::MAX` would not
 /// round-trip), and a bound under which no movement can overflow.
@@ -43,6 +63,23 @@ pub struct CreditOverflow;
 pub struct InsufficientBalance {
     pub needed: u64,
     pub available: u64,
+}
+
+impl LedgerEntryId {
+    /// The id of the top-up that a request names with `key` (its `Idempotency-Key`) on
+    /// `account`: the same for every retry of that request, so a store applies it once
+    /// (see `Ledger::top_up_once`). A UUIDv8 of a hash, whose first 48 bits (a UUIDv7's
+    /// time) are zero: it sorts before every time-ordered id, so a range of the ids older
+    /// than a time (retention's) always holds it and goes by its entry's time.
+    pub fn of_top_up(account: AccountId, key: &str) -> Self {
+        let mut named = Vec::with_capacity(16 + key.len());
+        named.extend_from_slice(account.as_bytes());
+        named.extend_from_slice(key.as_bytes());
+        let hash = xxhash_rust::xxh3::xxh3_128(&named).to_be_bytes();
+        let mut bytes = [0; 16];
+        bytes[6..].copy_from_slice(&hash[..10]);
+        Self(uuid::Builder::from_custom_bytes(bytes).into_uuid())
+    }
 }
 
 impl LedgerKind {

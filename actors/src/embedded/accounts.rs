@@ -8,10 +8,37 @@ use crate::ports::*;
 use async_trait::async_trait;
 
 impl Keyspaces {
-    /// Adds credits and records the top-up in the ledger, atomically and durably.
-    pub(super) fn top_up(&self, account: AccountId, amount: u64) -> Result<Account, LedgerError> {
-        self.move_credits(account, LedgerKind::TopUp, amount, None, |acc| {
-            Ok(acc.top_up(amount)?)
+    /// See [`Ledger::top_up_once`]: under the ledger lock, an `id` already in the ledger
+    /// is answered as repeated, after a sync (its first write may not be durable yet).
+    pub(super) fn top_up_once(
+        &self,
+        account: AccountId,
+        amount: u64,
+        id: LedgerEntryId,
+    ) -> Result<TopUp, LedgerError> {
+        let guard = self.ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut acc = self.account(account)?.ok_or(LedgerError::AccountNotFound)?;
+        let first: Option<LedgerEntry> =
+            self.get(&self.ledger, &key2(account.as_bytes(), id.as_bytes()))?;
+        if let Some(first) = first {
+            drop(guard);
+            if first.kind != LedgerKind::TopUp || first.amount != amount {
+                return Err(LedgerError::TopUpReused {
+                    amount: first.amount,
+                });
+            }
+            self.persist()?;
+            return Ok(TopUp {
+                account: acc,
+                repeated: true,
+            });
+        }
+        acc.top_up(amount)?;
+        let entry = LedgerEntry::new(id, account, LedgerKind::TopUp, amount, None);
+        self.commit_movement(guard, &acc, &entry)?;
+        Ok(TopUp {
+            account: acc,
+            repeated: false,
         })
     }
 
@@ -28,14 +55,27 @@ impl Keyspaces {
         let guard = self.ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut acc = self.account(account)?.ok_or(LedgerError::AccountNotFound)?;
         change(&mut acc)?;
+        let entry = LedgerEntry::new(LedgerEntryId::new(), account, kind, amount, batch);
+        self.commit_movement(guard, &acc, &entry)?;
+        Ok(acc)
+    }
+
+    /// Writes `acc` and its movement `entry` together, releases the ledger lock `guard`
+    /// and syncs.
+    fn commit_movement(
+        &self,
+        guard: std::sync::MutexGuard<'_, ()>,
+        acc: &Account,
+        entry: &LedgerEntry,
+    ) -> Result<(), LedgerError> {
         let mut wb = self.buffered_batch();
-        self.stage_movement(&mut wb, &acc, kind, amount, batch)?;
+        self.stage_entry(&mut wb, acc, entry)?;
         wb.commit().map_err(backend)?;
         // Later reservations may read this balance before it is on disk; they are
         // answered only after their own, later, fsync, which covers this write too.
         drop(guard);
         self.persist()?;
-        Ok(acc)
+        Ok(())
     }
 
     /// Adds to `wb` the account `acc` as it is after a movement of `amount` by `kind` (of
@@ -48,19 +88,21 @@ impl Keyspaces {
         amount: u64,
         batch: Option<BatchId>,
     ) -> StoreResult<()> {
-        let entry = LedgerEntry {
-            id: LedgerEntryId::new(),
-            account: acc.id,
-            kind,
-            amount,
-            batch,
-            at: now_millis(),
-        };
+        let entry = LedgerEntry::new(LedgerEntryId::new(), acc.id, kind, amount, batch);
+        self.stage_entry(wb, acc, &entry)
+    }
+
+    fn stage_entry(
+        &self,
+        wb: &mut fjall::OwnedWriteBatch,
+        acc: &Account,
+        entry: &LedgerEntry,
+    ) -> StoreResult<()> {
         wb.insert(&self.accounts, acc.id.as_bytes().to_vec(), encode(acc)?);
         wb.insert(
             &self.ledger,
             key2(acc.id.as_bytes(), entry.id.as_bytes()),
-            encode(&entry)?,
+            encode(entry)?,
         );
         Ok(())
     }
@@ -168,16 +210,26 @@ impl AccountStore for EmbeddedStore {
 
 #[async_trait]
 impl Ledger for EmbeddedStore {
-    async fn top_up(&self, account: AccountId, amount: u64) -> Result<Account, LedgerError> {
-        self.blocking(move |s| s.top_up(account, amount)).await
+    async fn top_up_once(
+        &self,
+        account: AccountId,
+        amount: u64,
+        id: LedgerEntryId,
+    ) -> Result<TopUp, LedgerError> {
+        self.blocking(move |s| s.top_up_once(account, amount, id))
+            .await
     }
 
+    /// Oldest first: keyed by id, and the id of a named top-up is not a time.
     async fn entries(&self, account: AccountId) -> StoreResult<Vec<LedgerEntry>> {
         let s = self.keyspaces()?;
-        s.ledger
+        let mut entries = s
+            .ledger
             .prefix(account.as_bytes())
             .map(|g| decode(&g.value().map_err(backend)?))
-            .collect()
+            .collect::<StoreResult<Vec<LedgerEntry>>>()?;
+        entries.sort_by_key(|e| (e.at, e.id.0));
+        Ok(entries)
     }
 
     async fn reconcile(&self, account: AccountId) -> Result<i64, LedgerError> {

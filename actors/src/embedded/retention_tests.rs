@@ -116,6 +116,9 @@ async fn old_finished_batches_are_purged_whole_and_batches_in_flight_or_recent_a
     let dir = tempfile::tempdir().unwrap();
     let (store, account) = open_with_account(dir.path()).await;
     let (old, old_ids) = finished_batch(&store, account, now_millis()).await;
+    // A keyed top-up: its id is no time, its entry is as old as any other.
+    let named = LedgerEntryId::of_top_up(account, "old-invoice");
+    store.top_up_once(account, 5, named).await.unwrap();
     claim(&store, account, "old", Some(old.id)).await;
     claim(&store, account, "nothing-sent", None).await;
     // In flight, however old: queued; paused; scheduled; sent and waiting for a receipt.
@@ -150,7 +153,7 @@ async fn old_finished_batches_are_purged_whole_and_batches_in_flight_or_recent_a
         .await
         .unwrap();
     let before = amounts(&store.account(account).await.unwrap().unwrap());
-    // The top-up's entry and the old batch's (reserve, capture, refunds) are history.
+    // The top-ups' entries and the old batch's (reserve, capture, refunds) are history.
     let old_entries = store
         .entries(account)
         .await

@@ -24,6 +24,9 @@ pub enum LedgerError {
     AccountNotFound,
     #[error(transparent)]
     Overflow(#[from] CreditOverflow),
+    /// A top-up id (`Ledger::top_up_once`) already applied with another amount.
+    #[error("this top-up was already applied with {amount} credits")]
+    TopUpReused { amount: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -75,7 +78,23 @@ pub trait AccountStore: Send + Sync {
 /// [`MessageStore::accept_batch`], atomically with the messages they pay for.
 #[async_trait]
 pub trait Ledger: Send + Sync {
-    async fn top_up(&self, account: AccountId, amount: u64) -> Result<Account, LedgerError>;
+    /// Adds `amount` to the balance as a fresh movement (a `top_up` entry).
+    async fn top_up(&self, account: AccountId, amount: u64) -> Result<Account, LedgerError> {
+        let fresh = LedgerEntryId::new();
+        Ok(self.top_up_once(account, amount, fresh).await?.account)
+    }
+    /// Adds `amount` to the balance once per `id` (the entry's id, e.g.
+    /// [`LedgerEntryId::of_top_up`]): a call whose `id` was applied before changes nothing
+    /// and answers the account as it is now ([`TopUp::repeated`]), or
+    /// [`LedgerError::TopUpReused`] if that was with another amount. An id is known as long
+    /// as its ledger entry is kept (`retention.days`). Concurrent calls with one id apply it
+    /// once.
+    async fn top_up_once(
+        &self,
+        account: AccountId,
+        amount: u64,
+        id: LedgerEntryId,
+    ) -> Result<TopUp, LedgerError>;
     async fn entries(&self, account: AccountId) -> StoreResult<Vec<LedgerEntry>>;
     /// Recomputes the account's reservation from its messages (the cost of every message
     /// still `queued` or `sending`, and of accepts still being written) and repairs a
@@ -99,6 +118,15 @@ pub trait Ledger: Send + Sync {
         amount: u64,
         batch: BatchId,
     ) -> Result<Account, LedgerError>;
+}
+
+/// What [`Ledger::top_up_once`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopUp {
+    /// The account after the top-up (after the first one, if `repeated`).
+    pub account: Account,
+    /// The id had been applied before: nothing changed now.
+    pub repeated: bool,
 }
 
 /// A page of a listing and the cursor of the next one.

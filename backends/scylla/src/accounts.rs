@@ -146,13 +146,47 @@ impl AccountStore for ScyllaStore {
 
 #[async_trait]
 impl Ledger for ScyllaStore {
-    async fn top_up(&self, account: AccountId, amount: u64) -> Result<Account, LedgerError> {
-        let movement = Movement::fresh(LedgerKind::TopUp, None);
-        self.moved(account, &movement, |acc| {
-            acc.top_up(amount)?;
-            Ok(amount)
-        })
-        .await
+    /// The movement's row of the account's book is keyed by `id`: a repeat finds it
+    /// (looked at first, and again if a concurrent call applied it between).
+    async fn top_up_once(
+        &self,
+        account: AccountId,
+        amount: u64,
+        id: LedgerEntryId,
+    ) -> Result<TopUp, LedgerError> {
+        let movement = Movement::named(LedgerKind::TopUp, id.0);
+        let kind = ledger_kind_str(LedgerKind::TopUp);
+        let repeated = |first: Option<u64>| async move {
+            match first {
+                Some(first) if first == amount => Ok(TopUp {
+                    account: self
+                        .read_account(account)
+                        .await?
+                        .ok_or(LedgerError::AccountNotFound)?,
+                    repeated: true,
+                }),
+                Some(first) => Err(LedgerError::TopUpReused { amount: first }),
+                None => Err(LedgerError::Store(corrupt(
+                    "a top-up found applied without its row",
+                ))),
+            }
+        };
+        if let Some(first) = self.movement_amount(account, kind, id.0).await? {
+            return repeated(Some(first)).await;
+        }
+        let applied = self
+            .apply_movement(account, &movement, |acc| {
+                acc.top_up(amount)?;
+                Ok::<_, LedgerError>(amount)
+            })
+            .await?;
+        match applied {
+            Some(account) => Ok(TopUp {
+                account,
+                repeated: false,
+            }),
+            None => repeated(self.movement_amount(account, kind, id.0).await?).await,
+        }
     }
 
     async fn reserve(

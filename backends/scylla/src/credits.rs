@@ -45,6 +45,16 @@ impl Movement {
         }
     }
 
+    /// A movement its caller names (a top-up's `Idempotency-Key`), so a repeat finds it.
+    pub fn named(kind: LedgerKind, id: Uuid) -> Self {
+        Self {
+            kind,
+            id,
+            batch: None,
+            settles: None,
+        }
+    }
+
     /// An accept's `reserve` or `release`, named by its batch.
     pub fn of_accept(kind: LedgerKind, batch: BatchId) -> Self {
         Self {
@@ -206,10 +216,20 @@ impl ScyllaStore {
     }
 
     async fn movement_exists(&self, account: AccountId, kind: &str, id: Uuid) -> StoreResult<bool> {
+        Ok(self.movement_amount(account, kind, id).await?.is_some())
+    }
+
+    /// The amount the movement `kind`, `id` moved, if it was applied.
+    pub(crate) async fn movement_amount(
+        &self,
+        account: AccountId,
+        kind: &str,
+        id: Uuid,
+    ) -> StoreResult<Option<u64>> {
         Ok(self
             .one::<(Option<i64>,)>(&self.st.select_movement, (account.0, kind, id))
             .await?
-            .is_some())
+            .map(|(amount,)| amount.unwrap_or(0).max(0) as u64))
     }
 
     /// Whether the accept of `batch` released its reservation.
@@ -277,9 +297,11 @@ impl ScyllaStore {
         match result {
             Ok(_) | Err(LedgerError::AccountNotFound) => Ok(()),
             Err(LedgerError::Store(e)) => Err(e),
-            Err(e @ (LedgerError::InsufficientBalance { .. } | LedgerError::Overflow(_))) => {
-                Err(StoreError::Backend(Box::new(e)))
-            }
+            Err(
+                e @ (LedgerError::InsufficientBalance { .. }
+                | LedgerError::Overflow(_)
+                | LedgerError::TopUpReused { .. }),
+            ) => Err(StoreError::Backend(Box::new(e))),
         }
     }
 

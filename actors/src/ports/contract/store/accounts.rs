@@ -71,6 +71,62 @@ pub async fn top_up_adds_credits_with_a_ledger_entry(s: Stores) {
     ));
 }
 
+pub async fn a_named_top_up_is_applied_once_per_id(s: Stores) {
+    let id = account_with(&s, 0).await;
+    let named = LedgerEntryId::of_top_up(id, "invoice-7");
+    let first = s.ledger.top_up_once(id, 25, named).await.unwrap();
+    assert_eq!((first.account.balance, first.repeated), (25, false));
+    // Sends spend between the first request and its retry: the retry answers the
+    // account as it is now, and adds nothing.
+    let (_, ids) = accepted(&s, id, MessageType::Sms, &[phone(1)]).await;
+    assert_eq!(ids.len(), 1);
+    let again = s.ledger.top_up_once(id, 25, named).await.unwrap();
+    assert_eq!((again.account.balance, again.account.reserved), (24, 1));
+    assert!(again.repeated);
+    assert!(matches!(
+        s.ledger.top_up_once(id, 30, named).await,
+        Err(LedgerError::TopUpReused { amount: 25 })
+    ));
+    // Another key, or the same key on another account, is another top-up.
+    let other = LedgerEntryId::of_top_up(id, "invoice-8");
+    assert!(!s.ledger.top_up_once(id, 5, other).await.unwrap().repeated);
+    let elsewhere = account_with(&s, 0).await;
+    let theirs = LedgerEntryId::of_top_up(elsewhere, "invoice-7");
+    assert_ne!(theirs, named);
+    let theirs = s.ledger.top_up_once(elsewhere, 25, theirs).await.unwrap();
+    assert_eq!((theirs.account.balance, theirs.repeated), (25, false));
+    assert_eq!(balance(&s, id).await, (29, 1));
+    let entries = s.ledger.entries(id).await.unwrap();
+    assert_eq!(
+        entries_of(&entries, LedgerKind::TopUp),
+        vec![25, 5],
+        "oldest first"
+    );
+    assert!(matches!(
+        s.ledger.top_up_once(AccountId::new(), 1, named).await,
+        Err(LedgerError::AccountNotFound)
+    ));
+}
+
+pub async fn concurrent_top_ups_with_one_id_add_once(s: Stores) {
+    let id = account_with(&s, 0).await;
+    let named = LedgerEntryId::of_top_up(id, "retried-at-once");
+    let calls = (0..8).map(|_| {
+        let ledger = s.ledger.clone();
+        tokio::spawn(async move { ledger.top_up_once(id, 7, named).await.unwrap() })
+    });
+    let mut fresh = 0;
+    for call in calls.collect::<Vec<_>>() {
+        let top_up = call.await.unwrap();
+        assert_eq!(top_up.account.balance, 7);
+        fresh += usize::from(!top_up.repeated);
+    }
+    assert_eq!(fresh, 1, "exactly one call applied the top-up");
+    assert_eq!(balance(&s, id).await, (7, 0));
+    let entries = s.ledger.entries(id).await.unwrap();
+    assert_eq!(entries_of(&entries, LedgerKind::TopUp), vec![7]);
+}
+
 // ---------------------------------------------------------------------------------
 // Accepting batches
 

@@ -4,8 +4,9 @@
 use super::window::Window;
 use crate::domain::*;
 use crate::ports::*;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 type Pending = (
@@ -258,28 +259,131 @@ const RETRY_WRITE_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 const RETRY_WRITE_ATTEMPTS: u32 = 64;
 
 /// Runs `write` until it succeeds, waiting 100 ms doubling to 5 s between tries, for
-/// about five minutes; `None` once it gave up (logged, as each failure, with `what`).
-/// The caller holds what the write is for (window slots, a receipt turn) meanwhile, so a
-/// failing store holds back new work instead of dropping it.
+/// about five minutes; `None` once it gave up (logged with `what`, as failures are: see
+/// [`FailureLog`]). The caller holds what the write is for (window slots, a receipt
+/// turn) meanwhile, so a failing store holds back new work instead of dropping it.
 pub(super) async fn until_stored<T, F, Fut>(what: &str, mut write: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = StoreResult<T>>,
 {
+    static RETRYING: FailureLog = FailureLog::new();
+    static GIVEN_UP: FailureLog = FailureLog::new();
     let mut wait = RETRY_WRITE_FIRST;
     for attempt in 1.. {
         match write().await {
-            Ok(done) => return Some(done),
+            Ok(done) => {
+                if let Some(failed) = RETRYING.stored() {
+                    tracing::warn!(failed, "store writes succeed again after failing");
+                }
+                return Some(done);
+            }
             Err(e) if attempt < RETRY_WRITE_ATTEMPTS => {
-                tracing::error!(error = ?e, "{what}; retrying");
+                if let Some(unlogged) = RETRYING.failed(Instant::now()) {
+                    tracing::error!(error = ?e, unlogged, "{what}; retrying");
+                }
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(RETRY_WRITE_MAX);
             }
             Err(e) => {
-                tracing::error!(error = ?e, "{what}; giving up");
+                if let Some(unlogged) = GIVEN_UP.failed(Instant::now()) {
+                    tracing::error!(error = ?e, unlogged, "{what}; giving up");
+                }
                 return None;
             }
         }
     }
     None
+}
+
+/// How often a [`FailureLog`] logs.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Failed store writes of the whole process, logged at most once per
+/// [`FAILURE_LOG_EVERY`], each line with how many failures were not logged before it: an
+/// outage fails every write in flight, each retried on its own (thousands of lines in
+/// five seconds, one would say the same).
+struct FailureLog {
+    failing: AtomicBool,
+    state: Mutex<FailureState>,
+}
+
+struct FailureState {
+    logged_at: Option<Instant>,
+    unlogged: u64,
+    failed: u64,
+}
+
+impl FailureLog {
+    const fn new() -> Self {
+        Self {
+            failing: AtomicBool::new(false),
+            state: Mutex::new(FailureState {
+                logged_at: None,
+                unlogged: 0,
+                failed: 0,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FailureState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A write failed at `now`: `Some(failures not logged before it)` if this one is.
+    fn failed(&self, now: Instant) -> Option<u64> {
+        self.failing.store(true, Ordering::Relaxed);
+        let mut st = self.lock();
+        st.failed += 1;
+        match st.logged_at {
+            Some(at) if now.saturating_duration_since(at) < FAILURE_LOG_EVERY => {
+                st.unlogged += 1;
+                None
+            }
+            _ => {
+                st.logged_at = Some(now);
+                Some(std::mem::take(&mut st.unlogged))
+            }
+        }
+    }
+
+    /// A write succeeded: the first time after failures, `Some(how many failed)` (and the
+    /// next failure is logged at once). One atomic load otherwise.
+    fn stored(&self) -> Option<u64> {
+        if !self.failing.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut st = self.lock();
+        if !self.failing.swap(false, Ordering::Relaxed) {
+            return None;
+        }
+        st.logged_at = None;
+        st.unlogged = 0;
+        Some(std::mem::take(&mut st.failed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_logged_once_per_period_with_the_count_left_unlogged() {
+        let log = FailureLog::new();
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        assert_eq!(log.stored(), None, "nothing failed yet");
+        assert_eq!(log.failed(at(0)), Some(0));
+        for ms in [1, 2, 4_999] {
+            assert_eq!(log.failed(at(ms)), None);
+        }
+        assert_eq!(log.failed(at(5_000)), Some(3));
+        assert_eq!(log.failed(at(5_001)), None);
+        // The first success after them says how many failed, once.
+        assert_eq!(log.stored(), Some(6));
+        assert_eq!(log.stored(), None);
+        // A new outage is logged at once, counted afresh.
+        assert_eq!(log.failed(at(5_002)), Some(0));
+        assert_eq!(log.stored(), Some(1));
+    }
 }

@@ -11,6 +11,7 @@
 //! An event leaves the outbox (is acknowledged) once delivered or given up on; a crash
 //! before that delivers it again after the restart, with the same `eventId`.
 
+use super::failure_log::FailureLog;
 use super::handle::DeliveryHandle;
 use crate::domain::*;
 use crate::ports::*;
@@ -22,6 +23,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+
+/// Failed reads of the outbox (while the store is reopened, every poll fails).
+static READS: FailureLog = FailureLog::new();
 
 /// How callbacks are delivered.
 #[derive(Debug, Clone)]
@@ -176,6 +180,9 @@ async fn run_callbacks(
             .await;
         let more = match read {
             Ok((events, next)) => {
+                if let Some(failed) = READS.succeeded() {
+                    tracing::warn!(failed, "the callback outbox reads again after failing");
+                }
                 let full = events.len() >= shared.settings.read_batch;
                 for event in events {
                     route(&shared, &mut workers, event);
@@ -184,7 +191,9 @@ async fn run_callbacks(
                 full
             }
             Err(e) => {
-                tracing::error!(error = ?e, "reading the callback outbox");
+                if let Some(unlogged) = READS.failed(std::time::Instant::now()) {
+                    tracing::error!(error = ?e, unlogged, "reading the callback outbox");
+                }
                 false
             }
         };

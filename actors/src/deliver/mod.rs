@@ -16,6 +16,7 @@
 
 pub mod callbacks;
 pub mod dispatch;
+mod failure_log;
 mod handle;
 mod receipts;
 mod recovery;

@@ -1,11 +1,11 @@
 //! The status writer: group commit for status changes. Claims, send outcomes, receipts,
 //! cancels and expiries are submitted here, and many share one durable write.
 
+use super::failure_log::FailureLog;
 use super::window::Window;
 use crate::domain::*;
 use crate::ports::*;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -191,6 +191,9 @@ impl StatusWriter {
             let _ = previous.await;
             match result {
                 Ok(all) => {
+                    if let Some(failed) = GROUPS.succeeded() {
+                        tracing::warn!(failed, "status groups persist again after failing");
+                    }
                     crate::metrics::record_applied(&from, &all);
                     if let Some(announce) = announce {
                         announce_changes(&announce, &from, &all);
@@ -202,7 +205,9 @@ impl StatusWriter {
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = ?e, "persisting status changes");
+                    if let Some(unlogged) = GROUPS.failed(Instant::now()) {
+                        tracing::error!(error = ?e, unlogged, "persisting status changes");
+                    }
                     crate::metrics::record_store_error("status");
                     for reply in replies {
                         let _ = reply.send(Err(StoreError::Backend("status write failed".into())));
@@ -251,6 +256,9 @@ fn announce_changes(
     }
 }
 
+/// Status groups that failed to persist (each answered with an error, its writers retry).
+static GROUPS: FailureLog = FailureLog::new();
+
 /// The first wait before a failed store write is tried again, doubled up to the max.
 const RETRY_WRITE_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
 const RETRY_WRITE_MAX: std::time::Duration = std::time::Duration::from_secs(5);
@@ -273,7 +281,7 @@ where
     for attempt in 1.. {
         match write().await {
             Ok(done) => {
-                if let Some(failed) = RETRYING.stored() {
+                if let Some(failed) = RETRYING.succeeded() {
                     tracing::warn!(failed, "store writes succeed again after failing");
                 }
                 return Some(done);
@@ -294,96 +302,4 @@ where
         }
     }
     None
-}
-
-/// How often a [`FailureLog`] logs.
-const FAILURE_LOG_EVERY: Duration = Duration::from_secs(5);
-
-/// Failed store writes of the whole process, logged at most once per
-/// [`FAILURE_LOG_EVERY`], each line with how many failures were not logged before it: an
-/// outage fails every write in flight, each retried on its own (thousands of lines in
-/// five seconds, one would say the same).
-struct FailureLog {
-    failing: AtomicBool,
-    state: Mutex<FailureState>,
-}
-
-struct FailureState {
-    logged_at: Option<Instant>,
-    unlogged: u64,
-    failed: u64,
-}
-
-impl FailureLog {
-    const fn new() -> Self {
-        Self {
-            failing: AtomicBool::new(false),
-            state: Mutex::new(FailureState {
-                logged_at: None,
-                unlogged: 0,
-                failed: 0,
-            }),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, FailureState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A write failed at `now`: `Some(failures not logged before it)` if this one is.
-    fn failed(&self, now: Instant) -> Option<u64> {
-        self.failing.store(true, Ordering::Relaxed);
-        let mut st = self.lock();
-        st.failed += 1;
-        match st.logged_at {
-            Some(at) if now.saturating_duration_since(at) < FAILURE_LOG_EVERY => {
-                st.unlogged += 1;
-                None
-            }
-            _ => {
-                st.logged_at = Some(now);
-                Some(std::mem::take(&mut st.unlogged))
-            }
-        }
-    }
-
-    /// A write succeeded: the first time after failures, `Some(how many failed)` (and the
-    /// next failure is logged at once). One atomic load otherwise.
-    fn stored(&self) -> Option<u64> {
-        if !self.failing.load(Ordering::Relaxed) {
-            return None;
-        }
-        let mut st = self.lock();
-        if !self.failing.swap(false, Ordering::Relaxed) {
-            return None;
-        }
-        st.logged_at = None;
-        st.unlogged = 0;
-        Some(std::mem::take(&mut st.failed))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn failures_are_logged_once_per_period_with_the_count_left_unlogged() {
-        let log = FailureLog::new();
-        let start = Instant::now();
-        let at = |ms| start + Duration::from_millis(ms);
-        assert_eq!(log.stored(), None, "nothing failed yet");
-        assert_eq!(log.failed(at(0)), Some(0));
-        for ms in [1, 2, 4_999] {
-            assert_eq!(log.failed(at(ms)), None);
-        }
-        assert_eq!(log.failed(at(5_000)), Some(3));
-        assert_eq!(log.failed(at(5_001)), None);
-        // The first success after them says how many failed, once.
-        assert_eq!(log.stored(), Some(6));
-        assert_eq!(log.stored(), None);
-        // A new outage is logged at once, counted afresh.
-        assert_eq!(log.failed(at(5_002)), Some(0));
-        assert_eq!(log.stored(), Some(1));
-    }
 }

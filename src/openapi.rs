@@ -28,9 +28,9 @@ use utoipa::{Modify, OpenApi};
         send::send_to_contacts,
         send::send_to_all,
         send::send_to_tags,
-        send::preview_contacts,
-        send::preview_all,
-        send::preview_tags,
+        send::preview::preview_contacts,
+        send::preview::preview_all,
+        send::preview::preview_tags,
         status::get_queue,
         status::cancel_queue,
         status::pause_queue,
@@ -78,7 +78,7 @@ use utoipa::{Modify, OpenApi};
     components(schemas(
         crate::error::ErrorBody,
         send::EnqueueResult,
-        send::PreviewResult,
+        send::preview::PreviewResult,
         // What a webhook receives (no path returns it).
         crate::webhooks::CallbackBody,
         crate::webhooks::CallbackMessage,

@@ -11,9 +11,8 @@
 pub mod dedupe;
 pub mod normalizer;
 pub mod outbox;
+pub mod request;
 pub mod supervisor;
 
-pub use supervisor::{
-    Accepted, Broadcast, BroadcastError, BroadcastSupervisor, EngineSettings, Preview, Recipients,
-    Supervisor,
-};
+pub use request::{Accepted, Broadcast, BroadcastError, EngineSettings, Preview, Recipients};
+pub use supervisor::{BroadcastSupervisor, Supervisor};

@@ -36,7 +36,10 @@ pub(super) use super::status_index::StatusMark;
 use crate::domain::{AccountId, MessageId, MessageStatus, Millis, PhoneNumber};
 use crate::ports::{StoreError, StoreResult};
 use bytes::Bytes;
+use entry::entries;
+pub(super) use entry::Entry;
 use fjall::{Database, Keyspace, OwnedWriteBatch, PersistMode};
+pub(super) use marks::{Marks, ReceiptMark, SentMark};
 use rustc_hash::FxHashMap;
 use std::collections::BTreeSet;
 use std::ops::Range;
@@ -55,102 +58,6 @@ const FOLD_EVERY: Duration = Duration::from_secs(1);
 /// A message's record: a slice of the log entry that holds it.
 pub(super) type Record = Bytes;
 pub(super) type Records = FxHashMap<MessageId, Record>;
-
-/// A log entry being built: each message's new record after its id and length, encoded
-/// in place (one buffer for the whole group, shared by the records kept in memory).
-#[derive(Default)]
-pub(super) struct Entry {
-    value: Vec<u8>,
-    records: Vec<(MessageId, Range<usize>)>,
-}
-
-impl Entry {
-    /// Room for `messages` records of about `record_bytes` each (96 if 0), and an eighth
-    /// more: records of one group vary, and outgrowing the buffer copies it.
-    pub(super) fn with_capacity(messages: usize, record_bytes: usize) -> Self {
-        let per_record = ID_AND_LENGTH + if record_bytes == 0 { 96 } else { record_bytes };
-        Self {
-            value: Vec::with_capacity(messages * per_record * 9 / 8),
-            records: Vec::with_capacity(messages),
-        }
-    }
-
-    /// Bytes of the records so far, without their ids and lengths.
-    pub(super) fn bytes(&self) -> usize {
-        self.value.len() - self.records.len() * ID_AND_LENGTH
-    }
-
-    /// Appends `id`'s record, written by `encode` at the end of the buffer it is given.
-    pub(super) fn push(
-        &mut self,
-        id: MessageId,
-        encode: impl FnOnce(Vec<u8>) -> StoreResult<Vec<u8>>,
-    ) -> StoreResult<()> {
-        self.value.extend_from_slice(id.as_bytes());
-        let len_at = self.value.len();
-        self.value.extend_from_slice(&[0; 4]);
-        self.value = encode(std::mem::take(&mut self.value))?;
-        let start = len_at + 4;
-        let len = u32::try_from(self.value.len() - start)
-            .map_err(|_| StoreError::Corrupt("a record over 4 GiB".into()))?;
-        self.value[len_at..start].copy_from_slice(&len.to_le_bytes());
-        self.records.push((id, start..self.value.len()));
-        Ok(())
-    }
-}
-
-/// A record's id and length before it in an entry.
-const ID_AND_LENGTH: usize = 16 + 4;
-
-/// A change to the `awaiting_receipt` index: message `id` became `sent` with a receipt
-/// `deadline` (`awaiting`), or left `sent` (its entry goes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct ReceiptMark {
-    pub(super) deadline: Millis,
-    pub(super) id: MessageId,
-    pub(super) awaiting: bool,
-}
-
-impl ReceiptMark {
-    /// The mark a message's newest record implies: its entry if it is `sent`, the removal
-    /// of any entry it had otherwise (`None`: it never had a deadline).
-    fn of_record(id: MessageId, record: &[u8]) -> StoreResult<Option<Self>> {
-        let (status, deadline) = record::status_and_deadline(record)?;
-        Ok(deadline.map(|deadline| Self {
-            deadline,
-            id,
-            awaiting: status == MessageStatus::Sent,
-        }))
-    }
-
-    /// Its key in the index: the deadline first, so overdue receipts are a range.
-    fn key(&self) -> [u8; 24] {
-        let mut k = [0; 24];
-        k[..8].copy_from_slice(&self.deadline.to_be_bytes());
-        k[8..].copy_from_slice(self.id.as_bytes());
-        k
-    }
-}
-
-/// A message reached `sent`: its recipient was last messaged by its account.
-pub(super) type SentMark = (PhoneNumber, AccountId);
-
-/// What a log entry's changes mean for the indexes the fold writes, each in the order the
-/// changes were made.
-#[derive(Default, Clone)]
-pub(super) struct Marks {
-    pub(super) receipts: Vec<ReceiptMark>,
-    pub(super) senders: Vec<SentMark>,
-    pub(super) statuses: Vec<StatusMark>,
-}
-
-impl Marks {
-    fn append(&mut self, later: &mut Marks) {
-        self.receipts.append(&mut later.receipts);
-        self.senders.append(&mut later.senders);
-        self.statuses.append(&mut later.statuses);
-    }
-}
 
 /// A staged entry: its key, its records and its marks, to [`StatusLog::publish`] once
 /// committed.
@@ -618,23 +525,8 @@ fn seq_of(key: &[u8]) -> StoreResult<u64> {
     ))
 }
 
-/// The (message, record) pairs of one log entry.
-fn entries(mut value: &[u8]) -> StoreResult<Vec<(MessageId, &[u8])>> {
-    let mut out = Vec::new();
-    while !value.is_empty() {
-        let (id, rest) = value.split_at_checked(16).ok_or_else(|| corrupt("id"))?;
-        let (len, rest) = rest.split_at_checked(4).ok_or_else(|| corrupt("length"))?;
-        let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
-        let (record, rest) = rest
-            .split_at_checked(len)
-            .ok_or_else(|| corrupt("record"))?;
-        let id = MessageId::from_slice(id).ok_or_else(|| corrupt("id"))?;
-        out.push((id, record));
-        value = rest;
-    }
-    Ok(out)
-}
-
+mod entry;
+mod marks;
 mod recovered;
 #[cfg(test)]
 mod tests;

@@ -312,6 +312,7 @@ impl Application {
         let send_body = settings.server.send_body_limits();
         let small_body = settings.server.small_body_limits();
         let serves_api = settings.role.serves_api();
+        let http_workers = settings.server.http_workers();
         let shutting_down = Arc::new(AtomicBool::new(false));
         let state = web::Data::new(AppState {
             settings,
@@ -346,6 +347,7 @@ impl Application {
                     }
                 })
         })
+        .workers(http_workers)
         .listen(listener)?
         .run();
         Ok(Self {

@@ -175,9 +175,9 @@ fn send_body_read_timeout() -> u64 {
 impl ServerSettings {
     /// The HTTP workers to start: `workers`, or for 0 one per core (actix's default).
     /// Measured on 2 cores (BENCHMARKS.md, eighteenth session): one worker instead of two
-    /// took 0–14 % off the CPU of small requests at 1,000 req/s (−5 % over 13 alternating
-    /// pairs, within this machine's noise) and changed nothing at 3,000 req/s or for a 1M
-    /// broadcast, so the default stays.
+    /// took 5 % off the CPU of small requests at 1,000 req/s on average over 13 alternating
+    /// pairs (better in 8; within this machine's noise) and changed nothing at 3,000 req/s
+    /// or for a 1M broadcast, so the default stays.
     pub fn http_workers(&self) -> usize {
         match self.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),

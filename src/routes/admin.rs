@@ -121,13 +121,15 @@ pub(crate) async fn add_credits(
     if body.amount == 0 {
         return Err(ApiError::InvalidRequest("`amount` must be positive".into()));
     }
-    let ledger = &state.ports.ledger;
-    let Some(key) = idempotency::key_of(&req)? else {
-        let account = ledger.top_up(id, body.amount).await?;
-        return Ok(HttpResponse::Ok().json(AccountView::from(account)));
+    let movement = match idempotency::key_of(&req)? {
+        Some(key) => LedgerEntryId::of_top_up(id, key),
+        None => LedgerEntryId::new(),
     };
-    let named = LedgerEntryId::of_top_up(id, key);
-    let top_up = ledger.top_up_once(id, body.amount, named).await?;
+    let top_up = state
+        .ports
+        .ledger
+        .top_up_once(id, body.amount, movement)
+        .await?;
     sendme_actors::crash_point!("top_up.durable");
     let mut answer = HttpResponse::Ok();
     if top_up.repeated {

@@ -334,6 +334,16 @@ impl OwnBroker {
 impl Drop for OwnBroker {
     fn drop(&mut self) {
         self.stop();
+        // A failed test shows what the broker said (its data directory goes with it).
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.path().join("broker.log"));
+            let log = log.unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("broker.log, last lines:");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 

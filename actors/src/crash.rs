@@ -43,7 +43,7 @@ pub fn at(name: &'static str) {
     if target.as_deref() == Some(name) {
         debug_assert!(
             POINTS.contains(&name) || ADMIN_POINTS.contains(&name),
-            "crash point {name} is not in POINTS"
+            "crash point {name} is in neither POINTS nor ADMIN_POINTS"
         );
         eprintln!("SENDME_CRASHED_AT={name}");
         // SAFETY: kill(2) on our own pid; nothing runs after it.

@@ -138,7 +138,7 @@ impl StatusWriter {
     ) -> Vec<Pending> {
         let mut group = vec![first];
         let mut count = group[0].0.len();
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         while count < max_group {
             match rx.try_recv() {
                 Ok(p) => {
@@ -260,8 +260,8 @@ fn announce_changes(
 static GROUPS: FailureLog = FailureLog::new();
 
 /// The first wait before a failed store write is tried again, doubled up to the max.
-const RETRY_WRITE_FIRST: std::time::Duration = std::time::Duration::from_millis(100);
-const RETRY_WRITE_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+const RETRY_WRITE_FIRST: Duration = Duration::from_millis(100);
+const RETRY_WRITE_MAX: Duration = Duration::from_secs(5);
 /// Tries of a failed store write before it is given up (about 5 minutes: a store
 /// outage's worth, such as a full disk until the store is reopened).
 const RETRY_WRITE_ATTEMPTS: u32 = 64;

@@ -395,13 +395,12 @@ impl Keyspaces {
 
 /// The ledger entry reserving `batch`'s cost, with its id, encoded.
 pub(super) fn reserve_entry(batch: &Batch) -> StoreResult<(LedgerEntryId, Vec<u8>)> {
-    let entry = LedgerEntry {
-        id: LedgerEntryId::new(),
-        account: batch.account,
-        kind: LedgerKind::Reserve,
-        amount: batch.cost,
-        batch: Some(batch.id),
-        at: now_millis(),
-    };
+    let entry = LedgerEntry::new(
+        LedgerEntryId::new(),
+        batch.account,
+        LedgerKind::Reserve,
+        batch.cost,
+        Some(batch.id),
+    );
     Ok((entry.id, encode(&entry)?))
 }

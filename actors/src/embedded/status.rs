@@ -186,14 +186,8 @@ impl Keyspaces {
                 },
             };
             let amount = acc.settle(kind, amount);
-            let entry = LedgerEntry {
-                id: LedgerEntryId::new(),
-                account,
-                kind,
-                amount,
-                batch: Some(batch_id),
-                at: now_millis(),
-            };
+            let entry =
+                LedgerEntry::new(LedgerEntryId::new(), account, kind, amount, Some(batch_id));
             wb.insert(
                 &self.ledger,
                 key2(account.as_bytes(), entry.id.as_bytes()),

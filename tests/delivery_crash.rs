@@ -338,7 +338,15 @@ impl Drop for OwnBroker {
         if std::thread::panicking() {
             let log = std::fs::read_to_string(self.dir.path().join("broker.log"));
             let log = log.unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            // The first errors say what broke; the last lines, what it came to.
+            eprintln!("broker.log, first errors:");
+            let errors = log.lines().filter(|line| {
+                line.contains("ERROR") || line.contains("WARN") || line.contains("panicked")
+            });
+            for line in errors.take(20) {
+                eprintln!("{line}");
+            }
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
             eprintln!("broker.log, last lines:");
             for line in tail.iter().rev() {
                 eprintln!("{line}");

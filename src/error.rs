@@ -167,7 +167,7 @@ impl From<LedgerError> for ApiError {
             LedgerError::AccountNotFound => ApiError::NotFound("account"),
             LedgerError::Overflow(e) => ApiError::InvalidRequest(format!("`amount`: {e}")),
             LedgerError::TopUpReused { amount } => ApiError::Conflict(
-                "idempotency_conflict",
+                crate::idempotency::CONFLICT,
                 format!("this Idempotency-Key was used for a top-up of {amount} credits"),
             ),
             LedgerError::Store(e) => e.into(),

@@ -151,9 +151,12 @@ fn in_progress() -> ApiError {
     )
 }
 
+/// The code of a 409 for an `Idempotency-Key` used with another request.
+pub const CONFLICT: &str = "idempotency_conflict";
+
 fn conflict() -> ApiError {
     ApiError::Conflict(
-        "idempotency_conflict",
+        CONFLICT,
         "this Idempotency-Key was used with a different request".into(),
     )
 }

@@ -248,6 +248,38 @@ async fn a_kill_9_while_a_large_send_with_a_key_is_accepted_or_answered_never_ch
     );
 }
 
+/// The admin's token (`sendme token --admin`, from the test configuration's keys).
+fn admin_token() -> String {
+    let admin = std::process::Command::new(env!("CARGO_BIN_EXE_sendme"))
+        .args(["token", "--admin"])
+        .env("SENDME_CONFIG_DIR", common::CONFIG_DIR)
+        .output()
+        .expect("sendme token --admin");
+    String::from_utf8(admin.stdout).unwrap().trim().to_owned()
+}
+
+/// Sends `request` to a SendMe on `data` set to kill itself (-9) at the admin crash
+/// `point`, checks it got no answer and that SendMe died there, then starts SendMe again
+/// on the same data (returned, to keep running).
+async fn killed_at<F>(point: &str, data: &Path, port: u16, request: F) -> Process
+where
+    F: std::future::Future<Output = reqwest::Result<reqwest::Response>>,
+{
+    assert!(sendme_actors::crash::ADMIN_POINTS.contains(&point));
+    let mut cmd = common::sendme(data, port);
+    cmd.env("SENDME__ROLE", "api").env("SENDME_CRASH_AT", point);
+    let (mut crashing, _) = start(cmd, "SENDME_LISTENING");
+    let first = request.await;
+    assert!(first.is_err(), "answered before the crash: {first:?}");
+    let status = crashing.0.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(9),
+        "SendMe ended, but not at {point}"
+    );
+    sendme(data, port)
+}
+
 /// A keyed top-up killed after its commit and before its answer (crash point
 /// `top_up.durable`), the admin's retry with the same key after the restart: the credits
 /// are added once, and the retry says it was replayed.
@@ -257,18 +289,11 @@ async fn a_kill_9_while_a_large_send_with_a_key_is_accepted_or_answered_never_ch
 )]
 #[tokio::test]
 async fn a_top_up_killed_before_its_answer_is_added_once_by_its_retry() {
-    let point = "top_up.durable";
-    assert!(sendme_actors::crash::ADMIN_POINTS.contains(&point));
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let admin = std::process::Command::new(env!("CARGO_BIN_EXE_sendme"))
-        .args(["token", "--admin"])
-        .env("SENDME_CONFIG_DIR", common::CONFIG_DIR)
-        .output()
-        .expect("sendme token --admin");
-    let admin = String::from_utf8(admin.stdout).unwrap().trim().to_owned();
+    let admin = admin_token();
     let token = demo_token();
     let credits = format!("{base}/api/admin/accounts/0190d3e0-0000-7000-8000-00000000a001/credits");
     let top_up = || {
@@ -280,19 +305,7 @@ async fn a_top_up_killed_before_its_answer_is_added_once_by_its_retry() {
             .send()
     };
 
-    let mut cmd = common::sendme(&data, port);
-    cmd.env("SENDME__ROLE", "api").env("SENDME_CRASH_AT", point);
-    let (mut crashing, _) = start(cmd, "SENDME_LISTENING");
-    let first = top_up().await;
-    assert!(first.is_err(), "answered before the crash: {first:?}");
-    let status = crashing.0.wait().unwrap();
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&status),
-        Some(9),
-        "SendMe ended, but not at {point}"
-    );
-
-    let _sendme = sendme(&data, port);
+    let _sendme = killed_at("top_up.durable", &data, port, top_up()).await;
     let retry = top_up().await.unwrap();
     assert_eq!(retry.status(), StatusCode::OK);
     assert_eq!(retry.headers()["Idempotent-Replayed"], "true");
@@ -302,4 +315,55 @@ async fn a_top_up_killed_before_its_answer_is_added_once_by_its_retry() {
         retry.json::<Value>().await.unwrap()["balance"],
         DEMO_CREDITS + 500
     );
+}
+
+/// A keyed account creation killed after the account exists and before its initial
+/// credits (crash point `account.created`): the retry with the same key completes it, one
+/// account with its credits once, and says it was replayed; a second retry changes nothing.
+#[cfg_attr(
+    not(feature = "failpoints"),
+    ignore = "needs the failpoints feature (the README's test command has --all-features)"
+)]
+#[tokio::test]
+async fn an_account_creation_killed_before_its_credits_is_completed_once_by_its_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let admin = admin_token();
+    let create = || {
+        client()
+            .post(format!("{base}/api/admin/accounts"))
+            .bearer_auth(&admin)
+            .header("Idempotency-Key", "onboarding-acme")
+            .json(&json!({"name": "Acme", "defaultCountry": "CO", "credits": 700}))
+            .send()
+    };
+
+    let _sendme = killed_at("account.created", &data, port, create()).await;
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let retry = create().await.unwrap();
+        assert_eq!(retry.status(), StatusCode::CREATED);
+        assert_eq!(retry.headers()["Idempotent-Replayed"], "true");
+        answers.push(retry.json::<Value>().await.unwrap());
+    }
+    assert_eq!(answers[0]["id"], answers[1]["id"], "one account");
+    for answer in &answers {
+        assert_eq!(
+            (&answer["balance"], &answer["name"]),
+            (&json!(700), &json!("Acme"))
+        );
+    }
+    // What the store holds: one more credit (no key) answers 701.
+    let id = answers[0]["id"].as_str().unwrap();
+    let one_more = client()
+        .post(format!("{base}/api/admin/accounts/{id}/credits"))
+        .bearer_auth(&admin)
+        .json(&json!({"amount": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(one_more.status(), StatusCode::OK);
+    assert_eq!(one_more.json::<Value>().await.unwrap()["balance"], 701);
 }

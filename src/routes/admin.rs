@@ -40,18 +40,24 @@ pub(crate) struct NewAccount {
     post,
     path = "/api/admin/accounts",
     tag = "admin",
-    description = "Creates an account.",
+    description = "Creates an account. With an `Idempotency-Key`, the account is created once per key (and the admin's account): a retry (after a timeout, an error, a crash) creates nothing more, completes a creation that was cut short (its initial `credits` are added once), and answers the account as it is now, with `Idempotent-Replayed: true`.",
     request_body = NewAccount,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters naming this account's creation"),
+    ),
     responses(
-        (status = 201, description = "Created", body = AccountView),
-        (status = 400, description = "Blank `name`, unknown `defaultCountry` or `credits` past 9223372036854775807 (`invalid_request`); nothing created", body = ErrorBody),
+        (status = 201, description = "Created (or, for a repeated key, the account as it is now)", body = AccountView,
+            headers(("Idempotent-Replayed" = String, description = "`true` when an earlier request with this key created the account"))),
+        (status = 400, description = "Blank `name`, unknown `defaultCountry`, `credits` past 9223372036854775807 or a malformed `Idempotency-Key` (`invalid_request`); nothing created", body = ErrorBody),
         (status = 403, description = "Not an admin (`forbidden`)", body = ErrorBody),
+        (status = 409, description = "The `Idempotency-Key` created an account with another `name`, `defaultCountry` or `credits` (`idempotency_conflict`); nothing changed", body = ErrorBody),
     )
 )]
 #[post("/admin/accounts")]
 pub(crate) async fn create_account(
     state: web::Data<AppState>,
-    _admin: Admin,
+    admin: Admin,
+    req: HttpRequest,
     body: JsonBody<NewAccount>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
@@ -68,19 +74,48 @@ pub(crate) async fn create_account(
             "`credits`: {CreditOverflow}"
         )));
     }
+    let key = idempotency::key_of(&req)?;
+    let id = key.map_or_else(AccountId::new, |key| {
+        AccountId::of_creation(admin.0.account, key)
+    });
     let account = Account::new(
-        AccountId::new(),
+        id,
         body.name.trim().to_owned(),
         default_country,
         now_millis(),
     );
-    state.ports.accounts.put_account(&account).await?;
+    let accounts = &state.ports.accounts;
+    let created = accounts.create_account(&account).await?;
+    let account = if created {
+        account
+    } else {
+        let existing = accounts.account(id).await?.ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!("account {id} exists and reads as missing"))
+        })?;
+        if (existing.name.as_str(), existing.default_country)
+            != (account.name.as_str(), default_country)
+        {
+            return Err(ApiError::Conflict(
+                idempotency::CONFLICT,
+                "this Idempotency-Key created an account with another name or country".into(),
+            ));
+        }
+        existing
+    };
+    sendme_actors::crash_point!("account.created");
+    // Keyed like a top-up with this key, so a retry adds them once.
     let account = if body.credits > 0 {
-        state.ports.ledger.top_up(account.id, body.credits).await?
+        let movement = key.map_or_else(LedgerEntryId::new, |key| LedgerEntryId::of_top_up(id, key));
+        let top_up = state.ports.ledger.top_up_once(id, body.credits, movement);
+        top_up.await?.account
     } else {
         account
     };
-    Ok(HttpResponse::Created().json(AccountView::from(account)))
+    let mut answer = HttpResponse::Created();
+    if !created {
+        answer.insert_header(("Idempotent-Replayed", "true"));
+    }
+    Ok(answer.json(AccountView::from(account)))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -229,3 +229,90 @@ async fn a_top_up_retried_with_its_idempotency_key_adds_once() {
     assert_eq!((r.status(), replayed(&r)), (StatusCode::OK, None));
     assert_eq!(app.balance(&app.token).await, (before + 101, 0));
 }
+
+#[actix_web::test]
+async fn an_account_created_with_an_idempotency_key_is_created_once() {
+    let app = spawn_app().await;
+    let create = |key: &str, body: Value| {
+        app.client
+            .post(app.url("/api/admin/accounts"))
+            .bearer_auth(&app.admin_token)
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+    };
+    let replayed = |r: &reqwest::Response| r.headers().get("Idempotent-Replayed").cloned();
+    let acme = json!({"name": "Acme", "defaultCountry": "CO", "credits": 300});
+
+    let first = create("onboarding-7", acme.clone()).await.unwrap();
+    assert_eq!(
+        (first.status(), replayed(&first)),
+        (StatusCode::CREATED, None)
+    );
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["balance"], 300);
+    let id = first["id"].as_str().unwrap().to_owned();
+    // Credits move between the first request and its retry: the retry answers the
+    // account as it is now, and neither creates another nor adds its credits again.
+    let top_up = app
+        .post(
+            &format!("/api/admin/accounts/{id}/credits"),
+            &app.admin_token,
+            &json!({"amount": 5}),
+        )
+        .await;
+    assert_eq!(top_up.status(), StatusCode::OK);
+    let retry = create("onboarding-7", acme.clone()).await.unwrap();
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert_eq!(replayed(&retry).unwrap(), "true");
+    let retry: Value = retry.json().await.unwrap();
+    assert_eq!(
+        (retry["id"].as_str(), &retry["balance"]),
+        (Some(id.as_str()), &json!(305))
+    );
+
+    // The key with another request: refused, nothing changes.
+    for other in [
+        json!({"name": "Acme Ltd", "defaultCountry": "CO", "credits": 300}),
+        json!({"name": "Acme", "defaultCountry": "MX", "credits": 300}),
+        json!({"name": "Acme", "defaultCountry": "CO", "credits": 301}),
+    ] {
+        let r = create("onboarding-7", other).await.unwrap();
+        assert_error(r, StatusCode::CONFLICT, "idempotency_conflict").await;
+    }
+    for bad in [String::new(), "k".repeat(256), "alta-ñ".into()] {
+        let r = create(&bad, acme.clone()).await.unwrap();
+        assert_error(r, StatusCode::BAD_REQUEST, "invalid_request").await;
+    }
+    let now = app
+        .post(
+            &format!("/api/admin/accounts/{id}/credits"),
+            &app.admin_token,
+            &json!({"amount": 1}),
+        )
+        .await;
+    let now: Value = now.json().await.unwrap();
+    assert_eq!(
+        (&now["name"], &now["balance"]),
+        (&json!("Acme"), &json!(306))
+    );
+
+    // Another key is another account; no key, a new account each time.
+    let other = create("onboarding-8", acme.clone()).await.unwrap();
+    assert_eq!(
+        (other.status(), replayed(&other)),
+        (StatusCode::CREATED, None)
+    );
+    let other: Value = other.json().await.unwrap();
+    assert_ne!(other["id"], json!(id));
+    let unkeyed = |_: ()| {
+        app.client
+            .post(app.url("/api/admin/accounts"))
+            .bearer_auth(&app.admin_token)
+            .json(&acme)
+            .send()
+    };
+    let a: Value = unkeyed(()).await.unwrap().json().await.unwrap();
+    let b: Value = unkeyed(()).await.unwrap().json().await.unwrap();
+    assert_ne!(a["id"], b["id"]);
+}

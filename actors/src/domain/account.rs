@@ -23,6 +23,20 @@ pub struct Account {
     pub created_at: Millis,
 }
 
+impl AccountId {
+    /// The id of the account a request names with `key` (its `Idempotency-Key`), made by
+    /// an admin of `by`: the same for every retry of that request, so a store creates it
+    /// once (see `AccountStore::create_account`). A UUIDv8 of a hash.
+    pub fn of_creation(by: AccountId, key: &str) -> Self {
+        let mut named = Vec::with_capacity(24 + key.len());
+        named.extend_from_slice(b"account:");
+        named.extend_from_slice(by.as_bytes());
+        named.extend_from_slice(key.as_bytes());
+        let hash = xxhash_rust::xxh3::xxh3_128(&named).to_be_bytes();
+        Self(uuid::Builder::from_custom_bytes(hash).into_uuid())
+    }
+}
+
 impl Account {
     /// A new account, without credits.
     pub fn new(id: AccountId, name: String, default_country: Country, created_at: Millis) -> Self {

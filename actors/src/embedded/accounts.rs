@@ -146,6 +146,25 @@ impl AccountStore for EmbeddedStore {
             .await
     }
 
+    async fn create_account(&self, account: &Account) -> StoreResult<bool> {
+        let account = account.clone();
+        self.blocking(move |s| {
+            // Under the ledger lock, as every write of an account's record.
+            let guard = s.ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let created = s.account(account.id)?.is_none();
+            if created {
+                s.accounts
+                    .insert(account.id.as_bytes(), encode(&account)?)
+                    .map_err(backend)?;
+            }
+            drop(guard);
+            // Synced either way: an existing account's first write may not be yet.
+            s.persist()?;
+            Ok(created)
+        })
+        .await
+    }
+
     async fn account(&self, id: AccountId) -> StoreResult<Option<Account>> {
         self.keyspaces()?.account(id)
     }

@@ -37,6 +37,29 @@ impl AccountStore for ScyllaStore {
         self.put_credits(a).await
     }
 
+    async fn create_account(&self, a: &Account) -> StoreResult<bool> {
+        let created = self
+            .lwt(
+                &self.st.insert_account_once,
+                (
+                    a.id.0,
+                    a.name.as_str(),
+                    a.default_country.as_str(),
+                    a.balance as i64,
+                    a.reserved as i64,
+                    CqlTimestamp(a.created_at),
+                ),
+            )
+            .await?;
+        // The book only for the account this call created: an existing one's amounts
+        // are its own. (A book missing after a crash here is seeded from the account row
+        // by the first movement.)
+        if created {
+            self.put_credits(a).await?;
+        }
+        Ok(created)
+    }
+
     async fn account(&self, id: AccountId) -> StoreResult<Option<Account>> {
         self.read_account(id).await
     }

@@ -414,7 +414,8 @@ fn history_is_written_with_the_retention_ttl_and_nothing_else_is() {
 }
 
 #[test]
-fn conditional_statements_are_the_balance_message_phone_claim_batch_opt_out_and_access_ones() {
+fn conditional_statements_are_the_account_balance_message_phone_claim_batch_opt_out_and_access_ones(
+) {
     let conditional: BTreeSet<&str> = CQL
         .iter()
         .filter(|(_, cql)| cql.contains(" IF "))
@@ -423,6 +424,7 @@ fn conditional_statements_are_the_balance_message_phone_claim_batch_opt_out_and_
     assert_eq!(
         conditional,
         BTreeSet::from([
+            "insert_account_once",
             "seed_credits",
             "move_credits",
             "insert_movement",

@@ -44,6 +44,7 @@ async fn prepare(session: &Session, cql: &str) -> Result<PreparedStatement, Prep
 statements! {
     // Accounts, members, terms.
     insert_account = "INSERT INTO accounts (id, name, default_country, balance, reserved, created_at) VALUES (?, ?, ?, ?, ?, ?)";
+    insert_account_once = "INSERT INTO accounts (id, name, default_country, balance, reserved, created_at) VALUES (?, ?, ?, ?, ?, ?) IF NOT EXISTS";
     select_account = "SELECT id, name, default_country, balance, reserved, created_at FROM accounts WHERE id = ?";
     insert_member = "INSERT INTO members (id, account_id, role, accepted_terms, created_at) VALUES (?, ?, ?, ?, ?)";
     select_member = "SELECT id, account_id, role, accepted_terms, created_at FROM members WHERE id = ?";

@@ -106,6 +106,8 @@ macro_rules! store_contract_tests {
             top_up_adds_credits_with_a_ledger_entry,
             a_named_top_up_is_applied_once_per_id,
             concurrent_top_ups_with_one_id_add_once,
+            an_account_is_created_once_per_id,
+            concurrent_creates_of_one_account_create_it_once,
             accept_batch_reserves_exactly_its_cost,
             accept_batch_without_enough_balance_writes_nothing,
             concurrent_accepts_never_overdraw,

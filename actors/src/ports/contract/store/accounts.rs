@@ -126,6 +126,58 @@ pub async fn concurrent_top_ups_with_one_id_add_once(s: Stores) {
     assert_eq!(entries_of(&entries, LedgerKind::TopUp), vec![7]);
 }
 
+pub async fn an_account_is_created_once_per_id(s: Stores) {
+    let by = AccountId::new();
+    let id = AccountId::of_creation(by, "onboarding-42");
+    assert_eq!(id, AccountId::of_creation(by, "onboarding-42"));
+    assert_ne!(id, AccountId::of_creation(by, "onboarding-43"));
+    assert_ne!(
+        id,
+        AccountId::of_creation(AccountId::new(), "onboarding-42")
+    );
+
+    let first = Account::new(id, "Acme".into(), "CO".parse().unwrap(), 1_700_000_000_000);
+    assert!(s.accounts.create_account(&first).await.unwrap());
+    s.ledger.top_up(id, 30).await.unwrap();
+    // A repeat (even one that says otherwise) changes nothing: not the name, not the
+    // credits the account has since.
+    let mut repeat = Account::new(id, "Other".into(), "MX".parse().unwrap(), 1_800_000_000_000);
+    repeat.balance = 1_000;
+    assert!(!s.accounts.create_account(&repeat).await.unwrap());
+    let now = s.accounts.account(id).await.unwrap().unwrap();
+    assert_eq!(
+        (now.name.as_str(), now.created_at),
+        ("Acme", first.created_at)
+    );
+    assert_eq!(balance(&s, id).await, (30, 0));
+    let entries = s.ledger.entries(id).await.unwrap();
+    assert_eq!(entries_of(&entries, LedgerKind::TopUp), vec![30]);
+}
+
+pub async fn concurrent_creates_of_one_account_create_it_once(s: Stores) {
+    let id = AccountId::of_creation(AccountId::new(), "retried-at-once");
+    let calls = (0..8).map(|n| {
+        let accounts = s.accounts.clone();
+        let account = Account::new(id, format!("call {n}"), "CO".parse().unwrap(), n);
+        tokio::spawn(async move { (n, accounts.create_account(&account).await.unwrap()) })
+    });
+    let mut created = Vec::new();
+    for call in calls.collect::<Vec<_>>() {
+        let (n, made) = call.await.unwrap();
+        if made {
+            created.push(n);
+        }
+    }
+    assert_eq!(created.len(), 1, "exactly one call created it");
+    let account = s.accounts.account(id).await.unwrap().unwrap();
+    assert_eq!(
+        account.name,
+        format!("call {}", created[0]),
+        "the creator's"
+    );
+    assert_eq!(balance(&s, id).await, (0, 0));
+}
+
 // ---------------------------------------------------------------------------------
 // Accepting batches
 

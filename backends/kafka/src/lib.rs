@@ -24,18 +24,33 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message as _;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sendme_actors::domain::{MessageId, MessageStatus, MessageType};
 use sendme_actors::ports::{DispatchQueue, QueueError, QueuePosition, QueueRecord, StatusEvent};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 fn backend(e: impl std::error::Error + Send + Sync + 'static) -> QueueError {
     QueueError::Backend(Box::new(e))
+}
+
+/// The producer of records and status events: every write acknowledged by all in-sync
+/// replicas, idempotent unless the settings say otherwise.
+fn new_producer(settings: &KafkaSettings) -> Result<FutureProducer, QueueError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .set("acks", "all")
+        .set("enable.idempotence", settings.idempotence.to_string())
+        .set("compression.type", "lz4")
+        .set("linger.ms", settings.linger_ms.to_string())
+        .set("queue.buffering.max.messages", "1000000")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .map_err(backend)
 }
 
 /// Creates the topics that do not exist yet.
@@ -75,7 +90,9 @@ pub async fn create_topics(settings: &KafkaSettings) -> Result<(), QueueError> {
 }
 
 pub struct KafkaQueue {
-    producer: FutureProducer,
+    /// Replaced when librdkafka reports a fatal error (as an idempotent producer's whose
+    /// sequence the broker cannot take): that producer fails every later send, for good.
+    producer: RwLock<FutureProducer>,
     settings: KafkaSettings,
     /// `None` on a publish-only (API) replica.
     lanes: Option<Arc<Lanes>>,
@@ -86,16 +103,7 @@ impl KafkaQueue {
     /// consumer group too.
     pub async fn connect(settings: &KafkaSettings, consume: bool) -> Result<Self, QueueError> {
         create_topics(settings).await?;
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &settings.brokers)
-            .set("acks", "all")
-            .set("enable.idempotence", settings.idempotence.to_string())
-            .set("compression.type", "lz4")
-            .set("linger.ms", settings.linger_ms.to_string())
-            .set("queue.buffering.max.messages", "1000000")
-            .set("message.timeout.ms", "30000")
-            .create()
-            .map_err(backend)?;
+        let producer = new_producer(settings)?;
         let lanes = if consume {
             let otp = Lane::join(settings, MessageType::Otp)?;
             let bulk = Lane::join(settings, MessageType::Sms)?;
@@ -104,10 +112,43 @@ impl KafkaQueue {
             None
         };
         Ok(Self {
-            producer,
+            producer: RwLock::new(producer),
             settings: settings.clone(),
             lanes,
         })
+    }
+
+    /// The producer sends go to now (for tests: one can be made to fail as after a fatal
+    /// error, with librdkafka's `rd_kafka_test_fatal_error`).
+    #[doc(hidden)]
+    pub fn producer(&self) -> FutureProducer {
+        self.producer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// After a failed send with `used`: if it failed for good (a fatal error), a new
+    /// producer takes its place, once however many sends saw it fail. What it still held
+    /// is failed back to its callers, whose records the outbox publishes again; the
+    /// store's conditional claims make a record published twice send once.
+    fn renew_if_fatal(&self, used: &FutureProducer) {
+        let Some((code, reason)) = used.client().fatal_error() else {
+            return;
+        };
+        let mut current = self.producer.write().unwrap_or_else(|p| p.into_inner());
+        if current.client().native_ptr() != used.client().native_ptr() {
+            return; // Another send replaced it already.
+        }
+        match new_producer(&self.settings) {
+            Ok(fresh) => {
+                tracing::error!(%code, reason, "the Kafka producer failed for good; using a new one");
+                *current = fresh;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the Kafka producer failed for good and no new one could be made")
+            }
+        }
     }
 
     fn lanes(&self) -> Result<&Arc<Lanes>, QueueError> {
@@ -117,9 +158,13 @@ impl KafkaQueue {
     }
 }
 
-#[async_trait::async_trait]
-impl DispatchQueue for KafkaQueue {
-    async fn publish(&self, records: Vec<QueueRecord>) -> Result<(), QueueError> {
+impl KafkaQueue {
+    /// Each record on its lane's topic, keyed by recipient.
+    async fn publish_with(
+        &self,
+        producer: &FutureProducer,
+        records: Vec<QueueRecord>,
+    ) -> Result<(), QueueError> {
         let topics = [
             self.settings.lane_topic(MessageType::Sms),
             self.settings.lane_topic(MessageType::Otp),
@@ -132,7 +177,7 @@ impl DispatchQueue for KafkaQueue {
                 let record = FutureRecord::to(topic)
                     .key(&key[..])
                     .payload(&r.message.as_bytes()[..]);
-                match self.producer.send_result(record) {
+                match producer.send_result(record) {
                     Ok(delivery) => {
                         pending.push_back(delivery);
                         break;
@@ -157,13 +202,13 @@ impl DispatchQueue for KafkaQueue {
         Ok(())
     }
 
-    fn announces(&self) -> bool {
-        true
-    }
-
     /// Every event on `<prefix>.status`, `failed` ones on `<prefix>.dlq` too, keyed by
     /// message id (one message's events stay in order), JSON.
-    async fn announce(&self, events: Vec<StatusEvent>) -> Result<(), QueueError> {
+    async fn announce_with(
+        &self,
+        producer: &FutureProducer,
+        events: Vec<StatusEvent>,
+    ) -> Result<(), QueueError> {
         let (status, dlq) = (self.settings.topic("status"), self.settings.topic("dlq"));
         let mut pending = Vec::with_capacity(events.len());
         for event in &events {
@@ -176,7 +221,7 @@ impl DispatchQueue for KafkaQueue {
             };
             for topic in topics {
                 let record = FutureRecord::to(topic).key(&key).payload(&payload);
-                match self.producer.send_result(record) {
+                match producer.send_result(record) {
                     Ok(delivery) => pending.push(delivery),
                     Err((e, _)) => return Err(backend(e)),
                 }
@@ -186,6 +231,33 @@ impl DispatchQueue for KafkaQueue {
             delivered(d).await?;
         }
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl DispatchQueue for KafkaQueue {
+    async fn publish(&self, records: Vec<QueueRecord>) -> Result<(), QueueError> {
+        let producer = self.producer();
+        let sent = self.publish_with(&producer, records).await;
+        if sent.is_err() {
+            self.renew_if_fatal(&producer);
+        }
+        sent
+    }
+
+    fn announces(&self) -> bool {
+        true
+    }
+
+    /// Every event on `<prefix>.status`, `failed` ones on `<prefix>.dlq` too, keyed by
+    /// message id (one message's events stay in order), JSON.
+    async fn announce(&self, events: Vec<StatusEvent>) -> Result<(), QueueError> {
+        let producer = self.producer();
+        let sent = self.announce_with(&producer, events).await;
+        if sent.is_err() {
+            self.renew_if_fatal(&producer);
+        }
+        sent
     }
 
     async fn poll(&self, max: usize, wait: Duration) -> Result<Vec<QueueRecord>, QueueError> {

@@ -1,0 +1,93 @@
+//! A producer that failed for good is replaced. librdkafka's idempotent producer raises a
+//! fatal error when the broker cannot take its sequence (a lost log, a fenced epoch), and
+//! then fails every later send: without a new producer, a replica would accept messages
+//! whose records never reach Kafka until it restarts. The fatal error is raised with
+//! librdkafka's own test hook (`rd_kafka_test_fatal_error`), on a real broker. Needs
+//! `SENDME_TEST_KAFKA=host:port` when the tests are built (`.ci/run` starts tansu and sets
+//! it); without it the test shows as ignored.
+
+use rdkafka::bindings::{rd_kafka_resp_err_t, rd_kafka_test_fatal_error};
+use rdkafka::producer::Producer as _;
+use sendme_actors::domain::{MessageId, MessageType, PhoneNumber};
+use sendme_actors::ports::{DispatchQueue, QueueRecord};
+use sendme_kafka::{KafkaQueue, KafkaSettings};
+use std::collections::BTreeSet;
+use std::ffi::CString;
+use std::time::{Duration, Instant};
+
+fn records(from: u64, n: u64) -> Vec<QueueRecord> {
+    (from..from + n)
+        .map(|i| {
+            let phone = PhoneNumber::from_trusted(&format!("+57300{i:07}")).unwrap();
+            QueueRecord::new(MessageId::new(), &phone, MessageType::Sms)
+        })
+        .collect()
+}
+
+#[cfg_attr(
+    not(kafka_broker),
+    ignore = "needs SENDME_TEST_KAFKA (a Kafka-protocol broker, host:port)"
+)]
+#[tokio::test]
+async fn a_producer_that_failed_for_good_is_replaced_and_the_retry_is_published() {
+    let unique = uuid::Uuid::now_v7().simple().to_string();
+    let settings = KafkaSettings {
+        brokers: std::env::var("SENDME_TEST_KAFKA").expect("SENDME_TEST_KAFKA"),
+        topic_prefix: format!("fatal-{unique}"),
+        group_id: format!("fatal-{unique}"),
+        partitions: 2,
+        linger_ms: 1,
+        ..KafkaSettings::default()
+    };
+    let queue = KafkaQueue::connect(&settings, true)
+        .await
+        .expect("connected");
+    let before = records(0, 20);
+    queue.publish(before.clone()).await.expect("published");
+
+    let dead = queue.producer();
+    let reason = CString::new("raised by tests/fatal.rs").unwrap();
+    // SAFETY: the pointer is the live client `dead` holds; the reason outlives the call.
+    let raised = unsafe {
+        rd_kafka_test_fatal_error(
+            dead.client().native_ptr(),
+            rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+            reason.as_ptr(),
+        )
+    };
+    assert_eq!(raised, rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert!(dead.client().fatal_error().is_some());
+
+    // The publish that meets the dead producer fails (its caller, the outbox, keeps the
+    // records); the next goes through a new producer.
+    let after = records(100, 20);
+    assert!(queue.publish(after.clone()).await.is_err());
+    let fresh = queue.producer();
+    assert_ne!(fresh.client().native_ptr(), dead.client().native_ptr());
+    assert!(fresh.client().fatal_error().is_none());
+    queue.publish(after.clone()).await.expect("published again");
+    // A second failure of the old producer's sends changes nothing more.
+    assert_eq!(
+        queue.producer().client().native_ptr(),
+        fresh.client().native_ptr()
+    );
+
+    // Every record published (before, and after through the new producer) is consumed.
+    let expected: BTreeSet<MessageId> = before.iter().chain(&after).map(|r| r.message).collect();
+    let mut seen = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !expected.is_subset(&seen) {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} records consumed",
+            expected.intersection(&seen).count(),
+            expected.len()
+        );
+        let polled = queue
+            .poll(100, Duration::from_millis(500))
+            .await
+            .expect("polled");
+        queue.commit(&polled).await.expect("committed");
+        seen.extend(polled.iter().map(|r| r.message));
+    }
+}

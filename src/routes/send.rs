@@ -10,6 +10,7 @@ use crate::body::{BodyLimits, JsonBody};
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::{self, Begun, Idempotency, Replay};
 use crate::state::AppState;
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{http::StatusCode, post, web, HttpRequest, HttpResponse};
 use sendme_actors::accept::{Accepted, Broadcast, Recipients};
 use sendme_actors::domain::*;
@@ -193,11 +194,16 @@ struct IdempotencyKey {
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)] // describes the responses for OpenAPI; never constructed
 enum SendResponses {
-    #[response(status = 201, description = "At least one message enqueued")]
+    #[response(
+        status = 201,
+        description = "At least one message enqueued",
+        headers(("Idempotent-Replayed" = String, description = "`true` when this is the answer of an earlier request with this `Idempotency-Key`, replayed"))
+    )]
     Enqueued(EnqueueResult<'static>),
     #[response(
         status = 200,
-        description = "No valid recipient: `queueId` is \"\" and `messages` is empty"
+        description = "No valid recipient: `queueId` is \"\" and `messages` is empty",
+        headers(("Idempotent-Replayed" = String, description = "`true` when this is the answer of an earlier request with this `Idempotency-Key`, replayed"))
     )]
     NothingEnqueued(EnqueueResult<'static>),
     #[response(
@@ -380,20 +386,33 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> HttpResponse {
         .body(body)
 }
 
-/// The first answer to a key's request, again: the batch it committed, read back in
-/// message order (ids ascend in the order they were answered), or nothing enqueued.
+/// The first answer to a key's request, again, with `Idempotent-Replayed: true`.
 async fn replay(
     state: &AppState,
     account: AccountId,
     replay: Replay,
 ) -> Result<HttpResponse, ApiError> {
-    let batch = match replay {
+    let mut answer = match replay {
         Replay::Remembered(answer) => {
             let status = StatusCode::from_u16(answer.status).map_err(ApiError::internal)?;
-            return Ok(json_response(status, answer.body));
+            json_response(status, answer.body)
         }
-        Replay::Batch(batch) => batch,
+        Replay::Batch(batch) => replay_batch(state, account, batch).await?,
     };
+    answer.headers_mut().insert(
+        HeaderName::from_static("idempotent-replayed"),
+        HeaderValue::from_static("true"),
+    );
+    Ok(answer)
+}
+
+/// The batch a key's request committed, read back in message order (ids ascend in the
+/// order they were answered), or nothing enqueued.
+async fn replay_batch(
+    state: &AppState,
+    account: AccountId,
+    batch: Option<BatchId>,
+) -> Result<HttpResponse, ApiError> {
     let mut messages = Vec::new();
     if let Some(batch) = batch {
         let mut filter = MessageFilter {

@@ -197,11 +197,16 @@ async fn an_idempotent_retry_returns_the_first_answer_and_sends_nothing() {
             .json(&body)
             .send()
     };
+    let replayed = |r: &reqwest::Response| r.headers().get("Idempotent-Replayed").cloned();
     let first = send(body.clone()).await.unwrap();
-    assert_eq!(first.status(), StatusCode::CREATED);
+    assert_eq!(
+        (first.status(), replayed(&first)),
+        (StatusCode::CREATED, None)
+    );
     let first: Value = first.json().await.unwrap();
     let again = send(body.clone()).await.unwrap();
     assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(replayed(&again).unwrap(), "true");
     assert_eq!(again.json::<Value>().await.unwrap(), first);
     assert_eq!(app.balance(&app.token).await, (99_998, 2));
     assert_eq!(app.all_messages(&app.token, "").await.len(), 2);

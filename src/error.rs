@@ -9,6 +9,9 @@ use sendme_actors::accept::BroadcastError;
 use sendme_actors::ports::{ContactError, LedgerError, StoreError};
 use serde::Serialize;
 
+/// The code of a 409 for an `Idempotency-Key` used with another request.
+pub const IDEMPOTENCY_CONFLICT: &str = "idempotency_conflict";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -167,7 +170,7 @@ impl From<LedgerError> for ApiError {
             LedgerError::AccountNotFound => ApiError::NotFound("account"),
             LedgerError::Overflow(e) => ApiError::InvalidRequest(format!("`amount`: {e}")),
             LedgerError::TopUpReused { amount } => ApiError::Conflict(
-                crate::idempotency::CONFLICT,
+                IDEMPOTENCY_CONFLICT,
                 format!("this Idempotency-Key was used for a top-up of {amount} credits"),
             ),
             LedgerError::Store(e) => e.into(),

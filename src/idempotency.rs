@@ -4,7 +4,7 @@
 //! the batch never committed and its request is gone, takes the claim over and sends once.
 //! Nothing is remembered apart from the batch: no crash can separate the two.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, IDEMPOTENCY_CONFLICT};
 use crate::state::AppState;
 use actix_web::{web, HttpRequest};
 use sendme_actors::domain::{now_millis, AccountId, BatchId};
@@ -151,12 +151,9 @@ fn in_progress() -> ApiError {
     )
 }
 
-/// The code of a 409 for an `Idempotency-Key` used with another request.
-pub const CONFLICT: &str = "idempotency_conflict";
-
 fn conflict() -> ApiError {
     ApiError::Conflict(
-        CONFLICT,
+        IDEMPOTENCY_CONFLICT,
         "this Idempotency-Key was used with a different request".into(),
     )
 }

@@ -4,7 +4,7 @@
 use super::account::AccountView;
 use crate::auth::Admin;
 use crate::body::JsonBody;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, IDEMPOTENCY_CONFLICT};
 use crate::idempotency;
 use crate::state::AppState;
 use actix_web::{post, web, HttpRequest, HttpResponse};
@@ -96,7 +96,7 @@ pub(crate) async fn create_account(
             != (account.name.as_str(), default_country)
         {
             return Err(ApiError::Conflict(
-                idempotency::CONFLICT,
+                IDEMPOTENCY_CONFLICT,
                 "this Idempotency-Key created an account with another name or country".into(),
             ));
         }

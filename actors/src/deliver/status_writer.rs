@@ -49,13 +49,9 @@ const LINGER_STEP: Duration = Duration::from_millis(2);
 const SYNCS_IN_FLIGHT: usize = 4;
 
 impl StatusWriter {
-    pub fn start(store: Arc<dyn MessageStore>, max_group: usize) -> Self {
-        Self::announcing(store, max_group, None, None)
-    }
-
-    /// Like [`StatusWriter::start`], announcing every persisted change of status (but
-    /// `sending`) on `queue` when it [`DispatchQueue::announces`], its groups waiting
-    /// longer while `window` is mostly free.
+    /// Starts the writer, announcing every persisted change of status (but `sending`) on
+    /// `queue` when it [`DispatchQueue::announces`], its groups waiting longer while
+    /// `window` is mostly free.
     pub(super) fn announcing(
         store: Arc<dyn MessageStore>,
         max_group: usize,

@@ -6,14 +6,13 @@
 use crate::jwt::JwtKeys;
 use anyhow::{bail, Context};
 use sendme_actors::domain::*;
-use sendme_actors::ports::{AccountStore, Ledger};
+use sendme_actors::ports::AccountStore;
 use serde_json::json;
 
 /// Creates an account with `credits`; prints `{"accountId": ...}`. With `id`, running it
 /// again changes nothing (a Job may run twice): an existing account is printed as it is.
 pub async fn create_account(
     accounts: &dyn AccountStore,
-    ledger: &dyn Ledger,
     id: Option<AccountId>,
     name: &str,
     country: &str,
@@ -35,20 +34,23 @@ pub async fn create_account(
             "created": created,
         })
     };
-    if let Some(id) = id {
-        if let Some(existing) = accounts.account(id).await? {
-            return Ok(view(&existing, false));
-        }
+    // The account and its credits in one write (`AccountStore::create_account`): a
+    // command killed halfway leaves no account without its credits.
+    let mut account = Account::new(
+        id.unwrap_or_default(),
+        name.trim().to_owned(),
+        country,
+        now_millis(),
+    );
+    account.balance = credits;
+    if accounts.create_account(&account).await? {
+        return Ok(view(&account, true));
     }
-    let id = id.unwrap_or_default();
-    let account = Account::new(id, name.trim().to_owned(), country, now_millis());
-    accounts.put_account(&account).await?;
-    let account = if credits > 0 {
-        ledger.top_up(account.id, credits).await?
-    } else {
-        account
-    };
-    Ok(view(&account, true))
+    let existing = accounts
+        .account(account.id)
+        .await?
+        .context("the account exists and reads as missing")?;
+    Ok(view(&existing, false))
 }
 
 /// Adds a member with `role` to `account`; with `accept_terms`, the member has accepted

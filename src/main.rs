@@ -166,17 +166,14 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Admin { command } => {
             let ports = open_store_for_commands(&settings).await?;
-            let (accounts, ledger) = (ports.accounts.as_ref(), ports.ledger.as_ref());
+            let accounts = ports.accounts.as_ref();
             let out = match command {
                 AdminCommand::CreateAccount {
                     id,
                     name,
                     country,
                     credits,
-                } => {
-                    bootstrap::create_account(accounts, ledger, id, &name, &country, credits)
-                        .await?
-                }
+                } => bootstrap::create_account(accounts, id, &name, &country, credits).await?,
                 AdminCommand::CreateMember {
                     id,
                     account,

@@ -317,15 +317,15 @@ async fn a_top_up_killed_before_its_answer_is_added_once_by_its_retry() {
     );
 }
 
-/// A keyed account creation killed after the account exists and before its initial
-/// credits (crash point `account.created`): the retry with the same key completes it, one
-/// account with its credits once, and says it was replayed; a second retry changes nothing.
+/// A keyed account creation killed after the account and its credits are durable and
+/// before the answer (crash point `account.created`): the retry with the same key finds
+/// it, one account with its credits once, and says it was replayed; so does a second.
 #[cfg_attr(
     not(feature = "failpoints"),
     ignore = "needs the failpoints feature (the README's test command has --all-features)"
 )]
 #[tokio::test]
-async fn an_account_creation_killed_before_its_credits_is_completed_once_by_its_retry() {
+async fn an_account_creation_killed_before_its_answer_is_found_by_its_retry() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let port = free_port();

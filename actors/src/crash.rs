@@ -23,7 +23,7 @@ pub const POINTS: &[&str] = &[
 
 /// Crash points off a message's path: `tests/idempotency_crash.rs` crashes at each.
 pub const ADMIN_POINTS: &[&str] = &[
-    // A keyed account creation is durable, its initial credits not added yet.
+    // A keyed account creation (with its credits) is durable, its answer not sent yet.
     "account.created",
     // A keyed top-up is durable, its answer not sent yet.
     "top_up.durable",

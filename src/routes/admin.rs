@@ -40,7 +40,7 @@ pub(crate) struct NewAccount {
     post,
     path = "/api/admin/accounts",
     tag = "admin",
-    description = "Creates an account. With an `Idempotency-Key`, the account is created once per key (and the admin's account): a retry (after a timeout, an error, a crash) creates nothing more, completes a creation that was cut short (its initial `credits` are added once), and answers the account as it is now, with `Idempotent-Replayed: true`.",
+    description = "Creates an account with its initial `credits`, in one write. With an `Idempotency-Key`, the account is created once per key (and the admin's account): a retry (after a timeout, an error, a crash) creates nothing and adds no credits, and answers the account as it is now, with `Idempotent-Replayed: true`.",
     request_body = NewAccount,
     params(
         ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters naming this account's creation"),
@@ -50,7 +50,7 @@ pub(crate) struct NewAccount {
             headers(("Idempotent-Replayed" = String, description = "`true` when an earlier request with this key created the account"))),
         (status = 400, description = "Blank `name`, unknown `defaultCountry`, `credits` past 9223372036854775807 or a malformed `Idempotency-Key` (`invalid_request`); nothing created", body = ErrorBody),
         (status = 403, description = "Not an admin (`forbidden`)", body = ErrorBody),
-        (status = 409, description = "The `Idempotency-Key` created an account with another `name`, `defaultCountry` or `credits` (`idempotency_conflict`); nothing changed", body = ErrorBody),
+        (status = 409, description = "The `Idempotency-Key` created an account with another `name` or `defaultCountry` (`idempotency_conflict`); nothing changed", body = ErrorBody),
     )
 )]
 #[post("/admin/accounts")]
@@ -74,21 +74,22 @@ pub(crate) async fn create_account(
             "`credits`: {CreditOverflow}"
         )));
     }
-    let key = idempotency::key_of(&req)?;
-    let id = key.map_or_else(AccountId::new, |key| {
+    let id = idempotency::key_of(&req)?.map_or_else(AccountId::new, |key| {
         AccountId::of_creation(admin.0.account, key)
     });
-    let account = Account::new(
+    let mut account = Account::new(
         id,
         body.name.trim().to_owned(),
         default_country,
         now_millis(),
     );
+    account.balance = body.credits;
     let accounts = &state.ports.accounts;
     let created = accounts.create_account(&account).await?;
-    let account = if created {
-        account
-    } else {
+    let mut answer = HttpResponse::Created();
+    if !created {
+        // A retry: the account its first request made, as it is now. Its credits were
+        // that request's (a retry adds none, whatever it says).
         let existing = accounts.account(id).await?.ok_or_else(|| {
             ApiError::internal(anyhow::anyhow!("account {id} exists and reads as missing"))
         })?;
@@ -100,21 +101,10 @@ pub(crate) async fn create_account(
                 "this Idempotency-Key created an account with another name or country".into(),
             ));
         }
-        existing
-    };
-    sendme_actors::crash_point!("account.created");
-    // Keyed like a top-up with this key, so a retry adds them once.
-    let account = if body.credits > 0 {
-        let movement = key.map_or_else(LedgerEntryId::new, |key| LedgerEntryId::of_top_up(id, key));
-        let top_up = state.ports.ledger.top_up_once(id, body.credits, movement);
-        top_up.await?.account
-    } else {
-        account
-    };
-    let mut answer = HttpResponse::Created();
-    if !created {
+        account = existing;
         answer.insert_header(("Idempotent-Replayed", "true"));
     }
+    sendme_actors::crash_point!("account.created");
     Ok(answer.json(AccountView::from(account)))
 }
 

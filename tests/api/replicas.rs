@@ -69,10 +69,10 @@ async fn access_changed_through_one_replica_holds_on_the_other_from_the_next_req
     // The first account and its admin, as `sendme admin` makes them.
     let ports = open_store_for_commands(&settings).await.unwrap();
     let keys = jwt_keys(&settings).unwrap();
-    let (accounts, ledger) = (ports.accounts.as_ref(), ports.ledger.as_ref());
+    let accounts = ports.accounts.as_ref();
     let account = AccountId::new();
     let admin = MemberId::new();
-    sendme::bootstrap::create_account(accounts, ledger, Some(account), "Replicas", "CO", 10)
+    sendme::bootstrap::create_account(accounts, Some(account), "Replicas", "CO", 10)
         .await
         .unwrap();
     sendme::bootstrap::create_member(accounts, Some(admin), account, Role::Admin, true)

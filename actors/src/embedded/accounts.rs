@@ -149,18 +149,36 @@ impl AccountStore for EmbeddedStore {
     async fn create_account(&self, account: &Account) -> StoreResult<bool> {
         let account = account.clone();
         self.blocking(move |s| {
-            // Under the ledger lock, as every write of an account's record.
+            // Under the ledger lock, as every movement of an account's credits.
             let guard = s.ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
-            let created = s.account(account.id)?.is_none();
-            if created {
-                s.accounts
-                    .insert(account.id.as_bytes(), encode(&account)?)
-                    .map_err(backend)?;
+            if s.account(account.id)?.is_some() {
+                drop(guard);
+                // Synced: the first create's write may not be yet.
+                s.persist()?;
+                return Ok(false);
             }
+            // The account with its initial credits and their ledger entry, in one write.
+            let mut wb = s.buffered_batch();
+            if account.balance > 0 {
+                let entry = LedgerEntry::new(
+                    LedgerEntryId::new(),
+                    account.id,
+                    LedgerKind::TopUp,
+                    account.balance,
+                    None,
+                );
+                s.stage_entry(&mut wb, &account, &entry)?;
+            } else {
+                wb.insert(
+                    &s.accounts,
+                    account.id.as_bytes().to_vec(),
+                    encode(&account)?,
+                );
+            }
+            wb.commit().map_err(backend)?;
             drop(guard);
-            // Synced either way: an existing account's first write may not be yet.
             s.persist()?;
-            Ok(created)
+            Ok(true)
         })
         .await
     }

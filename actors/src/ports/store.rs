@@ -55,8 +55,9 @@ pub enum ContactError {
 pub trait AccountStore: Send + Sync {
     async fn put_account(&self, account: &Account) -> StoreResult<()>;
     /// Stores `account` unless an account with its id exists, atomically with any
-    /// concurrent create of that id; whether it stored it. An existing account is left as
-    /// it is (its credits too). Durable when it answers, either way.
+    /// concurrent create of that id; whether it stored it. Its `balance` is its initial
+    /// credits, recorded as a top-up in the ledger; `reserved` must be 0. An existing
+    /// account is left as it is (its credits too). Durable when it answers, either way.
     async fn create_account(&self, account: &Account) -> StoreResult<bool>;
     async fn account(&self, id: AccountId) -> StoreResult<Option<Account>>;
     async fn put_member(&self, member: &Member) -> StoreResult<()>;

@@ -130,8 +130,9 @@ impl KafkaQueue {
 
     /// After a failed send with `used`: if it failed for good (a fatal error), a new
     /// producer takes its place, once however many sends saw it fail. What it still held
-    /// is failed back to its callers, whose records the outbox publishes again; the
-    /// store's conditional claims make a record published twice send once.
+    /// is failed back to its callers: records the outbox publishes again (the store's
+    /// conditional claims make a record published twice send once); status events are
+    /// best effort, as ever (the status writer logs them as lost).
     fn renew_if_fatal(&self, used: &FutureProducer) {
         let Some((code, reason)) = used.client().fatal_error() else {
             return;
@@ -143,7 +144,10 @@ impl KafkaQueue {
         match new_producer(&self.settings) {
             Ok(fresh) => {
                 tracing::error!(%code, reason, "the Kafka producer failed for good; using a new one");
-                *current = fresh;
+                let dead = std::mem::replace(&mut *current, fresh);
+                // Destroying a client can block on its threads: not on an async worker.
+                drop(current);
+                tokio::task::spawn_blocking(move || drop(dead));
             }
             Err(e) => {
                 tracing::error!(error = %e, "the Kafka producer failed for good and no new one could be made")

@@ -66,11 +66,6 @@ async fn a_producer_that_failed_for_good_is_replaced_and_the_retry_is_published(
     assert_ne!(fresh.client().native_ptr(), dead.client().native_ptr());
     assert!(fresh.client().fatal_error().is_none());
     queue.publish(after.clone()).await.expect("published again");
-    // A second failure of the old producer's sends changes nothing more.
-    assert_eq!(
-        queue.producer().client().native_ptr(),
-        fresh.client().native_ptr()
-    );
 
     // Every record published (before, and after through the new producer) is consumed.
     let expected: BTreeSet<MessageId> = before.iter().chain(&after).map(|r| r.message).collect();

@@ -38,6 +38,9 @@ impl AccountStore for ScyllaStore {
     }
 
     async fn create_account(&self, a: &Account) -> StoreResult<bool> {
+        // The account row keeps the amounts it was created with, and the book takes them
+        // at its first movement (`seed_credits`, conditional): nothing writes the book
+        // here, so no plain write can race a movement's conditional one.
         let created = self
             .lwt(
                 &self.st.insert_account_once,
@@ -51,11 +54,19 @@ impl AccountStore for ScyllaStore {
                 ),
             )
             .await?;
-        // The book only for the account this call created: an existing one's amounts
-        // are its own. (A book missing after a crash here is seeded from the account row
-        // by the first movement.)
-        if created {
-            self.put_credits(a).await?;
+        if created && a.balance > 0 {
+            // The ledger's detail of the initial credits (a crash before it loses the
+            // entry, not the credits).
+            let entry = (
+                a.id.0,
+                ledger_kind_str(LedgerKind::TopUp),
+                Uuid::now_v7(),
+                a.balance as i64,
+                None::<Uuid>,
+                CqlTimestamp(a.created_at),
+                self.ttl(),
+            );
+            self.lwt(&self.st.insert_movement, entry).await?;
         }
         Ok(created)
     }

@@ -136,9 +136,13 @@ pub async fn an_account_is_created_once_per_id(s: Stores) {
         AccountId::of_creation(AccountId::new(), "onboarding-42")
     );
 
-    let first = Account::new(id, "Acme".into(), "CO".parse().unwrap(), 1_700_000_000_000);
+    // Created with its initial credits, recorded as a top-up.
+    let mut first = Account::new(id, "Acme".into(), "CO".parse().unwrap(), 1_700_000_000_000);
+    first.balance = 30;
     assert!(s.accounts.create_account(&first).await.unwrap());
-    s.ledger.top_up(id, 30).await.unwrap();
+    assert_eq!(balance(&s, id).await, (30, 0));
+    let (_, ids) = accepted(&s, id, MessageType::Sms, &[phone(1)]).await;
+    assert_eq!(ids.len(), 1);
     // A repeat (even one that says otherwise) changes nothing: not the name, not the
     // credits the account has since.
     let mut repeat = Account::new(id, "Other".into(), "MX".parse().unwrap(), 1_800_000_000_000);
@@ -149,16 +153,25 @@ pub async fn an_account_is_created_once_per_id(s: Stores) {
         (now.name.as_str(), now.created_at),
         ("Acme", first.created_at)
     );
-    assert_eq!(balance(&s, id).await, (30, 0));
+    assert_eq!(balance(&s, id).await, (29, 1));
     let entries = s.ledger.entries(id).await.unwrap();
     assert_eq!(entries_of(&entries, LedgerKind::TopUp), vec![30]);
+    // Movements after it start from its initial credits.
+    assert_eq!(s.ledger.top_up(id, 5).await.unwrap().balance, 34);
+
+    // Without credits: no ledger entry.
+    let bare = Account::new(AccountId::new(), "Bare".into(), "CO".parse().unwrap(), 1);
+    assert!(s.accounts.create_account(&bare).await.unwrap());
+    assert_eq!(balance(&s, bare.id).await, (0, 0));
+    assert!(s.ledger.entries(bare.id).await.unwrap().is_empty());
 }
 
 pub async fn concurrent_creates_of_one_account_create_it_once(s: Stores) {
     let id = AccountId::of_creation(AccountId::new(), "retried-at-once");
-    let calls = (0..8).map(|n| {
+    let calls = (1..=8).map(|n| {
         let accounts = s.accounts.clone();
-        let account = Account::new(id, format!("call {n}"), "CO".parse().unwrap(), n);
+        let mut account = Account::new(id, format!("call {n}"), "CO".parse().unwrap(), n);
+        account.balance = n as u64 * 100;
         tokio::spawn(async move { (n, accounts.create_account(&account).await.unwrap()) })
     });
     let mut created = Vec::new();
@@ -169,13 +182,19 @@ pub async fn concurrent_creates_of_one_account_create_it_once(s: Stores) {
         }
     }
     assert_eq!(created.len(), 1, "exactly one call created it");
+    let creator = created[0];
     let account = s.accounts.account(id).await.unwrap().unwrap();
+    assert_eq!(account.name, format!("call {creator}"), "the creator's");
     assert_eq!(
-        account.name,
-        format!("call {}", created[0]),
-        "the creator's"
+        balance(&s, id).await,
+        (creator as u64 * 100, 0),
+        "its credits, once"
     );
-    assert_eq!(balance(&s, id).await, (0, 0));
+    let entries = s.ledger.entries(id).await.unwrap();
+    assert_eq!(
+        entries_of(&entries, LedgerKind::TopUp),
+        vec![creator as u64 * 100]
+    );
 }
 
 // ---------------------------------------------------------------------------------

@@ -132,14 +132,15 @@ impl KafkaQueue {
     /// producer takes its place, once however many sends saw it fail. What it still held
     /// is failed back to its callers: records the outbox publishes again (the store's
     /// conditional claims make a record published twice send once); status events are
-    /// best effort, as ever (the status writer logs them as lost).
-    fn renew_if_fatal(&self, used: &FutureProducer) {
+    /// sent once more by [`DispatchQueue::announce`] itself. Whether a new producer is in
+    /// place of `used`.
+    fn renew_if_fatal(&self, used: &FutureProducer) -> bool {
         let Some((code, reason)) = used.client().fatal_error() else {
-            return;
+            return false;
         };
         let mut current = self.producer.write().unwrap_or_else(|p| p.into_inner());
         if current.client().native_ptr() != used.client().native_ptr() {
-            return; // Another send replaced it already.
+            return true; // Another send replaced it already.
         }
         match new_producer(&self.settings) {
             Ok(fresh) => {
@@ -148,9 +149,11 @@ impl KafkaQueue {
                 // Destroying a client can block on its threads: not on an async worker.
                 drop(current);
                 tokio::task::spawn_blocking(move || drop(dead));
+                true
             }
             Err(e) => {
-                tracing::error!(error = %e, "the Kafka producer failed for good and no new one could be made")
+                tracing::error!(error = %e, "the Kafka producer failed for good and no new one could be made");
+                false
             }
         }
     }
@@ -211,11 +214,11 @@ impl KafkaQueue {
     async fn announce_with(
         &self,
         producer: &FutureProducer,
-        events: Vec<StatusEvent>,
+        events: &[StatusEvent],
     ) -> Result<(), QueueError> {
         let (status, dlq) = (self.settings.topic("status"), self.settings.topic("dlq"));
         let mut pending = Vec::with_capacity(events.len());
-        for event in &events {
+        for event in events {
             let payload = serde_json::to_vec(event).map_err(backend)?;
             let key = event.message_id.to_string();
             let topics: &[&String] = if event.status == MessageStatus::Failed {
@@ -257,9 +260,11 @@ impl DispatchQueue for KafkaQueue {
     /// message id (one message's events stay in order), JSON.
     async fn announce(&self, events: Vec<StatusEvent>) -> Result<(), QueueError> {
         let producer = self.producer();
-        let sent = self.announce_with(&producer, events).await;
-        if sent.is_err() {
-            self.renew_if_fatal(&producer);
+        let sent = self.announce_with(&producer, &events).await;
+        if sent.is_err() && self.renew_if_fatal(&producer) {
+            // Not lost to a producer that died: once more, through its successor (a
+            // consumer tells a repeat by its `eventId`).
+            return self.announce_with(&self.producer(), &events).await;
         }
         sent
     }

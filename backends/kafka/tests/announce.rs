@@ -3,9 +3,12 @@
 //! own. Needs a Kafka-protocol broker: `SENDME_TEST_KAFKA=host:port` when the tests are
 //! built (`.ci/run` starts tansu and sets it); without it the test shows as ignored.
 
+mod common;
+
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
+use rdkafka::producer::Producer as _;
 use sendme_actors::domain::*;
 use sendme_actors::ports::{DispatchQueue, StatusEvent};
 use sendme_kafka::{KafkaQueue, KafkaSettings};
@@ -52,15 +55,10 @@ fn read(brokers: &str, topic: &str, n: usize) -> Vec<StatusEvent> {
     events
 }
 
-#[cfg_attr(
-    not(kafka_broker),
-    ignore = "needs SENDME_TEST_KAFKA (a Kafka-protocol broker, host:port)"
-)]
-#[tokio::test]
-async fn every_status_event_goes_to_the_status_topic_and_failed_ones_to_the_dead_letter_topic() {
-    let brokers = std::env::var("SENDME_TEST_KAFKA").expect("SENDME_TEST_KAFKA");
+/// A publish-only queue on topics of its own, on the broker `SENDME_TEST_KAFKA` names.
+async fn publisher() -> (KafkaQueue, KafkaSettings) {
     let settings = KafkaSettings {
-        brokers: brokers.clone(),
+        brokers: std::env::var("SENDME_TEST_KAFKA").expect("SENDME_TEST_KAFKA"),
         topic_prefix: format!("announce-{}", uuid::Uuid::now_v7().simple()),
         partitions: 2,
         linger_ms: 1,
@@ -69,6 +67,17 @@ async fn every_status_event_goes_to_the_status_topic_and_failed_ones_to_the_dead
     let queue = KafkaQueue::connect(&settings, false)
         .await
         .expect("connected");
+    (queue, settings)
+}
+
+#[cfg_attr(
+    not(kafka_broker),
+    ignore = "needs SENDME_TEST_KAFKA (a Kafka-protocol broker, host:port)"
+)]
+#[tokio::test]
+async fn every_status_event_goes_to_the_status_topic_and_failed_ones_to_the_dead_letter_topic() {
+    let (queue, settings) = publisher().await;
+    let brokers = settings.brokers.clone();
     assert!(queue.announces());
     let events = vec![
         event(MessageStatus::Sent, None),
@@ -87,4 +96,30 @@ async fn every_status_event_goes_to_the_status_topic_and_failed_ones_to_the_dead
     assert_eq!(on_status, expected);
     let on_dlq = read(&brokers, &settings.topic("dlq"), 1);
     assert_eq!(on_dlq, vec![events[1].clone()]);
+}
+
+/// Status events met by a producer that failed for good (librdkafka's fatal error, raised
+/// with its own test hook) are announced through the producer that replaces it.
+#[cfg_attr(
+    not(kafka_broker),
+    ignore = "needs SENDME_TEST_KAFKA (a Kafka-protocol broker, host:port)"
+)]
+#[tokio::test]
+async fn status_events_outlive_a_producer_that_failed_for_good() {
+    let (queue, settings) = publisher().await;
+    let brokers = settings.brokers.clone();
+    let dead = common::raise_fatal_error(&queue);
+    let events = vec![
+        event(MessageStatus::Sent, None),
+        event(MessageStatus::Delivered, None),
+    ];
+    queue.announce(events.clone()).await.expect("announced");
+    let now = queue.producer();
+    assert_ne!(now.client().native_ptr(), dead.client().native_ptr());
+
+    let mut on_status = read(&brokers, &settings.topic("status"), 2);
+    on_status.sort_by_key(|e| e.message_id);
+    let mut expected = events;
+    expected.sort_by_key(|e| e.message_id);
+    assert_eq!(on_status, expected);
 }

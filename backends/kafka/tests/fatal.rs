@@ -6,13 +6,13 @@
 //! `SENDME_TEST_KAFKA=host:port` when the tests are built (`.ci/run` starts tansu and sets
 //! it); without it the test shows as ignored.
 
-use rdkafka::bindings::{rd_kafka_resp_err_t, rd_kafka_test_fatal_error};
+mod common;
+
 use rdkafka::producer::Producer as _;
 use sendme_actors::domain::{MessageId, MessageType, PhoneNumber};
 use sendme_actors::ports::{DispatchQueue, QueueRecord};
 use sendme_kafka::{KafkaQueue, KafkaSettings};
 use std::collections::BTreeSet;
-use std::ffi::CString;
 use std::time::{Duration, Instant};
 
 fn records(from: u64, n: u64) -> Vec<QueueRecord> {
@@ -45,18 +45,7 @@ async fn a_producer_that_failed_for_good_is_replaced_and_the_retry_is_published(
     let before = records(0, 20);
     queue.publish(before.clone()).await.expect("published");
 
-    let dead = queue.producer();
-    let reason = CString::new("raised by tests/fatal.rs").unwrap();
-    // SAFETY: the pointer is the live client `dead` holds; the reason outlives the call.
-    let raised = unsafe {
-        rd_kafka_test_fatal_error(
-            dead.client().native_ptr(),
-            rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
-            reason.as_ptr(),
-        )
-    };
-    assert_eq!(raised, rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR);
-    assert!(dead.client().fatal_error().is_some());
+    let dead = common::raise_fatal_error(&queue);
 
     // The publish that meets the dead producer fails (its caller, the outbox, keeps the
     // records); the next goes through a new producer.

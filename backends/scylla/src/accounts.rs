@@ -19,21 +19,22 @@ fn parse_role(s: &str) -> StoreResult<Role> {
 
 const TERMS_VERSION: &str = "terms_version";
 
+/// The values of `insert_account` and `insert_account_once`.
+fn account_row(a: &Account) -> (Uuid, &str, &str, i64, i64, CqlTimestamp) {
+    (
+        a.id.0,
+        a.name.as_str(),
+        a.default_country.as_str(),
+        a.balance as i64,
+        a.reserved as i64,
+        CqlTimestamp(a.created_at),
+    )
+}
+
 #[async_trait]
 impl AccountStore for ScyllaStore {
     async fn put_account(&self, a: &Account) -> StoreResult<()> {
-        self.exec(
-            &self.st.insert_account,
-            (
-                a.id.0,
-                a.name.as_str(),
-                a.default_country.as_str(),
-                a.balance as i64,
-                a.reserved as i64,
-                CqlTimestamp(a.created_at),
-            ),
-        )
-        .await?;
+        self.exec(&self.st.insert_account, account_row(a)).await?;
         self.put_credits(a).await
     }
 
@@ -42,17 +43,7 @@ impl AccountStore for ScyllaStore {
         // at its first movement (`seed_credits`, conditional): nothing writes the book
         // here, so no plain write can race a movement's conditional one.
         let created = self
-            .lwt(
-                &self.st.insert_account_once,
-                (
-                    a.id.0,
-                    a.name.as_str(),
-                    a.default_country.as_str(),
-                    a.balance as i64,
-                    a.reserved as i64,
-                    CqlTimestamp(a.created_at),
-                ),
-            )
+            .lwt(&self.st.insert_account_once, account_row(a))
             .await?;
         if created && a.balance > 0 {
             // The ledger's detail of the initial credits (a crash before it loses the

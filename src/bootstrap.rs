@@ -6,7 +6,7 @@
 use crate::jwt::JwtKeys;
 use anyhow::{bail, Context};
 use sendme_actors::domain::*;
-use sendme_actors::ports::AccountStore;
+use sendme_actors::ports::{AccountStore, Creation};
 use serde_json::json;
 
 /// Creates an account with `credits`; prints `{"accountId": ...}`. With `id`, running it
@@ -43,7 +43,7 @@ pub async fn create_account(
         now_millis(),
     );
     account.balance = credits;
-    if accounts.create_account(&account).await? {
+    if accounts.create_account(&account).await? == Creation::Created {
         return Ok(view(&account, true));
     }
     let existing = accounts

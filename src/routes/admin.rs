@@ -9,6 +9,7 @@ use crate::idempotency;
 use crate::state::AppState;
 use actix_web::{post, web, HttpRequest, HttpResponse};
 use sendme_actors::domain::*;
+use sendme_actors::ports::Creation;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -40,7 +41,7 @@ pub(crate) struct NewAccount {
     post,
     path = "/api/admin/accounts",
     tag = "admin",
-    description = "Creates an account with its initial `credits`, in one write. With an `Idempotency-Key`, the account is created once per key (and the admin's account): a retry (after a timeout, an error, a crash) creates nothing and adds no credits, and answers the account as it is now, with `Idempotent-Replayed: true`.",
+    description = "Creates an account with its initial `credits`, in one write. With an `Idempotency-Key`, the account is created once per key (and the admin's account): a retry (after a timeout, an error, a crash) creates nothing and adds no credits, and answers the account as it is now, with `Idempotent-Replayed: true`. Its `credits` are compared with the first request's as long as their ledger entry is kept (`retention.days`).",
     request_body = NewAccount,
     params(
         ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters naming this account's creation"),
@@ -50,7 +51,7 @@ pub(crate) struct NewAccount {
             headers(("Idempotent-Replayed" = String, description = "`true` when an earlier request with this key created the account"))),
         (status = 400, description = "Blank `name`, unknown `defaultCountry`, `credits` past 9223372036854775807 or a malformed `Idempotency-Key` (`invalid_request`); nothing created", body = ErrorBody),
         (status = 403, description = "Not an admin (`forbidden`)", body = ErrorBody),
-        (status = 409, description = "The `Idempotency-Key` created an account with another `name` or `defaultCountry` (`idempotency_conflict`); nothing changed", body = ErrorBody),
+        (status = 409, description = "The `Idempotency-Key` created an account with another `name`, `defaultCountry` or `credits` (`idempotency_conflict`); nothing changed", body = ErrorBody),
     )
 )]
 #[post("/admin/accounts")]
@@ -85,20 +86,21 @@ pub(crate) async fn create_account(
     );
     account.balance = body.credits;
     let accounts = &state.ports.accounts;
-    let created = accounts.create_account(&account).await?;
     let mut answer = HttpResponse::Created();
-    if !created {
-        // A retry: the account its first request made, as it is now. Its credits were
-        // that request's (a retry adds none, whatever it says).
+    if let Creation::Existed { initial_credits } = accounts.create_account(&account).await? {
+        // A retry: the account its first request made, as it is now (a retry adds no
+        // credits). Its credits are compared while their ledger entry is kept.
         let existing = accounts.account(id).await?.ok_or_else(|| {
             ApiError::internal(anyhow::anyhow!("account {id} exists and reads as missing"))
         })?;
-        if (existing.name.as_str(), existing.default_country)
-            != (account.name.as_str(), default_country)
-        {
+        let same = (existing.name.as_str(), existing.default_country)
+            == (account.name.as_str(), default_country)
+            && initial_credits.is_none_or(|first| first == body.credits);
+        if !same {
             return Err(ApiError::Conflict(
                 IDEMPOTENCY_CONFLICT,
-                "this Idempotency-Key created an account with another name or country".into(),
+                "this Idempotency-Key created an account with another name, country or credits"
+                    .into(),
             ));
         }
         account = existing;

@@ -80,6 +80,12 @@ impl LedgerEntryId {
         bytes[6..].copy_from_slice(&hash[..10]);
         Self(uuid::Builder::from_custom_bytes(bytes).into_uuid())
     }
+
+    /// The id of `account`'s initial credits (see `AccountStore::create_account`): the
+    /// top-up named by the empty key, which no request can send.
+    pub fn of_creation(account: AccountId) -> Self {
+        Self::of_top_up(account, "")
+    }
 }
 
 impl LedgerKind {

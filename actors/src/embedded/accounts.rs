@@ -146,39 +146,36 @@ impl AccountStore for EmbeddedStore {
             .await
     }
 
-    async fn create_account(&self, account: &Account) -> StoreResult<bool> {
+    async fn create_account(&self, account: &Account) -> StoreResult<Creation> {
         let account = account.clone();
         self.blocking(move |s| {
+            let initial = LedgerEntryId::of_creation(account.id);
+            let entry_key = key2(account.id.as_bytes(), initial.as_bytes());
             // Under the ledger lock, as every movement of an account's credits.
             let guard = s.ledger_lock.lock().unwrap_or_else(|p| p.into_inner());
             if s.account(account.id)?.is_some() {
+                let first: Option<LedgerEntry> = s.get(&s.ledger, &entry_key)?;
                 drop(guard);
                 // Synced: the first create's write may not be yet.
                 s.persist()?;
-                return Ok(false);
+                return Ok(Creation::Existed {
+                    initial_credits: first.map(|e| e.amount),
+                });
             }
             // The account with its initial credits and their ledger entry, in one write.
+            let entry = LedgerEntry::new(
+                initial,
+                account.id,
+                LedgerKind::TopUp,
+                account.balance,
+                None,
+            );
             let mut wb = s.buffered_batch();
-            if account.balance > 0 {
-                let entry = LedgerEntry::new(
-                    LedgerEntryId::new(),
-                    account.id,
-                    LedgerKind::TopUp,
-                    account.balance,
-                    None,
-                );
-                s.stage_entry(&mut wb, &account, &entry)?;
-            } else {
-                wb.insert(
-                    &s.accounts,
-                    account.id.as_bytes().to_vec(),
-                    encode(&account)?,
-                );
-            }
+            s.stage_entry(&mut wb, &account, &entry)?;
             wb.commit().map_err(backend)?;
             drop(guard);
             s.persist()?;
-            Ok(true)
+            Ok(Creation::Created)
         })
         .await
     }

@@ -50,15 +50,27 @@ pub enum ContactError {
     Store(#[from] StoreError),
 }
 
+/// What [`AccountStore::create_account`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Creation {
+    Created,
+    /// The account existed: nothing changed. The credits it was created with, while their
+    /// ledger entry is kept (`retention.days`).
+    Existed {
+        initial_credits: Option<u64>,
+    },
+}
+
 /// Accounts, members and the terms of service.
 #[async_trait]
 pub trait AccountStore: Send + Sync {
     async fn put_account(&self, account: &Account) -> StoreResult<()>;
     /// Stores `account` unless an account with its id exists, atomically with any
-    /// concurrent create of that id; whether it stored it. Its `balance` is its initial
-    /// credits, recorded as a top-up in the ledger; `reserved` must be 0. An existing
-    /// account is left as it is (its credits too). Durable when it answers, either way.
-    async fn create_account(&self, account: &Account) -> StoreResult<bool>;
+    /// concurrent create of that id. Its `balance` is its initial credits, recorded (even
+    /// when 0) as the top-up [`LedgerEntryId::of_creation`]; `reserved` must be 0. An
+    /// existing account is left as it is (its credits too). Durable when it answers,
+    /// either way.
+    async fn create_account(&self, account: &Account) -> StoreResult<Creation>;
     async fn account(&self, id: AccountId) -> StoreResult<Option<Account>>;
     async fn put_member(&self, member: &Member) -> StoreResult<()>;
     async fn member(&self, id: MemberId) -> StoreResult<Option<Member>>;

@@ -38,28 +38,32 @@ impl AccountStore for ScyllaStore {
         self.put_credits(a).await
     }
 
-    async fn create_account(&self, a: &Account) -> StoreResult<bool> {
+    async fn create_account(&self, a: &Account) -> StoreResult<Creation> {
+        let kind = ledger_kind_str(LedgerKind::TopUp);
+        let initial = LedgerEntryId::of_creation(a.id).0;
         // The account row keeps the amounts it was created with, and the book takes them
         // at its first movement (`seed_credits`, conditional): nothing writes the book
         // here, so no plain write can race a movement's conditional one.
-        let created = self
+        if !self
             .lwt(&self.st.insert_account_once, account_row(a))
-            .await?;
-        if created && a.balance > 0 {
-            // The ledger's detail of the initial credits (a crash before it loses the
-            // entry, not the credits).
-            let entry = (
-                a.id.0,
-                ledger_kind_str(LedgerKind::TopUp),
-                Uuid::now_v7(),
-                a.balance as i64,
-                None::<Uuid>,
-                CqlTimestamp(a.created_at),
-                self.ttl(),
-            );
-            self.lwt(&self.st.insert_movement, entry).await?;
+            .await?
+        {
+            let initial_credits = self.movement_amount(a.id, kind, initial).await?;
+            return Ok(Creation::Existed { initial_credits });
         }
-        Ok(created)
+        // The ledger's detail of the initial credits (a crash before it loses the entry,
+        // not the credits).
+        let entry = (
+            a.id.0,
+            kind,
+            initial,
+            a.balance as i64,
+            None::<Uuid>,
+            CqlTimestamp(a.created_at),
+            self.ttl(),
+        );
+        self.lwt(&self.st.insert_movement, entry).await?;
+        Ok(Creation::Created)
     }
 
     async fn account(&self, id: AccountId) -> StoreResult<Option<Account>> {

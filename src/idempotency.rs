@@ -35,6 +35,10 @@ impl Idempotency {
     }
 }
 
+/// The header of an answer replayed for an `Idempotency-Key` (a send's, a top-up's, an
+/// account creation's).
+pub const REPLAYED: (&str, &str) = ("Idempotent-Replayed", "true");
+
 /// The request's `Idempotency-Key`, if it sent one: 400 unless 1 to 255 visible ASCII
 /// characters.
 pub fn key_of(req: &HttpRequest) -> Result<Option<&str>, ApiError> {

@@ -104,7 +104,7 @@ pub(crate) async fn create_account(
             ));
         }
         account = existing;
-        answer.insert_header(("Idempotent-Replayed", "true"));
+        answer.insert_header(idempotency::REPLAYED);
     }
     sendme_actors::crash_point!("account.created");
     Ok(answer.json(AccountView::from(account)))
@@ -160,7 +160,7 @@ pub(crate) async fn add_credits(
     sendme_actors::crash_point!("top_up.durable");
     let mut answer = HttpResponse::Ok();
     if top_up.repeated {
-        answer.insert_header(("Idempotent-Replayed", "true"));
+        answer.insert_header(idempotency::REPLAYED);
     }
     Ok(answer.json(AccountView::from(top_up.account)))
 }

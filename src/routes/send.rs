@@ -10,7 +10,6 @@ use crate::body::{BodyLimits, JsonBody};
 use crate::error::{ApiError, ErrorBody};
 use crate::idempotency::{self, Begun, Idempotency, Replay};
 use crate::state::AppState;
-use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{http::StatusCode, post, web, HttpRequest, HttpResponse};
 use sendme_actors::accept::{Accepted, Broadcast, Recipients};
 use sendme_actors::domain::*;
@@ -380,39 +379,32 @@ fn enqueue_response(status: StatusCode, accepted: Accepted) -> HttpResponse {
     response.streaming(futures_util::stream::iter(parts))
 }
 
-fn json_response(status: StatusCode, body: Vec<u8>) -> HttpResponse {
-    HttpResponse::build(status)
-        .content_type("application/json")
-        .body(body)
-}
-
 /// The first answer to a key's request, again, with `Idempotent-Replayed: true`.
 async fn replay(
     state: &AppState,
     account: AccountId,
     replay: Replay,
 ) -> Result<HttpResponse, ApiError> {
-    let mut answer = match replay {
-        Replay::Remembered(answer) => {
-            let status = StatusCode::from_u16(answer.status).map_err(ApiError::internal)?;
-            json_response(status, answer.body)
-        }
+    let (status, body) = match replay {
+        Replay::Remembered(answer) => (
+            StatusCode::from_u16(answer.status).map_err(ApiError::internal)?,
+            answer.body,
+        ),
         Replay::Batch(batch) => replay_batch(state, account, batch).await?,
     };
-    answer.headers_mut().insert(
-        HeaderName::from_static("idempotent-replayed"),
-        HeaderValue::from_static("true"),
-    );
-    Ok(answer)
+    Ok(HttpResponse::build(status)
+        .content_type("application/json")
+        .insert_header(idempotency::REPLAYED)
+        .body(body))
 }
 
-/// The batch a key's request committed, read back in message order (ids ascend in the
-/// order they were answered), or nothing enqueued.
+/// The status and body answering the batch a key's request committed, read back in
+/// message order (ids ascend in the order they were answered), or nothing enqueued.
 async fn replay_batch(
     state: &AppState,
     account: AccountId,
     batch: Option<BatchId>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<(StatusCode, Vec<u8>), ApiError> {
     let mut messages = Vec::new();
     if let Some(batch) = batch {
         let mut filter = MessageFilter {
@@ -443,7 +435,7 @@ async fn replay_batch(
             .collect(),
     })
     .map_err(ApiError::internal)?;
-    Ok(json_response(answer_status(batch), body))
+    Ok((answer_status(batch), body))
 }
 
 /// 201 when a batch was enqueued, 200 when no recipient was valid (the seed contract).

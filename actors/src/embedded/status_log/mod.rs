@@ -73,6 +73,9 @@ struct Unfolded {
     /// The newest record of each message.
     records: Records,
     marks: Marks,
+    /// A fold of some of these marks failed part-way, so their index writes may have
+    /// landed: every mark is written again, none skipped (see [`receipt_writes`]).
+    retried: bool,
 }
 
 /// The indexes the fold writes besides the records: `awaiting_receipt`, `last_senders`
@@ -190,6 +193,8 @@ impl StatusLog {
             }
         }
         left.marks = recovered::marks_of(&left.records, &messages, batches);
+        // A fold cut short by the crash may have written some of them.
+        left.retried = true;
         let FoldedIndexes {
             awaiting,
             last_senders,
@@ -330,6 +335,7 @@ impl StatusLog {
                     Default::default(),
                 ),
                 marks: Marks::default(),
+                retried: false,
             };
             let records = Arc::new(std::mem::replace(&mut st.recent, fresh));
             st.folding = Some(records.clone());
@@ -347,12 +353,15 @@ impl StatusLog {
             if result.is_err() {
                 // Keep the records readable (newer ones win), the marks before the newer
                 // ones, and their entries for the next fold (or open).
-                let Unfolded { records, mut marks } = Arc::unwrap_or_clone(folding);
+                let Unfolded {
+                    records, mut marks, ..
+                } = Arc::unwrap_or_clone(folding);
                 for (id, record) in records {
                     st.recent.records.entry(id).or_insert(record);
                 }
                 marks.append(&mut st.recent.marks);
                 st.recent.marks = marks;
+                st.recent.retried = true;
                 st.unfolded_from = from;
             }
         }
@@ -385,19 +394,7 @@ impl StatusLog {
             wb.insert(&self.messages, id.as_bytes(), record.as_ref());
             chunk_done(&mut wb)?;
         }
-        // A message leaves `sent` at most once, so a key has at most an insert and then a
-        // removal: the removal alone says it (one write batch must not hold both). Sorted,
-        // a key's removal (`false`) comes first and is the one kept; and in key order, as
-        // the records.
-        let mut marks: Vec<([u8; 24], bool)> = unfolded
-            .marks
-            .receipts
-            .iter()
-            .map(|m| (m.key(), m.awaiting))
-            .collect();
-        marks.sort_unstable();
-        marks.dedup_by_key(|(key, _)| *key);
-        for (key, awaiting) in marks {
+        for (key, awaiting) in receipt_writes(&unfolded.marks.receipts, !unfolded.retried) {
             if awaiting {
                 wb.insert(&self.awaiting, key, []);
             } else {
@@ -411,9 +408,9 @@ impl StatusLog {
             senders.insert(phone, *account);
         }
         let mut senders: Vec<_> = senders.into_iter().collect();
-        senders.sort_unstable_by_key(|(phone, _)| phone.as_str());
+        senders.sort_unstable_by_key(|(phone, _)| phone.as_bytes());
         for (phone, account) in senders {
-            wb.insert(&self.last_senders, phone.as_str(), account.as_bytes());
+            wb.insert(&self.last_senders, phone.as_bytes(), account.as_bytes());
             chunk_done(&mut wb)?;
         }
         for seq in folded {
@@ -513,6 +510,27 @@ impl Drop for FoldThread {
             let _ = t.join();
         }
     }
+}
+
+/// What a fold writes to `awaiting_receipt` for `marks` (in the order they were made): for
+/// each key, in key order, an insert (`true`) or a removal (`false`). A message leaves
+/// `sent` at most once, so a key has at most an insert and then a removal (one write batch
+/// must not hold both): the removal alone says it. With `skip_pairs`, a key inserted and
+/// removed within these marks was never in the index, so it is not written at all (a
+/// receipt that came within the fold window, the common case, costs the index nothing);
+/// not so when a failed fold may have written the insert already.
+fn receipt_writes(marks: &[ReceiptMark], skip_pairs: bool) -> Vec<([u8; 24], bool)> {
+    let mut marks: Vec<([u8; 24], bool)> = marks.iter().map(|m| (m.key(), m.awaiting)).collect();
+    // Stable: a key's marks stay in the order they were made.
+    marks.sort_by_key(|(key, _)| *key);
+    marks
+        .chunk_by(|a, b| a.0 == b.0)
+        .filter_map(|marks| {
+            let (key, first) = marks[0];
+            let last = marks[marks.len() - 1].1;
+            (last || !first || !skip_pairs).then_some((key, last))
+        })
+        .collect()
 }
 
 fn corrupt(what: &str) -> StoreError {

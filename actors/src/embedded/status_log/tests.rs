@@ -315,3 +315,29 @@ fn who_last_messaged_a_number_is_folded_from_sent_marks_and_derived_again_at_ope
     let (_db, log) = open(dir.path());
     assert_eq!(last_sender_folded(&log, &phone), Some(second));
 }
+
+#[test]
+fn a_receipt_mark_inserted_and_removed_within_one_fold_is_not_written() {
+    let (a, b, c) = (MessageId::new(), MessageId::new(), MessageId::new());
+    let marks = [
+        mark(a, 5_000, true),
+        mark(b, 4_000, false),
+        mark(c, 3_000, true),
+        mark(a, 5_000, false),
+    ];
+    let key = |id, deadline| mark(id, deadline, true).key();
+    // In key order (deadline first): c's insert, b's removal; a came and went.
+    assert_eq!(
+        receipt_writes(&marks, true),
+        [(key(c, 3_000), true), (key(b, 4_000), false)]
+    );
+    // After a failed fold the insert of a may be in the index: its removal is written.
+    assert_eq!(
+        receipt_writes(&marks, false),
+        [
+            (key(c, 3_000), true),
+            (key(b, 4_000), false),
+            (key(a, 5_000), false)
+        ]
+    );
+}

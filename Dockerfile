@@ -13,6 +13,8 @@ COPY Cargo.toml Cargo.lock ./
 COPY actors/Cargo.toml actors/Cargo.toml
 COPY backends/kafka/Cargo.toml backends/kafka/Cargo.toml
 COPY backends/scylla/Cargo.toml backends/scylla/Cargo.toml
+# Patched dependencies (vendor/README.md), whole: they are built with the others.
+COPY vendor vendor
 RUN mkdir -p src actors/src backends/kafka/src backends/scylla/src benches \
     && echo 'fn main() {}' > src/main.rs && touch src/lib.rs actors/src/lib.rs \
     && touch backends/kafka/src/lib.rs backends/scylla/src/lib.rs \

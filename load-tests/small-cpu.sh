@@ -7,6 +7,8 @@
 #   cargo build --release --bin sendme
 #   RATE=1000 DURATION=30s load-tests/small-cpu.sh
 #
+# It also prints the same per thread name (actix's HTTP workers, `sendme-accept` the accept
+# writer, `tokio-rt-worker` the status groups, `fjall:worker`, `sendme-fold`, ...).
 # With PERF=1 the run is also recorded with `perf record -g` (perf.data in the data dir's
 # parent) for `perf report`. Stops only the server it started.
 set -euo pipefail
@@ -28,17 +30,30 @@ for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && b
 token="$(SENDME_CONFIG_DIR=config "$target/release/sendme" token --demo 2>/dev/null)"
 admin="$(SENDME_CONFIG_DIR=config "$target/release/sendme" token --admin 2>/dev/null)"
 ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+# Each thread's name and CPU ticks (its name has no spaces but for actix's `actix-rt|system`).
+thread_ticks() {
+  for t in /proc/"$pid"/task/*; do
+    printf '%s %s %s\n' "${t##*/}" "$(tr ' ' '_' <"$t/comm")" \
+      "$(sed 's/.*) //' "$t/stat" | awk '{print $12 + $13}')"
+  done 2>/dev/null
+}
 hz="$(getconf CLK_TCK)"
 if [ "${PERF:-}" = 1 ]; then
   perf record -F 999 -g -p "$pid" -o "$dir/perf.data" >/dev/null 2>&1 &
   perf_pid=$!
 fi
-before="$(ticks)"
+before="$(ticks)"; threads_before="$(thread_ticks)"
 summary="$(SENDME_URL="http://127.0.0.1:$port" SENDME_TOKEN="$token" SENDME_ADMIN_TOKEN="$admin" \
   RATE="$rate" DURATION="$duration" k6 run --quiet load-tests/small-requests-open.js 2>/dev/null | tail -1)"
-after="$(ticks)"
+after="$(ticks)"; threads_after="$(thread_ticks)"
 if [ "${PERF:-}" = 1 ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; echo "perf data: $dir/perf.data"; fi
 requests="$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$summary")"
 echo "$summary"
 awk -v t=$((after - before)) -v hz="$hz" -v n="$requests" \
   'BEGIN { printf "server CPU: %.2f s for %d requests = %.0f us/request\n", t / hz, n, t / hz / n * 1e6 }'
+# Per thread name, the same figure (threads that ended meanwhile, such as idle blocking-pool
+# ones, are missing: the sum can be lower than the total).
+join <(sort <<<"$threads_before") <(sort <<<"$threads_after") |
+  awk -v hz="$hz" -v n="$requests" '{ d[$2] += $5 - $3 }
+    END { for (k in d) if (d[k] > 0) printf "  %-18s %5.0f us/request\n", k, d[k] / hz / n * 1e6 }' |
+  sort -k2 -n -r

@@ -57,13 +57,7 @@ fn read(brokers: &str, topic: &str, n: usize) -> Vec<StatusEvent> {
 
 /// A publish-only queue on topics of its own, on the broker `SENDME_TEST_KAFKA` names.
 async fn publisher() -> (KafkaQueue, KafkaSettings) {
-    let settings = KafkaSettings {
-        brokers: std::env::var("SENDME_TEST_KAFKA").expect("SENDME_TEST_KAFKA"),
-        topic_prefix: format!("announce-{}", uuid::Uuid::now_v7().simple()),
-        partitions: 2,
-        linger_ms: 1,
-        ..KafkaSettings::default()
-    };
+    let settings = common::settings("announce");
     let queue = KafkaQueue::connect(&settings, false)
         .await
         .expect("connected");

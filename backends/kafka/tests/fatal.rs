@@ -11,7 +11,7 @@ mod common;
 use rdkafka::producer::Producer as _;
 use sendme_actors::domain::{MessageId, MessageType, PhoneNumber};
 use sendme_actors::ports::{DispatchQueue, QueueRecord};
-use sendme_kafka::{KafkaQueue, KafkaSettings};
+use sendme_kafka::KafkaQueue;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -30,15 +30,7 @@ fn records(from: u64, n: u64) -> Vec<QueueRecord> {
 )]
 #[tokio::test]
 async fn a_producer_that_failed_for_good_is_replaced_and_the_retry_is_published() {
-    let unique = uuid::Uuid::now_v7().simple().to_string();
-    let settings = KafkaSettings {
-        brokers: std::env::var("SENDME_TEST_KAFKA").expect("SENDME_TEST_KAFKA"),
-        topic_prefix: format!("fatal-{unique}"),
-        group_id: format!("fatal-{unique}"),
-        partitions: 2,
-        linger_ms: 1,
-        ..KafkaSettings::default()
-    };
+    let settings = common::settings("fatal");
     let queue = KafkaQueue::connect(&settings, true)
         .await
         .expect("connected");

@@ -259,8 +259,7 @@ impl DispatchQueue for KafkaQueue {
         true
     }
 
-    /// Every event on `<prefix>.status`, `failed` ones on `<prefix>.dlq` too, keyed by
-    /// message id (one message's events stay in order), JSON.
+    /// Through [`KafkaQueue::announce_with`], once more if the producer failed for good.
     async fn announce(&self, events: Vec<StatusEvent>) -> Result<(), QueueError> {
         let producer = self.producer();
         let sent = self.announce_with(&producer, &events).await;

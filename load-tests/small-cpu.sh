@@ -2,7 +2,8 @@
 # Server CPU per small request, in the open model: starts SendMe (release build, role
 # `all`, the simulated provider with receipts after 100 ms, a fresh data dir, port 18181),
 # runs load-tests/small-requests-open.js at RATE requests/s for DURATION, and prints the
-# server's CPU time (utime + stime from /proc/<pid>/stat) per request beside k6's latency.
+# server's CPU time (utime + stime from /proc/<pid>/stat) per request beside k6's latency,
+# and k6's own CPU per request (it shares the machine's cores with the server).
 #
 #   cargo build --release --bin sendme
 #   RATE=1000 DURATION=30s load-tests/small-cpu.sh
@@ -11,14 +12,27 @@
 # writer, `tokio-rt-worker` the status groups, `fjall:worker`, `sendme-fold`, ...).
 # With PERF=1 the run is also recorded with `perf record -g` (perf.data in the data dir's
 # parent) for `perf report`. Stops only the server it started.
+#
+# SERVER=floor (or floor-durable) runs the same against examples/floor.rs instead, a server
+# with SendMe's HTTP stack that only reads the body and answers 201 (floor-durable: after an
+# append and an fdatasync shared by the requests waiting): what no send can cost less than.
+#   cargo build --release --example floor
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
 rate="${RATE:-1000}" duration="${DURATION:-30s}" port=18181
 dir="$(mktemp -d -t sendme-small-cpu.XXXXXX)"
-SENDME_CONFIG_DIR=config SENDME__SERVER__PORT=$port SENDME__STORE__PATH="$dir/data" \
-  SENDME__PROVIDER__SIMULATED__RECEIPT_DELAY_MS=100 RUST_LOG=warn \
-  "$target/release/sendme" >"$dir/out" 2>"$dir/err" &
+case "${SERVER:-sendme}" in
+  sendme)
+    SENDME_CONFIG_DIR=config SENDME__SERVER__PORT=$port SENDME__STORE__PATH="$dir/data" \
+      SENDME__PROVIDER__SIMULATED__RECEIPT_DELAY_MS=100 RUST_LOG=warn \
+      "$target/release/sendme" >"$dir/out" 2>"$dir/err" & ;;
+  floor) "$target/release/examples/floor" --port $port >"$dir/out" 2>"$dir/err" & ;;
+  floor-durable)
+    mkdir "$dir/data"
+    "$target/release/examples/floor" --port $port --durable "$dir/data" >"$dir/out" 2>"$dir/err" & ;;
+  *) echo "SERVER is sendme, floor or floor-durable" >&2; exit 2 ;;
+esac
 pid=$!
 # The data dir goes with the server (a run leaves ~100 MB); with PERF=1 the profile stays.
 cleanup() {
@@ -26,9 +40,15 @@ cleanup() {
   if [ "${PERF:-}" = 1 ]; then rm -rf "$dir/data"; else rm -rf "$dir"; fi
 }
 trap cleanup EXIT
-for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
-token="$(SENDME_CONFIG_DIR=config "$target/release/sendme" token --demo 2>/dev/null)"
-admin="$(SENDME_CONFIG_DIR=config "$target/release/sendme" token --admin 2>/dev/null)"
+if [ "${SERVER:-sendme}" = sendme ]; then
+  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
+  token="$(SENDME_CONFIG_DIR=config "$target/release/sendme" token --demo 2>/dev/null)"
+  admin="$(SENDME_CONFIG_DIR=config "$target/release/sendme" token --admin 2>/dev/null)"
+else
+  # The floor checks no token; its top-up route answers 200.
+  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+  token=floor admin=floor
+fi
 ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 # Each thread's name and CPU ticks (its name has no spaces but for actix's `actix-rt|system`).
 thread_ticks() {
@@ -43,14 +63,17 @@ if [ "${PERF:-}" = 1 ]; then
   perf_pid=$!
 fi
 before="$(ticks)"; threads_before="$(thread_ticks)"
-summary="$(SENDME_URL="http://127.0.0.1:$port" SENDME_TOKEN="$token" SENDME_ADMIN_TOKEN="$admin" \
-  RATE="$rate" DURATION="$duration" k6 run --quiet load-tests/small-requests-open.js 2>/dev/null | tail -1)"
+# k6's own CPU (user + system), from bash's `time` of its run.
+summary="$({ TIMEFORMAT='k6_cpu %U %S'; time SENDME_URL="http://127.0.0.1:$port" SENDME_TOKEN="$token" \
+  SENDME_ADMIN_TOKEN="$admin" RATE="$rate" DURATION="$duration" \
+  k6 run --quiet load-tests/small-requests-open.js 2>/dev/null | tail -1; } 2>&1)"
 after="$(ticks)"; threads_after="$(thread_ticks)"
 if [ "${PERF:-}" = 1 ]; then kill -INT "$perf_pid"; wait "$perf_pid" || true; echo "perf data: $dir/perf.data"; fi
 requests="$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$summary")"
-echo "$summary"
+grep -v '^k6_cpu' <<<"$summary"
 awk -v t=$((after - before)) -v hz="$hz" -v n="$requests" \
   'BEGIN { printf "server CPU: %.2f s for %d requests = %.0f us/request\n", t / hz, n, t / hz / n * 1e6 }'
+awk -v n="$requests" '/^k6_cpu/ { printf "k6 CPU: %.2f s = %.0f us/request\n", $2 + $3, ($2 + $3) / n * 1e6 }' <<<"$summary"
 # Per thread name, the same figure (threads that ended meanwhile, such as idle blocking-pool
 # ones, are missing: the sum can be lower than the total).
 join <(sort <<<"$threads_before") <(sort <<<"$threads_after") |

@@ -25,9 +25,9 @@ set -euo pipefail
 export LC_ALL=C # `time` and awk print decimal points
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}"
-rate="${RATE:-1000}" duration="${DURATION:-30s}" port=18181
+rate="${RATE:-1000}" duration="${DURATION:-30s}" server="${SERVER:-sendme}" port=18181
 dir="$(mktemp -d -t sendme-small-cpu.XXXXXX)"
-case "${SERVER:-sendme}" in
+case "$server" in
   sendme)
     SENDME_CONFIG_DIR=config SENDME__SERVER__PORT=$port SENDME__STORE__PATH="$dir/data" \
       SENDME__PROVIDER__SIMULATED__RECEIPT_DELAY_MS=100 RUST_LOG=warn \
@@ -47,15 +47,15 @@ cleanup() {
 trap cleanup EXIT
 # Ready: SendMe's /readyz answers 200; the floor answers anything (404 there).
 ready_url="http://127.0.0.1:$port/readyz" ready_flags=-fs
-[ "${SERVER:-sendme}" = sendme ] || ready_url="http://127.0.0.1:$port/" ready_flags=-s
+[ "$server" = sendme ] || ready_url="http://127.0.0.1:$port/" ready_flags=-s
+ready=0
 for _ in $(seq 100); do
   kill -0 $pid 2>/dev/null || { echo "the server exited:" >&2; cat "$dir/err" >&2; exit 1; }
-  curl $ready_flags --max-time 1 -o /dev/null "$ready_url" && break
+  curl $ready_flags --max-time 1 -o /dev/null "$ready_url" && { ready=1; break; }
   sleep 0.1
 done
-curl $ready_flags --max-time 1 -o /dev/null "$ready_url" ||
-  { echo "the server is not ready after 10 s:" >&2; cat "$dir/err" >&2; exit 1; }
-if [ "${SERVER:-sendme}" = sendme ]; then
+[ $ready = 1 ] || { echo "the server is not ready after 10 s:" >&2; cat "$dir/err" >&2; exit 1; }
+if [ "$server" = sendme ]; then
   token="$(SENDME_CONFIG_DIR=config "$target/release/sendme" token --demo 2>/dev/null)"
   admin="$(SENDME_CONFIG_DIR=config "$target/release/sendme" token --admin 2>/dev/null)"
 else
@@ -87,7 +87,7 @@ grep -v '^k6_cpu' <<<"$summary" || true
 awk -v t=$((after - before)) -v hz="$hz" -v n="$requests" \
   'BEGIN { printf "server CPU: %.2f s for %d requests = %.0f us/request\n", t / hz, n, t / hz / n * 1e6 }'
 awk -v n="$requests" '/^k6_cpu/ { printf "k6 CPU: %.2f s = %.0f us/request\n", $2 + $3, ($2 + $3) / n * 1e6 }' <<<"$summary"
-if [ "${SERVER:-sendme}" = sendme ]; then
+if [ "$server" = sendme ]; then
   # The server's own view (its HTTP histogram, handler start to answer): k6's latencies
   # also hold the time requests wait for k6 itself, which shares the cores.
   { curl -fs --max-time 5 "http://127.0.0.1:$port/metrics" || true; } |
